@@ -1,0 +1,32 @@
+# The README's two commands: `make demo` and `make test`. Everything else is a helper for them.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install jars demo test lint clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e ".[dev]"
+	$(BIN)/python -m recspark.packages --fetch
+	touch $(STAMP)
+
+install: $(STAMP)
+
+# Re-resolve the Spark packages (Delta, and Kafka for the Kafka source) into the local caches.
+jars: $(STAMP)
+	$(BIN)/python -m recspark.packages --fetch --kafka
+
+demo: install
+	$(BIN)/recspark demo --fresh --conf conf/local.yaml
+
+test: install
+	$(BIN)/python -m pytest -q
+
+lint: install
+	$(BIN)/ruff check recspark jobs tests bench
+
+clean:
+	rm -rf .recspark spark-warehouse metastore_db derby.log

@@ -1,0 +1,316 @@
+"""Typed configuration: YAML in ``conf/``, then environment overrides, then ``--set key=value``.
+
+Every job reads its settings through :func:`load_config`, so an operator's mistake (a typo in a
+key, a word where a number belongs) stops the job before Spark starts, with one clear line.
+Environment overrides look like ``RECSPARK__TRAIN__RANK=64`` (double underscores separate levels).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import types
+import typing
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ENV_PREFIX = "RECSPARK__"
+EVENT_TYPES = ("view", "add_to_cart", "remove_from_cart", "purchase", "rating")
+
+
+class ConfigError(ValueError):
+    """A configuration problem an operator can fix; the message is one line."""
+
+
+@dataclass(frozen=True)
+class SparkConfig:
+    master: str | None = "local[2]"
+    app_name: str = "recspark"
+    shuffle_partitions: int = 8
+    driver_memory: str | None = "4g"
+    # Any further Spark settings, passed to the session builder as they are.
+    conf: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class LakeConfig:
+    root: str = ".recspark/lake"
+    # When set, every table is also registered in the Spark catalog under this database.
+    database: str | None = None
+
+
+@dataclass(frozen=True)
+class KafkaConfig:
+    bootstrap_servers: str | None = None
+    topic: str | None = None
+    starting_offsets: str = "earliest"
+    max_offsets_per_trigger: int | None = None
+
+
+@dataclass(frozen=True)
+class IngestConfig:
+    source: str = "files"
+    path: str = ".recspark/incoming/events"
+    trigger_seconds: float = 5.0
+    max_files_per_trigger: int | None = None
+    # Events older than this (relative to the newest event seen) are still stored, deduplicated
+    # and counted; the figure only bounds how far back a batch looks for earlier copies.
+    allowed_lateness_hours: float = 72.0
+    kafka: KafkaConfig = field(default_factory=KafkaConfig)
+
+    def __post_init__(self) -> None:
+        _require(self.source in ("files", "kafka"), "ingest.source must be 'files' or 'kafka'")
+        _require(self.trigger_seconds > 0, "ingest.trigger_seconds must be > 0")
+        _require(self.allowed_lateness_hours >= 0, "ingest.allowed_lateness_hours must be >= 0")
+        if self.source == "kafka":
+            _require(
+                bool(self.kafka.bootstrap_servers and self.kafka.topic),
+                "ingest.source is 'kafka' but ingest.kafka.bootstrap_servers or "
+                "ingest.kafka.topic is not set",
+            )
+
+
+@dataclass(frozen=True)
+class InteractionsConfig:
+    """How events become the implicit-feedback signal ALS trains on."""
+
+    weights: dict[str, float] = field(
+        default_factory=lambda: {
+            "view": 1.0,
+            "add_to_cart": 3.0,
+            "remove_from_cart": -2.0,
+            "purchase": 5.0,
+            "rating": 1.0,
+        }
+    )
+    # A rating contributes weights.rating * (value - rating_center) / (5 - rating_center):
+    # with the default centre 0 a 5-star rating counts fully and a 1-star one a fifth.
+    rating_center: float = 0.0
+    # Exponential time decay of old evidence; None switches decay off.
+    half_life_days: float | None = None
+
+    def __post_init__(self) -> None:
+        unknown = sorted(set(self.weights) - set(EVENT_TYPES))
+        _require(not unknown, f"interactions.weights has unknown event types: {unknown}")
+        missing = sorted(set(EVENT_TYPES) - set(self.weights))
+        _require(not missing, f"interactions.weights misses event types: {missing}")
+        _require(0 <= self.rating_center < 5, "interactions.rating_center must be in [0, 5)")
+        _require(
+            self.half_life_days is None or self.half_life_days > 0,
+            "interactions.half_life_days must be > 0 (or null for no decay)",
+        )
+
+
+@dataclass(frozen=True)
+class CatalogConfig:
+    # JSON lines, CSV or Parquet (by extension); None means every item counts as available.
+    path: str | None = ".recspark/incoming/catalog.jsonl"
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    rank: int = 32
+    reg_param: float = 0.1
+    alpha: float = 10.0
+    max_iter: int = 10
+    seed: int = 42
+    num_user_blocks: int = 4
+    num_item_blocks: int = 4
+    # "log" feeds log1p(strength) to ALS, damping heavy repeat viewers; "linear" feeds strength.
+    confidence: str = "log"
+    test_days: float = 7.0
+    k: int = 10
+    min_train_interactions: int = 100
+    checkpoint_interval: int = 5
+
+    def __post_init__(self) -> None:
+        for name in ("rank", "max_iter", "num_user_blocks", "num_item_blocks", "k"):
+            _require(getattr(self, name) > 0, f"train.{name} must be > 0")
+        _require(self.reg_param >= 0, "train.reg_param must be >= 0")
+        _require(self.alpha > 0, "train.alpha must be > 0")
+        _require(self.test_days > 0, "train.test_days must be > 0")
+        _require(self.confidence in ("log", "linear"), "train.confidence must be 'log' or 'linear'")
+
+
+@dataclass(frozen=True)
+class MlflowConfig:
+    tracking_uri: str = "sqlite:///.recspark/mlflow.db"
+    experiment: str = "recspark"
+    model_name: str = "recspark-als"
+    # Where run artifacts go for a new experiment; None lets the tracking server decide.
+    artifact_location: str | None = ".recspark/mlartifacts"
+    # The candidate is promoted only if it beats the champion and the popularity baseline on
+    # this metric by at least this relative margin.
+    promotion_metric: str = "ndcg_at_k"
+    promotion_margin: float = 0.0
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    top_n: int = 10
+    exclude_purchased: bool = True
+    users_per_block: int = 2048
+
+    def __post_init__(self) -> None:
+        _require(self.top_n > 0, "serve.top_n must be > 0")
+        _require(self.users_per_block > 0, "serve.users_per_block must be > 0")
+
+
+@dataclass(frozen=True)
+class GenerateConfig:
+    users: int = 2000
+    items: int = 500
+    categories: int = 20
+    events: int = 60_000
+    days: int = 30
+    seed: int = 7
+    bad_fraction: float = 0.002
+    duplicate_fraction: float = 0.01
+
+
+@dataclass(frozen=True)
+class Config:
+    spark: SparkConfig = field(default_factory=SparkConfig)
+    lake: LakeConfig = field(default_factory=LakeConfig)
+    ingest: IngestConfig = field(default_factory=IngestConfig)
+    interactions: InteractionsConfig = field(default_factory=InteractionsConfig)
+    catalog: CatalogConfig = field(default_factory=CatalogConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    mlflow: MlflowConfig = field(default_factory=MlflowConfig)
+    serve: ServeConfig = field(default_factory=ServeConfig)
+    generate: GenerateConfig = field(default_factory=GenerateConfig)
+
+    def with_overrides(self, assignments: Iterable[str]) -> Config:
+        """A copy with ``key=value`` assignments applied (values parsed as YAML scalars)."""
+        raw = dataclasses.asdict(self)
+        for assignment in assignments:
+            _assign(raw, *_split_assignment(assignment))
+        return _build(Config, raw, "")
+
+
+def _require(condition: bool, message: str) -> None:
+    if not condition:
+        raise ConfigError(message)
+
+
+def _split_assignment(assignment: str) -> tuple[str, Any]:
+    key, sep, text = assignment.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"--set expects key=value, got {assignment!r}")
+    return key.strip(), _parse_scalar(text)
+
+
+def _parse_scalar(text: str) -> Any:
+    try:
+        return yaml.safe_load(text) if text.strip() else None
+    except yaml.YAMLError:
+        return text
+
+
+def _assign(raw: dict[str, Any], dotted_key: str, value: Any) -> None:
+    node = raw
+    parts = dotted_key.split(".")
+    for i, part in enumerate(parts[:-1]):
+        child = node.get(part)
+        if not isinstance(child, dict):
+            raise ConfigError(f"unknown config key {'.'.join(parts[: i + 1])!r}")
+        node = child
+    if parts[-1] not in node and not _is_free_mapping(dotted_key):
+        raise ConfigError(f"unknown config key {dotted_key!r}")
+    node[parts[-1]] = value
+
+
+def _is_free_mapping(dotted_key: str) -> bool:
+    """Keys under these mappings are user-chosen (Spark settings), not a fixed schema."""
+    return dotted_key.startswith("spark.conf.")
+
+
+def _env_overrides(environ: Mapping[str, str]) -> list[str]:
+    assignments = []
+    for name, value in sorted(environ.items()):
+        if name.upper().startswith(ENV_PREFIX) and len(name) > len(ENV_PREFIX):
+            key = name[len(ENV_PREFIX) :].lower().replace("__", ".")
+            assignments.append(f"{key}={value}")
+    return assignments
+
+
+def _build(cls: type, raw: Any, where: str) -> Any:
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"config section {where or '<root>'!r} must be a mapping")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(raw) - names)
+    if unknown:
+        prefix = f"{where}." if where else ""
+        raise ConfigError(f"unknown config key {prefix + str(unknown[0])!r}")
+    values = {
+        name: _coerce(hints[name], raw[name], f"{where}.{name}" if where else name)
+        for name in names
+        if name in raw
+    }
+    return cls(**values)
+
+
+def _coerce(hint: Any, value: Any, where: str) -> Any:
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(inner[0], value, where)
+    if dataclasses.is_dataclass(hint):
+        return _build(hint, value if value is not None else {}, where)
+    if origin is dict:
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{where} must be a mapping, got {value!r}")
+        return {str(k): _coerce(args[1], v, f"{where}.{k}") for k, v in value.items()}
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{where} must be true or false, got {value!r}")
+    if hint is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise ConfigError(f"{where} must be a whole number, got {value!r}")
+    if hint is float:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+        raise ConfigError(f"{where} must be a number, got {value!r}")
+    if hint is str:
+        if isinstance(value, str | int | float) and not isinstance(value, bool):
+            return str(value)
+        raise ConfigError(f"{where} must be a string, got {value!r}")
+    return value
+
+
+def load_config(
+    path: str | Path | None,
+    overrides: Iterable[str] = (),
+    environ: Mapping[str, str] | None = None,
+) -> Config:
+    """Read YAML (or the built-in defaults when ``path`` is None) and apply overrides."""
+    raw: dict[str, Any] = {}
+    if path is not None:
+        file = Path(path)
+        if not file.is_file():
+            raise ConfigError(f"config file not found: {file}")
+        try:
+            loaded = yaml.safe_load(file.read_text(encoding="utf-8"))
+        except yaml.YAMLError as exc:
+            raise ConfigError(
+                f"config file {file} is not valid YAML: {exc}".splitlines()[0]
+            ) from exc
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ConfigError(f"config file {file} must hold a mapping at the top level")
+        raw = loaded or {}
+    try:
+        base = _build(Config, raw, "")
+    except TypeError as exc:  # pragma: no cover - dataclass signature mismatch
+        raise ConfigError(str(exc)) from exc
+    env = os.environ if environ is None else environ
+    return base.with_overrides([*_env_overrides(env), *overrides])

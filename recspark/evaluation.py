@@ -1,0 +1,135 @@
+"""Honest, time-based evaluation with ranking metrics, computed in Spark.
+
+The test period is the last ``test_days`` of events; a model only ever sees what came before.
+What a user interacted with positively in the test period — minus what the serving stage would
+exclude anyway (items already purchased) — is what a good top-K list should contain.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+from pyspark.sql.window import Window
+
+from recspark.config import InteractionsConfig
+from recspark.interactions import aggregate_events
+
+METRICS = ("precision", "recall", "ndcg", "map", "hit_rate")
+
+
+class EvaluationError(ValueError):
+    """The data cannot support an honest evaluation (e.g. an empty test period)."""
+
+
+@dataclass(frozen=True)
+class TimeSplit:
+    cutoff: datetime
+    train_events: DataFrame
+    test_events: DataFrame
+
+
+def time_split(events: DataFrame, test_days: float) -> TimeSplit:
+    """Train on everything before ``max(event_time) - test_days``; test on the rest."""
+    bounds = events.agg(F.min("event_time"), F.max("event_time")).first()
+    if bounds is None or bounds[1] is None:
+        raise EvaluationError("no events to split: ingest events first")
+    first, last = bounds
+    cutoff = last - timedelta(days=test_days)
+    if cutoff <= first:
+        raise EvaluationError(
+            f"events span {first} to {last}, not more than train.test_days={test_days} days: "
+            "no training period left before the test period"
+        )
+    return TimeSplit(
+        cutoff=cutoff,
+        train_events=events.where(F.col("event_time") < F.lit(cutoff)),
+        test_events=events.where(F.col("event_time") >= F.lit(cutoff)),
+    )
+
+
+def relevant_items(
+    test_events: DataFrame,
+    train_interactions: DataFrame,
+    config: InteractionsConfig,
+    exclude_purchased: bool = True,
+) -> DataFrame:
+    """(user_id, item_id) pairs a recommender should have surfaced for users it knows."""
+    positive = aggregate_events(test_events, config).where(F.col("strength") > 0)
+    known_users = train_interactions.select("user_id").distinct()
+    relevant = positive.join(known_users, "user_id").select("user_id", "item_id")
+    if exclude_purchased:
+        purchased = train_interactions.where(F.col("purchase_count") > 0).select(
+            "user_id", "item_id"
+        )
+        relevant = relevant.join(purchased, ["user_id", "item_id"], "left_anti")
+    return relevant
+
+
+def _ideal_dcg(n_relevant: F.Column, k: int) -> F.Column:
+    return F.aggregate(
+        F.sequence(F.lit(1), F.least(n_relevant, F.lit(k))),
+        F.lit(0.0),
+        lambda acc, i: acc + F.lit(1.0) / F.log2(i + 1),
+    )
+
+
+def per_user_metrics(recommendations: DataFrame, relevant: DataFrame, k: int) -> DataFrame:
+    """One row per user with relevant items: precision, recall, ndcg, map, hit_rate at k.
+
+    ``recommendations``: user_id, rank (1 = best), item_id. Users with no list score zero.
+    """
+    top = recommendations.where(F.col("rank") <= k).select("user_id", "rank", "item_id")
+    hits = top.join(relevant, ["user_id", "item_id"]).withColumn(
+        "hits_so_far",
+        F.row_number().over(Window.partitionBy("user_id").orderBy("rank")),
+    )
+    per_user_hits = hits.groupBy("user_id").agg(
+        F.count("*").alias("hits"),
+        F.sum(F.lit(1.0) / F.log2(F.col("rank") + 1)).alias("dcg"),
+        F.sum(F.col("hits_so_far") / F.col("rank")).alias("ap_sum"),
+    )
+    n_relevant = relevant.groupBy("user_id").agg(F.count("*").alias("n_relevant"))
+    joined = n_relevant.join(per_user_hits, "user_id", "left").fillna(
+        {"hits": 0, "dcg": 0.0, "ap_sum": 0.0}
+    )
+    return joined.select(
+        "user_id",
+        (F.col("hits") / F.lit(k)).alias("precision"),
+        (F.col("hits") / F.col("n_relevant")).alias("recall"),
+        (F.col("dcg") / _ideal_dcg(F.col("n_relevant"), k)).alias("ndcg"),
+        (F.col("ap_sum") / F.least(F.col("n_relevant"), F.lit(k))).alias("map"),
+        (F.col("hits") > 0).cast("double").alias("hit_rate"),
+    )
+
+
+def ranking_metrics(recommendations: DataFrame, relevant: DataFrame, k: int) -> dict[str, float]:
+    """Mean of :func:`per_user_metrics` over all users with relevant items."""
+    row = (
+        per_user_metrics(recommendations, relevant, k)
+        .agg(*[F.avg(m).alias(m) for m in METRICS], F.count("*").alias("users"))
+        .first()
+    )
+    if row is None or not row["users"]:
+        raise EvaluationError("no test user has a relevant item: the test period is empty")
+    return {**{m: float(row[m]) for m in METRICS}, "users": float(row["users"])}
+
+
+def catalog_metrics(
+    recommendations: DataFrame, popularity: DataFrame, catalog_size: int, k: int
+) -> dict[str, float]:
+    """Coverage (share of the catalog recommended to anyone) and novelty (mean self-information
+    of recommended items, -log2 of their share of training interactions)."""
+    top = recommendations.where(F.col("rank") <= k)
+    total = popularity.agg(F.sum("popularity")).first()[0] or 1.0
+    scored = top.join(popularity, "item_id", "left").fillna({"popularity": 0.0})
+    row = scored.agg(
+        F.countDistinct("item_id").alias("distinct_items"),
+        F.avg(-F.log2((F.col("popularity") + 1.0) / F.lit(total + 1.0))).alias("novelty"),
+    ).first()
+    return {
+        "coverage": float(row["distinct_items"]) / max(catalog_size, 1),
+        "novelty": float(row["novelty"] or 0.0),
+    }

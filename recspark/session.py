@@ -1,0 +1,55 @@
+"""The one way recspark builds a SparkSession: Delta-enabled, sized from config."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+from pyspark.sql import SparkSession
+
+from recspark.config import Config
+from recspark.packages import spark_packages
+
+log = logging.getLogger(__name__)
+
+
+def build_spark(config: Config, app_suffix: str | None = None) -> SparkSession:
+    """Create (or reuse) the session for a job.
+
+    Under ``spark-submit`` the packages come from ``--packages`` and the master from the
+    command line; we only add what is missing, so a cluster's settings win.
+    """
+    # Spark skips the local Maven repository (where `make install` put the jars) when it
+    # thinks it is testing; never let a stray variable turn that on.
+    os.environ.pop("SPARK_TESTING", None)
+    settings = config.spark
+    if settings.master and settings.master.startswith("local"):
+        # Local Python workers must run in this interpreter (it has numpy, pandas, pyarrow).
+        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    name = settings.app_name + (f"-{app_suffix}" if app_suffix else "")
+    builder = SparkSession.builder.appName(name)
+    if settings.master:
+        builder = builder.master(settings.master)
+    if settings.driver_memory:
+        builder = builder.config("spark.driver.memory", settings.driver_memory)
+    builder = (
+        builder.config(
+            "spark.jars.packages", ",".join(spark_packages(kafka=config.ingest.source == "kafka"))
+        )
+        .config("spark.sql.extensions", "io.delta.sql.DeltaSparkSessionExtension")
+        .config(
+            "spark.sql.catalog.spark_catalog", "org.apache.spark.sql.delta.catalog.DeltaCatalog"
+        )
+        .config("spark.sql.shuffle.partitions", str(settings.shuffle_partitions))
+        .config("spark.sql.session.timeZone", "UTC")
+        .config("spark.sql.execution.arrow.pyspark.enabled", "true")
+        .config("spark.ui.showConsoleProgress", "false")
+        .config("spark.databricks.delta.schema.autoMerge.enabled", "false")
+    )
+    for key, value in settings.conf.items():
+        builder = builder.config(key, value)
+    spark = builder.getOrCreate()
+    spark.sparkContext.setLogLevel("WARN")
+    log.info("spark session %s ready (master=%s)", name, spark.sparkContext.master)
+    return spark

@@ -1,0 +1,198 @@
+"""The one place that names recspark's Delta tables, their schemas and where they live."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from delta.tables import DeltaTable
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import types as T
+
+log = logging.getLogger(__name__)
+
+EVENTS_SCHEMA = T.StructType(
+    [
+        T.StructField("event_id", T.StringType(), False),
+        T.StructField("event_time", T.TimestampType(), False),
+        T.StructField("user_id", T.StringType(), False),
+        T.StructField("item_id", T.StringType(), False),
+        T.StructField("event_type", T.StringType(), False),
+        T.StructField("value", T.DoubleType(), True),
+        T.StructField("session_id", T.StringType(), True),
+        T.StructField("ingested_at", T.TimestampType(), False),
+        T.StructField("event_date", T.DateType(), False),
+        # Which streaming query and micro-batch stored the event: lets a replayed batch
+        # recognise its own earlier writes after a crash.
+        T.StructField("ingest_app_id", T.StringType(), False),
+        T.StructField("ingest_batch_id", T.LongType(), False),
+    ]
+)
+
+QUARANTINE_SCHEMA = T.StructType(
+    [
+        T.StructField("raw", T.StringType(), True),
+        T.StructField("reason", T.StringType(), False),
+        T.StructField("ingested_at", T.TimestampType(), False),
+        T.StructField("source", T.StringType(), True),
+        # The user id when it could be read from the broken record (for forget-user).
+        T.StructField("user_id", T.StringType(), True),
+        T.StructField("ingest_app_id", T.StringType(), False),
+        T.StructField("ingest_batch_id", T.LongType(), False),
+    ]
+)
+
+INTERACTIONS_SCHEMA = T.StructType(
+    [
+        T.StructField("user_id", T.StringType(), False),
+        T.StructField("item_id", T.StringType(), False),
+        T.StructField("view_count", T.LongType(), False),
+        T.StructField("add_to_cart_count", T.LongType(), False),
+        T.StructField("remove_from_cart_count", T.LongType(), False),
+        T.StructField("purchase_count", T.LongType(), False),
+        T.StructField("rating_count", T.LongType(), False),
+        T.StructField("last_rating", T.DoubleType(), True),
+        T.StructField("first_event_time", T.TimestampType(), False),
+        T.StructField("last_event_time", T.TimestampType(), False),
+        # Weighted, time-decayed sum of the pair's events as of last_event_time (may be < 0
+        # when removals outweigh the rest); strength = max(signal, 0) is what ALS sees.
+        T.StructField("signal", T.DoubleType(), False),
+        T.StructField("strength", T.DoubleType(), False),
+        T.StructField("updated_at", T.TimestampType(), False),
+    ]
+)
+
+RECOMMENDATIONS_SCHEMA = T.StructType(
+    [
+        T.StructField("user_id", T.StringType(), False),
+        T.StructField("rank", T.IntegerType(), False),
+        T.StructField("item_id", T.StringType(), False),
+        T.StructField("score", T.DoubleType(), False),
+        T.StructField("source", T.StringType(), False),
+        T.StructField("model_version", T.StringType(), True),
+        T.StructField("generated_at", T.TimestampType(), False),
+    ]
+)
+
+USER_IDS_SCHEMA = T.StructType(
+    [
+        T.StructField("user_id", T.StringType(), False),
+        T.StructField("user_idx", T.IntegerType(), False),
+    ]
+)
+
+ITEM_IDS_SCHEMA = T.StructType(
+    [
+        T.StructField("item_id", T.StringType(), False),
+        T.StructField("item_idx", T.IntegerType(), False),
+    ]
+)
+
+INGEST_METRICS_SCHEMA = T.StructType(
+    [
+        T.StructField("ingest_app_id", T.StringType(), False),
+        T.StructField("batch_id", T.LongType(), False),
+        T.StructField("started_at", T.TimestampType(), False),
+        T.StructField("duration_seconds", T.DoubleType(), False),
+        T.StructField("input_rows", T.LongType(), False),
+        T.StructField("quarantined_rows", T.LongType(), False),
+        T.StructField("duplicate_rows", T.LongType(), False),
+        T.StructField("events_written", T.LongType(), False),
+        T.StructField("interactions_touched", T.LongType(), False),
+    ]
+)
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    name: str
+    schema: T.StructType
+    partition_by: tuple[str, ...] = ()
+    properties: dict[str, str] = field(default_factory=dict)
+
+
+EVENTS = TableSpec("events", EVENTS_SCHEMA, partition_by=("event_date",))
+QUARANTINE = TableSpec("events_quarantine", QUARANTINE_SCHEMA)
+INTERACTIONS = TableSpec(
+    "interactions",
+    INTERACTIONS_SCHEMA,
+    # The refresh job reads the change feed to find users with new activity.
+    properties={"delta.enableChangeDataFeed": "true"},
+)
+RECOMMENDATIONS = TableSpec("recommendations", RECOMMENDATIONS_SCHEMA)
+USER_IDS = TableSpec("user_ids", USER_IDS_SCHEMA)
+ITEM_IDS = TableSpec("item_ids", ITEM_IDS_SCHEMA)
+INGEST_METRICS = TableSpec("ingest_metrics", INGEST_METRICS_SCHEMA)
+
+ALL_TABLES = (EVENTS, QUARANTINE, INTERACTIONS, RECOMMENDATIONS, USER_IDS, ITEM_IDS, INGEST_METRICS)
+
+
+class MissingTableError(RuntimeError):
+    """A job needs a table an earlier stage has not written yet."""
+
+
+@dataclass(frozen=True)
+class Lake:
+    """Tables live as Delta directories under one root (a local path or object-store URI)."""
+
+    root: str
+    database: str | None = None
+
+    @classmethod
+    def at(cls, root: str, database: str | None = None) -> Lake:
+        is_uri = "://" in root
+        return cls(root if is_uri else str(Path(root).expanduser().resolve()), database)
+
+    def path(self, name: str) -> str:
+        return f"{self.root.rstrip('/')}/{name}"
+
+    def checkpoint(self, query_name: str) -> str:
+        return self.path(f"_checkpoints/{query_name}")
+
+    def exists(self, spark: SparkSession, spec: TableSpec) -> bool:
+        return DeltaTable.isDeltaTable(spark, self.path(spec.name))
+
+    def ensure(self, spark: SparkSession, spec: TableSpec) -> DeltaTable:
+        """Create the table with its schema, layout and properties if it is not there yet."""
+        builder = (
+            DeltaTable.createIfNotExists(spark)
+            .location(self.path(spec.name))
+            .addColumns(spec.schema)
+        )
+        if spec.partition_by:
+            builder = builder.partitionedBy(*spec.partition_by)
+        for key, value in spec.properties.items():
+            builder = builder.property(key, value)
+        table = builder.execute()
+        if self.database:
+            spark.sql(f"CREATE DATABASE IF NOT EXISTS `{self.database}`")
+            spark.sql(
+                f"CREATE TABLE IF NOT EXISTS `{self.database}`.`{spec.name}` "
+                f"USING DELTA LOCATION '{self.path(spec.name)}'"
+            )
+        return table
+
+    def delta(self, spark: SparkSession, spec: TableSpec) -> DeltaTable:
+        self.require(spark, spec)
+        return DeltaTable.forPath(spark, self.path(spec.name))
+
+    def read(self, spark: SparkSession, spec: TableSpec, version: int | None = None) -> DataFrame:
+        self.require(spark, spec)
+        reader = spark.read.format("delta")
+        if version is not None:
+            reader = reader.option("versionAsOf", version)
+        return reader.load(self.path(spec.name))
+
+    def version(self, spark: SparkSession, spec: TableSpec) -> int:
+        """The table's current Delta version (what a reader pinned now would see)."""
+        row = self.delta(spark, spec).history(1).select("version").first()
+        assert row is not None
+        return int(row["version"])
+
+    def require(self, spark: SparkSession, spec: TableSpec) -> None:
+        if not self.exists(spark, spec):
+            raise MissingTableError(
+                f"table '{spec.name}' not found at {self.path(spec.name)}; run the stage that "
+                "writes it first (recspark ingest / train / recommend)"
+            )
