@@ -161,6 +161,23 @@ class ServeConfig:
 
 
 @dataclass(frozen=True)
+class QualityConfig:
+    """Great Expectations gates: per suite, whether a failed validation stops the job."""
+
+    enabled: bool = True
+    # suite name -> "fail" (stop the job, non-zero exit) or "warn" (log and record only)
+    on_failure: dict[str, str] = field(
+        default_factory=lambda: {"events": "warn", "interactions": "fail", "recommendations": "fail"}
+    )
+    # Build Great Expectations Data Docs (HTML) under <lake.root>/_quality/data_docs.
+    data_docs: bool = True
+
+    def __post_init__(self) -> None:
+        bad = {k: v for k, v in self.on_failure.items() if v not in ("fail", "warn")}
+        _require(not bad, f"quality.on_failure values must be 'fail' or 'warn', got {bad}")
+
+
+@dataclass(frozen=True)
 class GenerateConfig:
     users: int = 2000
     items: int = 500
@@ -182,6 +199,7 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     mlflow: MlflowConfig = field(default_factory=MlflowConfig)
     serve: ServeConfig = field(default_factory=ServeConfig)
+    quality: QualityConfig = field(default_factory=QualityConfig)
     generate: GenerateConfig = field(default_factory=GenerateConfig)
 
     def with_overrides(self, assignments: Iterable[str]) -> Config:
@@ -226,7 +244,7 @@ def _assign(raw: dict[str, Any], dotted_key: str, value: Any) -> None:
 
 def _is_free_mapping(dotted_key: str) -> bool:
     """Keys under these mappings are user-chosen (Spark settings), not a fixed schema."""
-    return dotted_key.startswith("spark.conf.")
+    return dotted_key.startswith(("spark.conf.", "quality.on_failure."))
 
 
 def _env_overrides(environ: Mapping[str, str]) -> list[str]:

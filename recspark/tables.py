@@ -103,6 +103,46 @@ INGEST_METRICS_SCHEMA = T.StructType(
     ]
 )
 
+SIMILAR_ITEMS_SCHEMA = T.StructType(
+    [
+        T.StructField("item_id", T.StringType(), False),
+        T.StructField("rank", T.IntegerType(), False),
+        T.StructField("similar_item_id", T.StringType(), False),
+        T.StructField("score", T.DoubleType(), False),
+        T.StructField("model_version", T.StringType(), True),
+        T.StructField("generated_at", T.TimestampType(), False),
+    ]
+)
+
+JOB_RUNS_SCHEMA = T.StructType(
+    [
+        T.StructField("run_id", T.StringType(), False),
+        T.StructField("job", T.StringType(), False),
+        T.StructField("started_at", T.TimestampType(), False),
+        T.StructField("ended_at", T.TimestampType(), False),
+        T.StructField("status", T.StringType(), False),  # succeeded | failed
+        T.StructField("rows_in", T.LongType(), True),
+        T.StructField("rows_out", T.LongType(), True),
+        T.StructField("model_version", T.StringType(), True),
+        T.StructField("error", T.StringType(), True),
+    ]
+)
+
+QUALITY_RESULTS_SCHEMA = T.StructType(
+    [
+        T.StructField("validated_at", T.TimestampType(), False),
+        T.StructField("job", T.StringType(), True),
+        T.StructField("suite", T.StringType(), False),
+        T.StructField("table_name", T.StringType(), False),
+        T.StructField("table_version", T.LongType(), True),
+        T.StructField("success", T.BooleanType(), False),
+        T.StructField("evaluated_expectations", T.IntegerType(), False),
+        T.StructField("failed_expectations", T.IntegerType(), False),
+        T.StructField("failures", T.StringType(), True),  # short text naming what failed
+        T.StructField("action", T.StringType(), False),  # fail | warn
+    ]
+)
+
 
 @dataclass(frozen=True)
 class TableSpec:
@@ -124,8 +164,22 @@ RECOMMENDATIONS = TableSpec("recommendations", RECOMMENDATIONS_SCHEMA)
 USER_IDS = TableSpec("user_ids", USER_IDS_SCHEMA)
 ITEM_IDS = TableSpec("item_ids", ITEM_IDS_SCHEMA)
 INGEST_METRICS = TableSpec("ingest_metrics", INGEST_METRICS_SCHEMA)
+SIMILAR_ITEMS = TableSpec("similar_items", SIMILAR_ITEMS_SCHEMA)
+JOB_RUNS = TableSpec("job_runs", JOB_RUNS_SCHEMA)
+QUALITY_RESULTS = TableSpec("quality_results", QUALITY_RESULTS_SCHEMA)
 
-ALL_TABLES = (EVENTS, QUARANTINE, INTERACTIONS, RECOMMENDATIONS, USER_IDS, ITEM_IDS, INGEST_METRICS)
+ALL_TABLES = (
+    EVENTS,
+    QUARANTINE,
+    INTERACTIONS,
+    RECOMMENDATIONS,
+    SIMILAR_ITEMS,
+    USER_IDS,
+    ITEM_IDS,
+    INGEST_METRICS,
+    JOB_RUNS,
+    QUALITY_RESULTS,
+)
 
 
 class MissingTableError(RuntimeError):

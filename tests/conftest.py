@@ -1,0 +1,57 @@
+"""One local SparkSession for the whole suite, and per-test configs whose state lives in tmp_path."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from pyspark.sql import SparkSession
+
+from recspark.config import Config, load_config
+from recspark.session import build_spark
+
+TEST_SETTINGS = (
+    "spark.master=local[2]",
+    "spark.shuffle_partitions=2",
+    "spark.driver_memory=3g",
+    "serve.users_per_block=256",
+    "train.rank=8",
+    "train.max_iter=5",
+    "train.num_user_blocks=2",
+    "train.num_item_blocks=2",
+    "train.min_train_interactions=20",
+)
+
+
+def config_under(root: Path, *overrides: str) -> Config:
+    """A config whose lake, inputs and MLflow store all live under ``root``."""
+    return load_config(
+        None,
+        [
+            *TEST_SETTINGS,
+            f"lake.root={root / 'lake'}",
+            f"ingest.path={root / 'incoming' / 'events'}",
+            f"catalog.path={root / 'incoming' / 'catalog.jsonl'}",
+            f"mlflow.tracking_uri=sqlite:///{root / 'mlflow.db'}",
+            f"mlflow.artifact_location={root / 'mlartifacts'}",
+            *overrides,
+        ],
+        environ={},
+    )
+
+
+@pytest.fixture(scope="session")
+def spark(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SparkSession]:
+    warehouse = tmp_path_factory.mktemp("warehouse")
+    config = config_under(
+        tmp_path_factory.mktemp("session"), f"spark.conf.spark.sql.warehouse.dir={warehouse}"
+    )
+    session = build_spark(config, "tests")
+    yield session
+    session.stop()
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> Config:
+    return config_under(tmp_path)
