@@ -114,9 +114,7 @@ def cmd_ingest(args: argparse.Namespace, config: Config) -> None:
         and not Path(config.ingest.path).is_dir()
         and "://" not in config.ingest.path
     ):
-        raise UsageError(
-            f"ingest.path {config.ingest.path} is not a directory (run `recspark generate`?)"
-        )
+        raise UsageError(f"ingest.path {config.ingest.path} is not a directory (run `recspark generate`?)")
     run_ingest(_spark(config, "ingest"), config, _lake(config), once=args.once)
 
 

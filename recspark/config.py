@@ -167,7 +167,11 @@ class QualityConfig:
     enabled: bool = True
     # suite name -> "fail" (stop the job, non-zero exit) or "warn" (log and record only)
     on_failure: dict[str, str] = field(
-        default_factory=lambda: {"events": "warn", "interactions": "fail", "recommendations": "fail"}
+        default_factory=lambda: {
+            "events": "warn",
+            "interactions": "fail",
+            "recommendations": "fail",
+        }
     )
     # Build Great Expectations Data Docs (HTML) under <lake.root>/_quality/data_docs.
     data_docs: bool = True
@@ -229,7 +233,19 @@ def _parse_scalar(text: str) -> Any:
         return text
 
 
+# Mappings whose keys are user-chosen (Spark settings, suite names, event types), not a fixed
+# schema; a key under them may itself contain dots (spark.conf.spark.sql.shuffle.partitions).
+_FREE_MAPPINGS = ("spark.conf", "quality.on_failure", "interactions.weights")
+
+
 def _assign(raw: dict[str, Any], dotted_key: str, value: Any) -> None:
+    for prefix in _FREE_MAPPINGS:
+        if dotted_key.startswith(prefix + ".") and len(dotted_key) > len(prefix) + 1:
+            node = raw
+            for part in prefix.split("."):
+                node = node[part]
+            node[dotted_key[len(prefix) + 1 :]] = value
+            return
     node = raw
     parts = dotted_key.split(".")
     for i, part in enumerate(parts[:-1]):
@@ -237,14 +253,9 @@ def _assign(raw: dict[str, Any], dotted_key: str, value: Any) -> None:
         if not isinstance(child, dict):
             raise ConfigError(f"unknown config key {'.'.join(parts[: i + 1])!r}")
         node = child
-    if parts[-1] not in node and not _is_free_mapping(dotted_key):
+    if parts[-1] not in node:
         raise ConfigError(f"unknown config key {dotted_key!r}")
     node[parts[-1]] = value
-
-
-def _is_free_mapping(dotted_key: str) -> bool:
-    """Keys under these mappings are user-chosen (Spark settings), not a fixed schema."""
-    return dotted_key.startswith(("spark.conf.", "quality.on_failure."))
 
 
 def _env_overrides(environ: Mapping[str, str]) -> list[str]:
@@ -300,7 +311,9 @@ def _coerce(hint: Any, value: Any, where: str) -> Any:
             return float(value)
         raise ConfigError(f"{where} must be a number, got {value!r}")
     if hint is str:
-        if isinstance(value, str | int | float) and not isinstance(value, bool):
+        if isinstance(value, bool):  # YAML reads `true` as a boolean; Spark settings want text
+            return str(value).lower()
+        if isinstance(value, str | int | float):
             return str(value)
         raise ConfigError(f"{where} must be a string, got {value!r}")
     return value
@@ -320,9 +333,7 @@ def load_config(
         try:
             loaded = yaml.safe_load(file.read_text(encoding="utf-8"))
         except yaml.YAMLError as exc:
-            raise ConfigError(
-                f"config file {file} is not valid YAML: {exc}".splitlines()[0]
-            ) from exc
+            raise ConfigError(f"config file {file} is not valid YAML: {exc}".splitlines()[0]) from exc
         if loaded is not None and not isinstance(loaded, dict):
             raise ConfigError(f"config file {file} must hold a mapping at the top level")
         raw = loaded or {}

@@ -104,12 +104,7 @@ def render_report(
         count = lake.read(spark, spec).count()
         lines.append(f"  {spec.name:<20} {count:>10,} rows   (version {lake.version(spark, spec)})")
     reasons = (
-        lake.read(spark, QUARANTINE)
-        .groupBy("reason")
-        .count()
-        .orderBy(F.desc("count"))
-        .limit(5)
-        .collect()
+        lake.read(spark, QUARANTINE).groupBy("reason").count().orderBy(F.desc("count")).limit(5).collect()
     )
     for row in reasons:
         lines.append(f"      quarantined: {row['count']:>5} x {row['reason']}")
@@ -158,10 +153,6 @@ def _sample_users(spark: SparkSession, lake: Lake, users: int = 3) -> list[str]:
         )
         top = recs.where(F.col("user_id") == user).orderBy("rank").collect()
         lines.append(f"User {user}:")
-        lines.append(
-            "  recent history: " + ", ".join(f"{h['event_type']} {h['item_id']}" for h in history)
-        )
-        lines.append(
-            "  recommended:    " + ", ".join(f"{r['item_id']} ({r['score']:.2f})" for r in top)
-        )
+        lines.append("  recent history: " + ", ".join(f"{h['event_type']} {h['item_id']}" for h in history))
+        lines.append("  recommended:    " + ", ".join(f"{r['item_id']} ({r['score']:.2f})" for r in top))
     return lines

@@ -61,9 +61,7 @@ def relevant_items(
     known_users = train_interactions.select("user_id").distinct()
     relevant = positive.join(known_users, "user_id").select("user_id", "item_id")
     if exclude_purchased:
-        purchased = train_interactions.where(F.col("purchase_count") > 0).select(
-            "user_id", "item_id"
-        )
+        purchased = train_interactions.where(F.col("purchase_count") > 0).select("user_id", "item_id")
         relevant = relevant.join(purchased, ["user_id", "item_id"], "left_anti")
     return relevant
 
@@ -92,9 +90,7 @@ def per_user_metrics(recommendations: DataFrame, relevant: DataFrame, k: int) ->
         F.sum(F.col("hits_so_far") / F.col("rank")).alias("ap_sum"),
     )
     n_relevant = relevant.groupBy("user_id").agg(F.count("*").alias("n_relevant"))
-    joined = n_relevant.join(per_user_hits, "user_id", "left").fillna(
-        {"hits": 0, "dcg": 0.0, "ap_sum": 0.0}
-    )
+    joined = n_relevant.join(per_user_hits, "user_id", "left").fillna({"hits": 0, "dcg": 0.0, "ap_sum": 0.0})
     return joined.select(
         "user_id",
         (F.col("hits") / F.lit(k)).alias("precision"),

@@ -26,9 +26,7 @@ RAW_EVENT_SCHEMA = T.StructType(
 
 def _reason(parsed: Column) -> Column:
     """The first contract rule a parsed line breaks, or null when the event is valid."""
-    missing = F.array_compact(
-        F.array(*[F.when(parsed[f].isNull(), F.lit(f)) for f in REQUIRED_FIELDS])
-    )
+    missing = F.array_compact(F.array(*[F.when(parsed[f].isNull(), F.lit(f)) for f in REQUIRED_FIELDS]))
     value = parsed["value"].try_cast("double")
     checks: list[tuple[Column, Column]] = [
         (

@@ -104,9 +104,7 @@ class ShopSpec:
         if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
             raise ValueError(f"ShopSpec.seed must be a non-negative integer, got {self.seed!r}")
         if self.items < self.categories:
-            raise ValueError(
-                f"ShopSpec.items ({self.items}) must be >= categories ({self.categories})"
-            )
+            raise ValueError(f"ShopSpec.items ({self.items}) must be >= categories ({self.categories})")
         if self.events < _MIN_EVENTS_PER_USER * self.users:
             raise ValueError(
                 f"ShopSpec.events ({self.events}) must be >= {_MIN_EVENTS_PER_USER} * users "
@@ -114,8 +112,7 @@ class ShopSpec:
             )
         if self.files_per_day > 99:
             raise ValueError(
-                f"ShopSpec.files_per_day must be <= 99 (two-digit file suffix), "
-                f"got {self.files_per_day}"
+                f"ShopSpec.files_per_day must be <= 99 (two-digit file suffix), got {self.files_per_day}"
             )
         for name in ("bad_fraction", "duplicate_fraction"):
             value = getattr(self, name)
@@ -124,9 +121,7 @@ class ShopSpec:
             if not 0.0 <= value <= 0.5:
                 raise ValueError(f"ShopSpec.{name} must be within [0, 0.5], got {value!r}")
         if not isinstance(self.start, datetime) or self.start.utcoffset() is None:
-            raise ValueError(
-                f"ShopSpec.start must be a timezone-aware datetime, got {self.start!r}"
-            )
+            raise ValueError(f"ShopSpec.start must be a timezone-aware datetime, got {self.start!r}")
 
 
 @dataclass(frozen=True)
@@ -284,12 +279,9 @@ def _build_catalog(spec: ShopSpec, world: _World, rng: np.random.Generator) -> p
     """Titles, categories, prices and availability; ``updated_at`` tracks lifecycle changes."""
     n_cats = spec.categories
     cat_names = [
-        _CATEGORY_NAMES[c][0] if c < len(_CATEGORY_NAMES) else f"Category {c + 1}"
-        for c in range(n_cats)
+        _CATEGORY_NAMES[c][0] if c < len(_CATEGORY_NAMES) else f"Category {c + 1}" for c in range(n_cats)
     ]
-    nouns = [
-        _CATEGORY_NAMES[c][1] if c < len(_CATEGORY_NAMES) else ("Item",) for c in range(n_cats)
-    ]
+    nouns = [_CATEGORY_NAMES[c][1] if c < len(_CATEGORY_NAMES) else ("Item",) for c in range(n_cats)]
     cat = world.item_category
     adjective = rng.integers(0, len(_ADJECTIVES), spec.items)
     noun_pick = rng.integers(0, 1 << 30, spec.items)
@@ -351,9 +343,7 @@ def _pick_items(
         vecs = (world.item_vec[items] * scale).T.astype(np.float32)
         logpop = (_POP_WEIGHT * world.item_logpop[items]).astype(np.float32)
         # Only late releases and discontinued items need a per-day shelf check.
-        changing = np.flatnonzero(
-            (world.release_day[items] > 0) | (world.end_day[items] <= spec.days)
-        )
+        changing = np.flatnonzero((world.release_day[items] > 0) | (world.end_day[items] <= spec.days))
         release, end = world.release_day[items[changing]], world.end_day[items[changing]]
         step = max(1, _MAX_CELLS // items.size)
         for lo in range(0, sessions.size, step):
@@ -550,9 +540,7 @@ def _events_frame(spec: ShopSpec, ev: _Events, n_ids: int) -> pd.DataFrame:
     return pd.DataFrame(
         {
             "event_id": [f"e{k:0{width}d}" for k in range(ev.seconds.size)],
-            "event_time": pd.to_datetime(
-                ev.seconds + _start_epoch(spec), unit="s", utc=True
-            ).as_unit("ns"),
+            "event_time": pd.to_datetime(ev.seconds + _start_epoch(spec), unit="s", utc=True).as_unit("ns"),
             "user_id": _user_ids(spec)[ev.user],
             "item_id": _item_ids(spec)[ev.item],
             "event_type": np.array(EVENT_TYPES, dtype=object)[ev.kind],
@@ -696,9 +684,7 @@ def write_shop(spec: ShopSpec, events_dir: Path, catalog_path: Path) -> ShopSumm
     cuts = np.searchsorted(files[order], np.arange(n_files + 1))
     logger.info("generate: %d duplicates and %d bad lines added", n_dup, n_bad)
 
-    days = [
-        datetime.fromtimestamp(int(first_day + d) * _DAY, tz=timezone.utc) for d in range(n_files)
-    ]
+    days = [datetime.fromtimestamp(int(first_day + d) * _DAY, tz=timezone.utc) for d in range(n_files)]
     for f in range(n_files):
         name = f"events-{days[f // fpd]:%Y%m%d}-{f % fpd:02d}.jsonl"
         chunk = order[cuts[f] : cuts[f + 1]].tolist()

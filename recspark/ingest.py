@@ -119,8 +119,7 @@ class EventBatchWriter:
             parsed.unpersist()
         self.reports.append(report)
         log.info(
-            "ingest batch %d: input=%d quarantined=%d duplicates=%d written=%d "
-            "interactions=%d in %.1fs",
+            "ingest batch %d: input=%d quarantined=%d duplicates=%d written=%d interactions=%d in %.1fs",
             batch_id,
             report.input_rows,
             report.quarantined_rows,
@@ -194,14 +193,10 @@ class EventBatchWriter:
             interactions_touched=interactions_touched,
             duration_seconds=round(time.time() - started, 3),
         )
-        self._append(
-            _metrics_row(spark, app_id, report, started), INGEST_METRICS.name, app_id, batch_id
-        )
+        self._append(_metrics_row(spark, app_id, report, started), INGEST_METRICS.name, app_id, batch_id)
         return report
 
-    def _not_seen_before(
-        self, spark: SparkSession, good: DataFrame, app_id: str, batch_id: int
-    ) -> DataFrame:
+    def _not_seen_before(self, spark: SparkSession, good: DataFrame, app_id: str, batch_id: int) -> DataFrame:
         """Events whose id is not yet in ``events`` (ignoring this batch's own earlier attempt).
 
         A retried event carries its original time, so only the partitions of the batch's event
@@ -228,9 +223,7 @@ class EventBatchWriter:
         )
 
 
-def _metrics_row(
-    spark: SparkSession, app_id: str, report: BatchReport, started: float
-) -> DataFrame:
+def _metrics_row(spark: SparkSession, app_id: str, report: BatchReport, started: float) -> DataFrame:
     return spark.createDataFrame(
         [
             (

@@ -47,12 +47,9 @@ def _seconds_between(later: Column, earlier: Column) -> Column:
 def aggregate_events(events: DataFrame, config: InteractionsConfig) -> DataFrame:
     """One row per (user, item) from a set of events, in the ``interactions`` schema."""
     pair = ["user_id", "item_id"]
-    with_last = events.withColumn(
-        "_pair_last", F.max("event_time").over(_pair_window())
-    ).withColumn(
+    with_last = events.withColumn("_pair_last", F.max("event_time").over(_pair_window())).withColumn(
         "_contribution",
-        event_weight(config)
-        * _decay(_seconds_between(F.col("_pair_last"), F.col("event_time")), config),
+        event_weight(config) * _decay(_seconds_between(F.col("_pair_last"), F.col("event_time")), config),
     )
     counts = [
         F.sum(F.when(F.col("event_type") == t, 1).otherwise(0)).cast("long").alias(c)
@@ -131,6 +128,4 @@ def strength_as_of(
     """Interactions with ``strength`` decayed from each pair's last event to ``as_of``."""
     when = as_of if isinstance(as_of, Column) else F.lit(as_of).cast("timestamp")
     age = F.greatest(_seconds_between(when, F.col("last_event_time")), F.lit(0.0))
-    return interactions.withColumn(
-        "strength", F.greatest(F.col("signal") * _decay(age, config), F.lit(0.0))
-    )
+    return interactions.withColumn("strength", F.greatest(F.col("signal") * _decay(age, config), F.lit(0.0)))

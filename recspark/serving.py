@@ -48,15 +48,11 @@ def available_items(spark: SparkSession, config: Config, items: DataFrame) -> Da
     """Keep only items the catalog does not mark unavailable (no catalog: keep all)."""
     if config.catalog.path is None:
         return items
-    unavailable = (
-        read_catalog(spark, config.catalog.path).where(~F.col("available")).select("item_id")
-    )
+    unavailable = read_catalog(spark, config.catalog.path).where(~F.col("available")).select("item_id")
     return items.join(unavailable, "item_id", "left_anti")
 
 
-def build_recommendations(
-    spark: SparkSession, config: Config, lake: Lake, champion: Champion
-) -> DataFrame:
+def build_recommendations(spark: SparkSession, config: Config, lake: Lake, champion: Champion) -> DataFrame:
     """Every user with interactions gets N rows: ALS for users the model knows, else popular."""
     n = config.serve.top_n
     block = config.serve.users_per_block

@@ -34,13 +34,9 @@ def build_spark(config: Config, app_suffix: str | None = None) -> SparkSession:
     if settings.driver_memory:
         builder = builder.config("spark.driver.memory", settings.driver_memory)
     builder = (
-        builder.config(
-            "spark.jars.packages", ",".join(spark_packages(kafka=config.ingest.source == "kafka"))
-        )
+        builder.config("spark.jars.packages", ",".join(spark_packages(kafka=config.ingest.source == "kafka")))
         .config("spark.sql.extensions", "io.delta.sql.DeltaSparkSessionExtension")
-        .config(
-            "spark.sql.catalog.spark_catalog", "org.apache.spark.sql.delta.catalog.DeltaCatalog"
-        )
+        .config("spark.sql.catalog.spark_catalog", "org.apache.spark.sql.delta.catalog.DeltaCatalog")
         .config("spark.sql.shuffle.partitions", str(settings.shuffle_partitions))
         .config("spark.sql.session.timeZone", "UTC")
         .config("spark.sql.execution.arrow.pyspark.enabled", "true")

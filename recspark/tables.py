@@ -144,7 +144,7 @@ QUALITY_RESULTS_SCHEMA = T.StructType(
 )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # identity equality: specs are singletons, usable as keys
 class TableSpec:
     name: str
     schema: T.StructType
@@ -209,11 +209,7 @@ class Lake:
 
     def ensure(self, spark: SparkSession, spec: TableSpec) -> DeltaTable:
         """Create the table with its schema, layout and properties if it is not there yet."""
-        builder = (
-            DeltaTable.createIfNotExists(spark)
-            .location(self.path(spec.name))
-            .addColumns(spec.schema)
-        )
+        builder = DeltaTable.createIfNotExists(spark).location(self.path(spec.name)).addColumns(spec.schema)
         if spec.partition_by:
             builder = builder.partitionedBy(*spec.partition_by)
         for key, value in spec.properties.items():

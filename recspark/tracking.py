@@ -91,9 +91,7 @@ def decide_promotion(
             f"by the margin {margin:.1%}",
         )
     against = "no champion yet" if champion is None else f"champion {champion:.4f}"
-    return PromotionDecision(
-        True, f"{metric} {candidate:.4f} beats baseline {baseline:.4f} and {against}"
-    )
+    return PromotionDecision(True, f"{metric} {candidate:.4f} beats baseline {baseline:.4f} and {against}")
 
 
 def set_alias(config: MlflowConfig, alias: str, version: str, reason: str) -> None:

@@ -99,16 +99,10 @@ def fit_als(ratings: DataFrame, settings: TrainConfig) -> ALSModel:
     return als.fit(ratings)
 
 
-def factor_tables(
-    model: ALSModel, user_ids: DataFrame, item_ids: DataFrame
-) -> tuple[DataFrame, DataFrame]:
+def factor_tables(model: ALSModel, user_ids: DataFrame, item_ids: DataFrame) -> tuple[DataFrame, DataFrame]:
     """The model's factors keyed by the shop's own ids."""
-    users = model.userFactors.join(user_ids, F.col("id") == F.col("user_idx")).select(
-        "user_id", "features"
-    )
-    items = model.itemFactors.join(item_ids, F.col("id") == F.col("item_idx")).select(
-        "item_id", "features"
-    )
+    users = model.userFactors.join(user_ids, F.col("id") == F.col("user_idx")).select("user_id", "features")
+    items = model.itemFactors.join(item_ids, F.col("id") == F.col("item_idx")).select("item_id", "features")
     return users, items
 
 
@@ -135,9 +129,7 @@ def popular_recommendations(
 ) -> DataFrame:
     """Most popular items per user (minus exclusions), through the same top-N path as ALS."""
     user_vectors = users.withColumn("features", F.array(F.lit(1.0).cast("float")))
-    item_vectors = popularity.select(
-        "item_id", F.array(F.col("popularity").cast("float")).alias("features")
-    )
+    item_vectors = popularity.select("item_id", F.array(F.col("popularity").cast("float")).alias("features"))
     return recommend_top_n(spark, user_vectors, item_vectors, n, block)
 
 
@@ -164,16 +156,12 @@ def evaluate_split(
         spark, users.join(user_factors, "user_id"), item_factors, k, config.serve.users_per_block
     )
     popularity = item_popularity(train_interactions).persist()
-    baseline_recs = popular_recommendations(
-        spark, users, popularity, k, config.serve.users_per_block
-    )
+    baseline_recs = popular_recommendations(spark, users, popularity, k, config.serve.users_per_block)
     catalog_size = train_interactions.select("item_id").distinct().count()
     metrics: dict[str, float] = {}
     for prefix, recs in (("", model_recs), ("popular_", baseline_recs)):
         recs = recs.persist()
-        scores = ranking_metrics(recs, relevant, k) | catalog_metrics(
-            recs, popularity, catalog_size, k
-        )
+        scores = ranking_metrics(recs, relevant, k) | catalog_metrics(recs, popularity, catalog_size, k)
         metrics |= {
             f"{prefix}{name}_at_k" if name not in ("users",) else f"{prefix}test_users": v
             for name, v in scores.items()
@@ -271,17 +259,11 @@ def train(spark: SparkSession, config: Config, lake: Lake) -> TrainResult:
         metric_name,
     )
     with _phase(timings, "log"):
-        run_id, version = _log_run(
-            config, model, metrics, versions, lake, split.cutoff, timings, n_train
-        )
-        set_alias(
-            config.mlflow, CHAMPION if decision.promote else CHALLENGER, version, decision.reason
-        )
+        run_id, version = _log_run(config, model, metrics, versions, lake, split.cutoff, timings, n_train)
+        set_alias(config.mlflow, CHAMPION if decision.promote else CHALLENGER, version, decision.reason)
     train_interactions.unpersist()
     log.info("train: %s", decision.reason)
-    return TrainResult(
-        run_id, version, decision.promote, decision.reason, metrics, versions, timings
-    )
+    return TrainResult(run_id, version, decision.promote, decision.reason, metrics, versions, timings)
 
 
 def _log_run(
@@ -330,4 +312,3 @@ def _log_run(
             mlflow.log_artifact(str(report))
     version = str(info.registered_model_version)
     return run.info.run_id, version
-

@@ -21,6 +21,8 @@ TEST_SETTINGS = (
     "train.num_user_blocks=2",
     "train.num_item_blocks=2",
     "train.min_train_interactions=20",
+    "spark.conf.spark.ui.enabled=false",
+    "spark.conf.spark.databricks.delta.snapshotPartitions=2",
 )
 
 

@@ -1,0 +1,148 @@
+#!/usr/bin/env bash
+# Submit one recspark job to Spark:
+#
+#   deploy/submit.sh JOB [job args...]
+#   deploy/submit.sh ingest_events --conf conf/cluster.yaml --once
+#   SPARK_MASTER=local[2] deploy/submit.sh train_als --conf conf/local.yaml --set train.rank=16
+#
+# JOB is one of: ingest_events, train_als, refresh_recommendations (the files in jobs/).
+# Job arguments are passed through unchanged; relative paths in them are relative to the
+# directory you call this script from (that is where the driver runs in client mode).
+#
+# What it does, every call (it takes well under a second):
+#   1. builds build/recspark.zip from the recspark/ package (deploy/build-zip.sh);
+#   2. reads the Maven coordinates from `python -m recspark.packages`, so the Delta (and
+#      Kafka) versions are written down in recspark/packages.py only. Kafka's connector is
+#      added (`--kafka`) only when the job's config says ingest.source: kafka — the same rule
+#      the session builder uses; RECSPARK_KAFKA=1 / RECSPARK_KAFKA=0 forces it either way;
+#   3. runs spark-submit --packages ... --py-files build/recspark.zip jobs/JOB.py ARGS.
+#
+# Environment:
+#   VENV               the project's virtualenv (default: <repo>/.venv); its python reads the
+#                      package list and config, and its spark-submit (pyspark's) is used
+#                      unless SPARK_HOME is set
+#   SPARK_HOME         use $SPARK_HOME/bin/spark-submit (a cluster's Spark distribution)
+#   SPARK_MASTER       passed as --master (otherwise the cluster's spark-defaults.conf or the
+#                      config's spark.master decide)
+#   PYSPARK_PYTHON     passed as --conf spark.pyspark.python=... (the executors' python)
+#   RECSPARK_ARCHIVES  passed as --archives, e.g. "env.tar.gz#environment" (see below)
+#   RECSPARK_SUBMIT_OPTS  further spark-submit options, split on spaces,
+#                      e.g. "--deploy-mode cluster --driver-memory 4g --executor-memory 8g"
+#   RECSPARK_KAFKA     auto (default) | 1 | 0: add the Kafka connector package
+#   RECSPARK_DRY_RUN=1 print the spark-submit command instead of running it
+#
+# How third-party Python packages (numpy, pandas, pyarrow, mlflow, great-expectations, ...)
+# reach the executors: the zip carries recspark's own code only. Either
+#   a) the cluster's image already has them (a Docker image for Kubernetes, a bootstrap
+#      action on EMR/Dataproc): nothing to pass; or
+#   b) ship a packed virtualenv with the job:
+#        python -m venv env && env/bin/pip install . venv-pack && env/bin/venv-pack -o env.tar.gz
+#        RECSPARK_ARCHIVES='env.tar.gz#environment' PYSPARK_PYTHON=./environment/bin/python \
+#            deploy/submit.sh train_als --conf conf/cluster.yaml
+#      YARN and Kubernetes unpack the archive into each container's working directory as
+#      ./environment, and spark.pyspark.python points the Python workers at it.
+# See deploy/README.md.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+JOBS=(ingest_events train_als refresh_recommendations)
+
+usage() {
+    cat >&2 <<EOF
+usage: deploy/submit.sh JOB [job args...]
+
+JOB is one of:
+  ingest_events             stream new event files (or Kafka) into the Delta tables (add --once)
+  train_als                 retrain ALS, evaluate, log to MLflow, promote if better
+  refresh_recommendations   recompute the serving table from the champion model
+
+example: SPARK_MASTER=local[2] deploy/submit.sh ingest_events --conf conf/local.yaml --once
+EOF
+    exit "${1:-2}"
+}
+
+[[ $# -ge 1 ]] || usage 2
+case "$1" in -h | --help) usage 0 ;; esac
+JOB="$1"
+shift
+known=""
+for candidate in "${JOBS[@]}"; do
+    [[ "$JOB" == "$candidate" ]] && known=1
+done
+if [[ -z "$known" ]]; then
+    echo "deploy/submit.sh: unknown job '$JOB'" >&2
+    usage 2
+fi
+
+VENV="${VENV:-$ROOT/.venv}"
+if [[ -x "$VENV/bin/python" ]]; then
+    PYTHON="$VENV/bin/python"
+else
+    PYTHON="$(command -v python3)"
+fi
+if [[ -n "${SPARK_HOME:-}" ]]; then
+    SPARK_SUBMIT="$SPARK_HOME/bin/spark-submit"
+else
+    SPARK_SUBMIT="$VENV/bin/spark-submit"
+    # pyspark's own launcher starts the driver with `python3` from PATH unless told otherwise;
+    # the driver needs the virtualenv that has recspark's dependencies.
+    if [[ -z "${PYSPARK_DRIVER_PYTHON:-}" && -x "$VENV/bin/python" ]]; then
+        export PYSPARK_DRIVER_PYTHON="$VENV/bin/python"
+    fi
+fi
+if [[ ! -x "$SPARK_SUBMIT" && -z "${RECSPARK_DRY_RUN:-}" ]]; then
+    echo "deploy/submit.sh: $SPARK_SUBMIT not found (run \`make install\`, or set SPARK_HOME)" >&2
+    exit 2
+fi
+
+# 1. The artifact.
+ZIP="$("$ROOT/deploy/build-zip.sh" "$ROOT/build/recspark.zip")"
+
+# 2. The Maven packages, from recspark/packages.py (the one place that names versions).
+kafka="${RECSPARK_KAFKA:-auto}"
+if [[ "$kafka" == "auto" ]]; then
+    # The same rule as recspark.session.build_spark: the connector only for ingest.source=kafka.
+    # --conf/--set/RECSPARK__* are read the way the job reads them; if the config cannot be
+    # read, the job itself will say why, so assume files here.
+    source_kind="$(
+        "$PYTHON" - "$ROOT" "$@" 2>/dev/null <<'PY' || echo files
+import argparse
+import sys
+
+sys.path.insert(0, sys.argv[1])
+from recspark.cli import add_config_arguments, config_from_args
+
+parser = argparse.ArgumentParser(add_help=False)
+add_config_arguments(parser)
+args, _ = parser.parse_known_args(sys.argv[2:])
+print(config_from_args(args).ingest.source)
+PY
+    )"
+    [[ "$source_kind" == "kafka" ]] && kafka=1 || kafka=0
+fi
+package_args=()
+[[ "$kafka" == "1" ]] && package_args+=(--kafka)
+PACKAGES="$(cd "$ROOT" && "$PYTHON" -m recspark.packages "${package_args[@]}" | paste -sd, -)"
+if [[ -z "$PACKAGES" ]]; then
+    echo "deploy/submit.sh: python -m recspark.packages printed nothing" >&2
+    exit 2
+fi
+
+# 3. spark-submit.
+cmd=("$SPARK_SUBMIT" --packages "$PACKAGES" --py-files "$ZIP")
+[[ -n "${SPARK_MASTER:-}" ]] && cmd+=(--master "$SPARK_MASTER")
+[[ -n "${PYSPARK_PYTHON:-}" ]] && cmd+=(--conf "spark.pyspark.python=$PYSPARK_PYTHON")
+[[ -n "${RECSPARK_ARCHIVES:-}" ]] && cmd+=(--archives "$RECSPARK_ARCHIVES")
+if [[ -n "${RECSPARK_SUBMIT_OPTS:-}" ]]; then
+    read -r -a extra <<<"$RECSPARK_SUBMIT_OPTS"
+    cmd+=("${extra[@]}")
+fi
+cmd+=("$ROOT/jobs/$JOB.py" "$@")
+
+if [[ -n "${RECSPARK_DRY_RUN:-}" ]]; then
+    printf '%q ' "${cmd[@]}"
+    printf '\n'
+    exit 0
+fi
+echo "deploy/submit.sh: $(printf '%q ' "${cmd[@]}")" >&2
+exec "${cmd[@]}"

@@ -1,0 +1,574 @@
+"""Great Expectations quality gates on the Delta tables, recorded in ``quality_results``.
+
+Each suite is defined once per process in a cached Great Expectations context; the Spark
+DataFrame is handed over at run time (``batch_parameters``), never stored. Properties GE cannot
+express directly on the table (rows per user, scores ordered by rank, unavailable items) are
+computed in Spark as extra columns of the validated frame, so one validation run covers a suite.
+
+A gate (:func:`run_gate`) validates, appends one summary row to ``quality_results``, refreshes
+the Data Docs HTML (local lakes only) and, per ``quality.on_failure``, either stops the job with
+:class:`QualityGateError` or only logs a warning.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+from pyspark.sql import DataFrame, SparkSession, Window
+from pyspark.sql import functions as F
+
+from recspark.config import EVENT_TYPES, Config
+from recspark.interactions import COUNT_COLUMNS
+from recspark.tables import QUALITY_RESULTS, QUALITY_RESULTS_SCHEMA, Lake
+
+log = logging.getLogger(__name__)
+
+EVENTS_SUITE = "events"
+INTERACTIONS_SUITE = "interactions"
+RECOMMENDATIONS_SUITE = "recommendations"
+SUITES = (EVENTS_SUITE, INTERACTIONS_SUITE, RECOMMENDATIONS_SUITE)
+
+RECOMMENDATION_SOURCES = ("als", "popular", "trending", "popular_in_category", "new_item")
+EARLIEST_EVENT_TIME = datetime(2000, 1, 1, tzinfo=timezone.utc)
+# Clocks drift and producers buffer; more than this ahead of now is a broken timestamp.
+MAX_EVENT_TIME_AHEAD = timedelta(days=1)
+
+# Derived columns of the recommendations frame (see _recommendations_frame).
+ROWS_FOR_USER = "rows_for_user"
+SCORE_ORDERED = "score_not_above_previous_rank"
+ITEM_UNAVAILABLE = "item_unavailable"
+
+# Validation results kept in the file context: the Data Docs index is rebuilt from them on
+# every gate, so an unbounded history (a gate per streaming micro-batch) would slow it down.
+DOCS_HISTORY = 200
+FAILURE_TEXT_LIMIT = 4000
+EXAMPLES_PER_FAILURE = 3
+
+
+@dataclass(frozen=True)
+class QualityResult:
+    """The outcome of one suite on one frame; ``action`` is what a failure does (fail | warn)."""
+
+    suite: str
+    table_name: str
+    success: bool
+    evaluated: int
+    failed: int
+    failures: list[str] = field(default_factory=list)
+    action: str = "fail"
+
+    def summary(self) -> str:
+        """One line for logs and error messages."""
+        if self.success:
+            return (
+                f"quality suite '{self.suite}' passed on table {self.table_name} "
+                f"({self.evaluated} expectations)"
+            )
+        return (
+            f"quality suite '{self.suite}' failed on table {self.table_name}: "
+            f"{self.failed} of {self.evaluated} expectations failed: " + "; ".join(self.failures)
+        )
+
+
+class QualityGateError(RuntimeError):
+    """A suite configured to ``fail`` did not pass; the message is one line naming what failed."""
+
+    def __init__(self, result: QualityResult, table_version: int | None = None) -> None:
+        where = result.table_name + (f" version {table_version}" if table_version is not None else "")
+        super().__init__(
+            f"quality gate '{result.suite}' failed on table {where}: "
+            f"{result.failed} of {result.evaluated} expectations failed: " + "; ".join(result.failures)
+        )
+        self.result = result
+
+
+# --------------------------------------------------------------------------------------------
+# Suites
+
+
+def _gx() -> Any:
+    # Imported lazily: great_expectations is heavy, and most commands never validate.
+    import great_expectations as gx
+
+    return gx
+
+
+def _events_expectations() -> list[Any]:
+    gx = _gx()
+    from great_expectations.expectations.row_conditions import Column
+
+    E = gx.expectations
+    is_rating = Column("event_type") == "rating"
+    expectations = [
+        E.ExpectColumnValuesToNotBeNull(column=c, description=f"{c} is never null")
+        for c in ("event_id", "user_id", "item_id", "event_time")
+    ]
+    expectations += [
+        E.ExpectColumnValuesToBeInSet(
+            column="event_type",
+            value_set=list(EVENT_TYPES),
+            description="event_type is one of " + ", ".join(EVENT_TYPES),
+        ),
+        E.ExpectColumnValuesToBeUnique(column="event_id", description="event_id is unique"),
+        E.ExpectColumnValuesToBeBetween(
+            column="event_time",
+            min_value={"$PARAMETER": "min_event_time"},
+            max_value={"$PARAMETER": "max_event_time"},
+            description="event_time is after 2000-01-01 and at most 1 day ahead of now",
+        ),
+        E.ExpectColumnValuesToNotBeNull(
+            column="value", row_condition=is_rating, description="ratings have a value"
+        ),
+        E.ExpectColumnValuesToBeBetween(
+            column="value",
+            min_value=1,
+            max_value=5,
+            row_condition=is_rating,
+            description="rating values are between 1 and 5",
+        ),
+    ]
+    return expectations
+
+
+def _interactions_expectations() -> list[Any]:
+    E = _gx().expectations
+    expectations = [
+        E.ExpectColumnValuesToNotBeNull(column=c, description=f"{c} is never null")
+        for c in ("user_id", "item_id")
+    ]
+    expectations.append(
+        E.ExpectCompoundColumnsToBeUnique(
+            column_list=["user_id", "item_id"], description="one row per (user_id, item_id)"
+        )
+    )
+    expectations += [
+        E.ExpectColumnValuesToBeBetween(column=c, min_value=0, description=f"{c} is not negative")
+        for c in ("strength", *COUNT_COLUMNS.values())
+    ]
+    return expectations
+
+
+def _recommendations_expectations() -> list[Any]:
+    E = _gx().expectations
+    expectations = [
+        E.ExpectColumnValuesToNotBeNull(column=c, description=f"{c} is never null")
+        for c in ("user_id", "rank", "item_id", "score")
+    ]
+    expectations += [
+        E.ExpectCompoundColumnsToBeUnique(
+            column_list=["user_id", "rank"], description="one row per (user_id, rank)"
+        ),
+        E.ExpectColumnValuesToBeBetween(
+            column="rank",
+            min_value=1,
+            max_value={"$PARAMETER": "top_n"},
+            description="rank is between 1 and top_n",
+        ),
+        E.ExpectColumnValuesToBeBetween(
+            column=ROWS_FOR_USER,
+            min_value={"$PARAMETER": "top_n"},
+            max_value={"$PARAMETER": "top_n"},
+            description="every user has exactly top_n rows",
+        ),
+        E.ExpectColumnValuesToBeInSet(
+            column=SCORE_ORDERED,
+            value_set=[True],
+            description="scores do not increase with rank",
+        ),
+        E.ExpectColumnValuesToBeInSet(
+            column=ITEM_UNAVAILABLE,
+            value_set=[False],
+            description="no unavailable item is recommended",
+        ),
+        E.ExpectColumnValuesToBeInSet(
+            column="source",
+            value_set=list(RECOMMENDATION_SOURCES),
+            description="source is one of " + ", ".join(RECOMMENDATION_SOURCES),
+        ),
+    ]
+    return expectations
+
+
+_SUITE_EXPECTATIONS: dict[str, Callable[[], list[Any]]] = {
+    EVENTS_SUITE: _events_expectations,
+    INTERACTIONS_SUITE: _interactions_expectations,
+    RECOMMENDATIONS_SUITE: _recommendations_expectations,
+}
+
+
+# --------------------------------------------------------------------------------------------
+# Contexts: one per process (and per lake when Data Docs are written), cached
+
+
+class _QualityContext:
+    """A GE context with every suite registered once; validation runs are serialised."""
+
+    DATASOURCE = "recspark"
+
+    def __init__(self, project_dir: Path | None) -> None:
+        gx = _gx()
+        from great_expectations.data_context.types.base import ProgressBarsConfig
+
+        self.project_dir = project_dir
+        self.docs_dir = project_dir / "data_docs" if project_dir is not None else None
+        if project_dir is None:
+            self.context = gx.get_context(mode="ephemeral")
+        else:
+            project_dir.mkdir(parents=True, exist_ok=True)
+            self.context = gx.get_context(mode="file", project_root_dir=str(project_dir))
+            self._configure_docs_site()
+        self.context.variables.progress_bars = ProgressBarsConfig(globally=False)
+        self.lock = threading.RLock()
+        # The frame is persisted (or not) by us around each run: GE would cache it for good.
+        source = self.context.data_sources.add_or_update_spark(self.DATASOURCE, persist=False)
+        self.definitions = {
+            name: self._register(source, name, build()) for name, build in _SUITE_EXPECTATIONS.items()
+        }
+
+    def _configure_docs_site(self) -> None:
+        assert self.docs_dir is not None
+        site = {
+            "class_name": "SiteBuilder",
+            "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
+            "store_backend": {
+                "class_name": "TupleFilesystemStoreBackend",
+                "base_directory": str(self.docs_dir),
+            },
+        }
+        sites = self.context.list_data_docs_sites()
+        for name in [n for n in sites if n != self.DATASOURCE]:
+            self.context.delete_data_docs_site(name)
+        if self.DATASOURCE in sites:
+            self.context.update_data_docs_site(self.DATASOURCE, site)
+        else:
+            self.context.add_data_docs_site(self.DATASOURCE, site)
+
+    def _register(self, source: Any, name: str, expectations: list[Any]) -> Any:
+        """Add (or, in a file context written by an earlier run, replace) one suite."""
+        gx = _gx()
+        try:
+            asset = source.get_asset(name)
+        except LookupError:
+            asset = source.add_dataframe_asset(name)
+        try:
+            batch = asset.get_batch_definition(name)
+        except KeyError:
+            batch = asset.add_batch_definition_whole_dataframe(name)
+        suite = self.context.suites.add_or_update(gx.ExpectationSuite(name=name, expectations=expectations))
+        return self.context.validation_definitions.add_or_update(
+            gx.ValidationDefinition(name=name, data=batch, suite=suite)
+        )
+
+    def validate(self, suite: str, frame: DataFrame, parameters: dict[str, Any]) -> Any:
+        """Count bad rows first; only a failed suite is run again to sample them.
+
+        Sampling unexpected values costs a Spark job per expectation even when there are none,
+        which would triple the cost of the usual, passing, run.
+        """
+        definition = self.definitions[suite]
+        with self.lock:
+            outcome = definition.run(
+                batch_parameters={"dataframe": frame},
+                expectation_parameters=parameters,
+                result_format={"result_format": "BASIC", "partial_unexpected_count": 0},
+            )
+            if outcome.success:
+                return outcome
+            self._forget(outcome)
+            return definition.run(
+                batch_parameters={"dataframe": frame},
+                expectation_parameters=parameters,
+                result_format={
+                    "result_format": "BASIC",
+                    "partial_unexpected_count": EXAMPLES_PER_FAILURE,
+                },
+            )
+
+    def _forget(self, outcome: Any) -> None:
+        """Remove a stored result (superseded by the detailed run of the same data)."""
+        store = self.context.validation_results_store
+        run_time = outcome.meta["run_id"].run_time
+        for key in store.list_keys():
+            if key.run_id.run_time == run_time:
+                store.remove_key(key)
+
+    def keep_recent_results(self, keep: int) -> list[Any]:
+        """Drop all but the newest ``keep`` stored results (and their Data Docs pages)."""
+        store = self.context.validation_results_store
+        with self.lock:
+            keys = sorted(store.list_keys(), key=lambda k: k.run_id.run_time)
+            stale, recent = keys[: max(len(keys) - keep, 0)], keys[max(len(keys) - keep, 0) :]
+            for key in stale:
+                store.remove_key(key)
+                if self.docs_dir is not None:
+                    page = self.docs_dir.joinpath("validations", *key.to_tuple())
+                    page.with_name(page.name + ".html").unlink(missing_ok=True)
+        return recent
+
+    def build_docs(self) -> Path:
+        """Render the newest results and the index; return the index page."""
+        assert self.docs_dir is not None
+        recent = self.keep_recent_results(DOCS_HISTORY)
+        with self.lock:
+            self.context.build_data_docs(
+                site_names=[self.DATASOURCE], resource_identifiers=recent[-1:] or None
+            )
+        return self.docs_dir / "index.html"
+
+
+_CONTEXTS: dict[Path | None, _QualityContext] = {}
+_CONTEXTS_LOCK = threading.Lock()
+_DOCS_NOTICE_GIVEN: set[str] = set()
+
+
+def _context(project_dir: Path | None = None) -> _QualityContext:
+    with _CONTEXTS_LOCK:
+        if project_dir not in _CONTEXTS:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", DeprecationWarning)
+                _CONTEXTS[project_dir] = _QualityContext(project_dir)
+        return _CONTEXTS[project_dir]
+
+
+def quality_dir(lake: Lake) -> Path | None:
+    """``<lake.root>/_quality`` when the lake is on the local file system, else None."""
+    root = lake.root
+    if root.startswith("file://"):
+        root = root.removeprefix("file://")
+    elif "://" in root or root.startswith("file:"):
+        return None
+    return Path(root) / "_quality"
+
+
+# --------------------------------------------------------------------------------------------
+# Validation
+
+
+def _run_suite(
+    suite: str,
+    frame: DataFrame,
+    parameters: dict[str, Any] | None = None,
+    project_dir: Path | None = None,
+) -> QualityResult:
+    """Validate ``frame`` (persisted for the run unless the caller cached it) against a suite."""
+    owned = not frame.is_cached
+    if owned:
+        frame = frame.persist()
+    try:
+        context = _context(project_dir)
+        outcome = context.validate(suite, frame, parameters or {})
+        if project_dir is None:
+            context.keep_recent_results(0)  # in memory: nothing reads them again
+    finally:
+        if owned:
+            frame.unpersist()
+    failures = [_describe(r) for r in outcome.results if not r.success]
+    stats = outcome.statistics
+    return QualityResult(
+        suite=suite,
+        table_name=suite,
+        success=bool(outcome.success),
+        evaluated=int(stats["evaluated_expectations"]),
+        failed=int(stats["unsuccessful_expectations"]),
+        failures=failures,
+    )
+
+
+def _describe(result: Any) -> str:
+    """'<what was expected>: <how many rows broke it> (e.g. <examples>)'."""
+    config = result.expectation_config
+    expected = config.description or config.type
+    info = result.exception_info or {}
+    if info.get("raised_exception"):
+        message = str(info.get("exception_message") or "error").splitlines()[0][:200]
+        return f"{expected}: could not be checked ({message})"
+    details = result.result or {}
+    unexpected, total = details.get("unexpected_count"), details.get("element_count")
+    if unexpected is None:
+        return f"{expected}: observed {details.get('observed_value')!r}"
+    text = f"{expected}: {unexpected} of {total} rows do not"
+    examples = details.get("partial_unexpected_list") or []
+    if examples:
+        shown = ", ".join(_example(e) for e in examples[:EXAMPLES_PER_FAILURE])
+        text += f" (e.g. {shown})"
+    return text
+
+
+def _example(value: Any) -> str:
+    if isinstance(value, dict):
+        return "(" + ", ".join(f"{k}={v!r}" for k, v in value.items()) + ")"
+    if isinstance(value, datetime):
+        return value.isoformat(sep=" ")
+    return repr(value)
+
+
+def _events_batch(df: DataFrame, now: datetime | None = None) -> tuple[DataFrame, dict[str, Any]]:
+    now = now or datetime.now(timezone.utc)
+    frame = df.select("event_id", "user_id", "item_id", "event_time", "event_type", "value")
+    return frame, {
+        "min_event_time": EARLIEST_EVENT_TIME,
+        "max_event_time": now + MAX_EVENT_TIME_AHEAD,
+    }
+
+
+def _interactions_batch(df: DataFrame) -> tuple[DataFrame, dict[str, Any]]:
+    return df.select("user_id", "item_id", "strength", *COUNT_COLUMNS.values()), {}
+
+
+def _recommendations_batch(
+    df: DataFrame, top_n: int, unavailable_items: DataFrame | None = None
+) -> tuple[DataFrame, dict[str, Any]]:
+    """The serving table plus per-row flags for the properties that span rows."""
+    per_user = Window.partitionBy("user_id")
+    previous = F.lag("score").over(per_user.orderBy("rank"))
+    frame = df.select("user_id", "rank", "item_id", "score", "source").withColumns(
+        {
+            ROWS_FOR_USER: F.count(F.lit(1)).over(per_user),
+            SCORE_ORDERED: F.coalesce(F.col("score") <= previous, F.lit(True)),
+        }
+    )
+    if unavailable_items is None:
+        frame = frame.withColumn(ITEM_UNAVAILABLE, F.lit(False))
+    else:
+        flagged = (
+            unavailable_items.select("item_id")
+            .where(F.col("item_id").isNotNull())
+            .distinct()
+            .withColumn(ITEM_UNAVAILABLE, F.lit(True))
+        )
+        frame = frame.join(F.broadcast(flagged), "item_id", "left").withColumn(
+            ITEM_UNAVAILABLE, F.coalesce(F.col(ITEM_UNAVAILABLE), F.lit(False))
+        )
+    return frame, {"top_n": top_n}
+
+
+_BATCHES: dict[str, Callable[..., tuple[DataFrame, dict[str, Any]]]] = {
+    EVENTS_SUITE: _events_batch,
+    INTERACTIONS_SUITE: _interactions_batch,
+    RECOMMENDATIONS_SUITE: _recommendations_batch,
+}
+
+
+def validate_events(spark: SparkSession, df: DataFrame, now: datetime | None = None) -> QualityResult:
+    """Contract checks on events: required ids, known types, unique ids, sane times, ratings."""
+    return _run_suite(EVENTS_SUITE, *_events_batch(df, now))
+
+
+def validate_interactions(spark: SparkSession, df: DataFrame) -> QualityResult:
+    """What ALS trains on: one row per pair, ids present, nothing negative."""
+    return _run_suite(INTERACTIONS_SUITE, *_interactions_batch(df))
+
+
+def validate_recommendations(
+    spark: SparkSession, df: DataFrame, top_n: int, unavailable_items: DataFrame | None = None
+) -> QualityResult:
+    """The serving contract: N ranked rows per user, ordered scores, only available items.
+
+    ``unavailable_items`` holds an ``item_id`` column (e.g. the catalog rows with
+    ``available = false``); None skips that check.
+    """
+    return _run_suite(RECOMMENDATIONS_SUITE, *_recommendations_batch(df, top_n, unavailable_items))
+
+
+# --------------------------------------------------------------------------------------------
+# The gate
+
+
+def run_gate(
+    spark: SparkSession,
+    config: Config,
+    lake: Lake,
+    suite: str,
+    df: DataFrame,
+    job: str,
+    table_version: int | None = None,
+    *,
+    table_name: str | None = None,
+    **kwargs: Any,
+) -> QualityResult:
+    """Validate ``df`` with ``suite``, record the outcome, and stop the job if configured to.
+
+    ``kwargs`` go to the suite's validator (``top_n`` and ``unavailable_items`` for
+    recommendations; ``top_n`` defaults to ``serve.top_n``). Raises QualityGateError when the
+    suite fails and ``quality.on_failure[suite]`` is ``fail`` (the default), after the result
+    row has been written.
+    """
+    if suite not in _BATCHES:
+        raise ValueError(f"unknown quality suite {suite!r}; known: {', '.join(SUITES)}")
+    table = table_name or suite
+    settings = config.quality
+    if not settings.enabled:
+        log.info("quality: suite '%s' on %s skipped (quality.enabled is false)", suite, table)
+        return QualityResult(suite, table, True, 0, 0, [], "skipped")
+    action = settings.on_failure.get(suite, "fail")
+    if suite == RECOMMENDATIONS_SUITE:
+        kwargs.setdefault("top_n", config.serve.top_n)
+
+    project = quality_dir(lake) if settings.data_docs else None
+    if settings.data_docs and project is None and lake.root not in _DOCS_NOTICE_GIVEN:
+        _DOCS_NOTICE_GIVEN.add(lake.root)
+        log.info("quality: Data Docs skipped, lake root %s is not a local path", lake.root)
+    frame, parameters = _BATCHES[suite](df, **kwargs)
+    result = replace(_run_suite(suite, frame, parameters, project), table_name=table, action=action)
+    _record(spark, lake, result, job, table_version)
+    if project is not None:
+        try:
+            index = _context(project).build_docs()
+            log.info("quality: Data Docs at %s", index)
+        except Exception as exc:  # the HTML is a convenience; never fail a job over it
+            log.warning("quality: Data Docs not built: %s", str(exc).splitlines()[0])
+
+    version = f" version {table_version}" if table_version is not None else ""
+    if result.success:
+        log.info("quality: %s%s", result.summary(), version)
+    elif action == "fail":
+        log.error("quality: %s%s", result.summary(), version)
+        raise QualityGateError(result, table_version)
+    else:
+        log.warning("quality: %s%s (on_failure=warn, job continues)", result.summary(), version)
+    return result
+
+
+def _record(
+    spark: SparkSession, lake: Lake, result: QualityResult, job: str, table_version: int | None
+) -> None:
+    """Append the result's summary row to ``quality_results`` (a blind append never conflicts)."""
+    lake.ensure(spark, QUALITY_RESULTS)
+    failures = "; ".join(result.failures)[:FAILURE_TEXT_LIMIT] or None
+    row = (
+        datetime.now(timezone.utc),
+        job,
+        result.suite,
+        result.table_name,
+        table_version,
+        result.success,
+        result.evaluated,
+        result.failed,
+        failures,
+        result.action,
+    )
+    (
+        spark.createDataFrame([row], QUALITY_RESULTS_SCHEMA)
+        .write.format("delta")
+        .mode("append")
+        .save(lake.path(QUALITY_RESULTS.name))
+    )
+
+
+def latest_results(spark: SparkSession, lake: Lake, suites: Sequence[str] = SUITES) -> DataFrame:
+    """The newest ``quality_results`` row per suite and table (for reports)."""
+    newest = Window.partitionBy("suite", "table_name").orderBy(F.col("validated_at").desc())
+    return (
+        lake.read(spark, QUALITY_RESULTS)
+        .where(F.col("suite").isin(list(suites)))
+        .withColumn("_n", F.row_number().over(newest))
+        .where("_n = 1")
+        .drop("_n")
+    )

@@ -1,0 +1,101 @@
+"""Operators get one clear line for every config mistake, before Spark starts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from recspark.cli import main
+from recspark.config import ConfigError, load_config
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_shipped_configs_load() -> None:
+    local = load_config(REPO / "conf" / "local.yaml", environ={})
+    cluster = load_config(REPO / "conf" / "cluster.yaml", environ={})
+    assert local.spark.master == "local[2]"
+    assert cluster.spark.master is None
+    assert cluster.ingest.source == "kafka"
+    assert local.mlflow.tracking_uri.startswith("sqlite:///")
+
+
+def test_contract_keys_are_settable() -> None:
+    keys = {
+        "spark.master": "local[1]",
+        "lake.root": "/data/lake",
+        "ingest.source": "files",
+        "ingest.path": "/data/in",
+        "ingest.kafka.bootstrap_servers": "localhost:9092",
+        "ingest.kafka.topic": "events",
+        "mlflow.tracking_uri": "sqlite:///x.db",
+        "mlflow.model_name": "m",
+        "serve.top_n": "7",
+    }
+    config = load_config(None, [f"{k}={v}" for k, v in keys.items()], environ={})
+    assert config.serve.top_n == 7
+    assert config.ingest.kafka.topic == "events"
+    assert config.lake.root == "/data/lake"
+
+
+def test_precedence_file_then_env_then_set(tmp_path: Path) -> None:
+    conf = tmp_path / "c.yaml"
+    conf.write_text("serve:\n  top_n: 5\ntrain:\n  rank: 4\n")
+    config = load_config(
+        conf,
+        ["train.rank=16"],
+        environ={"RECSPARK__SERVE__TOP_N": "12", "RECSPARK__TRAIN__RANK": "8"},
+    )
+    assert config.serve.top_n == 12
+    assert config.train.rank == 16
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["train.rnak=3"], "unknown config key 'train.rnak'"),
+        (["serve.top_n=ten"], "serve.top_n must be a whole number, got 'ten'"),
+        (["serve.top_n=0"], "serve.top_n must be > 0"),
+        (["ingest.source=ftp"], "ingest.source must be 'files' or 'kafka'"),
+        (["ingest.source=kafka"], "ingest.kafka.bootstrap_servers"),
+        (["interactions.weights.click=2"], "unknown event types: ['click']"),
+        (["train.confidence=cubic"], "train.confidence must be 'log' or 'linear'"),
+        (["nonsense"], "--set expects key=value"),
+        (["quality.on_failure.events=explode"], "quality.on_failure values"),
+    ],
+)
+def test_bad_values_are_named(overrides: list[str], message: str) -> None:
+    with pytest.raises(ConfigError) as error:
+        load_config(None, overrides, environ={})
+    assert message in str(error.value)
+    assert "\n" not in str(error.value)
+
+
+def test_missing_and_broken_files(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_config(tmp_path / "absent.yaml")
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("train: [1, 2\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(broken)
+    listing = tmp_path / "list.yaml"
+    listing.write_text("- a\n- b\n")
+    with pytest.raises(ConfigError, match="mapping at the top level"):
+        load_config(listing)
+
+
+def test_cli_exits_nonzero_with_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["train", "--conf", str(tmp_path / "nope.yaml")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert err == f"recspark train: error: config file not found: {tmp_path / 'nope.yaml'}"
+    code = main(["recommend", "--set", "serve.top_n=-1"])
+    assert code == 2
+    assert capsys.readouterr().err.strip() == "recspark recommend: error: serve.top_n must be > 0"
+
+
+def test_cli_missing_input_directory(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["ingest", "--once", "--set", f"ingest.path={tmp_path / 'none'}"])
+    assert code == 2
+    assert "is not a directory" in capsys.readouterr().err

@@ -1,0 +1,640 @@
+"""deploy/: the spark-submit wrapper, the cron lock wrapper, the Airflow DAGs, real submissions.
+
+The Airflow test builds (once, then reuses) a separate virtualenv from
+deploy/airflow/requirements.txt, outside the repository, keyed by the file's hash:
+``~/.cache/recspark/airflow-venv-<hash>`` (or ``$RECSPARK_AIRFLOW_VENV``). Without network it
+is skipped with the reason. The spark-submit tests run the real ``deploy/submit.sh`` against
+a tiny lake in tmp_path; each submission starts its own JVM, so there are only a few.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import textwrap
+import time
+import zipfile
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SUBMIT = ROOT / "deploy" / "submit.sh"
+BUILD_ZIP = ROOT / "deploy" / "build-zip.sh"
+RUN_LOCKED = ROOT / "deploy" / "cron" / "run-locked.sh"
+DAILY = ROOT / "deploy" / "cron" / "daily.sh"
+CRONTAB = ROOT / "deploy" / "cron" / "recspark.crontab"
+DAG_FOLDER = ROOT / "deploy" / "airflow"
+REQUIREMENTS = DAG_FOLDER / "requirements.txt"
+VENV_BIN = Path(sys.executable).parent
+JOBS = ("ingest_events", "train_als", "refresh_recommendations")
+SUBMIT_TIMEOUT = 900
+
+
+def expected_packages(kafka: bool) -> str:
+    out = subprocess.run(
+        [sys.executable, "-m", "recspark.packages", *(["--kafka"] if kafka else [])],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return ",".join(out.split())
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("RECSPARK_", "SPARK_", "PYSPARK_", "AIRFLOW"))
+        and k not in ("PYTHONPATH", "VIRTUAL_ENV")
+    }
+    env.update(extra)
+    return env
+
+
+# --------------------------------------------------------------------------- run-locked.sh
+
+
+def locked_env(tmp_path: Path, **extra: str) -> dict[str, str]:
+    return clean_env(
+        RECSPARK_LOCK_DIR=str(tmp_path / "locks"), RECSPARK_LOG_DIR=str(tmp_path / "logs"), **extra
+    )
+
+
+def wait_for(path: Path, seconds: float = 20) -> None:
+    deadline = time.monotonic() + seconds
+    while not path.exists():
+        assert time.monotonic() < deadline, f"{path} did not appear"
+        time.sleep(0.05)
+
+
+def test_run_locked_skips_an_overlapping_run_and_releases_the_lock(tmp_path: Path) -> None:
+    env = locked_env(tmp_path)
+    started = tmp_path / "started"
+    first = subprocess.Popen(
+        [str(RUN_LOCKED), "job", "--", "bash", "-c", f"touch {started}; sleep 3; echo first-done"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_for(started)
+        t0 = time.monotonic()
+        second = subprocess.run(
+            [str(RUN_LOCKED), "job", "--", "bash", "-c", "echo second-ran"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        elapsed = time.monotonic() - t0
+        assert second.returncode == 0, second.stderr
+        assert "locked" in second.stderr
+        assert elapsed < 2, f"the second run waited {elapsed:.1f}s instead of exiting at once"
+        assert first.poll() is None, "the first run should still be going"
+    finally:
+        _, err = first.communicate(timeout=30)
+    assert first.returncode == 0, err
+
+    log = (tmp_path / "logs" / "job.log").read_text()
+    assert "first-done" in log
+    assert "second-ran" not in log
+    assert "skipping" in log
+    assert "end: exit 0" in log
+
+    # The lock is free again: the next run runs.
+    third = subprocess.run(
+        [str(RUN_LOCKED), "job", "--", "bash", "-c", "echo third-ran"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert third.returncode == 0, third.stderr
+    assert "third-ran" in (tmp_path / "logs" / "job.log").read_text()
+
+
+def test_run_locked_keeps_the_exit_code_and_separates_jobs(tmp_path: Path) -> None:
+    env = locked_env(tmp_path)
+    failed = subprocess.run(
+        [str(RUN_LOCKED), "a", "--", "bash", "-c", "echo oops >&2; exit 3"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert failed.returncode == 3
+    assert "oops" in (tmp_path / "logs" / "a.log").read_text()
+    assert "end: exit 3" in (tmp_path / "logs" / "a.log").read_text()
+
+    # Holding lock "a" does not block job "b"; waiting mode gives up with 75 after the wait.
+    lock = tmp_path / "locks" / "a.lock"
+    with lock.open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        other = subprocess.run(
+            [str(RUN_LOCKED), "b", "--", "true"], env=env, capture_output=True, timeout=30
+        )
+        assert other.returncode == 0
+        waited = subprocess.run(
+            [str(RUN_LOCKED), "a", "--", "true"],
+            env={**env, "RECSPARK_LOCK_WAIT": "1"},
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        assert waited.returncode == 75, waited.stderr
+        assert "giving up" in waited.stderr
+
+    for bad in ([], ["a"], ["a", "true"], ["../x", "--", "true"]):
+        usage = subprocess.run(
+            [str(RUN_LOCKED), *bad], env=env, capture_output=True, text=True, timeout=30
+        )
+        assert usage.returncode == 2, bad
+
+
+def test_crontab_lines_use_the_lock_wrapper_and_existing_scripts() -> None:
+    lines = [
+        line
+        for line in CRONTAB.read_text().splitlines()
+        if line.strip() and not line.startswith("#") and "=" not in line.split()[0]
+    ]
+    assert len(lines) == 4
+    for line in lines:
+        fields = line.split()
+        assert len(fields[:5]) == 5
+        command = fields[5:]
+        assert command[0] == "$RECSPARK_HOME/deploy/cron/run-locked.sh"
+        assert command[2] == "--"
+        assert "%" not in line
+    jobs = {line.split()[6] for line in lines}
+    assert jobs == {"ingest_events", "refresh_recommendations", "daily", "maintenance"}
+    for script in (SUBMIT, BUILD_ZIP, RUN_LOCKED, DAILY):
+        assert os.access(script, os.X_OK), script
+        assert subprocess.run(["bash", "-n", str(script)], check=False).returncode == 0
+
+
+# --------------------------------------------------------------------------- submit.sh
+
+
+def test_build_zip_is_the_recspark_package_and_reproducible(tmp_path: Path) -> None:
+    out = tmp_path / "out" / "recspark.zip"
+    printed = subprocess.run(
+        [str(BUILD_ZIP), str(out)], cwd=tmp_path, capture_output=True, text=True, check=True
+    ).stdout.strip()
+    assert printed == str(out)
+    first = out.read_bytes()
+    names = set(zipfile.ZipFile(out).namelist())
+    sources = {
+        str(p.relative_to(ROOT))
+        for p in (ROOT / "recspark").rglob("*.py")
+        if "__pycache__" not in p.parts
+    }
+    assert sources <= names
+    assert "recspark/__init__.py" in names
+    assert not any("__pycache__" in n or n.endswith(".pyc") for n in names)
+    inode = out.stat().st_ino
+    subprocess.run([str(BUILD_ZIP), str(out)], capture_output=True, check=True)
+    assert out.read_bytes() == first
+    assert out.stat().st_ino == inode, "an unchanged zip must not be replaced"
+
+
+def dry_run(cwd: Path, *args: str, **env: str) -> list[str]:
+    done = subprocess.run(
+        [str(SUBMIT), *args],
+        cwd=cwd,
+        env=clean_env(RECSPARK_DRY_RUN="1", **env),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    return shlex.split(done.stdout)
+
+
+def test_submit_builds_the_command_from_one_place(tmp_path: Path) -> None:
+    files_conf = tmp_path / "files.yaml"
+    files_conf.write_text("ingest:\n  source: files\n")
+    cmd = dry_run(tmp_path, "ingest_events", "--conf", str(files_conf), "--once")
+    assert cmd[0] == str(ROOT / ".venv" / "bin" / "spark-submit")
+    assert cmd[cmd.index("--packages") + 1] == expected_packages(kafka=False)
+    zip_path = Path(cmd[cmd.index("--py-files") + 1])
+    assert zip_path == ROOT / "build" / "recspark.zip"
+    assert "recspark/cli.py" in zipfile.ZipFile(zip_path).namelist()
+    assert "--master" not in cmd
+    assert "--archives" not in cmd
+    assert not any(c.startswith("spark.pyspark.python") for c in cmd)
+    assert cmd[-4:] == [
+        str(ROOT / "jobs" / "ingest_events.py"),
+        "--conf",
+        str(files_conf),
+        "--once",
+    ]
+
+    kafka_conf = tmp_path / "kafka.yaml"
+    kafka_conf.write_text(
+        "ingest:\n  source: kafka\n  kafka:\n    bootstrap_servers: k:9092\n    topic: t\n"
+    )
+    cmd = dry_run(
+        tmp_path,
+        "train_als",
+        "--conf",
+        str(kafka_conf),
+        "--set",
+        "train.rank=4",
+        SPARK_MASTER="local[2]",
+        PYSPARK_PYTHON="./environment/bin/python",
+        RECSPARK_ARCHIVES="env.tar.gz#environment",
+        RECSPARK_SUBMIT_OPTS="--driver-memory 2g",
+        SPARK_HOME="/opt/spark",
+    )
+    assert cmd[0] == "/opt/spark/bin/spark-submit"
+    assert cmd[cmd.index("--packages") + 1] == expected_packages(kafka=True)
+    assert cmd[cmd.index("--master") + 1] == "local[2]"
+    assert "spark.pyspark.python=./environment/bin/python" in cmd
+    assert cmd[cmd.index("--archives") + 1] == "env.tar.gz#environment"
+    assert cmd[cmd.index("--driver-memory") + 1] == "2g"
+    assert cmd[-5:] == [
+        str(ROOT / "jobs" / "train_als.py"),
+        "--conf",
+        str(kafka_conf),
+        "--set",
+        "train.rank=4",
+    ]
+
+    # The same config with Kafka turned off by an override, and the forcing switch.
+    cmd = dry_run(tmp_path, "train_als", "--conf", str(kafka_conf), "--set", "ingest.source=files")
+    assert cmd[cmd.index("--packages") + 1] == expected_packages(kafka=False)
+    cmd = dry_run(tmp_path, "train_als", "--conf", str(files_conf), RECSPARK_KAFKA="1")
+    assert cmd[cmd.index("--packages") + 1] == expected_packages(kafka=True)
+
+
+def test_submit_validates_the_job(tmp_path: Path) -> None:
+    for args in ([], ["nope"], ["jobs/train_als.py"]):
+        done = subprocess.run(
+            [str(SUBMIT), *args], cwd=tmp_path, env=clean_env(), capture_output=True, text=True
+        )
+        assert done.returncode == 2
+        for job in JOBS:
+            assert job in done.stderr
+    assert all((ROOT / "jobs" / f"{job}.py").is_file() for job in JOBS)
+
+
+# --------------------------------------------------------------------------- Airflow
+
+DAG_REPORT = textwrap.dedent(
+    """
+    import inspect, json, sys
+    from datetime import datetime, timezone
+    from types import SimpleNamespace
+
+    from airflow.models import DagBag
+
+    kwargs = {"include_examples": False}
+    if "include_examples" not in inspect.signature(DagBag.__init__).parameters:
+        kwargs = {}
+    bag = DagBag(dag_folder=sys.argv[1], **kwargs)
+    report = {"import_errors": {str(k): str(v) for k, v in bag.import_errors.items()}, "dags": {}}
+    for dag in bag.dags.values():
+        tasks = {}
+        for task in dag.tasks:
+            info = {"type": type(task).__name__, "upstream": sorted(task.upstream_task_ids)}
+            info["retries"] = task.retries
+            if task.execution_timeout is not None:
+                info["execution_timeout_s"] = task.execution_timeout.total_seconds()
+            for attr in ("application", "py_files", "packages", "application_args",
+                         "bash_command", "_conn_id", "mode", "timeout"):
+                if hasattr(task, attr):
+                    info[attr.lstrip("_")] = getattr(task, attr)
+            tasks[task.task_id] = info
+        timetable = dag.timetable
+        report["dags"][dag.dag_id] = {
+            "schedule": getattr(timetable, "_expression", None) or str(dag.schedule),
+            "max_active_runs": dag.max_active_runs,
+            "catchup": dag.catchup,
+            "tasks": tasks,
+        }
+    sensor = bag.dags["recspark_daily"].get_task("wait_for_ingest").python_callable
+    calls = []
+
+    class FakeTI:
+        def __init__(self, count):
+            self.count = count
+
+        def get_ti_count(self, **query):
+            calls.append(query)
+            return self.count
+
+    run = SimpleNamespace(run_after=datetime(2026, 11, 2, 3, 0, tzinfo=timezone.utc),
+                          logical_date=None)
+    report["sensor"] = [sensor(ti=FakeTI(0), dag_run=run), sensor(ti=FakeTI(1), dag_run=run)]
+    report["sensor_query"] = {**calls[0],
+                              "logical_dates": [d.isoformat() for d in calls[0]["logical_dates"]]}
+    report["modules"] = sorted(m for m in sys.modules if m.split(".")[0] in ("recspark", "pyspark"))
+    print("REPORT " + json.dumps(report, default=str))
+    """
+)
+
+
+def airflow_venv() -> Path:
+    """The Airflow virtualenv, created on first use (under a lock) and cached by content."""
+    digest = hashlib.sha256(REQUIREMENTS.read_bytes()).hexdigest()[:12]
+    default = Path.home() / ".cache" / "recspark" / f"airflow-venv-{digest}"
+    venv = Path(os.environ.get("RECSPARK_AIRFLOW_VENV", default))
+    marker = venv / ".recspark-complete"
+    venv.parent.mkdir(parents=True, exist_ok=True)
+    with open(f"{venv}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if marker.is_file():
+            return venv
+        shutil.rmtree(venv, ignore_errors=True)
+        started = time.monotonic()
+        steps = (
+            [sys.executable, "-m", "venv", str(venv)],
+            [str(venv / "bin" / "python"), "-m", "pip", "install", "-q", "-r", str(REQUIREMENTS)],
+        )
+        for step in steps:
+            try:
+                done = subprocess.run(step, capture_output=True, text=True, timeout=1200)
+            except subprocess.TimeoutExpired:
+                pytest.skip(f"creating the Airflow virtualenv timed out: {' '.join(step)}")
+            if done.returncode != 0:
+                shutil.rmtree(venv, ignore_errors=True)
+                reason = (done.stdout + done.stderr).strip().splitlines()[-5:]
+                pytest.skip("cannot create the Airflow virtualenv: " + " | ".join(reason))
+        marker.write_text(f"created in {time.monotonic() - started:.0f}s\n")
+        print(f"Airflow virtualenv {venv} created in {time.monotonic() - started:.0f}s")
+    return venv
+
+
+def dag_report(venv: Path, home: Path, **variables: str) -> dict:
+    home.mkdir(parents=True, exist_ok=True)
+    env = clean_env(
+        AIRFLOW_HOME=str(home),
+        AIRFLOW__CORE__LOAD_EXAMPLES="False",
+        AIRFLOW__CORE__DAGS_FOLDER=str(DAG_FOLDER),
+        **{f"AIRFLOW_VAR_{k.upper()}": v for k, v in variables.items()},
+    )
+    done = subprocess.run(
+        [str(venv / "bin" / "python"), "-c", DAG_REPORT, str(DAG_FOLDER)],
+        cwd=home,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    lines = [line for line in done.stdout.splitlines() if line.startswith("REPORT ")]
+    assert done.returncode == 0 and lines, done.stdout[-3000:] + done.stderr[-3000:]
+    return json.loads(lines[-1][len("REPORT ") :])
+
+
+def test_airflow_dags_load_with_the_intended_shape(tmp_path: Path) -> None:
+    venv = airflow_venv()
+    # Neither recspark nor a Spark with a JVM is installed where the DAGs are parsed.
+    probe = subprocess.run(
+        [str(venv / "bin" / "python"), "-c", "import recspark"],
+        cwd=tmp_path,
+        env=clean_env(),
+        capture_output=True,
+    )
+    assert probe.returncode != 0, "recspark must not be importable in the Airflow virtualenv"
+
+    report = dag_report(venv, tmp_path / "home1")
+    assert report["import_errors"] == {}
+    assert report["modules"] == []
+    dags = report["dags"]
+    assert set(dags) == {
+        "recspark_ingest",
+        "recspark_daily",
+        "recspark_refresh",
+        "recspark_maintenance",
+    }
+
+    conf = str(ROOT / "conf" / "cluster.yaml")  # the default; it reads from Kafka
+    packages = expected_packages(kafka=True)
+    zip_path = str(ROOT / "build" / "recspark.zip")
+
+    def spark_task(dag: str, task: str, *args: str) -> dict:
+        info = dags[dag]["tasks"][task]
+        assert info["type"] == "SparkSubmitOperator"
+        assert info["application"] == str(ROOT / "jobs" / f"{task}.py")
+        assert info["py_files"] == zip_path
+        assert info["packages"] == packages
+        assert info["conn_id"] == "spark_default"
+        assert info["application_args"] == ["--conf", conf, *args]
+        return info
+
+    ingest = dags["recspark_ingest"]
+    assert ingest["schedule"] == "*/10 * * * *"
+    assert ingest["max_active_runs"] == 1
+    assert not ingest["catchup"]
+    assert set(ingest["tasks"]) == {"ingest_events"}
+    spark_task("recspark_ingest", "ingest_events", "--once")
+
+    refresh = dags["recspark_refresh"]
+    assert refresh["schedule"] == "*/15 * * * *"
+    assert refresh["max_active_runs"] == 1
+    assert set(refresh["tasks"]) == {"refresh_recommendations"}
+    spark_task("recspark_refresh", "refresh_recommendations", "--once")
+
+    daily = dags["recspark_daily"]
+    assert daily["schedule"] == "0 3 * * *"
+    assert set(daily["tasks"]) == {"wait_for_ingest", "train_als", "refresh_recommendations"}
+    sensor = daily["tasks"]["wait_for_ingest"]
+    assert sensor["upstream"] == []
+    assert sensor["mode"] == "reschedule"
+    train = spark_task("recspark_daily", "train_als")
+    assert train["upstream"] == ["wait_for_ingest"]
+    assert train["retries"] == 2
+    assert train["execution_timeout_s"] == 3 * 3600
+    full = spark_task("recspark_daily", "refresh_recommendations")
+    assert full["upstream"] == ["train_als"]
+
+    maintenance = dags["recspark_maintenance"]
+    assert maintenance["schedule"] == "0 4 * * 0"
+    maintain = maintenance["tasks"]["maintain"]
+    assert maintain["type"] == "BashOperator"
+    assert " maintain --conf " in maintain["bash_command"]
+    assert conf in maintain["bash_command"]
+
+    # The sensor: succeeds once any ingest slot from an hour before the run on succeeded.
+    assert report["sensor"] == [False, True]
+    query = report["sensor_query"]
+    assert query["dag_id"] == "recspark_ingest"
+    assert query["task_ids"] == ["ingest_events"]
+    assert query["states"] == ["success"]
+    assert query["logical_dates"][0] == "2026-11-02T02:00:00+00:00"
+    assert "2026-11-02T03:00:00+00:00" in query["logical_dates"]
+    assert all(d[14:16] in ("00", "10", "20", "30", "40", "50") for d in query["logical_dates"])
+
+    # Airflow Variables (here as AIRFLOW_VAR_* environment variables) change the settings.
+    other_conf = str(ROOT / "conf" / "local.yaml")  # files, so no Kafka package
+    report = dag_report(
+        venv,
+        tmp_path / "home2",
+        recspark_conf=other_conf,
+        recspark_ingest_every_minutes="5",
+        recspark_spark_conn_id="spark_cluster",
+        recspark_train_timeout_hours="1.5",
+    )
+    assert report["import_errors"] == {}
+    dags = report["dags"]
+    assert dags["recspark_ingest"]["schedule"] == "*/5 * * * *"
+    train = dags["recspark_daily"]["tasks"]["train_als"]
+    assert train["conn_id"] == "spark_cluster"
+    assert train["application_args"] == ["--conf", other_conf]
+    assert train["packages"] == expected_packages(kafka=False)
+    assert train["execution_timeout_s"] == 1.5 * 3600
+
+
+# --------------------------------------------------------------------------- real spark-submit
+
+
+def write_config(root: Path, catalog: bool = False) -> Path:
+    conf = root / "conf.yaml"
+    catalog_path = json.dumps(str(root / "incoming" / "catalog.jsonl")) if catalog else "null"
+    conf.write_text(
+        textwrap.dedent(
+            f"""\
+            spark:
+              master: local[2]
+              shuffle_partitions: 2
+              driver_memory: null
+            lake:
+              root: {json.dumps(str(root / "lake"))}
+            ingest:
+              source: files
+              path: {json.dumps(str(root / "incoming" / "events"))}
+            catalog:
+              path: {catalog_path}
+            mlflow:
+              tracking_uri: {json.dumps(f"sqlite:///{root / 'mlflow.db'}")}
+              artifact_location: {json.dumps(str(root / "mlartifacts"))}
+            """
+        )
+    )
+    return conf
+
+
+def submit(cwd: Path, job: str, *args: str) -> subprocess.CompletedProcess[str]:
+    started = time.monotonic()
+    done = subprocess.run(
+        [str(SUBMIT), job, *args],
+        cwd=cwd,
+        env=clean_env(SPARK_MASTER="local[2]"),
+        capture_output=True,
+        text=True,
+        timeout=SUBMIT_TIMEOUT,
+    )
+    print(f"submit.sh {job}: exit {done.returncode} in {time.monotonic() - started:.0f}s")
+    return done
+
+
+def needs_spark_submit() -> None:
+    if not (VENV_BIN / "spark-submit").is_file() or shutil.which("java") is None:
+        pytest.skip("spark-submit or java is not available")
+
+
+def test_submit_ingests_event_files_into_the_lake(tmp_path: Path, spark) -> None:
+    needs_spark_submit()
+    events = tmp_path / "incoming" / "events"
+    events.mkdir(parents=True)
+    expected = set()
+    types = ("view", "add_to_cart", "purchase", "rating")
+    for day in range(3):
+        lines = []
+        for i in range(4):
+            event = {
+                "event_id": f"e-{day}-{i}",
+                "event_time": f"2026-11-0{day + 1}T10:{i:02d}:00Z",
+                "user_id": f"u{i % 3}",
+                "item_id": f"i{(day + i) % 5}",
+                "event_type": types[i],
+                "session_id": f"s{day}",
+            }
+            if types[i] == "rating":
+                event["value"] = 4
+            lines.append(json.dumps(event))
+            expected.add(event["event_id"])
+        (events / f"events-2026110{day + 1}-00.jsonl").write_text("\n".join(lines) + "\n")
+    conf = write_config(tmp_path)
+
+    done = submit(tmp_path, "ingest_events", "--conf", str(conf), "--once")
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-5000:]
+
+    table = spark.read.format("delta").load(str(tmp_path / "lake" / "events"))
+    rows = table.select("event_id", "user_id", "event_type").collect()
+    assert {r.event_id for r in rows} == expected
+    assert len(rows) == len(expected)
+
+
+def test_cron_daily_runs_all_three_jobs_through_spark_submit(tmp_path: Path, spark) -> None:
+    needs_spark_submit()
+    conf = write_config(tmp_path, catalog=True)
+    generate = subprocess.run(
+        [
+            str(VENV_BIN / "recspark"),
+            "generate",
+            "--conf",
+            str(conf),
+            "--users",
+            "60",
+            "--items",
+            "30",
+            "--events",
+            "2500",
+            "--days",
+            "20",
+        ],
+        cwd=tmp_path,
+        env=clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert generate.returncode == 0, generate.stderr[-3000:]
+
+    started = time.monotonic()
+    daily = subprocess.run(
+        [
+            str(RUN_LOCKED),
+            "daily",
+            "--",
+            str(DAILY),
+            str(conf),
+            "--set",
+            "train.min_train_interactions=10",
+            "--set",
+            "train.rank=4",
+            "--set",
+            "train.max_iter=3",
+        ],
+        cwd=tmp_path,
+        env=locked_env(tmp_path, SPARK_MASTER="local[2]"),
+        capture_output=True,
+        text=True,
+        timeout=3 * SUBMIT_TIMEOUT,
+    )
+    print(f"daily.sh: exit {daily.returncode} in {time.monotonic() - started:.0f}s")
+    logs = tmp_path / "logs"
+    all_logs = "\n".join(
+        f"== {p.name}\n{p.read_text()[-4000:]}" for p in sorted(logs.glob("*.log"))
+    )
+    assert daily.returncode == 0, daily.stderr + all_logs
+    for name in ("daily", "ingest_events", "refresh_recommendations"):
+        assert "end: exit 0" in (logs / f"{name}.log").read_text(), all_logs
+    daily_log = (logs / "daily.log").read_text()
+    assert "model version" in daily_log  # train_als's last line
+    assert "daily: done" in daily_log
+
+    recs = spark.read.format("delta").load(str(tmp_path / "lake" / "recommendations"))
+    assert recs.count() > 0
+    per_user = {r["count"] for r in recs.groupBy("user_id").count().collect()}
+    assert len(per_user) == 1, f"every user should get the same number of rows: {per_user}"

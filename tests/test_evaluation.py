@@ -1,0 +1,68 @@
+"""Ranking metrics match values worked out by hand, and the split never leaks the future."""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime
+
+import pytest
+from pyspark.sql import SparkSession
+
+from recspark.evaluation import EvaluationError, ranking_metrics, time_split
+
+
+def test_metrics_match_a_hand_computed_example(spark: SparkSession) -> None:
+    # k = 3. User a: recs x, y, z; relevant y, w  -> one hit at rank 2.
+    # User b: recs p, q, r; relevant p, r        -> hits at ranks 1 and 3.
+    # User c: no recommendations; relevant s     -> zeros.
+    recs = spark.createDataFrame(
+        [
+            ("a", 1, "x"),
+            ("a", 2, "y"),
+            ("a", 3, "z"),
+            ("a", 4, "w"),
+            ("b", 1, "p"),
+            ("b", 2, "q"),
+            ("b", 3, "r"),
+        ],
+        "user_id string, rank int, item_id string",
+    )
+    relevant = spark.createDataFrame(
+        [("a", "y"), ("a", "w"), ("b", "p"), ("b", "r"), ("c", "s")],
+        "user_id string, item_id string",
+    )
+    got = ranking_metrics(recs, relevant, k=3)
+
+    # precision: a 1/3, b 2/3, c 0 -> mean 1/3
+    # recall:    a 1/2, b 2/2, c 0 -> mean 1/2
+    # ndcg:      a (1/log2 3) / (1 + 1/log2 3); b (1 + 1/2) / (1 + 1/log2 3); c 0
+    idcg2 = 1 + 1 / math.log2(3)
+    ndcg_a = (1 / math.log2(3)) / idcg2
+    ndcg_b = (1 + 1 / math.log2(4)) / idcg2
+    # map:       a (1/2) / 2 = 0.25; b (1/1 + 2/3) / 2 = 5/6; c 0
+    # hit rate:  a 1, b 1, c 0 -> 2/3
+    assert got["precision"] == pytest.approx(1 / 3)
+    assert got["recall"] == pytest.approx(1 / 2)
+    assert got["ndcg"] == pytest.approx((ndcg_a + ndcg_b) / 3)
+    assert got["map"] == pytest.approx((0.25 + 5 / 6) / 3)
+    assert got["hit_rate"] == pytest.approx(2 / 3)
+    assert got["users"] == 3
+
+
+def test_time_split_and_its_failures(spark: SparkSession) -> None:
+    events = spark.createDataFrame(
+        [
+            ("e1", datetime(2026, 11, 1)),
+            ("e2", datetime(2026, 11, 8)),
+            ("e3", datetime(2026, 11, 10)),
+        ],
+        "event_id string, event_time timestamp",
+    )
+    split = time_split(events, test_days=3)
+    assert split.cutoff == datetime(2026, 11, 7)
+    assert [r[0] for r in split.train_events.collect()] == ["e1"]
+    assert sorted(r[0] for r in split.test_events.collect()) == ["e2", "e3"]
+    with pytest.raises(EvaluationError, match="no training period"):
+        time_split(events, test_days=10)
+    with pytest.raises(EvaluationError, match="no events"):
+        time_split(events.limit(0), test_days=1)

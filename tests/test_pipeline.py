@@ -1,0 +1,166 @@
+"""End to end on a tiny generated shop: generate -> ingest -> train -> recommend, and the registry."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import mlflow
+import pytest
+from mlflow.tracking import MlflowClient
+from pyspark.sql import SparkSession
+from pyspark.sql import functions as F
+
+from recspark.catalog import read_catalog
+from recspark.cli import main
+from recspark.config import Config
+from recspark.generate import ShopSpec, write_shop
+from recspark.ingest import run_ingest
+from recspark.serving import recommend
+from recspark.tables import EVENTS, INTERACTIONS, QUARANTINE, RECOMMENDATIONS, Lake
+from recspark.tracking import CHAMPION, champion_version, configure_mlflow
+from recspark.training import TrainingError, TrainResult, train
+from tests.conftest import config_under
+
+SHOP = ShopSpec(users=300, items=80, categories=8, events=15_000, days=21, seed=11)
+TOP_N = 5
+
+
+@pytest.fixture(scope="module")
+def shop(tmp_path_factory: pytest.TempPathFactory) -> Config:
+    root = tmp_path_factory.mktemp("shop")
+    config = config_under(root, f"serve.top_n={TOP_N}", "train.test_days=5")
+    write_shop(SHOP, Path(config.ingest.path), Path(config.catalog.path))
+    return config
+
+
+@pytest.fixture(scope="module")
+def trained(spark: SparkSession, shop: Config) -> TrainResult:
+    lake = Lake.at(shop.lake.root)
+    run_ingest(spark, shop, lake, once=True)
+    result = train(spark, shop, lake)
+    recommend(spark, shop, lake)
+    return result
+
+
+def test_tables_follow_the_contract(spark: SparkSession, shop: Config, trained: TrainResult) -> None:
+    lake = Lake.at(shop.lake.root)
+    required = {
+        EVENTS: {
+            "event_id",
+            "event_time",
+            "user_id",
+            "item_id",
+            "event_type",
+            "value",
+            "session_id",
+            "ingested_at",
+        },
+        QUARANTINE: {"raw", "reason", "ingested_at"},
+        INTERACTIONS: {
+            "user_id",
+            "item_id",
+            "view_count",
+            "purchase_count",
+            "last_event_time",
+            "strength",
+        },
+        RECOMMENDATIONS: {
+            "user_id",
+            "rank",
+            "item_id",
+            "score",
+            "source",
+            "model_version",
+            "generated_at",
+        },
+    }
+    for spec, columns in required.items():
+        assert columns <= set(lake.read(spark, spec).columns), spec.name
+    events = lake.read(spark, EVENTS)
+    assert events.count() == events.select("event_id").distinct().count()
+    assert lake.read(spark, QUARANTINE).count() > 0  # the generator sends broken lines
+    # Time travel works on the serving table.
+    assert (
+        spark.read.format("delta").option("versionAsOf", 0).load(lake.path(RECOMMENDATIONS.name)).count() == 0
+    )
+
+
+def test_every_user_gets_exactly_n_eligible_rows(
+    spark: SparkSession, shop: Config, trained: TrainResult
+) -> None:
+    lake = Lake.at(shop.lake.root)
+    recs = lake.read(spark, RECOMMENDATIONS)
+    interactions = lake.read(spark, INTERACTIONS)
+    users = interactions.select("user_id").distinct().count()
+    per_user = recs.groupBy("user_id").agg(F.count("*").alias("rows"), F.collect_set("rank").alias("ranks"))
+    assert per_user.count() == users
+    assert per_user.where(F.col("rows") != TOP_N).count() == 0
+    assert per_user.where(F.size("ranks") != TOP_N).count() == 0
+    purchased = interactions.where("purchase_count > 0").select("user_id", "item_id")
+    assert recs.join(purchased, ["user_id", "item_id"]).count() == 0
+    unavailable = read_catalog(spark, shop.catalog.path).where("NOT available").select("item_id")
+    assert unavailable.count() > 0
+    assert recs.join(unavailable, "item_id").count() == 0
+    assert {r[0] for r in recs.select("model_version").distinct().collect()} == {trained.model_version}
+    assert {r[0] for r in recs.select("source").distinct().collect()} <= {"als", "popular"}
+
+
+def test_als_beats_the_popularity_baseline(trained: TrainResult) -> None:
+    metrics = trained.metrics
+    assert metrics["ndcg_at_k"] > metrics["popular_ndcg_at_k"]
+    assert metrics["recall_at_k"] > metrics["popular_recall_at_k"]
+    assert trained.promoted
+
+
+def test_mlflow_run_records_the_data_version(spark: SparkSession, shop: Config, trained: TrainResult) -> None:
+    configure_mlflow(shop.mlflow)
+    run = mlflow.get_run(trained.run_id)
+    lake = Lake.at(shop.lake.root)
+    assert int(run.data.params["data_version_interactions"]) == lake.version(spark, INTERACTIONS)
+    assert int(run.data.params["data_version_events"]) == lake.version(spark, EVENTS)
+    assert run.data.tags["interactions_table"] == lake.path(INTERACTIONS.name)
+    assert run.data.metrics["ndcg_at_k"] == pytest.approx(trained.metrics["ndcg_at_k"])
+    champion = champion_version(shop.mlflow)
+    assert champion is not None and str(champion.version) == trained.model_version
+
+
+def test_worse_model_is_not_promoted_and_operator_can_override(
+    spark: SparkSession, shop: Config, trained: TrainResult
+) -> None:
+    lake = Lake.at(shop.lake.root)
+    weak = config_under(
+        Path(shop.lake.root).parent,
+        f"serve.top_n={TOP_N}",
+        "train.test_days=5",
+        "train.rank=1",
+        "train.max_iter=1",
+        "train.reg_param=500",
+    )
+    result = train(spark, weak, lake)
+    assert not result.promoted
+    assert str(champion_version(shop.mlflow).version) == trained.model_version
+    client = MlflowClient()
+    assert str(client.get_model_version_by_alias(shop.mlflow.model_name, "challenger").version) == (
+        result.model_version
+    )
+
+    conf_args = ["--set", f"mlflow.tracking_uri={shop.mlflow.tracking_uri}"]
+    assert main(["promote", result.model_version, *conf_args]) == 0
+    assert str(champion_version(shop.mlflow).version) == result.model_version
+    assert main(["rollback", *conf_args]) == 0
+    assert str(champion_version(shop.mlflow).version) == trained.model_version
+    assert str(client.get_model_version_by_alias(shop.mlflow.model_name, CHAMPION).version) == (
+        trained.model_version
+    )
+
+
+def test_training_refuses_tiny_data_without_touching_the_champion(
+    spark: SparkSession, shop: Config, trained: TrainResult
+) -> None:
+    strict = config_under(Path(shop.lake.root).parent, "train.min_train_interactions=10000000")
+    with pytest.raises(TrainingError, match="positive user-item interactions"):
+        train(spark, strict, Lake.at(shop.lake.root))
+    no_test = config_under(Path(shop.lake.root).parent, "train.test_days=400")
+    with pytest.raises(TrainingError, match="no training period"):
+        train(spark, no_test, Lake.at(shop.lake.root))
+    assert str(champion_version(shop.mlflow).version) == trained.model_version

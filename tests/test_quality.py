@@ -1,0 +1,329 @@
+"""Quality gates: every suite passes on clean data and names the one defect seeded into it; the
+gate records its verdict in ``quality_results`` whether it stops the job or only warns."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+from chispa import assert_df_equality
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from recspark.config import Config
+from recspark.quality import (
+    QualityGateError,
+    QualityResult,
+    quality_dir,
+    run_gate,
+    validate_events,
+    validate_interactions,
+    validate_recommendations,
+)
+from recspark.tables import QUALITY_RESULTS, Lake
+
+T0 = datetime(2026, 11, 1, 12, 0, tzinfo=timezone.utc)
+TOP_N = 3
+
+EVENT_COLUMNS = (
+    "event_id string, event_time timestamp, user_id string, item_id string, "
+    "event_type string, value double"
+)
+CLEAN_EVENTS = [
+    ("e1", T0, "u1", "i1", "view", None),
+    ("e2", T0 + timedelta(minutes=1), "u1", "i1", "add_to_cart", None),
+    ("e3", T0 + timedelta(minutes=2), "u1", "i1", "purchase", 1.0),
+    ("e4", T0 + timedelta(minutes=3), "u2", "i2", "rating", 4.0),
+    ("e5", T0 + timedelta(minutes=4), "u2", "i2", "remove_from_cart", None),
+]
+
+INTERACTION_COLUMNS = (
+    "user_id string, item_id string, view_count long, add_to_cart_count long, "
+    "remove_from_cart_count long, purchase_count long, rating_count long, strength double"
+)
+CLEAN_INTERACTIONS = [
+    ("u1", "i1", 1, 1, 0, 1, 0, 9.0),
+    ("u1", "i2", 2, 0, 1, 0, 0, 0.0),
+    ("u2", "i2", 0, 0, 0, 0, 1, 0.8),
+]
+
+RECOMMENDATION_COLUMNS = "user_id string, rank int, item_id string, score double, source string"
+CLEAN_RECOMMENDATIONS = [
+    ("u1", 1, "i1", 0.9, "als"),
+    ("u1", 2, "i2", 0.8, "als"),
+    ("u1", 3, "i3", 0.8, "als"),
+    ("u2", 1, "i3", 5.0, "popular"),
+    ("u2", 2, "i1", 4.0, "popular"),
+    ("u2", 3, "i4", 1.0, "popular"),
+]
+
+
+def frame(spark: SparkSession, rows: list[tuple], schema: str) -> DataFrame:
+    # One partition: half the Spark tasks per expectation, same verdicts.
+    return spark.createDataFrame(rows, schema).coalesce(1)
+
+
+def replaced(rows: list[tuple], index: int, position: int, value: object) -> list[tuple]:
+    row = list(rows[index])
+    row[position] = value
+    return [*rows[:index], tuple(row), *rows[index + 1 :]]
+
+
+def failed_checks(result: QualityResult) -> list[str]:
+    """The descriptions of the failed expectations (the text before the first colon)."""
+    return sorted(f.split(":")[0] for f in result.failures)
+
+
+# --------------------------------------------------------------------------------------------
+# events
+
+
+def test_events_suite_passes_on_clean_events(spark: SparkSession) -> None:
+    result = validate_events(spark, frame(spark, CLEAN_EVENTS, EVENT_COLUMNS))
+    assert result.success, result.failures
+    assert (result.suite, result.evaluated, result.failed, result.failures) == ("events", 9, 0, [])
+
+
+@pytest.mark.parametrize(
+    ("defect", "rows", "expected"),
+    [
+        ("null user id", replaced(CLEAN_EVENTS, 1, 2, None), "user_id is never null"),
+        (
+            "unknown event type",
+            replaced(CLEAN_EVENTS, 0, 4, "click"),
+            "event_type is one of view, add_to_cart, remove_from_cart, purchase, rating",
+        ),
+        ("duplicate event id", replaced(CLEAN_EVENTS, 1, 0, "e1"), "event_id is unique"),
+        ("rating 9", replaced(CLEAN_EVENTS, 3, 5, 9.0), "rating values are between 1 and 5"),
+        (
+            "event from the future",
+            replaced(CLEAN_EVENTS, 2, 1, datetime.now(timezone.utc) + timedelta(days=3)),
+            "event_time is after 2000-01-01 and at most 1 day ahead of now",
+        ),
+    ],
+)
+def test_events_suite_names_the_seeded_defect(
+    spark: SparkSession, defect: str, rows: list[tuple], expected: str
+) -> None:
+    result = validate_events(spark, frame(spark, rows, EVENT_COLUMNS))
+    assert not result.success, defect
+    assert failed_checks(result) == [expected]
+    assert result.failed == 1
+
+
+# --------------------------------------------------------------------------------------------
+# interactions
+
+
+def test_interactions_suite_passes_on_clean_interactions(spark: SparkSession) -> None:
+    result = validate_interactions(spark, frame(spark, CLEAN_INTERACTIONS, INTERACTION_COLUMNS))
+    assert result.success, result.failures
+    assert result.evaluated == 9
+
+
+@pytest.mark.parametrize(
+    ("defect", "rows", "expected"),
+    [
+        ("null item id", replaced(CLEAN_INTERACTIONS, 0, 1, None), "item_id is never null"),
+        ("negative strength", replaced(CLEAN_INTERACTIONS, 2, 7, -0.5), "strength is not negative"),
+        (
+            "duplicate pair",
+            replaced(CLEAN_INTERACTIONS, 1, 1, "i1"),
+            "one row per (user_id, item_id)",
+        ),
+    ],
+)
+def test_interactions_suite_names_the_seeded_defect(
+    spark: SparkSession, defect: str, rows: list[tuple], expected: str
+) -> None:
+    result = validate_interactions(spark, frame(spark, rows, INTERACTION_COLUMNS))
+    assert not result.success, defect
+    assert failed_checks(result) == [expected]
+
+
+# --------------------------------------------------------------------------------------------
+# recommendations
+
+
+def test_recommendations_suite_passes_on_clean_recommendations(spark: SparkSession) -> None:
+    unavailable = spark.createDataFrame([("i9",), (None,)], "item_id string")
+    result = validate_recommendations(
+        spark, frame(spark, CLEAN_RECOMMENDATIONS, RECOMMENDATION_COLUMNS), TOP_N, unavailable
+    )
+    assert result.success, result.failures
+    assert result.evaluated == 10
+
+
+@pytest.mark.parametrize(
+    ("defect", "rows", "unavailable", "expected"),
+    [
+        (
+            "a user with N-1 rows",
+            CLEAN_RECOMMENDATIONS[:-1],
+            None,
+            "every user has exactly top_n rows",
+        ),
+        (
+            "duplicate (user, rank)",
+            replaced(CLEAN_RECOMMENDATIONS, 2, 1, 2),
+            None,
+            "one row per (user_id, rank)",
+        ),
+        (
+            "an unavailable item",
+            CLEAN_RECOMMENDATIONS,
+            ["i4"],
+            "no unavailable item is recommended",
+        ),
+        (
+            "scores increasing with rank",
+            replaced(CLEAN_RECOMMENDATIONS, 4, 3, 6.0),
+            None,
+            "scores do not increase with rank",
+        ),
+        (
+            "rank beyond N",
+            replaced(CLEAN_RECOMMENDATIONS, 5, 1, 4),
+            None,
+            "rank is between 1 and top_n",
+        ),
+    ],
+)
+def test_recommendations_suite_names_the_seeded_defect(
+    spark: SparkSession,
+    defect: str,
+    rows: list[tuple],
+    unavailable: list[str] | None,
+    expected: str,
+) -> None:
+    unavailable_items = (
+        None
+        if unavailable is None
+        else spark.createDataFrame([(i,) for i in unavailable], "item_id string")
+    )
+    result = validate_recommendations(
+        spark, frame(spark, rows, RECOMMENDATION_COLUMNS), TOP_N, unavailable_items
+    )
+    assert not result.success, defect
+    assert failed_checks(result) == [expected]
+
+
+# --------------------------------------------------------------------------------------------
+# the gate
+
+
+def gate_config(config: Config, *overrides: str) -> Config:
+    return config.with_overrides(["quality.data_docs=false", *overrides])
+
+
+def lake_of(config: Config) -> Lake:
+    return Lake.at(config.lake.root)
+
+
+def results(spark: SparkSession, lake: Lake) -> DataFrame:
+    return spark.read.format("delta").load(lake.path(QUALITY_RESULTS.name))
+
+
+def test_failing_gate_raises_after_recording_the_result(
+    spark: SparkSession, config: Config
+) -> None:
+    config = gate_config(config, "quality.on_failure.interactions=fail")
+    lake = lake_of(config)
+    bad = frame(spark, replaced(CLEAN_INTERACTIONS, 2, 7, -0.5), INTERACTION_COLUMNS)
+
+    with pytest.raises(QualityGateError) as raised:
+        run_gate(spark, config, lake, "interactions", bad, job="train", table_version=7)
+
+    message = str(raised.value)
+    assert "\n" not in message
+    assert message.startswith("quality gate 'interactions' failed on table interactions version 7")
+    assert "strength is not negative: 1 of 3 rows" in message
+    expected = spark.createDataFrame(
+        [
+            (
+                "train",
+                "interactions",
+                "interactions",
+                7,
+                False,
+                9,
+                1,
+                "strength is not negative: 1 of 3 rows do not (e.g. -0.5)",
+                "fail",
+            )
+        ],
+        "job string, suite string, table_name string, table_version long, success boolean, "
+        "evaluated_expectations int, failed_expectations int, failures string, action string",
+    )
+    recorded = results(spark, lake)
+    assert_df_equality(
+        recorded.drop("validated_at"), expected, ignore_nullable=True, ignore_column_order=True
+    )
+    age = recorded.select(
+        (F.current_timestamp().cast("double") - F.col("validated_at").cast("double")).alias("s")
+    ).first()
+    assert age is not None and 0 <= age["s"] < 600
+
+
+def test_warning_gate_records_and_continues(spark: SparkSession, config: Config) -> None:
+    config = gate_config(config, "quality.on_failure.events=warn")
+    lake = lake_of(config)
+    bad = frame(spark, replaced(CLEAN_EVENTS, 0, 4, "click"), EVENT_COLUMNS)
+
+    result = run_gate(spark, config, lake, "events", bad, job="ingest")
+
+    assert (result.success, result.action, result.table_name) == (False, "warn", "events")
+    row = results(spark, lake).first()
+    assert row is not None
+    assert (row["job"], row["success"], row["action"], row["table_version"]) == (
+        "ingest",
+        False,
+        "warn",
+        None,
+    )
+    assert row["failures"].startswith("event_type is one of")
+
+
+def test_passing_gate_appends_one_row_per_run_and_builds_data_docs(
+    spark: SparkSession, config: Config
+) -> None:
+    config = config.with_overrides([f"serve.top_n={TOP_N}"])  # Data Docs are on by default
+    lake = lake_of(config)
+    recs = frame(spark, CLEAN_RECOMMENDATIONS, RECOMMENDATION_COLUMNS)
+
+    first = run_gate(spark, config, lake, "recommendations", recs, job="recommend", table_version=1)
+    run_gate(spark, config, lake, "recommendations", recs, job="recommend", table_version=2)
+
+    assert (first.success, first.evaluated, first.failed, first.action) == (True, 10, 0, "fail")
+    rows = results(spark, lake).orderBy("table_version").collect()
+    assert [(r["table_version"], r["success"], r["failures"]) for r in rows] == [
+        (1, True, None),
+        (2, True, None),
+    ]
+    docs = Path(config.lake.root) / "_quality" / "data_docs"
+    assert (docs / "index.html").is_file()
+    assert len(list((docs / "validations" / "recommendations").rglob("*.html"))) == 2
+    assert "recommendations" in (docs / "index.html").read_text(encoding="utf-8")
+
+
+def test_disabled_quality_skips_everything(spark: SparkSession, config: Config) -> None:
+    config = gate_config(config, "quality.enabled=false")
+    lake = lake_of(config)
+    bad = frame(spark, replaced(CLEAN_INTERACTIONS, 2, 7, -0.5), INTERACTION_COLUMNS)
+
+    result = run_gate(spark, config, lake, "interactions", bad, job="train")
+
+    assert (result.success, result.action, result.evaluated) == (True, "skipped", 0)
+    assert not Path(lake.path(QUALITY_RESULTS.name)).exists()
+
+
+def test_unknown_suite_is_refused(spark: SparkSession, config: Config) -> None:
+    with pytest.raises(ValueError, match="unknown quality suite 'orders'"):
+        run_gate(spark, config, lake_of(config), "orders", spark.range(1), job="x")
+
+
+def test_data_docs_only_for_local_lakes() -> None:
+    assert quality_dir(Lake("s3a://bucket/lake")) is None
+    assert quality_dir(Lake("/data/lake")) == Path("/data/lake/_quality")
+    assert quality_dir(Lake("file:///data/lake")) == Path("/data/lake/_quality")

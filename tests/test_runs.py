@@ -1,0 +1,169 @@
+"""Job-run history and the status report: every tracked job leaves a row, failures keep their
+error, and the report shows tables, the (absent) champion and the latest runs."""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timedelta, timezone
+
+import pytest
+from chispa import assert_df_equality
+from pyspark.sql import DataFrame, SparkSession
+
+from recspark.config import Config
+from recspark.runs import (
+    active_spark,
+    error_text,
+    format_age,
+    format_duration,
+    record_job_run,
+    status_report,
+    track_job,
+)
+from recspark.tables import INTERACTIONS, INTERACTIONS_SCHEMA, JOB_RUNS, Lake
+from recspark.tracking import configure_mlflow
+
+RESULT_COLUMNS = (
+    "job string, status string, rows_in long, rows_out long, model_version string, error string"
+)
+
+
+def job_runs(spark: SparkSession, lake: Lake) -> DataFrame:
+    return spark.read.format("delta").load(lake.path(JOB_RUNS.name))
+
+
+def lake_of(config: Config) -> Lake:
+    return Lake.at(config.lake.root)
+
+
+def test_track_job_records_a_succeeded_run(spark: SparkSession, config: Config) -> None:
+    lake = lake_of(config)
+
+    with track_job(lambda: spark, lake, "train") as run:
+        run.rows_in = 120
+        run.rows_out = 40
+        run.model_version = "3"
+
+    recorded = job_runs(spark, lake)
+    expected = spark.createDataFrame([("train", "succeeded", 120, 40, "3", None)], RESULT_COLUMNS)
+    assert_df_equality(recorded.select(*expected.columns), expected, ignore_nullable=True)
+    row = recorded.first()
+    assert row is not None
+    assert row["run_id"] == run.run_id
+    assert row["started_at"] <= row["ended_at"]
+
+
+def test_track_job_records_a_failed_run_and_reraises(spark: SparkSession, config: Config) -> None:
+    lake = lake_of(config)
+
+    with (
+        pytest.raises(ValueError, match="no events yet"),
+        track_job(lambda: spark, lake, "ingest") as run,
+    ):
+        run.rows_in = 7
+        raise ValueError("no events yet\nsecond line of a long traceback")
+
+    expected = spark.createDataFrame(
+        [("ingest", "failed", 7, None, None, "ValueError: no events yet")], RESULT_COLUMNS
+    )
+    assert_df_equality(
+        job_runs(spark, lake).select(*expected.columns), expected, ignore_nullable=True
+    )
+
+
+def test_failure_without_spark_is_logged_not_raised(
+    config: Config, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A job that failed before building Spark keeps its own error; the record is skipped."""
+    with (
+        caplog.at_level(logging.WARNING, logger="recspark.runs"),
+        pytest.raises(KeyError, match="boom"),
+        track_job(lambda: None, lake_of(config), "train"),
+    ):
+        raise KeyError("boom")
+    assert "not recorded" in caplog.text
+
+
+def test_error_text_is_one_line_and_bounded() -> None:
+    assert error_text(RuntimeError("first\nsecond")) == "RuntimeError: first"
+    assert error_text(RuntimeError()) == "RuntimeError"
+    assert len(error_text(RuntimeError("x" * 5000))) == 1000
+
+
+def test_active_spark_is_the_running_session(spark: SparkSession) -> None:
+    assert active_spark() is spark
+
+
+def test_age_and_duration_formats() -> None:
+    assert [format_age(s) for s in (5, 200, 7300, 3 * 86_400)] == [
+        "5s ago",
+        "3m ago",
+        "2h ago",
+        "3d ago",
+    ]
+    assert [format_duration(s) for s in (None, 0.42, 42, 185, 3720)] == [
+        "-",
+        "0.4s",
+        "42s",
+        "3m05s",
+        "1h02m",
+    ]
+
+
+def _seed_lake(spark: SparkSession, lake: Lake) -> None:
+    lake.ensure(spark, INTERACTIONS)
+    now = datetime.now(timezone.utc)
+    rows = [(f"u{i}", "i1", 1, 0, 0, 0, 0, None, now, now, 1.0, 1.0, now) for i in range(3)]
+    spark.createDataFrame(rows, INTERACTIONS_SCHEMA).write.format("delta").mode("append").save(
+        lake.path(INTERACTIONS.name)
+    )
+    start = now - timedelta(minutes=30)
+    for i, (job, status, rows_out, error) in enumerate(
+        [
+            ("ingest", "succeeded", 3, None),
+            ("train", "failed", None, "TrainingError: only 3 positive interactions"),
+        ]
+    ):
+        record_job_run(
+            spark,
+            lake,
+            run_id=f"run{i}",
+            job=job,
+            started_at=start + timedelta(minutes=10 * i),
+            ended_at=start + timedelta(minutes=10 * i, seconds=95),
+            status=status,
+            rows_in=None,
+            rows_out=rows_out,
+            model_version=None,
+            error=error,
+        )
+
+
+def test_status_report_shows_tables_runs_and_no_champion(
+    spark: SparkSession, config: Config
+) -> None:
+    lake = lake_of(config)
+    _seed_lake(spark, lake)
+
+    report = status_report(spark, config, lake)
+
+    lines = report.splitlines()
+    interactions = next(line for line in lines if line.strip().startswith("interactions"))
+    assert interactions.split()[1:3] == ["3", "1"]  # 3 rows, version 1 (create, then append)
+    assert interactions.endswith("ago")
+    job_runs_line = next(line for line in lines if line.strip().startswith("job_runs"))
+    assert job_runs_line.split()[1] == "2"
+    assert "not written yet: events, events_quarantine" in report
+    assert "no champion" in report
+    runs = [line.split() for line in lines if line.strip().startswith(("ingest ", "train "))]
+    assert [r[:2] for r in runs] == [["train", "failed"], ["ingest", "succeeded"]]
+    assert runs[0][4:6] == ["1m35s", "-"]
+    assert "TrainingError: only 3 positive interactions" in report
+
+
+def test_status_report_with_an_empty_registry(spark: SparkSession, config: Config) -> None:
+    configure_mlflow(config.mlflow)  # the store exists, but nothing was ever registered
+    report = status_report(spark, config, lake_of(config))
+    assert f"no champion: model '{config.mlflow.model_name}' has no champion" in report
+    assert "no tables yet" in report
+    assert "none recorded yet" in report
