@@ -10,7 +10,7 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e ".[dev]"
-	$(BIN)/python -m recspark.packages --fetch
+	$(BIN)/python -m recspark.packages --fetch --kafka
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -18,6 +18,7 @@ install: $(STAMP)
 # Re-resolve the Spark packages (Delta, and Kafka for the Kafka source) into the local caches.
 jars: $(STAMP)
 	$(BIN)/python -m recspark.packages --fetch --kafka
+	$(BIN)/python -m tests.kafka_broker --fetch
 
 demo: install
 	$(BIN)/recspark demo --fresh --conf conf/local.yaml

@@ -23,6 +23,7 @@ class UsageError(RuntimeError):
 def _expected_errors() -> tuple[type[BaseException], ...]:
     from recspark.catalog import CatalogError
     from recspark.evaluation import EvaluationError
+    from recspark.quality import QualityGateError
     from recspark.tables import MissingTableError
     from recspark.tracking import TrackingError
     from recspark.training import TrainingError
@@ -35,6 +36,7 @@ def _expected_errors() -> tuple[type[BaseException], ...]:
         TrackingError,
         CatalogError,
         EvaluationError,
+        QualityGateError,
     )
 
 
@@ -79,6 +81,18 @@ def _spark(config: Config, job: str):
     return build_spark(config, job)
 
 
+# Runs of these commands are recorded in the job_runs table (success or failure).
+TRACKED_JOBS = {"ingest", "train", "recommend", "refresh", "rebuild-interactions", "maintain", "forget-user"}
+
+
+def _gate(spark, config: Config, lake, spec, job: str, **kwargs) -> None:
+    """Validate a table at its current version with the quality suite of the same name."""
+    from recspark.quality import run_gate
+
+    version = lake.version(spark, spec)
+    run_gate(spark, config, lake, spec.name, lake.read(spark, spec, version), job, version, **kwargs)
+
+
 def cmd_generate(args: argparse.Namespace, config: Config) -> None:
     from recspark.generate import ShopSpec, write_shop
 
@@ -115,22 +129,58 @@ def cmd_ingest(args: argparse.Namespace, config: Config) -> None:
         and "://" not in config.ingest.path
     ):
         raise UsageError(f"ingest.path {config.ingest.path} is not a directory (run `recspark generate`?)")
-    run_ingest(_spark(config, "ingest"), config, _lake(config), once=args.once)
+    from recspark.tables import EVENTS, INTERACTIONS
+
+    spark, lake = _spark(config, "ingest"), _lake(config)
+    run_ingest(spark, config, lake, once=args.once)
+    if args.once:
+        _gate(spark, config, lake, EVENTS, "ingest")
+        _gate(spark, config, lake, INTERACTIONS, "ingest")
+        _record_ingest_rows(spark, lake, args)
 
 
 def cmd_train(args: argparse.Namespace, config: Config) -> None:
     from recspark.training import train
 
     result = train(_spark(config, "train"), config, _lake(config))
+    if args.job_run is not None:
+        args.job_run.model_version = result.model_version
+        args.job_run.rows_out = 1
     verdict = "promoted to champion" if result.promoted else "registered as challenger"
     print(f"model version {result.model_version} {verdict}: {result.reason} (run {result.run_id})")
 
 
 def cmd_recommend(args: argparse.Namespace, config: Config) -> None:
-    from recspark.serving import recommend
+    from recspark.serving import published_model_version, recommend
+    from recspark.tables import RECOMMENDATIONS
 
-    users = recommend(_spark(config, "recommend"), config, _lake(config))
+    spark, lake = _spark(config, "recommend"), _lake(config)
+    users = recommend(spark, config, lake)
+    if args.job_run is not None:
+        args.job_run.rows_out = lake.read(spark, RECOMMENDATIONS).count()
+        args.job_run.model_version = published_model_version(spark, lake)
     print(f"recommendations written for {users} users")
+
+
+def cmd_refresh(args: argparse.Namespace, config: Config) -> None:
+    from recspark.refresh import run_refresh
+    from recspark.serving import published_model_version, unavailable_item_ids
+    from recspark.tables import RECOMMENDATIONS
+
+    spark, lake = _spark(config, "refresh"), _lake(config)
+    run_refresh(spark, config, lake, once=args.once)
+    if args.once:
+        _gate(
+            spark,
+            config,
+            lake,
+            RECOMMENDATIONS,
+            "refresh",
+            top_n=config.serve.top_n,
+            unavailable_items=unavailable_item_ids(spark, config),
+        )
+        if args.job_run is not None:
+            args.job_run.model_version = published_model_version(spark, lake)
 
 
 def cmd_promote(args: argparse.Namespace, config: Config) -> None:
@@ -148,6 +198,55 @@ def cmd_rollback(args: argparse.Namespace, config: Config) -> None:
     print(f"version {rollback(config.mlflow)} is champion again")
 
 
+def cmd_rebuild_interactions(args: argparse.Namespace, config: Config) -> None:
+    from recspark.operations import rebuild_interactions
+
+    pairs = rebuild_interactions(_spark(config, "rebuild-interactions"), config, _lake(config))
+    print(f"interactions rebuilt from events: {pairs} user-item pairs")
+
+
+def cmd_maintain(args: argparse.Namespace, config: Config) -> None:
+    from recspark.operations import maintain
+
+    done = maintain(_spark(config, "maintain"), _lake(config), config.maintenance.vacuum_retention_hours)
+    for table, outcome in done.items():
+        print(f"{table}: {outcome}")
+
+
+def cmd_forget_user(args: argparse.Namespace, config: Config) -> None:
+    from recspark.operations import forget_user
+
+    deleted = forget_user(_spark(config, "forget-user"), _lake(config), args.user_id)
+    print(
+        f"user {args.user_id} deleted: "
+        + ", ".join(f"{table} {rows}" for table, rows in deleted.items())
+        + ". Run `recspark maintain` after the retention period to remove the old files for good."
+    )
+
+
+def cmd_status(args: argparse.Namespace, config: Config) -> None:
+    from recspark.runs import status_report
+
+    print(status_report(_spark(config, "status"), config, _lake(config)), end="")
+
+
+def _record_ingest_rows(spark, lake, args: argparse.Namespace) -> None:
+    """Rows in/out of this run, from the ingest_metrics rows it wrote."""
+    if args.job_run is None:
+        return
+    from pyspark.sql import functions as F
+
+    from recspark.tables import INGEST_METRICS
+
+    row = (
+        lake.read(spark, INGEST_METRICS)
+        .where(F.col("started_at") >= F.lit(args.job_run.started_at))
+        .agg(F.sum("input_rows"), F.sum("events_written"))
+        .first()
+    )
+    args.job_run.rows_in, args.job_run.rows_out = (int(v or 0) for v in row)
+
+
 def cmd_demo(args: argparse.Namespace, config: Config) -> None:
     from recspark.demo import run_demo
 
@@ -159,8 +258,16 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace, Config], None], str]] = 
     "ingest": (cmd_ingest, "stream event files (or Kafka) into the Delta tables"),
     "train": (cmd_train, "train ALS, evaluate it, log to MLflow, promote if better"),
     "recommend": (cmd_recommend, "write top-N per user from the champion model"),
+    "refresh": (cmd_refresh, "keep recommendations fresh for users with new activity"),
     "promote": (cmd_promote, "make a registered model version the champion"),
     "rollback": (cmd_rollback, "give champion back to the previous champion"),
+    "rebuild-interactions": (
+        cmd_rebuild_interactions,
+        "recompute interactions from all events (after changing weights)",
+    ),
+    "maintain": (cmd_maintain, "OPTIMIZE and VACUUM every table"),
+    "forget-user": (cmd_forget_user, "delete one user's rows from every table"),
+    "status": (cmd_status, "on-call overview: tables, champion, recent job runs, quality gates"),
     "demo": (cmd_demo, "generate -> ingest -> train -> recommend, then print a report"),
 }
 
@@ -174,10 +281,12 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "generate":
             for flag in ("users", "items", "events", "days", "seed"):
                 command.add_argument(f"--{flag}", type=int, default=None)
-        if name == "ingest":
+        if name in ("ingest", "refresh"):
             command.add_argument(
                 "--once", action="store_true", help="process what is available now, then stop"
             )
+        if name == "forget-user":
+            command.add_argument("user_id", help="the shop's user id")
         if name == "promote":
             command.add_argument("version", help="registered model version")
         if name == "demo":
@@ -194,7 +303,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     started = time.time()
     try:
         config = config_from_args(args)
-        handler(args, config)
+        args.job_run = None
+        if args.command in TRACKED_JOBS:
+            from recspark.runs import active_spark, track_job
+
+            with track_job(active_spark, _lake(config), args.command) as run:
+                args.job_run = run
+                handler(args, config)
+        else:
+            handler(args, config)
     except _expected_errors() as exc:
         print(f"recspark {args.command}: error: {exc}", file=sys.stderr)
         return 2

@@ -182,6 +182,19 @@ class QualityConfig:
 
 
 @dataclass(frozen=True)
+class MaintenanceConfig:
+    # VACUUM keeps files this long; below a week Delta's safety check (and ours) refuses.
+    vacuum_retention_hours: float = 168.0
+
+    def __post_init__(self) -> None:
+        _require(
+            self.vacuum_retention_hours >= 168,
+            "maintenance.vacuum_retention_hours must be >= 168 (streams and time travel need "
+            "the files for at least a week)",
+        )
+
+
+@dataclass(frozen=True)
 class GenerateConfig:
     users: int = 2000
     items: int = 500
@@ -204,6 +217,7 @@ class Config:
     mlflow: MlflowConfig = field(default_factory=MlflowConfig)
     serve: ServeConfig = field(default_factory=ServeConfig)
     quality: QualityConfig = field(default_factory=QualityConfig)
+    maintenance: MaintenanceConfig = field(default_factory=MaintenanceConfig)
     generate: GenerateConfig = field(default_factory=GenerateConfig)
 
     def with_overrides(self, assignments: Iterable[str]) -> Config:

@@ -63,6 +63,16 @@ def read_raw_stream(spark: SparkSession, config: Config) -> DataFrame:
     )
 
 
+def streaming_app_id(spark: SparkSession, checkpoint: str, job: str) -> str:
+    """A Delta ``txnAppId`` for a streaming query: its id from the checkpoint's metadata, so it
+    is stable across restarts and new when the checkpoint is deleted (then Delta must not
+    mistake the fresh query's batch 0 for a replay of the old one)."""
+    metadata = spark.read.text(f"{checkpoint}/metadata").first()
+    if metadata is None:
+        raise RuntimeError(f"streaming checkpoint {checkpoint} has no metadata")
+    return f"recspark-{job}-{json.loads(metadata[0])['id']}"
+
+
 @contextmanager
 def idempotent_session_writes(spark: SparkSession, app_id: str, version: int) -> Iterator[None]:
     """Make the DML inside (MERGE) a no-op if this (app_id, version) already committed."""
@@ -99,12 +109,8 @@ class EventBatchWriter:
         self.reports: list[BatchReport] = []
 
     def app_id(self, spark: SparkSession) -> str:
-        """The streaming query's id, kept in its checkpoint: stable across restarts, new when
-        the checkpoint is deleted (so Delta never mistakes a fresh query for a replay)."""
         if self._app_id is None:
-            metadata = spark.read.text(f"{self.checkpoint}/metadata").first()
-            assert metadata is not None, "streaming checkpoint has no metadata"
-            self._app_id = f"recspark-ingest-{json.loads(metadata[0])['id']}"
+            self._app_id = streaming_app_id(spark, self.checkpoint, "ingest")
         return self._app_id
 
     def __call__(self, batch: DataFrame, batch_id: int) -> None:

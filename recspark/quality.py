@@ -40,7 +40,7 @@ EARLIEST_EVENT_TIME = datetime(2000, 1, 1, tzinfo=timezone.utc)
 # Clocks drift and producers buffer; more than this ahead of now is a broken timestamp.
 MAX_EVENT_TIME_AHEAD = timedelta(days=1)
 
-# Derived columns of the recommendations frame (see _recommendations_frame).
+# Derived columns of the validated recommendations frame (see _recommendations_batch).
 ROWS_FOR_USER = "rows_for_user"
 SCORE_ORDERED = "score_not_above_previous_rank"
 ITEM_UNAVAILABLE = "item_unavailable"
@@ -173,9 +173,9 @@ def _recommendations_expectations() -> list[Any]:
         ),
         E.ExpectColumnValuesToBeBetween(
             column=ROWS_FOR_USER,
-            min_value={"$PARAMETER": "top_n"},
+            min_value={"$PARAMETER": "min_rows"},
             max_value={"$PARAMETER": "top_n"},
-            description="every user has exactly top_n rows",
+            description="every user has top_n rows",
         ),
         E.ExpectColumnValuesToBeInSet(
             column=SCORE_ORDERED,
@@ -267,10 +267,10 @@ class _QualityContext:
         )
 
     def validate(self, suite: str, frame: DataFrame, parameters: dict[str, Any]) -> Any:
-        """Count bad rows first; only a failed suite is run again to sample them.
+        """Count bad rows with the whole suite; sample them only for the expectations that failed.
 
         Sampling unexpected values costs a Spark job per expectation even when there are none,
-        which would triple the cost of the usual, passing, run.
+        so the usual, passing, run does not sample at all.
         """
         definition = self.definitions[suite]
         with self.lock:
@@ -279,25 +279,47 @@ class _QualityContext:
                 expectation_parameters=parameters,
                 result_format={"result_format": "BASIC", "partial_unexpected_count": 0},
             )
-            if outcome.success:
-                return outcome
-            self._forget(outcome)
-            return definition.run(
-                batch_parameters={"dataframe": frame},
-                expectation_parameters=parameters,
+            if not outcome.success:
+                self._add_examples(definition, outcome, frame, parameters)
+            return outcome
+
+    def _add_examples(
+        self, definition: Any, outcome: Any, frame: DataFrame, parameters: dict[str, Any]
+    ) -> None:
+        """Fill ``partial_unexpected_list`` of the failed results (in memory, not in the store)."""
+        gx = _gx()
+        failed = [
+            r
+            for r in outcome.results
+            if not r.success
+            and not (r.exception_info or {}).get("raised_exception")
+            and (r.result or {}).get("unexpected_count")
+        ]
+        if not failed:
+            return
+        expectations = []
+        for result in failed:
+            expectation = result.expectation_config.to_domain_obj()
+            expectation.id = None  # a copy, free to join the (unsaved) sampling suite
+            expectations.append(expectation)
+        sample_suite = gx.ExpectationSuite(name=f"{definition.suite.name}_samples", expectations=expectations)
+        try:
+            batch = definition.data.get_batch(batch_parameters={"dataframe": frame})
+            samples = batch.validate(
+                sample_suite,
                 result_format={
                     "result_format": "BASIC",
                     "partial_unexpected_count": EXAMPLES_PER_FAILURE,
                 },
+                expectation_parameters=parameters,
             )
-
-    def _forget(self, outcome: Any) -> None:
-        """Remove a stored result (superseded by the detailed run of the same data)."""
-        store = self.context.validation_results_store
-        run_time = outcome.meta["run_id"].run_time
-        for key in store.list_keys():
-            if key.run_id.run_time == run_time:
-                store.remove_key(key)
+        except Exception as exc:  # examples are a convenience; the verdict stands without them
+            log.warning("quality: could not sample failing rows: %s", str(exc).splitlines()[0])
+            return
+        for result, sample in zip(failed, samples.results, strict=False):
+            examples = (sample.result or {}).get("partial_unexpected_list")
+            if examples:
+                result.result["partial_unexpected_list"] = examples
 
     def keep_recent_results(self, keep: int) -> list[Any]:
         """Drop all but the newest ``keep`` stored results (and their Data Docs pages)."""
@@ -312,13 +334,22 @@ class _QualityContext:
                     page.with_name(page.name + ".html").unlink(missing_ok=True)
         return recent
 
-    def build_docs(self) -> Path:
-        """Render the newest results and the index; return the index page."""
+    def build_docs(self, suite: str) -> Path:
+        """Render the suite, its newest result and the index; return the index page.
+
+        Only these pages are rendered: a full rebuild would redo every kept result each time.
+        """
+        from great_expectations.data_context.types.resource_identifiers import (
+            ExpectationSuiteIdentifier,
+        )
+
         assert self.docs_dir is not None
         recent = self.keep_recent_results(DOCS_HISTORY)
+        newest = [k for k in recent if k.expectation_suite_identifier.name == suite][-1:]
         with self.lock:
             self.context.build_data_docs(
-                site_names=[self.DATASOURCE], resource_identifiers=recent[-1:] or None
+                site_names=[self.DATASOURCE],
+                resource_identifiers=[ExpectationSuiteIdentifier(name=suite), *newest],
             )
         return self.docs_dir / "index.html"
 
@@ -423,7 +454,10 @@ def _interactions_batch(df: DataFrame) -> tuple[DataFrame, dict[str, Any]]:
 
 
 def _recommendations_batch(
-    df: DataFrame, top_n: int, unavailable_items: DataFrame | None = None
+    df: DataFrame,
+    top_n: int,
+    unavailable_items: DataFrame | None = None,
+    min_rows: int | None = None,
 ) -> tuple[DataFrame, dict[str, Any]]:
     """The serving table plus per-row flags for the properties that span rows."""
     per_user = Window.partitionBy("user_id")
@@ -446,7 +480,7 @@ def _recommendations_batch(
         frame = frame.join(F.broadcast(flagged), "item_id", "left").withColumn(
             ITEM_UNAVAILABLE, F.coalesce(F.col(ITEM_UNAVAILABLE), F.lit(False))
         )
-    return frame, {"top_n": top_n}
+    return frame, {"top_n": top_n, "min_rows": top_n if min_rows is None else min_rows}
 
 
 _BATCHES: dict[str, Callable[..., tuple[DataFrame, dict[str, Any]]]] = {
@@ -467,14 +501,20 @@ def validate_interactions(spark: SparkSession, df: DataFrame) -> QualityResult:
 
 
 def validate_recommendations(
-    spark: SparkSession, df: DataFrame, top_n: int, unavailable_items: DataFrame | None = None
+    spark: SparkSession,
+    df: DataFrame,
+    top_n: int,
+    unavailable_items: DataFrame | None = None,
+    min_rows: int | None = None,
 ) -> QualityResult:
     """The serving contract: N ranked rows per user, ordered scores, only available items.
 
     ``unavailable_items`` holds an ``item_id`` column (e.g. the catalog rows with
-    ``available = false``); None skips that check.
+    ``available = false``); None skips that check. Every user must have ``top_n`` rows; pass
+    ``min_rows`` (e.g. the number of eligible items) when the catalog may be smaller than N.
     """
-    return _run_suite(RECOMMENDATIONS_SUITE, *_recommendations_batch(df, top_n, unavailable_items))
+    batch = _recommendations_batch(df, top_n, unavailable_items, min_rows)
+    return _run_suite(RECOMMENDATIONS_SUITE, *batch)
 
 
 # --------------------------------------------------------------------------------------------
@@ -495,8 +535,8 @@ def run_gate(
 ) -> QualityResult:
     """Validate ``df`` with ``suite``, record the outcome, and stop the job if configured to.
 
-    ``kwargs`` go to the suite's validator (``top_n`` and ``unavailable_items`` for
-    recommendations; ``top_n`` defaults to ``serve.top_n``). Raises QualityGateError when the
+    ``kwargs`` go to the suite's validator (``top_n``, ``unavailable_items`` and ``min_rows``
+    for recommendations; ``top_n`` defaults to ``serve.top_n``). Raises QualityGateError when the
     suite fails and ``quality.on_failure[suite]`` is ``fail`` (the default), after the result
     row has been written.
     """
@@ -520,7 +560,7 @@ def run_gate(
     _record(spark, lake, result, job, table_version)
     if project is not None:
         try:
-            index = _context(project).build_docs()
+            index = _context(project).build_docs(suite)
             log.info("quality: Data Docs at %s", index)
         except Exception as exc:  # the HTML is a convenience; never fail a job over it
             log.warning("quality: Data Docs not built: %s", str(exc).splitlines()[0])

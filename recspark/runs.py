@@ -198,7 +198,8 @@ def _aligned(headers: Sequence[str], rows: Sequence[Sequence[Any]], indent: str 
     text = [[f"{v:,}" if isinstance(v, int) else str(v) for v in row] for row in cells]
     widths = [max([len(h)] + [len(r[i]) for r in text]) for i, h in enumerate(headers)]
     numeric = [
-        bool(cells) and all(isinstance(r[i], int) or r[i] == "-" for r in cells) for i in range(len(headers))
+        any(isinstance(r[i], int) for r in cells) and all(isinstance(r[i], int) or r[i] == "-" for r in cells)
+        for i in range(len(headers))
     ]
 
     def line(values: Sequence[str]) -> str:
@@ -351,7 +352,7 @@ def _quality_section(spark: SparkSession, lake: Lake) -> list[str]:
             r["table_version"],
             _utc(r["at"]),
             "passed" if r["success"] else f"FAILED ({r['action']})",
-            _shorten(r["failures"], 80),
+            _shorten(r["failures"], 120),
         )
         for r in latest
     ]

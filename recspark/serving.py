@@ -11,7 +11,8 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from recspark.catalog import read_catalog
-from recspark.config import Config
+from recspark.config import Config, TrainConfig
+from recspark.quality import run_gate
 from recspark.tables import INTERACTIONS, ITEM_IDS, RECOMMENDATIONS, USER_IDS, Lake
 from recspark.topn import recommend_top_n
 from recspark.tracking import configure_mlflow, require_champion
@@ -20,6 +21,7 @@ from recspark.training import (
     item_popularity,
     popular_recommendations,
     purchased_items,
+    settings_from_run,
 )
 
 log = logging.getLogger(__name__)
@@ -29,6 +31,7 @@ log = logging.getLogger(__name__)
 class Champion:
     version: str
     model: ALSModel
+    settings: TrainConfig  # what it was trained with: fold-in must use the same alpha and reg
 
 
 def load_champion(config: Config) -> Champion:
@@ -37,40 +40,63 @@ def load_champion(config: Config) -> Champion:
     configure_mlflow(config.mlflow)
     version = require_champion(config.mlflow)
     pipeline = mlflow.spark.load_model(
-        f"models:/{config.mlflow.model_name}@champion",
+        f"models:/{config.mlflow.model_name}/{version.version}",
         dfs_tmpdir=tempfile.mkdtemp(prefix="recspark-mlflow-"),
     )
     model = pipeline.stages[-1] if hasattr(pipeline, "stages") else pipeline
-    return Champion(version=str(version.version), model=model)
+    return Champion(
+        version=str(version.version),
+        model=model,
+        settings=settings_from_run(version.run_id, config.train),
+    )
+
+
+def unavailable_item_ids(spark: SparkSession, config: Config) -> DataFrame | None:
+    if config.catalog.path is None:
+        return None
+    return read_catalog(spark, config.catalog.path).where(~F.col("available")).select("item_id")
 
 
 def available_items(spark: SparkSession, config: Config, items: DataFrame) -> DataFrame:
     """Keep only items the catalog does not mark unavailable (no catalog: keep all)."""
-    if config.catalog.path is None:
-        return items
-    unavailable = read_catalog(spark, config.catalog.path).where(~F.col("available")).select("item_id")
-    return items.join(unavailable, "item_id", "left_anti")
+    unavailable = unavailable_item_ids(spark, config)
+    return items if unavailable is None else items.join(unavailable, "item_id", "left_anti")
 
 
-def build_recommendations(spark: SparkSession, config: Config, lake: Lake, champion: Champion) -> DataFrame:
-    """Every user with interactions gets N rows: ALS for users the model knows, else popular."""
+def build_recommendations(
+    spark: SparkSession,
+    config: Config,
+    lake: Lake,
+    champion: Champion,
+    users: DataFrame | None = None,
+    user_vectors: DataFrame | None = None,
+) -> DataFrame:
+    """N rows for each of ``users`` (default: everyone with interactions).
+
+    ``user_vectors`` (user_id, features) default to the champion's own user factors; the
+    refresh job passes folded-in vectors of recently active users instead. Users without a
+    vector get the most popular available items.
+    """
     n = config.serve.top_n
     block = config.serve.users_per_block
     interactions = lake.read(spark, INTERACTIONS)
-    users = interactions.select("user_id").distinct()
+    if users is None:
+        users = interactions.select("user_id").distinct()
     if config.serve.exclude_purchased:
         users = users.join(purchased_items(interactions), "user_id", "left")
     user_factors, item_factors = factor_tables(
         champion.model, lake.read(spark, USER_IDS), lake.read(spark, ITEM_IDS)
     )
+    if user_vectors is None:
+        user_vectors = user_factors
     personal = recommend_top_n(
         spark,
-        users.join(user_factors, "user_id"),
+        users.join(user_vectors.select("user_id", "features"), "user_id"),
         available_items(spark, config, item_factors),
         n,
         block,
     ).withColumn("source", F.lit("als"))
-    unknown = users.join(user_factors.select("user_id"), "user_id", "left_anti")
+    unknown = users.join(user_vectors.select("user_id"), "user_id", "left_anti")
     popular = popular_recommendations(
         spark, unknown, available_items(spark, config, item_popularity(interactions)), n, block
     ).withColumn("source", F.lit("popular"))
@@ -95,12 +121,34 @@ def publish_recommendations(lake: Lake, recommendations: DataFrame) -> None:
     )
 
 
+def published_model_version(spark: SparkSession, lake: Lake) -> str | None:
+    """The model version the serving table was computed with (None when empty or absent)."""
+    if not lake.exists(spark, RECOMMENDATIONS):
+        return None
+    row = lake.read(spark, RECOMMENDATIONS).select("model_version").limit(1).first()
+    return None if row is None else row[0]
+
+
 def recommend(spark: SparkSession, config: Config, lake: Lake) -> int:
     """The full refresh job; returns the number of users served."""
     champion = load_champion(config)
     lake.ensure(spark, RECOMMENDATIONS)
-    recommendations = build_recommendations(spark, config, lake, champion)
-    publish_recommendations(lake, recommendations)
+    recommendations = build_recommendations(spark, config, lake, champion).persist()
+    try:
+        # Validate before publishing, so a bad list never reaches the serving table.
+        run_gate(
+            spark,
+            config,
+            lake,
+            "recommendations",
+            recommendations,
+            job="recommend",
+            top_n=config.serve.top_n,
+            unavailable_items=unavailable_item_ids(spark, config),
+        )
+        publish_recommendations(lake, recommendations)
+    finally:
+        recommendations.unpersist()
     users = lake.read(spark, RECOMMENDATIONS).select("user_id").distinct().count()
     log.info("recommend: %d users served by champion version %s", users, champion.version)
     return users

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import mlflow
 from pyspark.ml.recommendation import ALS, ALSModel
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from recspark.config import Config, TrainConfig
@@ -27,6 +27,7 @@ from recspark.evaluation import (
 )
 from recspark.idmap import extend_user_and_item_maps
 from recspark.interactions import aggregate_events, strength_as_of
+from recspark.quality import run_gate
 from recspark.tables import EVENTS, INTERACTIONS, Lake
 from recspark.topn import recommend_top_n
 from recspark.tracking import (
@@ -67,16 +68,20 @@ def _phase(timings: dict[str, float], name: str) -> Iterator[None]:
     log.info("train: %s done in %.1fs", name, timings[name])
 
 
+def preference(settings: TrainConfig) -> Column:
+    """The rating ALS sees for a pair (confidence = 1 + alpha * rating)."""
+    return F.log1p("strength") if settings.confidence == "log" else F.col("strength")
+
+
 def als_ratings(
     interactions: DataFrame, user_ids: DataFrame, item_ids: DataFrame, settings: TrainConfig
 ) -> DataFrame:
-    """ALS input: integer ids and the preference signal (confidence = 1 + alpha * rating)."""
-    signal = F.log1p("strength") if settings.confidence == "log" else F.col("strength")
+    """ALS input: integer ids and the preference signal of every positive pair."""
     return (
         interactions.where(F.col("strength") > 0)
         .join(user_ids, "user_id")
         .join(item_ids, "item_id")
-        .select("user_idx", "item_idx", signal.cast("float").alias("rating"))
+        .select("user_idx", "item_idx", preference(settings).cast("float").alias("rating"))
     )
 
 
@@ -172,19 +177,19 @@ def evaluate_split(
     return metrics, model
 
 
+def settings_from_run(run_id: str, base: TrainConfig) -> TrainConfig:
+    """The hyperparameters a logged run trained with (``base`` fills anything not logged)."""
+    params = mlflow.get_run(run_id).data.params
+    updates = {name: type(getattr(base, name))(params[name]) for name in HYPERPARAMETERS if name in params}
+    return replace(base, **updates)
+
+
 def _champion_params(config: Config) -> TrainConfig | None:
     """The hyperparameters the current champion was trained with, to retrain on this split."""
     champion = champion_version(config.mlflow)
     if champion is None or champion.run_id is None:
         return None
-    params = mlflow.get_run(champion.run_id).data.params
-    settings = config.train
-    updates = {}
-    for name in HYPERPARAMETERS:
-        if name in params:
-            kind = type(getattr(settings, name))
-            updates[name] = kind(params[name])
-    return replace(settings, **updates)
+    return settings_from_run(champion.run_id, config.train)
 
 
 def train(spark: SparkSession, config: Config, lake: Lake) -> TrainResult:
@@ -202,6 +207,15 @@ def train(spark: SparkSession, config: Config, lake: Lake) -> TrainResult:
         }
         events = lake.read(spark, EVENTS, versions["events"])
         interactions = lake.read(spark, INTERACTIONS, versions["interactions"])
+        run_gate(
+            spark,
+            config,
+            lake,
+            "interactions",
+            interactions,
+            job="train",
+            table_version=versions["interactions"],
+        )
         try:
             split = time_split(events, settings.test_days)
         except EvaluationError as exc:

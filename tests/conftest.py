@@ -9,6 +9,7 @@ import pytest
 from pyspark.sql import SparkSession
 
 from recspark.config import Config, load_config
+from recspark.packages import spark_packages
 from recspark.session import build_spark
 
 TEST_SETTINGS = (
@@ -47,7 +48,10 @@ def config_under(root: Path, *overrides: str) -> Config:
 def spark(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SparkSession]:
     warehouse = tmp_path_factory.mktemp("warehouse")
     config = config_under(
-        tmp_path_factory.mktemp("session"), f"spark.conf.spark.sql.warehouse.dir={warehouse}"
+        tmp_path_factory.mktemp("session"),
+        f"spark.conf.spark.sql.warehouse.dir={warehouse}",
+        # Whatever a test's ingest.source, the one shared session must read Kafka too.
+        f"spark.conf.spark.jars.packages={','.join(spark_packages(kafka=True))}",
     )
     session = build_spark(config, "tests")
     yield session
@@ -57,3 +61,29 @@ def spark(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SparkSession]:
 @pytest.fixture
 def config(tmp_path: Path) -> Config:
     return config_under(tmp_path)
+
+
+SHOP_TOP_N = 5
+
+
+@pytest.fixture(scope="session")
+def trained_shop(spark: SparkSession, tmp_path_factory: pytest.TempPathFactory):
+    """A tiny generated shop taken through ingest -> train -> recommend once for the session.
+
+    Tests that change it (new events, new champions) must leave it serving every user N rows.
+    """
+    from recspark.generate import ShopSpec, write_shop
+    from recspark.ingest import run_ingest
+    from recspark.serving import recommend
+    from recspark.tables import Lake
+    from recspark.training import train
+
+    root = tmp_path_factory.mktemp("shop")
+    config = config_under(root, f"serve.top_n={SHOP_TOP_N}", "train.test_days=5")
+    shop = ShopSpec(users=300, items=80, categories=8, events=15_000, days=21, seed=11)
+    write_shop(shop, Path(config.ingest.path), Path(config.catalog.path))
+    lake = Lake.at(config.lake.root)
+    run_ingest(spark, config, lake, once=True)
+    result = train(spark, config, lake)
+    recommend(spark, config, lake)
+    return config, result

@@ -139,9 +139,7 @@ def test_run_locked_keeps_the_exit_code_and_separates_jobs(tmp_path: Path) -> No
     lock = tmp_path / "locks" / "a.lock"
     with lock.open("a") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
-        other = subprocess.run(
-            [str(RUN_LOCKED), "b", "--", "true"], env=env, capture_output=True, timeout=30
-        )
+        other = subprocess.run([str(RUN_LOCKED), "b", "--", "true"], env=env, capture_output=True, timeout=30)
         assert other.returncode == 0
         waited = subprocess.run(
             [str(RUN_LOCKED), "a", "--", "true"],
@@ -154,9 +152,7 @@ def test_run_locked_keeps_the_exit_code_and_separates_jobs(tmp_path: Path) -> No
         assert "giving up" in waited.stderr
 
     for bad in ([], ["a"], ["a", "true"], ["../x", "--", "true"]):
-        usage = subprocess.run(
-            [str(RUN_LOCKED), *bad], env=env, capture_output=True, text=True, timeout=30
-        )
+        usage = subprocess.run([str(RUN_LOCKED), *bad], env=env, capture_output=True, text=True, timeout=30)
         assert usage.returncode == 2, bad
 
 
@@ -193,9 +189,7 @@ def test_build_zip_is_the_recspark_package_and_reproducible(tmp_path: Path) -> N
     first = out.read_bytes()
     names = set(zipfile.ZipFile(out).namelist())
     sources = {
-        str(p.relative_to(ROOT))
-        for p in (ROOT / "recspark").rglob("*.py")
-        if "__pycache__" not in p.parts
+        str(p.relative_to(ROOT)) for p in (ROOT / "recspark").rglob("*.py") if "__pycache__" not in p.parts
     }
     assert sources <= names
     assert "recspark/__init__.py" in names
@@ -239,9 +233,7 @@ def test_submit_builds_the_command_from_one_place(tmp_path: Path) -> None:
     ]
 
     kafka_conf = tmp_path / "kafka.yaml"
-    kafka_conf.write_text(
-        "ingest:\n  source: kafka\n  kafka:\n    bootstrap_servers: k:9092\n    topic: t\n"
-    )
+    kafka_conf.write_text("ingest:\n  source: kafka\n  kafka:\n    bootstrap_servers: k:9092\n    topic: t\n")
     cmd = dry_run(
         tmp_path,
         "train_als",
@@ -454,7 +446,7 @@ def test_airflow_dags_load_with_the_intended_shape(tmp_path: Path) -> None:
     assert train["upstream"] == ["wait_for_ingest"]
     assert train["retries"] == 2
     assert train["execution_timeout_s"] == 3 * 3600
-    full = spark_task("recspark_daily", "refresh_recommendations")
+    full = spark_task("recspark_daily", "refresh_recommendations", "--once")
     assert full["upstream"] == ["train_als"]
 
     maintenance = dags["recspark_maintenance"]
@@ -624,9 +616,7 @@ def test_cron_daily_runs_all_three_jobs_through_spark_submit(tmp_path: Path, spa
     )
     print(f"daily.sh: exit {daily.returncode} in {time.monotonic() - started:.0f}s")
     logs = tmp_path / "logs"
-    all_logs = "\n".join(
-        f"== {p.name}\n{p.read_text()[-4000:]}" for p in sorted(logs.glob("*.log"))
-    )
+    all_logs = "\n".join(f"== {p.name}\n{p.read_text()[-4000:]}" for p in sorted(logs.glob("*.log")))
     assert daily.returncode == 0, daily.stderr + all_logs
     for name in ("daily", "ingest_events", "refresh_recommendations"):
         assert "end: exit 0" in (logs / f"{name}.log").read_text(), all_logs

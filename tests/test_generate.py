@@ -95,9 +95,7 @@ def _write(spec: ShopSpec, root: Path) -> Written:
         for f, name in enumerate(files)
         for line in (events_dir / name).read_text(encoding="utf-8").splitlines()
     ]
-    return Written(
-        summary, events_dir, catalog_path, files, lines, [contract_problem(t) for _, t in lines]
-    )
+    return Written(summary, events_dir, catalog_path, files, lines, [contract_problem(t) for _, t in lines])
 
 
 def _valid_ids(written: Written) -> set[str]:
@@ -116,9 +114,7 @@ def default_shop() -> tuple[pd.DataFrame, pd.DataFrame]:
 
 
 def _tree_bytes(root: Path) -> dict[str, bytes]:
-    return {
-        str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()
-    }
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
 
 
 def test_same_seed_writes_identical_bytes_and_other_seed_differs(tmp_path: Path) -> None:

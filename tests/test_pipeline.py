@@ -13,33 +13,22 @@ from pyspark.sql import functions as F
 from recspark.catalog import read_catalog
 from recspark.cli import main
 from recspark.config import Config
-from recspark.generate import ShopSpec, write_shop
-from recspark.ingest import run_ingest
-from recspark.serving import recommend
 from recspark.tables import EVENTS, INTERACTIONS, QUARANTINE, RECOMMENDATIONS, Lake
 from recspark.tracking import CHAMPION, champion_version, configure_mlflow
 from recspark.training import TrainingError, TrainResult, train
-from tests.conftest import config_under
+from tests.conftest import SHOP_TOP_N, config_under
 
-SHOP = ShopSpec(users=300, items=80, categories=8, events=15_000, days=21, seed=11)
-TOP_N = 5
-
-
-@pytest.fixture(scope="module")
-def shop(tmp_path_factory: pytest.TempPathFactory) -> Config:
-    root = tmp_path_factory.mktemp("shop")
-    config = config_under(root, f"serve.top_n={TOP_N}", "train.test_days=5")
-    write_shop(SHOP, Path(config.ingest.path), Path(config.catalog.path))
-    return config
+TOP_N = SHOP_TOP_N
 
 
 @pytest.fixture(scope="module")
-def trained(spark: SparkSession, shop: Config) -> TrainResult:
-    lake = Lake.at(shop.lake.root)
-    run_ingest(spark, shop, lake, once=True)
-    result = train(spark, shop, lake)
-    recommend(spark, shop, lake)
-    return result
+def shop(trained_shop: tuple[Config, TrainResult]) -> Config:
+    return trained_shop[0]
+
+
+@pytest.fixture(scope="module")
+def trained(trained_shop: tuple[Config, TrainResult]) -> TrainResult:
+    return trained_shop[1]
 
 
 def test_tables_follow_the_contract(spark: SparkSession, shop: Config, trained: TrainResult) -> None:

@@ -11,6 +11,7 @@ from chispa import assert_df_equality
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from recspark import quality
 from recspark.config import Config
 from recspark.quality import (
     QualityGateError,
@@ -27,8 +28,7 @@ T0 = datetime(2026, 11, 1, 12, 0, tzinfo=timezone.utc)
 TOP_N = 3
 
 EVENT_COLUMNS = (
-    "event_id string, event_time timestamp, user_id string, item_id string, "
-    "event_type string, value double"
+    "event_id string, event_time timestamp, user_id string, item_id string, event_type string, value double"
 )
 CLEAN_EVENTS = [
     ("e1", T0, "u1", "i1", "view", None),
@@ -162,7 +162,7 @@ def test_recommendations_suite_passes_on_clean_recommendations(spark: SparkSessi
             "a user with N-1 rows",
             CLEAN_RECOMMENDATIONS[:-1],
             None,
-            "every user has exactly top_n rows",
+            "every user has top_n rows",
         ),
         (
             "duplicate (user, rank)",
@@ -198,15 +198,21 @@ def test_recommendations_suite_names_the_seeded_defect(
     expected: str,
 ) -> None:
     unavailable_items = (
-        None
-        if unavailable is None
-        else spark.createDataFrame([(i,) for i in unavailable], "item_id string")
+        None if unavailable is None else spark.createDataFrame([(i,) for i in unavailable], "item_id string")
     )
     result = validate_recommendations(
         spark, frame(spark, rows, RECOMMENDATION_COLUMNS), TOP_N, unavailable_items
     )
     assert not result.success, defect
     assert failed_checks(result) == [expected]
+
+
+def test_recommendations_accept_fewer_rows_when_told_the_catalog_is_smaller(
+    spark: SparkSession,
+) -> None:
+    short = [r for r in CLEAN_RECOMMENDATIONS if r[1] < 3]  # two rows each, N = 3
+    result = validate_recommendations(spark, frame(spark, short, RECOMMENDATION_COLUMNS), TOP_N, min_rows=2)
+    assert result.success, result.failures
 
 
 # --------------------------------------------------------------------------------------------
@@ -225,9 +231,7 @@ def results(spark: SparkSession, lake: Lake) -> DataFrame:
     return spark.read.format("delta").load(lake.path(QUALITY_RESULTS.name))
 
 
-def test_failing_gate_raises_after_recording_the_result(
-    spark: SparkSession, config: Config
-) -> None:
+def test_failing_gate_raises_after_recording_the_result(spark: SparkSession, config: Config) -> None:
     config = gate_config(config, "quality.on_failure.interactions=fail")
     lake = lake_of(config)
     bad = frame(spark, replaced(CLEAN_INTERACTIONS, 2, 7, -0.5), INTERACTION_COLUMNS)
@@ -286,8 +290,9 @@ def test_warning_gate_records_and_continues(spark: SparkSession, config: Config)
 
 
 def test_passing_gate_appends_one_row_per_run_and_builds_data_docs(
-    spark: SparkSession, config: Config
+    spark: SparkSession, config: Config, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setattr(quality, "DOCS_HISTORY", 1)  # keep only the newest result's page
     config = config.with_overrides([f"serve.top_n={TOP_N}"])  # Data Docs are on by default
     lake = lake_of(config)
     recs = frame(spark, CLEAN_RECOMMENDATIONS, RECOMMENDATION_COLUMNS)
@@ -303,7 +308,9 @@ def test_passing_gate_appends_one_row_per_run_and_builds_data_docs(
     ]
     docs = Path(config.lake.root) / "_quality" / "data_docs"
     assert (docs / "index.html").is_file()
-    assert len(list((docs / "validations" / "recommendations").rglob("*.html"))) == 2
+    pages = list((docs / "validations" / "recommendations").rglob("*.html"))
+    assert len(pages) == 1
+    assert (docs / "expectations" / "recommendations.html").is_file()
     assert "recommendations" in (docs / "index.html").read_text(encoding="utf-8")
 
 

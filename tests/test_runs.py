@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
+import mlflow
 import pytest
 from chispa import assert_df_equality
+from mlflow.tracking import MlflowClient
 from pyspark.sql import DataFrame, SparkSession
 
 from recspark.config import Config
@@ -23,9 +26,7 @@ from recspark.runs import (
 from recspark.tables import INTERACTIONS, INTERACTIONS_SCHEMA, JOB_RUNS, Lake
 from recspark.tracking import configure_mlflow
 
-RESULT_COLUMNS = (
-    "job string, status string, rows_in long, rows_out long, model_version string, error string"
-)
+RESULT_COLUMNS = "job string, status string, rows_in long, rows_out long, model_version string, error string"
 
 
 def job_runs(spark: SparkSession, lake: Lake) -> DataFrame:
@@ -66,14 +67,10 @@ def test_track_job_records_a_failed_run_and_reraises(spark: SparkSession, config
     expected = spark.createDataFrame(
         [("ingest", "failed", 7, None, None, "ValueError: no events yet")], RESULT_COLUMNS
     )
-    assert_df_equality(
-        job_runs(spark, lake).select(*expected.columns), expected, ignore_nullable=True
-    )
+    assert_df_equality(job_runs(spark, lake).select(*expected.columns), expected, ignore_nullable=True)
 
 
-def test_failure_without_spark_is_logged_not_raised(
-    config: Config, caplog: pytest.LogCaptureFixture
-) -> None:
+def test_failure_without_spark_is_logged_not_raised(config: Config, caplog: pytest.LogCaptureFixture) -> None:
     """A job that failed before building Spark keeps its own error; the record is skipped."""
     with (
         caplog.at_level(logging.WARNING, logger="recspark.runs"),
@@ -139,9 +136,7 @@ def _seed_lake(spark: SparkSession, lake: Lake) -> None:
         )
 
 
-def test_status_report_shows_tables_runs_and_no_champion(
-    spark: SparkSession, config: Config
-) -> None:
+def test_status_report_shows_tables_runs_and_no_champion(spark: SparkSession, config: Config) -> None:
     lake = lake_of(config)
     _seed_lake(spark, lake)
 
@@ -161,9 +156,35 @@ def test_status_report_shows_tables_runs_and_no_champion(
     assert "TrainingError: only 3 positive interactions" in report
 
 
-def test_status_report_with_an_empty_registry(spark: SparkSession, config: Config) -> None:
-    configure_mlflow(config.mlflow)  # the store exists, but nothing was ever registered
+def test_status_report_on_the_champion(spark: SparkSession, config: Config) -> None:
+    experiment = configure_mlflow(config.mlflow)  # a store, but nothing ever registered
+    lake = lake_of(config)
+
+    empty = status_report(spark, config, lake)
+
+    assert f"no champion: model '{config.mlflow.model_name}' has no champion" in empty
+    assert "no tables yet" in empty
+    assert "none recorded yet" in empty
+
+    with mlflow.start_run(experiment_id=experiment) as run:
+        mlflow.log_metrics({"ndcg_at_k": 0.2125, "popular_ndcg_at_k": 0.1, "recall_at_k": 0.3})
+    client = MlflowClient()
+    client.create_registered_model(config.mlflow.model_name)
+    version = client.create_model_version(
+        config.mlflow.model_name, f"{run.info.artifact_uri}/model", run.info.run_id
+    )
+    client.set_registered_model_alias(config.mlflow.model_name, "champion", version.version)
+
+    report = status_report(spark, config, lake)
+
+    assert f"champion: version {version.version} (run {run.info.run_id}" in report
+    assert "ndcg_at_k 0.2125  popular_ndcg_at_k 0.1000  precision_at_k -  recall_at_k 0.3000" in (report)
+
+
+def test_status_report_survives_an_unusable_tracking_store(
+    spark: SparkSession, config: Config, tmp_path: Path
+) -> None:
+    (tmp_path / "not-a-db").write_text("garbage", encoding="utf-8")
+    config = config.with_overrides([f"mlflow.tracking_uri=sqlite:///{tmp_path / 'not-a-db'}"])
     report = status_report(spark, config, lake_of(config))
-    assert f"no champion: model '{config.mlflow.model_name}' has no champion" in report
-    assert "no tables yet" in report
-    assert "none recorded yet" in report
+    assert "tracking store not reachable" in report

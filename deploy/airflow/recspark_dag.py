@@ -5,7 +5,9 @@ Four DAGs, each job a ``SparkSubmitOperator`` running one of ``jobs/*.py``:
 ``recspark_ingest``       every N minutes (default 10): ``ingest_events --once`` (availableNow).
 ``recspark_refresh``      every 15 minutes: ``refresh_recommendations --once`` (incremental).
 ``recspark_daily``        03:00 UTC: ``wait_for_ingest`` (a recent ingest run succeeded) >>
-                          ``train_als`` >> ``refresh_recommendations`` (full recompute).
+                          ``train_als`` >> ``refresh_recommendations --once`` (the job
+                          recomputes every user when the champion changed, which is what
+                          training just did when it promoted a model).
 ``recspark_maintenance``  Sundays 04:00 UTC: ``recspark maintain`` (OPTIMIZE / VACUUM).
 
 Settings are Airflow Variables (set them in the UI, with ``airflow variables set``, or as
@@ -219,7 +221,11 @@ with DAG(
         timeout=2 * 3600,
     )
     train = spark_job("train_als", execution_timeout=TRAIN_TIMEOUT)
-    full_refresh = spark_job("refresh_recommendations", execution_timeout=timedelta(hours=3))
+    # Without --once the job would keep running as a stream; with it, a new champion makes
+    # it recompute every user, and otherwise only users with new activity.
+    full_refresh = spark_job(
+        "refresh_recommendations", "--once", execution_timeout=timedelta(hours=3)
+    )
     wait_for_ingest >> train >> full_refresh
 
 

@@ -7,8 +7,9 @@
 #    that is still going to finish first (the DAG's wait_for_ingest sensor); if it fails,
 #    nothing is trained on stale data;
 # 2. `train_als`;
-# 3. `refresh_recommendations` (full recompute) under the refresh_recommendations lock, so it
-#    never overlaps the 15-minute incremental refresh.
+# 3. `refresh_recommendations --once` under the refresh_recommendations lock (waiting for a
+#    running 15-minute refresh to finish): the job recomputes every user when the champion
+#    changed, i.e. when step 2 promoted a model, and otherwise only users with new activity.
 # Extra arguments (e.g. --set train.rank=64) are passed to every job. Run it under its own
 # lock from cron: run-locked.sh daily -- deploy/cron/daily.sh CONF
 # RECSPARK_DAILY_LOCK_WAIT (seconds, default 7200) bounds the waits for the other jobs' locks.
@@ -31,7 +32,7 @@ step "ingest_events --once"
 "$HERE/run-locked.sh" ingest_events -- "$SUBMIT" ingest_events --conf "$CONF" --once "$@"
 step "train_als"
 "$SUBMIT" train_als --conf "$CONF" "$@"
-step "refresh_recommendations (full)"
+step "refresh_recommendations --once"
 "$HERE/run-locked.sh" refresh_recommendations -- \
-    "$SUBMIT" refresh_recommendations --conf "$CONF" "$@"
+    "$SUBMIT" refresh_recommendations --conf "$CONF" --once "$@"
 step "done"

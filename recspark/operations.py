@@ -1,0 +1,73 @@
+"""Operator tasks on the lake: rebuild interactions, table maintenance, forgetting a user."""
+
+from __future__ import annotations
+
+import logging
+
+from delta.tables import DeltaTable
+from pyspark.sql import SparkSession
+from pyspark.sql import functions as F
+
+from recspark.config import Config
+from recspark.interactions import aggregate_events
+from recspark.tables import (
+    ALL_TABLES,
+    EVENTS,
+    INTERACTIONS,
+    QUARANTINE,
+    RECOMMENDATIONS,
+    USER_IDS,
+    Lake,
+)
+
+log = logging.getLogger(__name__)
+
+
+def rebuild_interactions(spark: SparkSession, config: Config, lake: Lake) -> int:
+    """Recompute ``interactions`` from all ``events`` (e.g. after changing the weights) and
+    replace the table in one commit; returns the number of pairs.
+
+    Stop the ingestion query first: a batch merging while the table is replaced would conflict.
+    """
+    events = lake.read(spark, EVENTS)
+    rebuilt = aggregate_events(events, config.interactions)
+    lake.ensure(spark, INTERACTIONS)
+    rebuilt.write.format("delta").mode("overwrite").save(lake.path(INTERACTIONS.name))
+    pairs = lake.read(spark, INTERACTIONS).count()
+    log.info("rebuild-interactions: %d user-item pairs from %s", pairs, lake.path(EVENTS.name))
+    return pairs
+
+
+def maintain(spark: SparkSession, lake: Lake, retention_hours: float) -> dict[str, str]:
+    """OPTIMIZE (compact small files written by micro-batches) and VACUUM every table.
+
+    The retention (config, at least a week) protects readers and streams on older versions.
+    """
+    done = {}
+    for spec in ALL_TABLES:
+        if not lake.exists(spark, spec):
+            continue
+        table = DeltaTable.forPath(spark, lake.path(spec.name))
+        metrics = table.optimize().executeCompaction().select("metrics.numFilesRemoved").first()
+        table.vacuum(retention_hours)
+        done[spec.name] = f"compacted {metrics[0] if metrics else 0} files, vacuumed"
+        log.info("maintain: %s %s", spec.name, done[spec.name])
+    return done
+
+
+def forget_user(spark: SparkSession, lake: Lake, user_id: str) -> dict[str, int]:
+    """Delete one user's rows from every table that holds them; returns rows deleted per table.
+
+    Delta DELETE is logical until VACUUM removes the old files (after the retention period);
+    raw event files in the landing directory and Kafka topics are outside the lake.
+    """
+    deleted = {}
+    for spec in (EVENTS, QUARANTINE, INTERACTIONS, RECOMMENDATIONS, USER_IDS):
+        if not lake.exists(spark, spec):
+            continue
+        table = DeltaTable.forPath(spark, lake.path(spec.name))
+        table.delete(F.col("user_id") == F.lit(user_id))
+        metrics = table.history(1).select("operationMetrics").first()[0] or {}
+        deleted[spec.name] = int(metrics.get("numDeletedRows", 0))
+    log.info("forget-user %s: %s", user_id, deleted)
+    return deleted

@@ -1,0 +1,45 @@
+"""Operator tasks: forget a user everywhere, rebuild interactions, maintain tables."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from chispa import assert_approx_df_equality
+from pyspark.sql import SparkSession
+
+from recspark.cli import main
+from recspark.operations import forget_user, maintain, rebuild_interactions
+from recspark.tables import EVENTS, INTERACTIONS, QUARANTINE, Lake
+from tests.test_ingest import FILE_1, FILE_2, FILE_3, drop_file, ingest, many_batch_config
+
+
+def test_forget_user_rebuild_and_maintain(spark: SparkSession, tmp_path: Path) -> None:
+    config = many_batch_config(tmp_path)
+    drop_file(config, "f1.jsonl", [*FILE_1, '{"event_id": "q1", "user_id": "u1", "event_type": "view"}'])
+    drop_file(config, "f2.jsonl", FILE_2)
+    drop_file(config, "f3.jsonl", FILE_3)
+    ingest(spark, config)
+    lake = Lake.at(config.lake.root)
+    incremental = lake.read(spark, INTERACTIONS).drop("updated_at").orderBy("user_id", "item_id").collect()
+
+    assert rebuild_interactions(spark, config, lake) == len(incremental)
+    assert_approx_df_equality(
+        lake.read(spark, INTERACTIONS).drop("updated_at").orderBy("user_id", "item_id"),
+        spark.createDataFrame(incremental, lake.read(spark, INTERACTIONS).drop("updated_at").schema),
+        1e-9,
+        ignore_nullable=True,
+    )
+
+    deleted = forget_user(spark, lake, "u1")
+    assert deleted["events"] == 4 and deleted["events_quarantine"] == 1 and deleted["interactions"] == 2
+    for spec in (EVENTS, QUARANTINE, INTERACTIONS):
+        assert lake.read(spark, spec).where("user_id = 'u1'").count() == 0
+    assert lake.read(spark, EVENTS).where("user_id != 'u1'").count() == 4  # the rest is intact
+
+    done = maintain(spark, lake, retention_hours=168)
+    assert {"events", "interactions", "events_quarantine"} <= set(done)
+    assert lake.delta(spark, EVENTS).history(3).where("operation = 'VACUUM END'").count() == 1
+
+    conf = ["--set", f"lake.root={config.lake.root}"]
+    assert main(["forget-user", "u2", *conf]) == 0
+    assert lake.read(spark, EVENTS).where("user_id = 'u2'").count() == 0

@@ -1,0 +1,117 @@
+"""Fresh recommendations between retrains: fold-in, incremental MERGE, full refresh on a new champion."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+from mlflow.tracking import MlflowClient
+from pyspark.sql import SparkSession
+from pyspark.sql import functions as F
+
+from recspark.config import Config
+from recspark.ingest import run_ingest
+from recspark.refresh import folded_in_vectors, run_refresh
+from recspark.serving import load_champion
+from recspark.tables import INTERACTIONS, ITEM_IDS, RECOMMENDATIONS, USER_IDS, Lake
+from recspark.tracking import champion_version, configure_mlflow, promote
+from recspark.training import TrainResult, factor_tables, train
+
+
+def test_fold_in_reproduces_als_user_factors(
+    spark: SparkSession, trained_shop: tuple[Config, TrainResult]
+) -> None:
+    config, _ = trained_shop
+    lake = Lake.at(config.lake.root)
+    champion = load_champion(config)
+    users = lake.read(spark, INTERACTIONS).select("user_id").distinct().orderBy("user_id").limit(40)
+    folded = {
+        r["user_id"]: np.array(r["features"])
+        for r in folded_in_vectors(spark, config, lake, champion, users).collect()
+    }
+    user_factors, _ = factor_tables(champion.model, lake.read(spark, USER_IDS), lake.read(spark, ITEM_IDS))
+    trained = {r["user_id"]: np.array(r["features"]) for r in user_factors.join(users, "user_id").collect()}
+    assert len(folded) == len(trained) == 40
+    for user, vector in trained.items():
+        np.testing.assert_allclose(folded[user], vector, rtol=2e-3, atol=2e-4 * np.abs(vector).max())
+
+
+def _event_line(event_id: str, user: str, item: str, kind: str, time: str) -> str:
+    return json.dumps(
+        {"event_id": event_id, "event_time": time, "user_id": user, "item_id": item, "event_type": kind}
+    )
+
+
+def test_refresh_touches_only_active_users_and_follows_the_champion(
+    spark: SparkSession, trained_shop: tuple[Config, TrainResult]
+) -> None:
+    config, _ = trained_shop
+    lake = Lake.at(config.lake.root)
+    n = config.serve.top_n
+    run_refresh(spark, config, lake, once=True)  # starts following the change feed
+    before = {
+        (r["user_id"], r["rank"]): (r["item_id"], r["generated_at"])
+        for r in lake.read(spark, RECOMMENDATIONS).collect()
+    }
+    users = sorted({u for u, _ in before})
+    items = [r[0] for r in lake.read(spark, ITEM_IDS).orderBy("item_idx").limit(6).collect()]
+    last = lake.read(spark, INTERACTIONS).agg(F.max("last_event_time")).first()[0]
+    when = (last.replace(microsecond=0)).isoformat() + "Z"
+    active = [users[0], users[1], "brand-new-user"]
+    lines = [
+        _event_line(f"fresh-{i}", user, item, kind, when)
+        for i, (user, item, kind) in enumerate(
+            [
+                (active[0], items[0], "purchase"),
+                (active[1], items[1], "add_to_cart"),
+                (active[2], items[2], "view"),
+                (active[2], items[3], "add_to_cart"),
+                (active[2], items[4], "purchase"),
+            ]
+        )
+    ]
+    Path(config.ingest.path, "events-fresh.jsonl").write_text("\n".join(lines) + "\n")
+    run_ingest(spark, config, lake, once=True)
+    run_refresh(spark, config, lake, once=True)
+
+    history = lake.delta(spark, RECOMMENDATIONS).history(1).first()
+    assert history["operation"] == "MERGE"
+    metrics = history["operationMetrics"]
+    touched = sum(
+        int(metrics[k]) for k in ("numTargetRowsUpdated", "numTargetRowsInserted", "numTargetRowsDeleted")
+    )
+    assert touched == len(active) * n
+    assert int(metrics["numTargetRowsInserted"]) == n  # only the new user's rows are new
+
+    after = lake.read(spark, RECOMMENDATIONS)
+    untouched = {
+        (r["user_id"], r["rank"]): (r["item_id"], r["generated_at"])
+        for r in after.where(~F.col("user_id").isin(active)).collect()
+    }
+    assert untouched == {k: v for k, v in before.items() if k[0] not in active}
+    new_user = after.where(F.col("user_id") == "brand-new-user").collect()
+    assert len(new_user) == n and {r["source"] for r in new_user} == {"als"}
+    assert items[4] not in {r["item_id"] for r in new_user}  # just purchased
+    assert items[0] not in {r["item_id"] for r in after.where(F.col("user_id") == active[0]).collect()}
+
+    # A new champion (an operator promotes another version) means a full refresh.
+    configure_mlflow(config.mlflow)
+    champion = str(champion_version(config.mlflow).version)
+    versions = MlflowClient().search_model_versions(f"name='{config.mlflow.model_name}'")
+    other = next((str(v.version) for v in versions if str(v.version) != champion), None)
+    if other is None:  # run alone: register a second version by retraining
+        other = train(spark, config, lake).model_version
+    promote(config.mlflow, other, "test: switch champion")
+    try:
+        run_refresh(spark, config, lake, once=True)
+        served = lake.read(spark, RECOMMENDATIONS)
+        assert {r[0] for r in served.select("model_version").distinct().collect()} == {other}
+        assert lake.delta(spark, RECOMMENDATIONS).history(1).first()["operation"] in (
+            "WRITE",
+            "CREATE OR REPLACE TABLE",
+        )
+        per_user = served.groupBy("user_id").count()
+        assert per_user.where(F.col("count") != n).count() == 0
+    finally:
+        promote(config.mlflow, champion, "test: restore champion")
