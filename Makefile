@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install jars demo test lint clean
+.PHONY: install jars demo test lint clean zip airflow-venv
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,7 +27,16 @@ test: install
 	$(BIN)/python -m pytest -q
 
 lint: install
-	$(BIN)/ruff check recspark jobs tests bench
+	$(BIN)/ruff check recspark jobs tests bench deploy
+
+# The code artifact spark-submit ships with --py-files (deploy/submit.sh builds it too).
+zip:
+	deploy/build-zip.sh
+
+# A separate virtualenv with the Airflow version the DAGs are tested with.
+airflow-venv: deploy/airflow/requirements.txt
+	$(PYTHON) -m venv .venv-airflow
+	.venv-airflow/bin/pip install --quiet -r deploy/airflow/requirements.txt
 
 clean:
 	rm -rf .recspark spark-warehouse metastore_db derby.log

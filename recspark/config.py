@@ -154,6 +154,11 @@ class ServeConfig:
     top_n: int = 10
     exclude_purchased: bool = True
     users_per_block: int = 2048
+    # Users without a personal vector get the items most popular over this many recent days
+    # ("trending"), or all-time popular items when that window is too thin; 0: always popular.
+    trending_days: float = 7.0
+    # Rows per item in the similar_items table (cosine over item factors); 0 switches it off.
+    similar_items: int = 10
 
     def __post_init__(self) -> None:
         _require(self.top_n > 0, "serve.top_n must be > 0")

@@ -98,12 +98,16 @@ def refresh_users(
 class RefreshBatchWriter:
     """The ``foreachBatch`` function of the refresh query."""
 
-    def __init__(self, config: Config, lake: Lake, checkpoint: str) -> None:
+    def __init__(
+        self, config: Config, lake: Lake, checkpoint: str, covered_version: int | None = None
+    ) -> None:
         self.config = config
         self.lake = lake
         self.checkpoint = checkpoint
         self.champion: Champion | None = None
         self._app_id: str | None = None
+        # Changes up to this interactions version are already in a full refresh just published.
+        self.covered_version = covered_version
 
     def __call__(self, batch: DataFrame, batch_id: int) -> None:
         started = time.time()
@@ -115,6 +119,7 @@ class RefreshBatchWriter:
         if self.champion is None or self.champion.version != str(current.version):
             self.champion = load_champion(self.config)
         if published_model_version(spark, self.lake) != self.champion.version:
+            self.covered_version = self.lake.version(spark, INTERACTIONS)
             publish_recommendations(
                 self.lake, build_recommendations(spark, self.config, self.lake, self.champion)
             )
@@ -125,7 +130,10 @@ class RefreshBatchWriter:
                 time.time() - started,
             )
             return
-        active = batch.where(F.col("_change_type").isin(*CHANGED)).select("user_id")
+        active = batch.where(F.col("_change_type").isin(*CHANGED))
+        if self.covered_version is not None:
+            active = active.where(F.col("_commit_version") > self.covered_version)
+        active = active.select("user_id")
         if self._app_id is None:
             self._app_id = streaming_app_id(spark, self.checkpoint, "refresh")
         with idempotent_session_writes(spark, self._app_id, batch_id):
@@ -139,7 +147,9 @@ class RefreshBatchWriter:
         )
 
 
-def start_refresh(spark: SparkSession, config: Config, lake: Lake, once: bool) -> StreamingQuery:
+def start_refresh(
+    spark: SparkSession, config: Config, lake: Lake, once: bool, covered_version: int | None = None
+) -> StreamingQuery:
     """Start the refresh query. A first run publishes a full refresh, then follows new changes."""
     configure_mlflow(config.mlflow)
     lake.require(spark, INTERACTIONS)
@@ -157,7 +167,7 @@ def start_refresh(spark: SparkSession, config: Config, lake: Lake, once: bool) -
     stream = (
         changes.writeStream.queryName(QUERY_NAME)
         .option("checkpointLocation", checkpoint)
-        .foreachBatch(RefreshBatchWriter(config, lake, checkpoint))
+        .foreachBatch(RefreshBatchWriter(config, lake, checkpoint, covered_version))
     )
     if once:
         stream = stream.trigger(availableNow=True)
@@ -175,9 +185,11 @@ def run_refresh(spark: SparkSession, config: Config, lake: Lake, once: bool) -> 
         raise TrackingError(
             f"registered model '{config.mlflow.model_name}' has no champion: run `recspark train` first"
         )
+    covered = None
     if published_model_version(spark, lake) != str(champion.version):
+        covered = lake.version(spark, INTERACTIONS)
         recommend(spark, config, lake)
-    query = start_refresh(spark, config, lake, once)
+    query = start_refresh(spark, config, lake, once, covered)
     query.awaitTermination()
     if query.exception() is not None:
         raise RuntimeError(f"refresh query failed: {query.exception()}")

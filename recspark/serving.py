@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import tempfile
 from dataclasses import dataclass
+from datetime import timedelta
 
 from pyspark.ml.recommendation import ALSModel
 from pyspark.sql import DataFrame, SparkSession
@@ -13,7 +14,7 @@ from pyspark.sql import functions as F
 from recspark.catalog import read_catalog
 from recspark.config import Config, TrainConfig
 from recspark.quality import run_gate
-from recspark.tables import INTERACTIONS, ITEM_IDS, RECOMMENDATIONS, USER_IDS, Lake
+from recspark.tables import INTERACTIONS, ITEM_IDS, RECOMMENDATIONS, SIMILAR_ITEMS, USER_IDS, Lake
 from recspark.topn import recommend_top_n
 from recspark.tracking import configure_mlflow, require_champion
 from recspark.training import (
@@ -63,6 +64,25 @@ def available_items(spark: SparkSession, config: Config, items: DataFrame) -> Da
     return items if unavailable is None else items.join(unavailable, "item_id", "left_anti")
 
 
+def fallback_popularity(
+    spark: SparkSession, config: Config, interactions: DataFrame
+) -> tuple[DataFrame, str]:
+    """What users the model cannot personalise for get: items trending over the last
+    ``serve.trending_days`` (so the list moves with the shop), or all-time popular items when
+    too few items were active recently."""
+    available = available_items(spark, config, item_popularity(interactions))
+    if config.serve.trending_days:
+        newest = interactions.agg(F.max("last_event_time")).first()[0]
+        if newest is not None:
+            since = newest - timedelta(days=config.serve.trending_days)
+            recent = interactions.where(F.col("last_event_time") >= F.lit(since))
+            trending = available_items(spark, config, item_popularity(recent)).persist()
+            if trending.count() >= config.serve.top_n:
+                return trending, "trending"
+            trending.unpersist()
+    return available, "popular"
+
+
 def build_recommendations(
     spark: SparkSession,
     config: Config,
@@ -75,7 +95,7 @@ def build_recommendations(
 
     ``user_vectors`` (user_id, features) default to the champion's own user factors; the
     refresh job passes folded-in vectors of recently active users instead. Users without a
-    vector get the most popular available items.
+    vector get trending (else popular) available items.
     """
     n = config.serve.top_n
     block = config.serve.users_per_block
@@ -97,15 +117,43 @@ def build_recommendations(
         block,
     ).withColumn("source", F.lit("als"))
     unknown = users.join(user_vectors.select("user_id"), "user_id", "left_anti")
-    popular = popular_recommendations(
-        spark, unknown, available_items(spark, config, item_popularity(interactions)), n, block
-    ).withColumn("source", F.lit("popular"))
+    fallback, source = fallback_popularity(spark, config, interactions)
+    popular = popular_recommendations(spark, unknown, fallback, n, block).withColumn("source", F.lit(source))
     return personal.unionByName(popular).select(
         "user_id",
         "rank",
         "item_id",
         "score",
         "source",
+        F.lit(champion.version).alias("model_version"),
+        F.current_timestamp().alias("generated_at"),
+    )
+
+
+def similar_items(spark: SparkSession, config: Config, lake: Lake, champion: Champion) -> DataFrame:
+    """For product pages: each item's nearest available items by cosine of the item factors."""
+    _, item_factors = factor_tables(champion.model, lake.read(spark, USER_IDS), lake.read(spark, ITEM_IDS))
+    unit = item_factors.select(
+        "item_id",
+        F.transform(
+            "features", lambda x: x / F.sqrt(F.aggregate("features", F.lit(0.0), lambda a, v: a + v * v))
+        )
+        .cast("array<float>")
+        .alias("features"),
+    )
+    items = unit.select(F.col("item_id").alias("user_id"), "features", F.array("item_id").alias("exclude"))
+    pairs = recommend_top_n(
+        spark,
+        items,
+        available_items(spark, config, unit),
+        config.serve.similar_items,
+        config.serve.users_per_block,
+    )
+    return pairs.select(
+        F.col("user_id").alias("item_id"),
+        "rank",
+        F.col("item_id").alias("similar_item_id"),
+        "score",
         F.lit(champion.version).alias("model_version"),
         F.current_timestamp().alias("generated_at"),
     )
@@ -149,6 +197,11 @@ def recommend(spark: SparkSession, config: Config, lake: Lake) -> int:
         publish_recommendations(lake, recommendations)
     finally:
         recommendations.unpersist()
+    if config.serve.similar_items:
+        lake.ensure(spark, SIMILAR_ITEMS)
+        similar_items(spark, config, lake, champion).write.format("delta").mode("overwrite").save(
+            lake.path(SIMILAR_ITEMS.name)
+        )
     users = lake.read(spark, RECOMMENDATIONS).select("user_id").distinct().count()
     log.info("recommend: %d users served by champion version %s", users, champion.version)
     return users

@@ -135,16 +135,22 @@ def test_quarantine_names_every_broken_record(spark: SparkSession, config: Confi
     assert quarantine.where("user_id = 'u1'").count() >= 8  # forget-user can find them
 
 
-def test_duplicates_are_stored_and_counted_once_across_batches_and_restarts(
-    spark: SparkSession, tmp_path: Path
-) -> None:
-    config = many_batch_config(tmp_path)
+@pytest.fixture(scope="module")
+def restarted(spark: SparkSession, tmp_path_factory: pytest.TempPathFactory) -> Config:
+    """Three files, one micro-batch each, with a restart of the query before the third."""
+    config = many_batch_config(tmp_path_factory.mktemp("restarted"))
     drop_file(config, "f1.jsonl", FILE_1)
     drop_file(config, "f2.jsonl", FILE_2)
     ingest(spark, config)
     drop_file(config, "f3.jsonl", FILE_3)
     ingest(spark, config)  # a restart on the same checkpoint
+    return config
 
+
+def test_duplicates_are_stored_and_counted_once_across_batches_and_restarts(
+    spark: SparkSession, restarted: Config
+) -> None:
+    config = restarted
     events = table(spark, config, EVENTS)
     assert events.count() == 8
     assert events.select("event_id").distinct().count() == 8
@@ -198,11 +204,8 @@ def test_crash_between_writes_then_restart_equals_uninterrupted_run(
     assert table(spark, crashed, INGEST_METRICS).select("batch_id").distinct().count() == 3
 
 
-def test_incremental_interactions_equal_a_rebuild_from_events(spark: SparkSession, tmp_path: Path) -> None:
-    config = many_batch_config(tmp_path)
-    for name, lines in (("f1.jsonl", FILE_1), ("f2.jsonl", FILE_2), ("f3.jsonl", FILE_3)):
-        drop_file(config, name, lines)
-    ingest(spark, config)
+def test_incremental_interactions_equal_a_rebuild_from_events(spark: SparkSession, restarted: Config) -> None:
+    config = restarted
     assert table(spark, config, INGEST_METRICS).count() == 3  # three separate MERGEs
 
     rebuilt = aggregate_events(table(spark, config, EVENTS), config.interactions).drop("updated_at")
@@ -218,13 +221,14 @@ def test_incremental_interactions_equal_a_rebuild_from_events(spark: SparkSessio
     assert u2i1["strength"] == 0.0
 
 
-def test_interactions_table_has_change_data_feed(spark: SparkSession, config: Config) -> None:
-    drop_file(config, "f1.jsonl", FILE_1)
-    ingest(spark, config)
+def test_interactions_table_has_change_data_feed(spark: SparkSession, restarted: Config) -> None:
     changes = (
         spark.read.format("delta")
         .option("readChangeFeed", "true")
         .option("startingVersion", 0)
-        .load(Lake.at(config.lake.root).path(INTERACTIONS.name))
+        .load(Lake.at(restarted.lake.root).path(INTERACTIONS.name))
     )
-    assert changes.where(F.col("_change_type") == "insert").count() == 2
+    inserted = {
+        (r["user_id"], r["item_id"]) for r in changes.where(F.col("_change_type") == "insert").collect()
+    }
+    assert inserted == {("u1", "i1"), ("u2", "i2"), ("u2", "i1"), ("u1", "i2"), ("u3", "i3")}

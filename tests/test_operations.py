@@ -10,11 +10,12 @@ from pyspark.sql import SparkSession
 from recspark.cli import main
 from recspark.operations import forget_user, maintain, rebuild_interactions
 from recspark.tables import EVENTS, INTERACTIONS, QUARANTINE, Lake
-from tests.test_ingest import FILE_1, FILE_2, FILE_3, drop_file, ingest, many_batch_config
+from tests.conftest import config_under
+from tests.test_ingest import FILE_1, FILE_2, FILE_3, drop_file, ingest
 
 
 def test_forget_user_rebuild_and_maintain(spark: SparkSession, tmp_path: Path) -> None:
-    config = many_batch_config(tmp_path)
+    config = config_under(tmp_path, "interactions.half_life_days=10")  # one micro-batch
     drop_file(config, "f1.jsonl", [*FILE_1, '{"event_id": "q1", "user_id": "u1", "event_type": "view"}'])
     drop_file(config, "f2.jsonl", FILE_2)
     drop_file(config, "f3.jsonl", FILE_3)

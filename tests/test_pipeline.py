@@ -91,7 +91,7 @@ def test_every_user_gets_exactly_n_eligible_rows(
     assert unavailable.count() > 0
     assert recs.join(unavailable, "item_id").count() == 0
     assert {r[0] for r in recs.select("model_version").distinct().collect()} == {trained.model_version}
-    assert {r[0] for r in recs.select("source").distinct().collect()} <= {"als", "popular"}
+    assert {r[0] for r in recs.select("source").distinct().collect()} <= {"als", "trending", "popular"}
 
 
 def test_als_beats_the_popularity_baseline(trained: TrainResult) -> None:
@@ -153,3 +153,31 @@ def test_training_refuses_tiny_data_without_touching_the_champion(
     with pytest.raises(TrainingError, match="no training period"):
         train(spark, no_test, Lake.at(shop.lake.root))
     assert str(champion_version(shop.mlflow).version) == trained.model_version
+
+
+def test_similar_items_are_the_cosine_nearest_available_items(
+    spark: SparkSession, shop: Config, trained: TrainResult
+) -> None:
+    import numpy as np
+
+    from recspark.serving import load_champion
+    from recspark.tables import ITEM_IDS, SIMILAR_ITEMS, USER_IDS
+    from recspark.training import factor_tables
+
+    lake = Lake.at(shop.lake.root)
+    similar = lake.read(spark, SIMILAR_ITEMS)
+    assert similar.where("item_id = similar_item_id").count() == 0
+    champion = load_champion(shop)
+    _, items = factor_tables(champion.model, lake.read(spark, USER_IDS), lake.read(spark, ITEM_IDS))
+    unavailable = {r[0] for r in read_catalog(spark, shop.catalog.path).where("NOT available").collect()}
+    vectors = {r["item_id"]: np.array(r["features"], dtype=np.float64) for r in items.collect()}
+    item = sorted(vectors)[0]
+    cosine = {
+        other: float(vectors[item] @ v / (np.linalg.norm(vectors[item]) * np.linalg.norm(v)))
+        for other, v in vectors.items()
+        if other != item and other not in unavailable
+    }
+    expected = sorted(cosine, key=cosine.get, reverse=True)[: shop.serve.similar_items]
+    got = similar.where(F.col("item_id") == item).orderBy("rank").collect()
+    assert [r["similar_item_id"] for r in got] == expected
+    assert [r["score"] for r in got] == pytest.approx([cosine[i] for i in expected], rel=1e-4)

@@ -3,11 +3,14 @@
 Four DAGs, each job a ``SparkSubmitOperator`` running one of ``jobs/*.py``:
 
 ``recspark_ingest``       every N minutes (default 10): ``ingest_events --once`` (availableNow).
-``recspark_refresh``      every 15 minutes: ``refresh_recommendations --once`` (incremental).
+``recspark_refresh``      every 15 minutes: ``refresh_recommendations --once``.
 ``recspark_daily``        03:00 UTC: ``wait_for_ingest`` (a recent ingest run succeeded) >>
-                          ``train_als`` >> ``refresh_recommendations --once`` (the job
-                          recomputes every user when the champion changed, which is what
-                          training just did when it promoted a model).
+                          ``train_als`` >> ``refresh_recommendations``: a run of
+                          ``recspark_refresh``, triggered and waited for. The job recomputes
+                          every user when the champion changed (training just promoted a
+                          model), else only users with new activity. Going through the
+                          refresh DAG (max_active_runs=1) means two refreshes never run at
+                          once: they are one streaming query with one checkpoint.
 ``recspark_maintenance``  Sundays 04:00 UTC: ``recspark maintain`` (OPTIMIZE / VACUUM).
 
 Settings are Airflow Variables (set them in the UI, with ``airflow variables set``, or as
@@ -54,6 +57,7 @@ from typing import Any
 
 from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
 from airflow.providers.standard.operators.bash import BashOperator
+from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
 from airflow.providers.standard.sensors.python import PythonSensor
 from airflow.sdk import DAG, Variable
 
@@ -61,6 +65,7 @@ log = logging.getLogger(__name__)
 
 INGEST_DAG_ID = "recspark_ingest"
 INGEST_TASK_ID = "ingest_events"
+REFRESH_DAG_ID = "recspark_refresh"
 START_DATE = datetime(2026, 1, 1, tzinfo=timezone.utc)
 TAGS = ["recspark"]
 
@@ -190,8 +195,8 @@ with DAG(
 
 
 with DAG(
-    dag_id="recspark_refresh",
-    description="Incremental refresh of the recommendations table",
+    dag_id=REFRESH_DAG_ID,
+    description="Refresh recommendations: all users after a new champion, else the active ones",
     schedule="*/15 * * * *",
     start_date=START_DATE,
     catchup=False,
@@ -221,10 +226,17 @@ with DAG(
         timeout=2 * 3600,
     )
     train = spark_job("train_als", execution_timeout=TRAIN_TIMEOUT)
-    # Without --once the job would keep running as a stream; with it, a new champion makes
-    # it recompute every user, and otherwise only users with new activity.
-    full_refresh = spark_job(
-        "refresh_recommendations", "--once", execution_timeout=timedelta(hours=3)
+    # A run of recspark_refresh rather than a second SparkSubmitOperator: the refresh is one
+    # streaming query with one checkpoint, and that DAG's max_active_runs=1 keeps its runs
+    # (scheduled or triggered) from overlapping. After a promotion it recomputes every user.
+    full_refresh = TriggerDagRunOperator(
+        task_id="refresh_recommendations",
+        trigger_dag_id=REFRESH_DAG_ID,
+        wait_for_completion=True,
+        poke_interval=60,
+        failed_states=["failed"],
+        fail_when_dag_is_paused=True,
+        execution_timeout=timedelta(hours=3),
     )
     wait_for_ingest >> train >> full_refresh
 
