@@ -36,10 +36,13 @@ def configure_mlflow(config: MlflowConfig) -> str:
     mlflow.set_tracking_uri(uri)
     try:
         experiment = mlflow.get_experiment_by_name(config.experiment)
-        if experiment is not None:
-            return experiment.experiment_id
-        location = _local_uri(config.artifact_location) if config.artifact_location else None
-        return mlflow.create_experiment(config.experiment, artifact_location=location)
+        if experiment is None:
+            location = _local_uri(config.artifact_location) if config.artifact_location else None
+            experiment_id = mlflow.create_experiment(config.experiment, artifact_location=location)
+        else:
+            experiment_id = experiment.experiment_id
+        mlflow.set_experiment(experiment_id=experiment_id)  # runs go here, not to "Default"
+        return experiment_id
     except MlflowException as exc:
         raise TrackingError(f"MLflow tracking store at {uri} is not usable: {exc.message}") from exc
     except Exception as exc:  # connection errors of a remote server come in many types

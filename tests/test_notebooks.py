@@ -1,9 +1,10 @@
 """Every notebook under notebooks/ runs top to bottom against a small lake, so none of them rots.
 
 The notebooks are executed in a fresh Jupyter kernel running this interpreter (the project's
-virtualenv), pointed at the session's ``trained_shop`` lake and MLflow store through the
-environment variables the notebooks read. The kernel starts its own Spark JVM next to the test
-session's, so it is kept small (local[2], two shuffle partitions, 1g of driver memory).
+virtualenv), pointed through the environment variables the notebooks read at the session's
+``trained_shop`` lake and MLflow store, and then at a lake whose tables are all empty. The kernel
+starts its own Spark JVM next to the test session's, so it is kept small (local[2], two shuffle
+partitions, 1g of driver memory).
 """
 
 from __future__ import annotations
@@ -64,7 +65,7 @@ def test_notebook_is_saved_without_outputs(path: Path) -> None:
 
 
 def _kernel_env(config) -> dict[str, str]:
-    """The test process's environment, pointed at the trained shop, with a small Spark."""
+    """The test process's environment, pointed at ``config``'s lake, with a small Spark."""
     env = {
         name: value
         for name, value in os.environ.items()
@@ -86,6 +87,31 @@ def _kernel_env(config) -> dict[str, str]:
         }
     )
     return env
+
+
+def _execute(path: Path, config, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """Run a copy of the notebook in a fresh kernel on this interpreter; raise on a failing cell."""
+    # A kernelspec of our own that runs exactly this interpreter, found first on JUPYTER_PATH.
+    jupyter_dir = tmp_path / "jupyter"
+    spec_dir = Path(
+        ipykernel_spec.write_kernel_spec(
+            jupyter_dir / "kernels" / KERNEL_NAME, overrides={"display_name": KERNEL_NAME}
+        )
+    )
+    assert json.loads((spec_dir / "kernel.json").read_text())["argv"][0] == sys.executable
+    monkeypatch.setenv("JUPYTER_PATH", str(jupyter_dir))
+
+    notebook = nbformat.read(path, as_version=4)  # executed in memory; the file stays clean
+    client = nbclient.NotebookClient(
+        notebook,
+        kernel_name=KERNEL_NAME,
+        timeout=CELL_TIMEOUT_SECONDS,
+        startup_timeout=120,
+        # The kernel starts in notebooks/, as it would in Jupyter.
+        resources={"metadata": {"path": str(NOTEBOOK_DIR)}},
+    )
+    client.execute(env=_kernel_env(config))  # CellExecutionError names the failing cell
+    return notebook
 
 
 def _printed_text(notebook) -> str:
@@ -121,26 +147,7 @@ def test_notebook_runs_top_to_bottom(
         .version
     )
 
-    # A kernelspec of our own that runs exactly this interpreter, found first on JUPYTER_PATH.
-    jupyter_dir = tmp_path / "jupyter"
-    spec_dir = Path(
-        ipykernel_spec.write_kernel_spec(
-            jupyter_dir / "kernels" / KERNEL_NAME, overrides={"display_name": KERNEL_NAME}
-        )
-    )
-    assert json.loads((spec_dir / "kernel.json").read_text())["argv"][0] == sys.executable
-    monkeypatch.setenv("JUPYTER_PATH", str(jupyter_dir))
-
-    notebook = nbformat.read(path, as_version=4)  # executed in memory; the file stays clean
-    client = nbclient.NotebookClient(
-        notebook,
-        kernel_name=KERNEL_NAME,
-        timeout=CELL_TIMEOUT_SECONDS,
-        startup_timeout=120,
-        # The kernel starts in notebooks/, as it would in Jupyter.
-        resources={"metadata": {"path": str(NOTEBOOK_DIR)}},
-    )
-    client.execute(env=_kernel_env(config))  # raises CellExecutionError on the first failing cell
+    notebook = _execute(path, config, tmp_path, monkeypatch)
 
     text = _printed_text(notebook)
     for expected in EXPECTED_OUTPUT.get(path.name, ()):
