@@ -5,6 +5,7 @@ from __future__ import annotations
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
+from pyspark.sql.window import Window
 
 CATALOG_SCHEMA = T.StructType(
     [
@@ -36,8 +37,6 @@ def read_catalog(spark: SparkSession, path: str) -> DataFrame:
         frame.limit(1).collect()
     except Exception as exc:
         raise CatalogError(f"cannot read catalog at {path}: {str(exc).splitlines()[0]}") from exc
-    from pyspark.sql.window import Window
-
     latest = Window.partitionBy("item_id").orderBy(F.col("updated_at").desc_nulls_last())
     return (
         frame.where(F.col("item_id").isNotNull())

@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import datetime, timezone
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -248,9 +249,7 @@ def _metrics_row(spark: SparkSession, app_id: str, report: BatchReport, started:
     )
 
 
-def _utc(epoch_seconds: float):
-    from datetime import datetime, timezone
-
+def _utc(epoch_seconds: float) -> datetime:
     return datetime.fromtimestamp(epoch_seconds, tz=timezone.utc).replace(tzinfo=None)
 
 

@@ -13,6 +13,7 @@ from datetime import datetime
 from delta.tables import DeltaTable
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
+from pyspark.sql.window import Window
 
 from recspark.config import EVENT_TYPES, InteractionsConfig
 
@@ -47,7 +48,9 @@ def _seconds_between(later: Column, earlier: Column) -> Column:
 def aggregate_events(events: DataFrame, config: InteractionsConfig) -> DataFrame:
     """One row per (user, item) from a set of events, in the ``interactions`` schema."""
     pair = ["user_id", "item_id"]
-    with_last = events.withColumn("_pair_last", F.max("event_time").over(_pair_window())).withColumn(
+    with_last = events.withColumn(
+        "_pair_last", F.max("event_time").over(Window.partitionBy("user_id", "item_id"))
+    ).withColumn(
         "_contribution",
         event_weight(config) * _decay(_seconds_between(F.col("_pair_last"), F.col("event_time")), config),
     )
@@ -75,12 +78,6 @@ def aggregate_events(events: DataFrame, config: InteractionsConfig) -> DataFrame
         F.greatest(F.col("signal"), F.lit(0.0)).alias("strength"),
         F.current_timestamp().alias("updated_at"),
     )
-
-
-def _pair_window():
-    from pyspark.sql.window import Window
-
-    return Window.partitionBy("user_id", "item_id")
 
 
 def merge_increments(target: DeltaTable, increments: DataFrame, config: InteractionsConfig) -> None:
