@@ -43,6 +43,7 @@ def main() -> None:
     for start in range(0, args.users, args.block):
         _ = users[start : start + args.block] @ items.T
     floor = time.time() - started
+    print(f"matrix-product floor: {floor:.1f} s", flush=True)
 
     user_df = spark.createDataFrame(
         [(i, users[i].tolist()) for i in range(args.users)], "id int, features array<float>"
@@ -62,16 +63,19 @@ def main() -> None:
     )
     blocked.write.format("noop").mode("overwrite").save()
     blocked_seconds = time.time() - started
+    print(f"blocked top-N: {blocked_seconds:.1f} s", flush=True)
 
     mllib_seconds = float("nan")
     if not args.skip_mllib:
         jvm_model = spark._jvm.org.apache.spark.ml.recommendation.ALSModel(
             "bench", args.rank, user_df._jdf, item_df._jdf
         )
+        jvm_model.setUserCol("user").setItemCol("item")
         model = ALSModel(jvm_model)
         started = time.time()
         model.recommendForAllUsers(args.n).write.format("noop").mode("overwrite").save()
         mllib_seconds = time.time() - started
+        print(f"recommendForAllUsers: {mllib_seconds:.1f} s", flush=True)
 
     print(
         f"| {date.today()} | {platform.node()} ({__import__('os').cpu_count()} cores) | "
