@@ -20,6 +20,8 @@ import yaml
 
 ENV_PREFIX = "RECSPARK__"
 EVENT_TYPES = ("view", "add_to_cart", "remove_from_cart", "purchase", "rating")
+# The fields every event must carry (data contract §1).
+REQUIRED_FIELDS = ("event_id", "event_time", "user_id", "item_id", "event_type")
 
 
 class ConfigError(ValueError):

@@ -10,9 +10,8 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from recspark.config import EVENT_TYPES
+from recspark.config import EVENT_TYPES, REQUIRED_FIELDS
 
-REQUIRED_FIELDS = ("event_id", "event_time", "user_id", "item_id", "event_type")
 MAX_ID_LENGTH = 256
 ISO_8601_WITH_OFFSET = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?(Z|[+-]\d{2}:\d{2})$"
 _CORRUPT = "_corrupt_record"

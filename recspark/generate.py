@@ -26,13 +26,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from recspark.config import EVENT_TYPES, REQUIRED_FIELDS
+
 logger = logging.getLogger(__name__)
 
 __all__ = ["EVENT_TYPES", "ShopSpec", "ShopSummary", "generate_events", "write_shop"]
 
-EVENT_TYPES: tuple[str, ...] = ("view", "add_to_cart", "remove_from_cart", "purchase", "rating")
-_VIEW, _CART, _REMOVE, _PURCHASE, _RATING = range(5)
-_REQUIRED_FIELDS = ("event_id", "event_time", "user_id", "item_id", "event_type")
+# Indices into the contract's EVENT_TYPES (events store their type as this index).
+_VIEW, _CART, _REMOVE, _PURCHASE, _RATING = (
+    EVENT_TYPES.index(t) for t in ("view", "add_to_cart", "remove_from_cart", "purchase", "rating")
+)
 
 _DAY = 86_400
 _LATENT_DIM = 8
@@ -592,7 +595,7 @@ def _bad_line(record: dict[str, object], kind: int, cut: float, field: int) -> s
     """Break one event record in one of six ways that violate the data contract."""
     rec = dict(record)
     if kind == 1:  # a required field is missing
-        del rec[_REQUIRED_FIELDS[field]]
+        del rec[REQUIRED_FIELDS[field]]
     elif kind == 2:  # unknown event type
         rec["event_type"] = "click"
     elif kind == 3:  # unparsable time
@@ -665,7 +668,7 @@ def write_shop(spec: ShopSpec, events_dir: Path, catalog_path: Path) -> ShopSumm
     tmpl = rng.integers(0, n, n_bad)
     bad_kind = rng.integers(0, 6, n_bad)
     bad_cut = rng.random(n_bad)
-    bad_field = rng.integers(0, len(_REQUIRED_FIELDS), n_bad)
+    bad_field = rng.integers(0, len(REQUIRED_FIELDS), n_bad)
     bad_file = file_of[tmpl]
     bad_pos = lo[bad_file] + rng.random(n_bad) * (hi[bad_file] - lo[bad_file])
     bad_lines = []
