@@ -82,7 +82,16 @@ def _spark(config: Config, job: str):
 
 
 # Runs of these commands are recorded in the job_runs table (success or failure).
-TRACKED_JOBS = {"ingest", "train", "recommend", "refresh", "rebuild-interactions", "maintain", "forget-user"}
+TRACKED_JOBS = {
+    "ingest",
+    "train",
+    "tune",
+    "recommend",
+    "refresh",
+    "rebuild-interactions",
+    "maintain",
+    "forget-user",
+}
 
 
 def _gate(spark, config: Config, lake, spec, job: str, **kwargs) -> None:
@@ -148,6 +157,18 @@ def cmd_train(args: argparse.Namespace, config: Config) -> None:
         args.job_run.rows_out = 1
     verdict = "promoted to champion" if result.promoted else "registered as challenger"
     print(f"model version {result.model_version} {verdict}: {result.reason} (run {result.run_id})")
+
+
+def cmd_tune(args: argparse.Namespace, config: Config) -> None:
+    from recspark.tuning import tune
+
+    result = tune(_spark(config, "tune"), config, _lake(config))
+    if args.job_run is not None:
+        args.job_run.rows_out = len(result.trials)
+    print(
+        f"best of {len(result.trials)} trials: {result.best.params} ({result.best.metric} "
+        f"{result.best.value:.4f} on the validation period), written to {result.path} (run {result.run_id})"
+    )
 
 
 def cmd_recommend(args: argparse.Namespace, config: Config) -> None:
@@ -257,6 +278,7 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace, Config], None], str]] = 
     "generate": (cmd_generate, "write a synthetic shop: catalog and event files"),
     "ingest": (cmd_ingest, "stream event files (or Kafka) into the Delta tables"),
     "train": (cmd_train, "train ALS, evaluate it, log to MLflow, promote if better"),
+    "tune": (cmd_tune, "search rank/reg_param/alpha on a validation split; train uses the best"),
     "recommend": (cmd_recommend, "write top-N per user from the champion model"),
     "refresh": (cmd_refresh, "keep recommendations fresh for users with new activity"),
     "promote": (cmd_promote, "make a registered model version the champion"),

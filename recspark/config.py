@@ -59,8 +59,8 @@ class IngestConfig:
     path: str = ".recspark/incoming/events"
     trigger_seconds: float = 5.0
     max_files_per_trigger: int | None = None
-    # Events older than this (relative to the newest event seen) are still stored, deduplicated
-    # and counted; the figure only bounds how far back a batch looks for earlier copies.
+    # The event-time watermark: events older than the newest event time seen minus this are
+    # flagged late in ingest_metrics, and still stored, deduplicated and counted.
     allowed_lateness_hours: float = 72.0
     kafka: KafkaConfig = field(default_factory=KafkaConfig)
 
@@ -128,9 +128,14 @@ class TrainConfig:
     k: int = 10
     min_train_interactions: int = 100
     checkpoint_interval: int = 5
+    # The category baseline recommends popular items from a user's this many favourite categories
+    # (by training-period strength), then fills from overall popularity.
+    favourite_categories: int = 3
+    # Apply the settings `recspark tune` wrote (rank, reg_param, alpha) over the ones above.
+    use_tuned: bool = True
 
     def __post_init__(self) -> None:
-        for name in ("rank", "max_iter", "num_user_blocks", "num_item_blocks", "k"):
+        for name in ("rank", "max_iter", "num_user_blocks", "num_item_blocks", "k", "favourite_categories"):
             _require(getattr(self, name) > 0, f"train.{name} must be > 0")
         _require(self.reg_param >= 0, "train.reg_param must be >= 0")
         _require(self.alpha > 0, "train.alpha must be > 0")
@@ -149,6 +154,59 @@ class MlflowConfig:
     # this metric by at least this relative margin.
     promotion_metric: str = "ndcg_at_k"
     promotion_margin: float = 0.0
+    # The baselines a candidate must beat (by the margin) as well as the champion; add
+    # "category_popular" to also demand a lead over most-popular-in-favourite-categories.
+    promotion_baselines: list[str] = field(default_factory=lambda: ["popular"])
+
+    def __post_init__(self) -> None:
+        baselines = self.promotion_baselines
+        _require(
+            isinstance(baselines, list) and all(b in BASELINES for b in baselines),
+            f"mlflow.promotion_baselines must be a list drawn from {list(BASELINES)}, got {baselines!r}",
+        )
+
+
+# The baselines every trained model is compared with (metric prefixes in MLflow).
+BASELINES = ("popular", "category_popular")
+
+
+@dataclass(frozen=True)
+class TuneConfig:
+    """`recspark tune`: a small search on a validation split carved from the training period."""
+
+    # The grid; when it has more than max_trials points, max_trials of them are drawn at random.
+    rank: list[int] = field(default_factory=lambda: [16, 32])
+    reg_param: list[float] = field(default_factory=lambda: [0.01, 0.1])
+    alpha: list[float] = field(default_factory=lambda: [1.0, 10.0])
+    max_trials: int = 8
+    seed: int = 42
+    # The last D days before the test period are the validation period.
+    validation_days: float = 7.0
+    metric: str = "ndcg_at_k"
+    # Where the best settings go (and `train` looks); None: <lake.root>/_tuning/best_params.json.
+    best_params_path: str | None = None
+
+    def __post_init__(self) -> None:
+        for name, kind, low in (("rank", int, 1), ("reg_param", float, 0), ("alpha", float, 1e-12)):
+            values = getattr(self, name)
+            ok = (
+                isinstance(values, list)
+                and len(values) > 0
+                and all(isinstance(v, int | float) and not isinstance(v, bool) for v in values)
+                and all(v >= low for v in values)
+                and (kind is float or all(isinstance(v, int) for v in values))
+            )
+            _require(ok, f"tune.{name} must be a non-empty list of numbers >= {low:g}, got {values!r}")
+            object.__setattr__(self, name, [kind(v) for v in values])
+        _require(self.max_trials > 0, "tune.max_trials must be > 0")
+        _require(self.validation_days > 0, "tune.validation_days must be > 0")
+        _require(
+            self.metric.endswith("_at_k") and self.metric.removesuffix("_at_k") in TUNE_METRICS,
+            f"tune.metric must be one of {[m + '_at_k' for m in TUNE_METRICS]}, got {self.metric!r}",
+        )
+
+
+TUNE_METRICS = ("precision", "recall", "ndcg", "map", "hit_rate")
 
 
 @dataclass(frozen=True)
@@ -161,10 +219,38 @@ class ServeConfig:
     trending_days: float = 7.0
     # Rows per item in the similar_items table (cosine over item factors); 0 switches it off.
     similar_items: int = 10
+    # Business rules (0 / null / [] = off). Rules never leave a user short of N rows while
+    # eligible items exist: candidates are over-fetched and the rest filled from fallbacks.
+    exclude_viewed_days: float = 0.0  # also exclude items the user viewed in these last days
+    max_per_category: int = 0  # at most this many items of one catalog category per list
+    min_score: float | None = None  # personalised rows scoring below are replaced by fallbacks
+    exclude_items: list[str] = field(default_factory=list)  # never recommended to anyone
+    overfetch: int = 3  # candidates per user = N x this, when a rule may discard some
+    # Users with fewer positive interactions (with items the model knows) are cold-start users:
+    # popular within the categories they touched, else trending, else popular.
+    min_history: int = 1
+    # Share of each list given to new items (few interactions, first seen recently) from the
+    # user's preferred categories, so the catalog does not freeze; 0: off.
+    new_item_share: float = 0.0
+    new_item_days: float = 14.0
+    new_item_max_users: int = 5
+    # Name on each personalised row the interacted item that contributed most (because_item_id).
+    explain: bool = True
 
     def __post_init__(self) -> None:
         _require(self.top_n > 0, "serve.top_n must be > 0")
         _require(self.users_per_block > 0, "serve.users_per_block must be > 0")
+        _require(self.exclude_viewed_days >= 0, "serve.exclude_viewed_days must be >= 0")
+        _require(self.max_per_category >= 0, "serve.max_per_category must be >= 0 (0: off)")
+        _require(
+            isinstance(self.exclude_items, list) and all(isinstance(i, str) for i in self.exclude_items),
+            f"serve.exclude_items must be a list of item ids (strings), got {self.exclude_items!r}",
+        )
+        _require(self.overfetch >= 1, "serve.overfetch must be >= 1")
+        _require(self.min_history >= 1, "serve.min_history must be >= 1")
+        _require(0.0 <= self.new_item_share < 1.0, "serve.new_item_share must be in [0, 1)")
+        _require(self.new_item_days > 0, "serve.new_item_days must be > 0")
+        _require(self.new_item_max_users >= 0, "serve.new_item_max_users must be >= 0")
 
 
 @dataclass(frozen=True)
@@ -222,6 +308,7 @@ class Config:
     catalog: CatalogConfig = field(default_factory=CatalogConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     mlflow: MlflowConfig = field(default_factory=MlflowConfig)
+    tune: TuneConfig = field(default_factory=TuneConfig)
     serve: ServeConfig = field(default_factory=ServeConfig)
     quality: QualityConfig = field(default_factory=QualityConfig)
     maintenance: MaintenanceConfig = field(default_factory=MaintenanceConfig)

@@ -114,10 +114,11 @@ def render_report(
         "",
         f"Evaluation on the last {config.train.test_days:g} days "
         f"({int(m.get('test_users', 0))} test users), K={k}:",
-        f"  {'metric':<16}{'ALS':>10}{'popular':>10}",
+        f"  {'metric':<16}{'ALS':>10}{'popular':>10}{'category popular':>18}",
     ]
     for name in REPORT_METRICS:
-        lines.append(f"  {name:<16}{m[name]:>10.4f}{m['popular_' + name]:>10.4f}")
+        by_category = m.get(f"category_popular_{name}", float("nan"))
+        lines.append(f"  {name:<16}{m[name]:>10.4f}{m['popular_' + name]:>10.4f}{by_category:>18.4f}")
     verdict = "champion" if result.promoted else "challenger"
     lines += [
         "",

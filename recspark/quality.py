@@ -26,7 +26,7 @@ from pyspark.sql import functions as F
 
 from recspark.config import EVENT_TYPES, Config
 from recspark.interactions import COUNT_COLUMNS
-from recspark.tables import QUALITY_RESULTS, QUALITY_RESULTS_SCHEMA, Lake
+from recspark.tables import QUALITY_RESULTS, QUALITY_RESULTS_SCHEMA, RECOMMENDATION_SOURCES, Lake
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +35,6 @@ INTERACTIONS_SUITE = "interactions"
 RECOMMENDATIONS_SUITE = "recommendations"
 SUITES = (EVENTS_SUITE, INTERACTIONS_SUITE, RECOMMENDATIONS_SUITE)
 
-RECOMMENDATION_SOURCES = ("als", "popular", "trending", "popular_in_category", "new_item")
 EARLIEST_EVENT_TIME = datetime(2000, 1, 1, tzinfo=timezone.utc)
 # Clocks drift and producers buffer; more than this ahead of now is a broken timestamp.
 MAX_EVENT_TIME_AHEAD = timedelta(days=1)

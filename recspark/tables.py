@@ -63,6 +63,10 @@ INTERACTIONS_SCHEMA = T.StructType(
     ]
 )
 
+# What filled a recommendation row (the ``source`` column): the user's ALS vector, popular in the
+# categories they touched, popular in a recent window, popular overall, or a new item's slot.
+RECOMMENDATION_SOURCES = ("als", "category_popular", "trending", "popular", "new_item")
+
 RECOMMENDATIONS_SCHEMA = T.StructType(
     [
         T.StructField("user_id", T.StringType(), False),
@@ -72,6 +76,9 @@ RECOMMENDATIONS_SCHEMA = T.StructType(
         T.StructField("source", T.StringType(), False),
         T.StructField("model_version", T.StringType(), True),
         T.StructField("generated_at", T.TimestampType(), False),
+        # Personalised rows: the user's interacted item that contributed most; null otherwise.
+        # Added after the first release: Lake.ensure adds it to an older table.
+        T.StructField("because_item_id", T.StringType(), True),
     ]
 )
 
@@ -100,6 +107,10 @@ INGEST_METRICS_SCHEMA = T.StructType(
         T.StructField("duplicate_rows", T.LongType(), False),
         T.StructField("events_written", T.LongType(), False),
         T.StructField("interactions_touched", T.LongType(), False),
+        # Added after the first release, hence nullable (older rows have none).
+        T.StructField("late_rows", T.LongType(), True),
+        T.StructField("max_event_time", T.TimestampType(), True),
+        T.StructField("phase_seconds", T.MapType(T.StringType(), T.DoubleType()), True),
     ]
 )
 
@@ -144,6 +155,23 @@ QUALITY_RESULTS_SCHEMA = T.StructType(
 )
 
 
+def _factors_schema(id_column: str) -> T.StructType:
+    """ALS factors of one side, one partition per registered model version."""
+    return T.StructType(
+        [
+            T.StructField(id_column, T.StringType(), False),
+            T.StructField("features", T.ArrayType(T.FloatType(), False), False),
+            T.StructField("model_version", T.StringType(), False),
+            T.StructField("run_id", T.StringType(), False),
+            T.StructField("created_at", T.TimestampType(), False),
+        ]
+    )
+
+
+ALS_USER_FACTORS_SCHEMA = _factors_schema("user_id")
+ALS_ITEM_FACTORS_SCHEMA = _factors_schema("item_id")
+
+
 @dataclass(frozen=True, eq=False)  # identity equality: specs are singletons, usable as keys
 class TableSpec:
     name: str
@@ -167,6 +195,9 @@ INGEST_METRICS = TableSpec("ingest_metrics", INGEST_METRICS_SCHEMA)
 SIMILAR_ITEMS = TableSpec("similar_items", SIMILAR_ITEMS_SCHEMA)
 JOB_RUNS = TableSpec("job_runs", JOB_RUNS_SCHEMA)
 QUALITY_RESULTS = TableSpec("quality_results", QUALITY_RESULTS_SCHEMA)
+# Written by `recspark train` for every registered model version.
+ALS_USER_FACTORS = TableSpec("als_user_factors", ALS_USER_FACTORS_SCHEMA, partition_by=("model_version",))
+ALS_ITEM_FACTORS = TableSpec("als_item_factors", ALS_ITEM_FACTORS_SCHEMA, partition_by=("model_version",))
 
 ALL_TABLES = (
     EVENTS,
@@ -179,6 +210,8 @@ ALL_TABLES = (
     INGEST_METRICS,
     JOB_RUNS,
     QUALITY_RESULTS,
+    ALS_USER_FACTORS,
+    ALS_ITEM_FACTORS,
 )
 
 
@@ -208,7 +241,9 @@ class Lake:
         return DeltaTable.isDeltaTable(spark, self.path(spec.name))
 
     def ensure(self, spark: SparkSession, spec: TableSpec) -> DeltaTable:
-        """Create the table with its schema, layout and properties if it is not there yet."""
+        """Create the table with its schema, layout and properties if it is not there yet; add
+        the optional (nullable) columns a newer schema has to a table written by an older one."""
+        self._add_missing_columns(spark, spec)
         builder = DeltaTable.createIfNotExists(spark).location(self.path(spec.name)).addColumns(spec.schema)
         if spec.partition_by:
             builder = builder.partitionedBy(*spec.partition_by)
@@ -222,6 +257,16 @@ class Lake:
                 f"USING DELTA LOCATION '{self.path(spec.name)}'"
             )
         return table
+
+    def _add_missing_columns(self, spark: SparkSession, spec: TableSpec) -> None:
+        if not self.exists(spark, spec):
+            return
+        present = {f.name.lower() for f in DeltaTable.forPath(spark, self.path(spec.name)).toDF().schema}
+        missing = [f for f in spec.schema if f.nullable and f.name.lower() not in present]
+        if missing:
+            columns = ", ".join(f"`{f.name}` {f.dataType.simpleString()}" for f in missing)
+            spark.sql(f"ALTER TABLE delta.`{self.path(spec.name)}` ADD COLUMNS ({columns})")
+            log.info("table %s: added columns %s", spec.name, columns)
 
     def delta(self, spark: SparkSession, spec: TableSpec) -> DeltaTable:
         self.require(spark, spec)

@@ -1,0 +1,47 @@
+"""What every recspark streaming query shares: its trigger, its Delta transaction id, its end."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from pyspark.sql import SparkSession
+from pyspark.sql.streaming import DataStreamWriter, StreamingQuery
+
+
+def start_query(stream: DataStreamWriter, once: bool, trigger_seconds: int) -> StreamingQuery:
+    """``once``: process what is available now in bounded batches, then stop (cron, Airflow);
+    otherwise a micro-batch every ``trigger_seconds`` until stopped."""
+    if once:
+        return stream.trigger(availableNow=True).start()
+    return stream.trigger(processingTime=f"{trigger_seconds} seconds").start()
+
+
+def await_query(query: StreamingQuery, job: str) -> None:
+    """Block until the query ends; a failed query fails the job."""
+    query.awaitTermination()
+    if query.exception() is not None:
+        raise RuntimeError(f"{job} query failed: {query.exception()}")
+
+
+def streaming_app_id(spark: SparkSession, checkpoint: str, job: str) -> str:
+    """A Delta ``txnAppId`` for a streaming query: its id from the checkpoint's metadata, so it
+    is stable across restarts and new when the checkpoint is deleted (then Delta must not
+    mistake the fresh query's batch 0 for a replay of the old one)."""
+    metadata = spark.read.text(f"{checkpoint}/metadata").first()
+    if metadata is None:
+        raise RuntimeError(f"streaming checkpoint {checkpoint} has no metadata")
+    return f"recspark-{job}-{json.loads(metadata[0])['id']}"
+
+
+@contextmanager
+def idempotent_session_writes(spark: SparkSession, app_id: str, version: int) -> Iterator[None]:
+    """Make the DML inside (MERGE) a no-op if this (app_id, version) already committed."""
+    spark.conf.set("spark.databricks.delta.write.txnAppId", app_id)
+    spark.conf.set("spark.databricks.delta.write.txnVersion", str(version))
+    try:
+        yield
+    finally:
+        spark.conf.unset("spark.databricks.delta.write.txnAppId")
+        spark.conf.unset("spark.databricks.delta.write.txnVersion")
