@@ -11,13 +11,13 @@ an earlier attempt, so a replay still counts its events in ``interactions`` exac
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import date, datetime, timedelta, timezone
+from typing import Any
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -26,6 +26,12 @@ from pyspark.sql.streaming import StreamingQuery
 from recspark.config import Config
 from recspark.events import parse_events, quarantined, valid_events
 from recspark.interactions import aggregate_events, merge_increments
+from recspark.streaming import (
+    await_query,
+    idempotent_session_writes,
+    start_query,
+    streaming_app_id,
+)
 from recspark.tables import (
     EVENTS,
     INGEST_METRICS,
@@ -64,28 +70,6 @@ def read_raw_stream(spark: SparkSession, config: Config) -> DataFrame:
     )
 
 
-def streaming_app_id(spark: SparkSession, checkpoint: str, job: str) -> str:
-    """A Delta ``txnAppId`` for a streaming query: its id from the checkpoint's metadata, so it
-    is stable across restarts and new when the checkpoint is deleted (then Delta must not
-    mistake the fresh query's batch 0 for a replay of the old one)."""
-    metadata = spark.read.text(f"{checkpoint}/metadata").first()
-    if metadata is None:
-        raise RuntimeError(f"streaming checkpoint {checkpoint} has no metadata")
-    return f"recspark-{job}-{json.loads(metadata[0])['id']}"
-
-
-@contextmanager
-def idempotent_session_writes(spark: SparkSession, app_id: str, version: int) -> Iterator[None]:
-    """Make the DML inside (MERGE) a no-op if this (app_id, version) already committed."""
-    spark.conf.set("spark.databricks.delta.write.txnAppId", app_id)
-    spark.conf.set("spark.databricks.delta.write.txnVersion", str(version))
-    try:
-        yield
-    finally:
-        spark.conf.unset("spark.databricks.delta.write.txnAppId")
-        spark.conf.unset("spark.databricks.delta.write.txnVersion")
-
-
 @dataclass
 class BatchReport:
     batch_id: int
@@ -94,7 +78,10 @@ class BatchReport:
     duplicate_rows: int
     events_written: int
     interactions_touched: int
+    late_rows: int
+    max_event_time: datetime | None
     duration_seconds: float
+    phase_seconds: dict[str, float]
 
 
 class EventBatchWriter:
@@ -108,6 +95,31 @@ class EventBatchWriter:
         # Tests use this to simulate a crash between two writes of a batch.
         self.before_interactions: Callable[[int], None] | None = None
         self.reports: list[BatchReport] = []
+        self._phases: dict[str, float] = {}
+        self._max_event_time: datetime | None = None
+        self._max_event_time_loaded = False
+
+    @contextmanager
+    def _phase(self, name: str) -> Iterator[None]:
+        began = time.time()
+        try:
+            yield
+        finally:
+            self._phases[name] = round(time.time() - began, 2)
+
+    def _watermark(self) -> datetime | None:
+        """Events older than this are late: the newest event time of earlier batches minus the
+        allowed lateness (Spark's definition of an event-time watermark)."""
+        if self._max_event_time is None:
+            return None
+        return self._max_event_time - timedelta(hours=self.config.ingest.allowed_lateness_hours)
+
+    def _load_max_event_time(self, spark: SparkSession) -> None:
+        """After a restart, carry on from the newest event time the metrics recorded."""
+        if not self._max_event_time_loaded:
+            row = self.lake.read(spark, INGEST_METRICS).agg(F.max("max_event_time")).first()
+            self._max_event_time = row[0] if row else None
+            self._max_event_time_loaded = True
 
     def app_id(self, spark: SparkSession) -> str:
         if self._app_id is None:
@@ -118,6 +130,8 @@ class EventBatchWriter:
         started = time.time()
         spark = batch.sparkSession
         app_id = self.app_id(spark)
+        self._load_max_event_time(spark)
+        self._phases = {}
         now = F.current_timestamp()
         parsed = parse_events(batch).withColumn("ingested_at", now).persist()
         try:
@@ -125,15 +139,19 @@ class EventBatchWriter:
         finally:
             parsed.unpersist()
         self.reports.append(report)
+        self._max_event_time = report.max_event_time
         log.info(
-            "ingest batch %d: input=%d quarantined=%d duplicates=%d written=%d interactions=%d in %.1fs",
+            "ingest batch %d: input=%d quarantined=%d duplicates=%d late=%d written=%d interactions=%d "
+            "in %.1fs %s",
             batch_id,
             report.input_rows,
             report.quarantined_rows,
             report.duplicate_rows,
+            report.late_rows,
             report.events_written,
             report.interactions_touched,
             report.duration_seconds,
+            report.phase_seconds,
         )
 
     def _write(
@@ -143,23 +161,26 @@ class EventBatchWriter:
             F.lit(app_id).alias("ingest_app_id"),
             F.lit(batch_id).cast("long").alias("ingest_batch_id"),
         ]
-        input_rows = parsed.count()
+        with self._phase("parse"):
+            summary = _summarise(parsed, self._watermark())
+        input_rows = summary["input_rows"]
+        quarantined_rows = summary["quarantined_rows"]
 
-        bad = quarantined(parsed).select(
-            "raw",
-            "reason",
-            "ingested_at",
-            "source",
-            F.get_json_object("raw", "$.user_id").alias("user_id"),
-            *stamp,
-        )
-        quarantined_rows = bad.count()
-        if quarantined_rows:
-            self._append(bad, QUARANTINE.name, app_id, batch_id)
+        with self._phase("quarantine"):
+            if quarantined_rows:
+                bad = quarantined(parsed).select(
+                    "raw",
+                    "reason",
+                    "ingested_at",
+                    "source",
+                    F.get_json_object("raw", "$.user_id").alias("user_id"),
+                    *stamp,
+                )
+                self._append(bad, QUARANTINE.name, app_id, batch_id)
 
         good = valid_events(parsed).dropDuplicates(["event_id"])
         new_events = (
-            self._not_seen_before(spark, good, app_id, batch_id)
+            self._not_seen_before(spark, good, summary["event_dates"], app_id, batch_id)
             .select(
                 "event_id",
                 "event_time",
@@ -175,19 +196,22 @@ class EventBatchWriter:
             .persist()
         )
         try:
-            events_written = new_events.count()
+            with self._phase("dedup"):
+                events_written = new_events.count()
             valid_rows = input_rows - quarantined_rows
-            if events_written:
-                self._append(new_events, EVENTS.name, app_id, batch_id)
+            with self._phase("events"):
+                if events_written:
+                    self._append(new_events, EVENTS.name, app_id, batch_id)
             if self.before_interactions is not None:
                 self.before_interactions(batch_id)
-            increments = aggregate_events(new_events, self.config.interactions)
-            interactions_touched = increments.count() if events_written else 0
-            if interactions_touched:
-                with idempotent_session_writes(spark, app_id, batch_id):
-                    merge_increments(
-                        self.lake.delta(spark, INTERACTIONS), increments, self.config.interactions
-                    )
+            interactions_touched = 0
+            with self._phase("merge"):
+                if events_written:
+                    increments = aggregate_events(new_events, self.config.interactions)
+                    with idempotent_session_writes(spark, app_id, batch_id):
+                        interactions_touched = merge_increments(
+                            self.lake.delta(spark, INTERACTIONS), increments, self.config.interactions
+                        )
         finally:
             new_events.unpersist()
 
@@ -198,18 +222,24 @@ class EventBatchWriter:
             duplicate_rows=valid_rows - events_written,
             events_written=events_written,
             interactions_touched=interactions_touched,
+            late_rows=summary["late_rows"],
+            max_event_time=_later(self._max_event_time, summary["max_event_time"]),
             duration_seconds=round(time.time() - started, 3),
+            phase_seconds=dict(self._phases),
         )
-        self._append(_metrics_row(spark, app_id, report, started), INGEST_METRICS.name, app_id, batch_id)
+        with self._phase("metrics"):
+            self._append(_metrics_row(spark, app_id, report, started), INGEST_METRICS.name, app_id, batch_id)
         return report
 
-    def _not_seen_before(self, spark: SparkSession, good: DataFrame, app_id: str, batch_id: int) -> DataFrame:
+    def _not_seen_before(
+        self, spark: SparkSession, good: DataFrame, dates: list[date], app_id: str, batch_id: int
+    ) -> DataFrame:
         """Events whose id is not yet in ``events`` (ignoring this batch's own earlier attempt).
 
         A retried event carries its original time, so only the partitions of the batch's event
-        dates are read, whatever the event's lateness.
+        dates are read: for on-time events those within the allowed lateness of the newest
+        event, for a late event its own day.
         """
-        dates = [r[0] for r in good.select(F.to_date("event_time")).distinct().collect()]
         if not dates:
             return good
         stored = (
@@ -230,6 +260,25 @@ class EventBatchWriter:
         )
 
 
+def _summarise(parsed: DataFrame, watermark: datetime | None) -> dict[str, Any]:
+    """Counts, event dates and newest event time of a parsed batch, in one Spark job."""
+    valid = F.col("reason").isNull()
+    late = valid & (F.col("event_time") < F.lit(watermark)) if watermark else F.lit(False)
+    row = parsed.agg(
+        F.count(F.lit(1)).alias("input_rows"),
+        F.count_if(~valid).alias("quarantined_rows"),
+        F.count_if(late).alias("late_rows"),
+        F.collect_set(F.when(valid, F.to_date("event_time"))).alias("event_dates"),
+        F.max(F.when(valid, F.col("event_time"))).alias("max_event_time"),
+    ).first()
+    assert row is not None  # a global aggregate always has one row
+    return row.asDict()
+
+
+def _later(a: datetime | None, b: datetime | None) -> datetime | None:
+    return max((t for t in (a, b) if t is not None), default=None)
+
+
 def _metrics_row(spark: SparkSession, app_id: str, report: BatchReport, started: float) -> DataFrame:
     return spark.createDataFrame(
         [
@@ -243,6 +292,9 @@ def _metrics_row(spark: SparkSession, app_id: str, report: BatchReport, started:
                 report.duplicate_rows,
                 report.events_written,
                 report.interactions_touched,
+                report.late_rows,
+                report.max_event_time,
+                report.phase_seconds,
             )
         ],
         INGEST_METRICS.schema,
@@ -275,18 +327,11 @@ def start_ingest(
         .option("checkpointLocation", checkpoint)
         .foreachBatch(batch_writer)
     )
-    if once:
-        stream = stream.trigger(availableNow=True)
-    else:
-        stream = stream.trigger(processingTime=f"{config.ingest.trigger_seconds} seconds")
-    query = stream.start()
+    query = start_query(stream, once, config.ingest.trigger_seconds)
     log.info("ingest query %s started (checkpoint %s, once=%s)", query.id, checkpoint, once)
     return query
 
 
 def run_ingest(spark: SparkSession, config: Config, lake: Lake, once: bool) -> None:
     """Run the ingestion query until it finishes (``once``) or is stopped."""
-    query = start_ingest(spark, config, lake, once)
-    query.awaitTermination()
-    if query.exception() is not None:
-        raise RuntimeError(f"ingest query failed: {query.exception()}")
+    await_query(start_ingest(spark, config, lake, once), "ingest")

@@ -80,8 +80,9 @@ def aggregate_events(events: DataFrame, config: InteractionsConfig) -> DataFrame
     )
 
 
-def merge_increments(target: DeltaTable, increments: DataFrame, config: InteractionsConfig) -> None:
-    """Fold per-pair aggregates of new events into ``interactions`` with one MERGE."""
+def merge_increments(target: DeltaTable, increments: DataFrame, config: InteractionsConfig) -> int:
+    """Fold per-pair aggregates of new events into ``interactions`` with one MERGE; return the
+    number of pairs it updated or inserted (0 when Delta skipped it as already committed)."""
     t, s = "t", "s"
     last = f"greatest({t}.last_event_time, {s}.last_event_time)"
     combined_signal = _combine_signal_sql(t, s, last, config)
@@ -98,13 +99,15 @@ def merge_increments(target: DeltaTable, increments: DataFrame, config: Interact
         "strength": f"greatest({combined_signal}, 0.0)",
         "updated_at": f"{s}.updated_at",
     }
-    (
+    metrics = (
         target.alias(t)
         .merge(increments.alias(s), f"{t}.user_id = {s}.user_id AND {t}.item_id = {s}.item_id")
         .whenMatchedUpdate(set=updates)
         .whenNotMatchedInsertAll()
         .execute()
+        .first()
     )
+    return int(metrics["num_affected_rows"]) if metrics is not None else 0
 
 
 def _combine_signal_sql(t: str, s: str, last: str, config: InteractionsConfig) -> str:

@@ -12,6 +12,7 @@ from recspark.config import Config
 from recspark.interactions import aggregate_events
 from recspark.tables import (
     ALL_TABLES,
+    ALS_USER_FACTORS,
     EVENTS,
     INTERACTIONS,
     QUARANTINE,
@@ -62,7 +63,7 @@ def forget_user(spark: SparkSession, lake: Lake, user_id: str) -> dict[str, int]
     raw event files in the landing directory and Kafka topics are outside the lake.
     """
     deleted = {}
-    for spec in (EVENTS, QUARANTINE, INTERACTIONS, RECOMMENDATIONS, USER_IDS):
+    for spec in (EVENTS, QUARANTINE, INTERACTIONS, RECOMMENDATIONS, USER_IDS, ALS_USER_FACTORS):
         if not lake.exists(spark, spec):
             continue
         table = DeltaTable.forPath(spark, lake.path(spec.name))

@@ -162,6 +162,24 @@ def test_duplicates_are_stored_and_counted_once_across_batches_and_restarts(
     metrics = table(spark, config, INGEST_METRICS).orderBy("batch_id").collect()
     assert [m["duplicate_rows"] for m in metrics] == [1, 1, 1]
     assert [m["events_written"] for m in metrics] == [4, 2, 2]
+    assert [m["interactions_touched"] for m in metrics] == [2, 1, 2]
+
+
+def test_events_beyond_the_watermark_are_flagged_late_yet_stored_and_counted(
+    spark: SparkSession, restarted: Config
+) -> None:
+    """The watermark (newest event time of earlier batches minus the allowed lateness, 72 h by
+    default) survives the restart before the third batch, whose two-week-late view is flagged."""
+    metrics = table(spark, restarted, INGEST_METRICS).orderBy("batch_id").collect()
+    assert [m["late_rows"] for m in metrics] == [0, 0, 1]
+    assert [m["max_event_time"].isoformat() for m in metrics] == [
+        "2026-11-02T08:00:00",
+        "2026-11-03T12:01:00",
+        "2026-11-04T08:00:00",
+    ]
+    assert set(metrics[-1]["phase_seconds"]) >= {"parse", "dedup", "events", "merge"}
+    late = table(spark, restarted, EVENTS).where("event_id = 'e7'").collect()
+    assert len(late) == 1 and late[0]["event_date"].isoformat() == "2026-10-20"
 
 
 def test_crash_between_writes_then_restart_equals_uninterrupted_run(
