@@ -67,8 +67,12 @@ def relevant_items(
 
 
 def _ideal_dcg(n_relevant: F.Column, k: int) -> F.Column:
+    return _ideal_dcg_at(n_relevant, F.lit(k))
+
+
+def _ideal_dcg_at(n_relevant: F.Column, cutoff: F.Column) -> F.Column:
     return F.aggregate(
-        F.sequence(F.lit(1), F.least(n_relevant, F.lit(k))),
+        F.sequence(F.lit(1), F.least(n_relevant, cutoff)),
         F.lit(0.0),
         lambda acc, i: acc + F.lit(1.0) / F.log2(i + 1),
     )
@@ -129,3 +133,80 @@ def catalog_metrics(
         "coverage": float(row["distinct_items"]) / max(catalog_size, 1),
         "novelty": float(row["novelty"] or 0.0),
     }
+
+
+def metrics_by_k(recommendations: DataFrame, relevant: DataFrame, k: int) -> list[dict[str, float]]:
+    """The ranking metrics at every cutoff 1..k (the curves of the evaluation report).
+
+    Same definitions as :func:`per_user_metrics`; only k small rows reach the driver. Entry
+    ``j - 1`` holds the metrics at cutoff ``j``; at ``j = k`` they equal :func:`ranking_metrics`.
+    """
+    top = recommendations.where(F.col("rank") <= k).select("user_id", "rank", "item_id")
+    hits = top.join(relevant, ["user_id", "item_id"]).withColumn(
+        "hits_so_far", F.row_number().over(Window.partitionBy("user_id").orderBy("rank"))
+    )
+    # A hit at rank r counts for every cutoff j >= r.
+    per_cutoff = (
+        hits.select("user_id", "rank", "hits_so_far", F.explode(F.sequence("rank", F.lit(k))).alias("cutoff"))
+        .groupBy("user_id", "cutoff")
+        .agg(
+            F.count("*").alias("hits"),
+            F.sum(F.lit(1.0) / F.log2(F.col("rank") + 1)).alias("dcg"),
+            F.sum(F.col("hits_so_far") / F.col("rank")).alias("ap_sum"),
+        )
+    )
+    grid = (
+        relevant.groupBy("user_id")
+        .agg(F.count("*").alias("n_relevant"))
+        .select("user_id", "n_relevant", F.explode(F.sequence(F.lit(1), F.lit(k))).alias("cutoff"))
+    )
+    scored = grid.join(per_cutoff, ["user_id", "cutoff"], "left").fillna(
+        {"hits": 0, "dcg": 0.0, "ap_sum": 0.0}
+    )
+    rows = (
+        scored.groupBy("cutoff")
+        .agg(
+            F.avg(F.col("hits") / F.col("cutoff")).alias("precision"),
+            F.avg(F.col("hits") / F.col("n_relevant")).alias("recall"),
+            F.avg(F.col("dcg") / _ideal_dcg_at(F.col("n_relevant"), F.col("cutoff"))).alias("ndcg"),
+            F.avg(F.col("ap_sum") / F.least(F.col("n_relevant"), F.col("cutoff"))).alias("map"),
+            F.avg((F.col("hits") > 0).cast("double")).alias("hit_rate"),
+        )
+        .orderBy("cutoff")
+        .collect()
+    )
+    if not rows:
+        raise EvaluationError("no test user has a relevant item: the test period is empty")
+    return [{"k": float(r["cutoff"]), **{m: float(r[m]) for m in METRICS}} for r in rows]
+
+
+def popularity_vs_frequency(
+    recommendations: DataFrame, popularity: DataFrame, k: int, buckets: int = 50
+) -> list[dict[str, float]]:
+    """How often items of each popularity band are recommended: items ranked by training
+    popularity (1 = most popular) and cut into at most ``buckets`` equal bands; per band, the
+    share of all top-k slots its items fill. A flat curve means the long tail gets shelf space.
+    """
+    n_items = popularity.count()
+    if n_items == 0:
+        return []
+    width = max(1, -(-n_items // buckets))  # ceil: at most `buckets` bands
+    ranked = popularity.select(
+        "item_id",
+        F.row_number().over(Window.orderBy(F.desc("popularity"), "item_id")).alias("popularity_rank"),
+    )
+    top = recommendations.where(F.col("rank") <= k)
+    slots = top.count() or 1
+    counts = top.groupBy("item_id").agg(F.count("*").alias("times"))
+    rows = (
+        ranked.join(counts, "item_id", "left")
+        .fillna({"times": 0})
+        .groupBy(F.floor((F.col("popularity_rank") - 1) / width).alias("band"))
+        .agg(F.min("popularity_rank").alias("first_rank"), F.sum("times").alias("times"))
+        .orderBy("band")
+        .collect()
+    )
+    return [
+        {"first_rank": float(r["first_rank"]), "share": float(r["times"]) / slots, "band_width": float(width)}
+        for r in rows
+    ]

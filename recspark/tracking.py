@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,7 +33,13 @@ def configure_mlflow(config: MlflowConfig) -> str:
     uri = config.tracking_uri
     if uri.startswith("sqlite:///"):
         db_path = Path(uri.removeprefix("sqlite:///"))
-        db_path.expanduser().resolve().parent.mkdir(parents=True, exist_ok=True)
+        try:
+            db_path.expanduser().resolve().parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise TrackingError(
+                f"MLflow tracking store at {uri} cannot be created: {exc.strerror or exc} "
+                f"({db_path.parent}); fix mlflow.tracking_uri"
+            ) from exc
     mlflow.set_tracking_uri(uri)
     try:
         experiment = mlflow.get_experiment_by_name(config.experiment)
@@ -46,7 +53,8 @@ def configure_mlflow(config: MlflowConfig) -> str:
     except MlflowException as exc:
         raise TrackingError(f"MLflow tracking store at {uri} is not usable: {exc.message}") from exc
     except Exception as exc:  # connection errors of a remote server come in many types
-        raise TrackingError(f"MLflow tracking store at {uri} is not reachable: {exc}") from exc
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise TrackingError(f"MLflow tracking store at {uri} is not reachable: {first_line}") from exc
 
 
 def champion_version(config: MlflowConfig) -> ModelVersion | None:
@@ -72,21 +80,31 @@ class PromotionDecision:
     reason: str
 
 
+BASELINE_LABELS = {"popular": "popularity", "category_popular": "category-popularity"}
+
+
 def decide_promotion(
-    candidate: float, baseline: float, champion: float | None, margin: float, metric: str
+    candidate: float,
+    baseline: float | Mapping[str, float],
+    champion: float | None,
+    margin: float,
+    metric: str,
 ) -> PromotionDecision:
-    """Promote only a model that beats the popularity baseline by the relative ``margin`` and
+    """Promote only a model that beats every gating baseline by the relative ``margin`` and
     does at least that much better than the champion on ``metric``, on the same test period.
 
-    A tie with the champion (margin 0) promotes: same quality, fresher data.
+    ``baseline`` is the popularity baseline's score, or a mapping baseline name -> score (the
+    configured ``mlflow.promotion_baselines``). A tie with the champion (margin 0) promotes: same
+    quality, fresher data.
     """
-    needed = baseline * (1.0 + margin)
-    if candidate <= needed:
-        return PromotionDecision(
-            False,
-            f"{metric} {candidate:.4f} does not beat the popularity baseline {baseline:.4f} "
-            f"by the margin {margin:.1%}",
-        )
+    baselines = {"popular": baseline} if isinstance(baseline, int | float) else dict(baseline)
+    for name, score in baselines.items():
+        if candidate <= score * (1.0 + margin):
+            return PromotionDecision(
+                False,
+                f"{metric} {candidate:.4f} does not beat the {BASELINE_LABELS.get(name, name)} baseline "
+                f"{score:.4f} by the margin {margin:.1%}",
+            )
     if champion is not None and candidate < champion * (1.0 + margin):
         return PromotionDecision(
             False,
@@ -94,7 +112,8 @@ def decide_promotion(
             f"by the margin {margin:.1%}",
         )
     against = "no champion yet" if champion is None else f"champion {champion:.4f}"
-    return PromotionDecision(True, f"{metric} {candidate:.4f} beats baseline {baseline:.4f} and {against}")
+    beaten = ", ".join(f"{BASELINE_LABELS.get(n, n)} {s:.4f}" for n, s in baselines.items()) or "no baseline"
+    return PromotionDecision(True, f"{metric} {candidate:.4f} beats baselines ({beaten}) and {against}")
 
 
 def set_alias(config: MlflowConfig, alias: str, version: str, reason: str) -> None:

@@ -16,11 +16,15 @@ import mlflow
 from pyspark.ml.recommendation import ALS, ALSModel
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
+from pyspark.sql.window import Window
 
+from recspark.catalog import read_catalog
 from recspark.config import Config, TrainConfig
 from recspark.evaluation import (
     EvaluationError,
     catalog_metrics,
+    metrics_by_k,
+    popularity_vs_frequency,
     ranking_metrics,
     relevant_items,
     time_split,
@@ -28,7 +32,8 @@ from recspark.evaluation import (
 from recspark.idmap import extend_user_and_item_maps
 from recspark.interactions import aggregate_events, strength_as_of
 from recspark.quality import run_gate
-from recspark.tables import EVENTS, INTERACTIONS, Lake
+from recspark.report import evaluation_report
+from recspark.tables import ALS_ITEM_FACTORS, ALS_USER_FACTORS, EVENTS, INTERACTIONS, Lake
 from recspark.topn import recommend_top_n
 from recspark.tracking import (
     CHALLENGER,
@@ -38,6 +43,7 @@ from recspark.tracking import (
     decide_promotion,
     set_alias,
 )
+from recspark.tuned_params import TunedParams, apply_tuned, read_tuned
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +63,8 @@ class TrainResult:
     metrics: dict[str, float]
     data_versions: dict[str, int]
     phase_seconds: dict[str, float] = field(default_factory=dict)
+    # The `recspark tune` run whose settings this training used (None: the config's own).
+    tuned_from_run: str | None = None
 
 
 @contextmanager
@@ -138,6 +146,92 @@ def popular_recommendations(
     return recommend_top_n(spark, user_vectors, item_vectors, n, block)
 
 
+def item_categories(spark: SparkSession, config: Config) -> DataFrame | None:
+    """(item_id, category) of every catalog item with a category; None without a catalog."""
+    if config.catalog.path is None:
+        return None
+    return (
+        read_catalog(spark, config.catalog.path)
+        .where(F.col("category").isNotNull())
+        .select("item_id", "category")
+    )
+
+
+def category_popular_recommendations(
+    users: DataFrame,
+    train_interactions: DataFrame,
+    popularity: DataFrame,
+    categories: DataFrame,
+    n: int,
+    favourites: int,
+) -> DataFrame:
+    """The second baseline: per user, the most popular items of the user's ``favourites``
+    favourite categories (by summed training strength), then overall popularity to fill N.
+
+    ``users``: ``user_id``, ``exclude`` (array of item ids or null) — excluded items are never
+    recommended, like for the other recommenders. Returns ``user_id, rank, item_id, score``
+    (score: the item's popularity). Only each category's and the shop's top ``n + most
+    exclusions`` items are ever candidates, so the work grows with users, not with the catalog.
+    """
+    if "exclude" not in users.columns:
+        users = users.withColumn("exclude", F.lit(None).cast("array<string>"))
+    depth = n + int(users.agg(F.max(F.coalesce(F.size("exclude"), F.lit(0)))).first()[0] or 0)
+    favourite = (
+        train_interactions.where(F.col("strength") > 0)
+        .join(users.select("user_id"), "user_id")
+        .join(categories, "item_id")
+        .groupBy("user_id", "category")
+        .agg(F.sum("strength").alias("weight"))
+        .withColumn(
+            "_n", F.row_number().over(Window.partitionBy("user_id").orderBy(F.desc("weight"), "category"))
+        )
+        .where(F.col("_n") <= favourites)
+        .select("user_id", "category")
+    )
+    by_category = (
+        popularity.join(categories, "item_id")
+        .withColumn(
+            "_n",
+            F.row_number().over(Window.partitionBy("category").orderBy(F.desc("popularity"), "item_id")),
+        )
+        .where(F.col("_n") <= depth)
+    )
+    in_favourites = favourite.join(by_category, "category").select(
+        "user_id", "item_id", "popularity", F.lit(0).alias("tier")
+    )
+    overall = popularity.orderBy(F.desc("popularity"), "item_id").limit(depth + n)
+    fill = (
+        users.select("user_id")
+        .crossJoin(F.broadcast(overall))
+        .select("user_id", "item_id", "popularity", F.lit(1).alias("tier"))
+    )
+    excluded = users.select("user_id", F.explode("exclude").alias("item_id"))
+    best_first = Window.partitionBy("user_id").orderBy("tier", F.desc("popularity"), "item_id")
+    return (
+        in_favourites.unionByName(fill)
+        .join(excluded, ["user_id", "item_id"], "left_anti")
+        .groupBy("user_id", "item_id")
+        .agg(F.min("tier").alias("tier"), F.first("popularity").alias("popularity"))
+        .withColumn("rank", F.row_number().over(best_first))
+        .where(F.col("rank") <= n)
+        .select(
+            "user_id", F.col("rank").cast("int"), "item_id", F.col("popularity").cast("double").alias("score")
+        )
+    )
+
+
+@dataclass
+class Evaluation:
+    """Scores of the model (and, when asked, the baselines) on one split."""
+
+    metrics: dict[str, float]
+    model: ALSModel
+    # recommender ("model", "popular", "category_popular") -> rows of metrics_by_k
+    by_k: dict[str, list[dict[str, float]]] = field(default_factory=dict)
+    # recommender -> rows of popularity_vs_frequency
+    popularity_bands: dict[str, list[dict[str, float]]] = field(default_factory=dict)
+
+
 def evaluate_split(
     spark: SparkSession,
     config: Config,
@@ -146,8 +240,11 @@ def evaluate_split(
     user_ids: DataFrame,
     item_ids: DataFrame,
     settings: TrainConfig,
-) -> tuple[dict[str, float], ALSModel]:
-    """Fit on the training period and score model and baseline on the test period."""
+    baselines: bool = True,
+    curves: bool = False,
+) -> Evaluation:
+    """Fit on the training period and score the model — and, with ``baselines``, the two
+    baselines — on the test period; ``curves`` adds metric-by-K and popularity-band series."""
     k = settings.k
     model = fit_als(als_ratings(train_interactions, user_ids, item_ids, settings), settings)
     relevant = relevant_items(
@@ -155,26 +252,40 @@ def evaluate_split(
     ).persist()
     test_users = relevant.select("user_id").distinct()
     exclusions = purchased_items(train_interactions) if config.serve.exclude_purchased else None
-    users = test_users if exclusions is None else test_users.join(exclusions, "user_id", "left")
+    users = (test_users if exclusions is None else test_users.join(exclusions, "user_id", "left")).persist()
     user_factors, item_factors = factor_tables(model, user_ids, item_ids)
-    model_recs = recommend_top_n(
-        spark, users.join(user_factors, "user_id"), item_factors, k, config.serve.users_per_block
-    )
+    block = config.serve.users_per_block
+    recommenders = {
+        "model": recommend_top_n(spark, users.join(user_factors, "user_id"), item_factors, k, block)
+    }
     popularity = item_popularity(train_interactions).persist()
-    baseline_recs = popular_recommendations(spark, users, popularity, k, config.serve.users_per_block)
+    if baselines:
+        recommenders["popular"] = popular_recommendations(spark, users, popularity, k, block)
+        categories = item_categories(spark, config)
+        if categories is None:
+            log.warning("train: catalog.path is not set: no category baseline")
+        else:
+            recommenders["category_popular"] = category_popular_recommendations(
+                users, train_interactions, popularity, categories, k, settings.favourite_categories
+            )
     catalog_size = train_interactions.select("item_id").distinct().count()
-    metrics: dict[str, float] = {}
-    for prefix, recs in (("", model_recs), ("popular_", baseline_recs)):
+    result = Evaluation({}, model)
+    for name, recs in recommenders.items():
+        prefix = "" if name == "model" else f"{name}_"
         recs = recs.persist()
         scores = ranking_metrics(recs, relevant, k) | catalog_metrics(recs, popularity, catalog_size, k)
-        metrics |= {
-            f"{prefix}{name}_at_k" if name not in ("users",) else f"{prefix}test_users": v
-            for name, v in scores.items()
+        result.metrics |= {
+            f"{prefix}{metric}_at_k" if metric != "users" else f"{prefix}test_users": v
+            for metric, v in scores.items()
         }
+        if curves:
+            result.by_k[name] = metrics_by_k(recs, relevant, k)
+            result.popularity_bands[name] = popularity_vs_frequency(recs, popularity, k)
         recs.unpersist()
     relevant.unpersist()
+    users.unpersist()
     popularity.unpersist()
-    return metrics, model
+    return result
 
 
 def settings_from_run(run_id: str, base: TrainConfig) -> TrainConfig:
@@ -192,13 +303,30 @@ def _champion_params(config: Config) -> TrainConfig | None:
     return settings_from_run(champion.run_id, config.train)
 
 
+def gating_baselines(config: Config, metrics: dict[str, float]) -> dict[str, float]:
+    """The configured baselines' scores on the promotion metric (those that could be computed)."""
+    metric = config.mlflow.promotion_metric
+    scores = {}
+    for name in config.mlflow.promotion_baselines:
+        key = f"{name}_{metric}"
+        if key in metrics:
+            scores[name] = metrics[key]
+        else:
+            log.warning("train: baseline %s was not computed (no catalog?): it does not gate promotion", name)
+    return scores
+
+
 def train(spark: SparkSession, config: Config, lake: Lake) -> TrainResult:
     """The whole training job; stops with TrainingError before touching the registry when the
     data cannot support it."""
-    settings = config.train
     timings: dict[str, float] = {}
     configure_mlflow(config.mlflow)
     spark.sparkContext.setCheckpointDir(lake.path("_checkpoints/als"))
+    tuned: TunedParams | None = read_tuned(spark, config, lake) if config.train.use_tuned else None
+    settings = apply_tuned(config.train, tuned)
+    if tuned is not None:
+        log.info("train: using tuned settings %s from tune run %s", tuned.params, tuned.run_id)
+    config = replace(config, train=settings)
 
     with _phase(timings, "read"):
         versions = {
@@ -236,11 +364,19 @@ def train(spark: SparkSession, config: Config, lake: Lake) -> TrainResult:
 
     with _phase(timings, "evaluate"):
         try:
-            metrics, _ = evaluate_split(
-                spark, config, train_interactions, split.test_events, user_ids, item_ids, settings
+            evaluation = evaluate_split(
+                spark,
+                config,
+                train_interactions,
+                split.test_events,
+                user_ids,
+                item_ids,
+                settings,
+                curves=True,
             )
         except EvaluationError as exc:
             raise TrainingError(str(exc)) from exc
+        metrics = evaluation.metrics
         champion_settings = _champion_params(config)
         champion_metric: float | None = None
         metric_name = config.mlflow.promotion_metric
@@ -248,7 +384,7 @@ def train(spark: SparkSession, config: Config, lake: Lake) -> TrainResult:
             if all(getattr(champion_settings, p) == getattr(settings, p) for p in HYPERPARAMETERS):
                 champion_metric = metrics[metric_name]
             else:
-                champion_scores, _ = evaluate_split(
+                champion_metric = evaluate_split(
                     spark,
                     config,
                     train_interactions,
@@ -256,8 +392,8 @@ def train(spark: SparkSession, config: Config, lake: Lake) -> TrainResult:
                     user_ids,
                     item_ids,
                     champion_settings,
-                )
-                champion_metric = champion_scores[metric_name]
+                    baselines=False,
+                ).metrics[metric_name]
             metrics[f"champion_{metric_name}"] = champion_metric
 
     with _phase(timings, "fit"):
@@ -267,44 +403,91 @@ def train(spark: SparkSession, config: Config, lake: Lake) -> TrainResult:
 
     decision = decide_promotion(
         metrics[metric_name],
-        metrics[f"popular_{metric_name}"],
+        gating_baselines(config, metrics),
         champion_metric,
         config.mlflow.promotion_margin,
         metric_name,
     )
     with _phase(timings, "log"):
-        run_id, version = _log_run(config, model, metrics, versions, lake, split.cutoff, timings, n_train)
+        run_id, version = _log_run(
+            spark, config, lake, model, evaluation, versions, split.cutoff, timings, n_train, tuned
+        )
+        write_factors(spark, lake, model, user_ids, item_ids, version, run_id)
         set_alias(config.mlflow, CHAMPION if decision.promote else CHALLENGER, version, decision.reason)
     train_interactions.unpersist()
     log.info("train: %s", decision.reason)
-    return TrainResult(run_id, version, decision.promote, decision.reason, metrics, versions, timings)
+    return TrainResult(
+        run_id,
+        version,
+        decision.promote,
+        decision.reason,
+        metrics,
+        versions,
+        timings,
+        tuned.run_id if tuned is not None else None,
+    )
+
+
+def write_factors(
+    spark: SparkSession,
+    lake: Lake,
+    model: ALSModel,
+    user_ids: DataFrame,
+    item_ids: DataFrame,
+    version: str,
+    run_id: str,
+) -> None:
+    """Keep a model version's user and item factors as Delta tables (one partition per version),
+    so analysts and other jobs can use them without loading the MLlib model."""
+    users, items = factor_tables(model, user_ids, item_ids)
+    for spec, frame in ((ALS_USER_FACTORS, users), (ALS_ITEM_FACTORS, items)):
+        lake.ensure(spark, spec)
+        (
+            frame.select(
+                *frame.columns,
+                F.lit(version).alias("model_version"),
+                F.lit(run_id).alias("run_id"),
+                F.current_timestamp().alias("created_at"),
+            )
+            .write.format("delta")
+            .mode("overwrite")
+            .option("replaceWhere", f"model_version = '{version}'")
+            .save(lake.path(spec.name))
+        )
 
 
 def _log_run(
+    spark: SparkSession,
     config: Config,
-    model: ALSModel,
-    metrics: dict[str, float],
-    versions: dict[str, int],
     lake: Lake,
+    model: ALSModel,
+    evaluation: Evaluation,
+    versions: dict[str, int],
     cutoff: datetime,
     timings: dict[str, float],
     n_train: int,
+    tuned: TunedParams | None,
 ) -> tuple[str, str]:
     import mlflow.spark
 
     settings = config.train
+    metrics = evaluation.metrics
     with mlflow.start_run(run_name="als-train") as run:
         mlflow.log_params(
             {
                 **asdict(settings),
                 "interaction_weights": config.interactions.weights,
                 "half_life_days": config.interactions.half_life_days,
+                "promotion_baselines": ",".join(config.mlflow.promotion_baselines),
+                "tuned_from_run": tuned.run_id if tuned is not None else "none",
             }
         )
         mlflow.set_tags(
             {
                 "events_table": lake.path(EVENTS.name),
                 "interactions_table": lake.path(INTERACTIONS.name),
+                "user_factors_table": lake.path(ALS_USER_FACTORS.name),
+                "item_factors_table": lake.path(ALS_ITEM_FACTORS.name),
                 "test_cutoff": cutoff.isoformat(),
             }
         )
@@ -319,9 +502,20 @@ def _log_run(
             pip_requirements=["pyspark==4.2.0"],
         )
         with tempfile.TemporaryDirectory() as tmp:
-            report = Path(tmp) / "evaluation.txt"
-            report.write_text(
+            text = Path(tmp) / "evaluation.txt"
+            text.write_text(
                 "\n".join(f"{name}: {value:.5f}" for name, value in sorted(metrics.items())) + "\n"
+            )
+            mlflow.log_artifact(str(text))
+            report = Path(tmp) / "evaluation_report.html"
+            report.write_text(
+                evaluation_report(
+                    f"recspark ALS evaluation: test period from {cutoff:%Y-%m-%d %H:%M}, K={settings.k}",
+                    evaluation.by_k,
+                    evaluation.popularity_bands,
+                    metrics,
+                ),
+                encoding="utf-8",
             )
             mlflow.log_artifact(str(report))
     version = str(info.registered_model_version)

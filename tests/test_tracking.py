@@ -23,3 +23,11 @@ def test_promotion_needs_to_beat_baseline_and_champion() -> None:
 def test_baseline_margin_is_relative(margin: float) -> None:
     assert decide_promotion(0.2 * (1 + margin) + 1e-9, 0.2, None, margin, "m").promote
     assert not decide_promotion(0.2 * (1 + margin) - 1e-9, 0.2, None, margin, "m").promote
+
+
+def test_every_configured_baseline_gates_promotion() -> None:
+    both = {"popular": 0.10, "category_popular": 0.25}
+    assert decide_promotion(0.30, both, None, 0.0, "ndcg").promote
+    blocked = decide_promotion(0.20, both, None, 0.0, "ndcg")
+    assert not blocked.promote and "category-popularity baseline 0.2500" in blocked.reason
+    assert decide_promotion(0.20, {"popular": 0.10}, None, 0.0, "ndcg").promote

@@ -1,0 +1,226 @@
+"""Benchmark: `recspark train` on a generated shop, and the `implicit` library's ALS as the peer.
+
+    .venv/bin/pip install -e ".[bench]"      # the peer: implicit (CPU)
+    .venv/bin/python bench/train.py --events 1000000 --users 50000 --items 10000
+
+1. Generates a shop (recspark.generate, ground-truth events without ingestion noise) and writes
+   the `events` and `interactions` Delta tables directly (ingestion has its own benchmark).
+2. Runs the real training job (`recspark.training.train`): wall time per phase (read, evaluate,
+   fit, log) and the quality of the model and both baselines on the time-based test period.
+3. On the same train/test split and the same ALS input (log1p(strength), confidence
+   1 + alpha * r, same rank, iterations and regularisation value), fits MLlib ALS and `implicit`'s
+   CPU ALS, scores both with recspark's top-N and metric code, and prints time and NDCG@K.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from pyspark.sql import SparkSession
+from pyspark.sql import functions as F
+
+from recspark.config import Config, load_config
+from recspark.evaluation import ranking_metrics, relevant_items, time_split
+from recspark.generate import ShopSpec, generate_events
+from recspark.interactions import aggregate_events, strength_as_of
+from recspark.session import build_spark
+from recspark.tables import EVENTS, EVENTS_SCHEMA, INTERACTIONS, ITEM_IDS, USER_IDS, Lake
+from recspark.topn import recommend_top_n
+from recspark.training import als_ratings, factor_tables, fit_als, purchased_items, train
+
+
+def write_shop_tables(spark: SparkSession, config: Config, lake: Lake, spec: ShopSpec, root: Path) -> int:
+    """Events and interactions as Delta tables, the catalog as Parquet; returns the pair count."""
+    catalog, events = generate_events(spec)
+    catalog_path = str(root / "catalog.parquet")
+    spark.createDataFrame(catalog).write.mode("overwrite").parquet(catalog_path)
+    frame = spark.createDataFrame(events).select(
+        "event_id",
+        F.col("event_time").cast("timestamp").alias("event_time"),
+        "user_id",
+        "item_id",
+        "event_type",
+        F.when(F.isnan("value"), None).otherwise(F.col("value")).alias("value"),
+        "session_id",
+        F.current_timestamp().alias("ingested_at"),
+        F.to_date("event_time").alias("event_date"),
+        F.lit("bench").alias("ingest_app_id"),
+        F.lit(0).cast("long").alias("ingest_batch_id"),
+    )
+    lake.ensure(spark, EVENTS)
+    frame.select(*EVENTS_SCHEMA.fieldNames()).write.format("delta").mode("append").save(
+        lake.path(EVENTS.name)
+    )
+    lake.ensure(spark, INTERACTIONS)
+    aggregate_events(lake.read(spark, EVENTS), config.interactions).write.format("delta").mode("append").save(
+        lake.path(INTERACTIONS.name)
+    )
+    return lake.read(spark, INTERACTIONS).count()
+
+
+def peer_comparison(spark: SparkSession, config: Config, lake: Lake) -> dict[str, float]:
+    """MLlib ALS vs implicit's ALS on the training job's split, scored by the same code."""
+    from implicit.cpu.als import AlternatingLeastSquares
+    from scipy.sparse import csr_matrix
+    from threadpoolctl import threadpool_limits
+
+    settings, k = config.train, config.train.k
+    events = lake.read(spark, EVENTS)
+    split = time_split(events, settings.test_days)
+    train_interactions = strength_as_of(
+        aggregate_events(split.train_events, config.interactions), split.cutoff, config.interactions
+    ).persist()
+    user_ids, item_ids = lake.read(spark, USER_IDS).persist(), lake.read(spark, ITEM_IDS).persist()
+    ratings = als_ratings(train_interactions, user_ids, item_ids, settings).persist()
+    n_ratings = ratings.count()
+    relevant = relevant_items(
+        split.test_events, train_interactions, config.interactions, config.serve.exclude_purchased
+    ).persist()
+    users = relevant.select("user_id").distinct().join(purchased_items(train_interactions), "user_id", "left")
+    users = users.persist()
+    block = config.serve.users_per_block
+    out: dict[str, float] = {"split_ratings": float(n_ratings), "test_users": float(users.count())}
+
+    started = time.time()
+    model = fit_als(ratings, settings)
+    model.userFactors.count(), model.itemFactors.count()
+    out["mllib_fit_seconds"] = time.time() - started
+    user_factors, item_factors = factor_tables(model, user_ids, item_ids)
+    recs = recommend_top_n(spark, users.join(user_factors, "user_id"), item_factors, k, block)
+    out["mllib_ndcg_at_k"] = ranking_metrics(recs, relevant, k)["ndcg"]
+
+    local = ratings.toPandas()
+    n_users = int(user_ids.agg(F.max("user_idx")).first()[0]) + 1
+    n_items = int(item_ids.agg(F.max("item_idx")).first()[0]) + 1
+    # implicit's confidence is alpha * value: feed it 1 + alpha * r with alpha = 1, as MLlib uses.
+    confidence = csr_matrix(
+        (1.0 + settings.alpha * local["rating"].to_numpy(np.float32), (local["user_idx"], local["item_idx"])),
+        shape=(n_users, n_items),
+        dtype=np.float32,
+    )
+    with threadpool_limits(1, "blas"):  # implicit runs its own threads (all cores), as its docs advise
+        peer = AlternatingLeastSquares(
+            factors=settings.rank,
+            regularization=settings.reg_param,
+            alpha=1.0,
+            iterations=settings.max_iter,
+            random_state=settings.seed,
+            calculate_training_loss=False,
+        )
+    started = time.time()
+    with threadpool_limits(1, "blas"):
+        peer.fit(confidence, show_progress=False)
+    out["implicit_fit_seconds"] = time.time() - started
+    peer_users = spark.createDataFrame(
+        pd.DataFrame({"user_idx": np.arange(n_users, dtype=np.int32), "features": list(peer.user_factors)}),
+        "user_idx int, features array<float>",
+    ).join(user_ids, "user_idx")
+    peer_items = spark.createDataFrame(
+        pd.DataFrame({"item_idx": np.arange(n_items, dtype=np.int32), "features": list(peer.item_factors)}),
+        "item_idx int, features array<float>",
+    ).join(item_ids, "item_idx")
+    # Items the training period never saw have no signal: MLlib has no factors for them either.
+    seen = ratings.select("item_idx").distinct()
+    peer_items = peer_items.join(seen, "item_idx").select("item_id", "features")
+    peer_recs = recommend_top_n(
+        spark, users.join(peer_users.select("user_id", "features"), "user_id"), peer_items, k, block
+    )
+    out["implicit_ndcg_at_k"] = ranking_metrics(peer_recs, relevant, k)["ndcg"]
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--events", type=int, default=1_000_000)
+    parser.add_argument("--users", type=int, default=50_000)
+    parser.add_argument("--items", type=int, default=10_000)
+    parser.add_argument("--categories", type=int, default=50)
+    parser.add_argument("--days", type=int, default=30)
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--rank", type=int, default=32)
+    parser.add_argument("--max-iter", type=int, default=10)
+    parser.add_argument("--reg-param", type=float, default=0.1)
+    parser.add_argument("--alpha", type=float, default=10.0)
+    parser.add_argument("--driver-memory", default="12g")
+    parser.add_argument("--workdir", default=None, help="default: a fresh temporary directory")
+    args = parser.parse_args()
+
+    root = Path(args.workdir or tempfile.mkdtemp(prefix="recspark-bench-train-"))
+    config = load_config(
+        None,
+        [
+            f"spark.driver_memory={args.driver_memory}",
+            "spark.shuffle_partitions=8",
+            "spark.conf.spark.ui.enabled=false",
+            "spark.conf.spark.databricks.delta.snapshotPartitions=2",
+            f"lake.root={root / 'lake'}",
+            f"catalog.path={root / 'catalog.parquet'}",
+            f"mlflow.tracking_uri=sqlite:///{root / 'mlflow.db'}",
+            f"mlflow.artifact_location={root / 'mlartifacts'}",
+            f"train.rank={args.rank}",
+            f"train.max_iter={args.max_iter}",
+            f"train.reg_param={args.reg_param}",
+            f"train.alpha={args.alpha}",
+        ],
+        environ={},
+    )
+    spark = build_spark(config, "bench-train")
+    lake = Lake.at(config.lake.root)
+    spec = ShopSpec(
+        users=args.users,
+        items=args.items,
+        categories=args.categories,
+        events=args.events,
+        days=args.days,
+        seed=args.seed,
+    )
+    started = time.time()
+    pairs = write_shop_tables(spark, config, lake, spec, root)
+    setup = time.time() - started
+    n_events = lake.read(spark, EVENTS).count()
+    print(f"shop: {n_events:,} events, {pairs:,} user-item pairs, written in {setup:.0f} s", flush=True)
+
+    started = time.time()
+    result = train(spark, config, lake)
+    total = time.time() - started
+    m = result.metrics
+    print(f"train: {total:.1f} s; phases {result.phase_seconds}", flush=True)
+    for name in ("ndcg", "precision", "recall", "map", "hit_rate", "coverage", "novelty"):
+        print(
+            f"  {name + '@K':<12} ALS {m[f'{name}_at_k']:.4f}  popular {m[f'popular_{name}_at_k']:.4f}  "
+            f"category-popular {m[f'category_popular_{name}_at_k']:.4f}",
+            flush=True,
+        )
+    peer = peer_comparison(spark, config, lake)
+    print(
+        f"same split ({peer['split_ratings']:,.0f} training pairs, {peer['test_users']:,.0f} test users): "
+        f"MLlib ALS fit {peer['mllib_fit_seconds']:.1f} s NDCG@K {peer['mllib_ndcg_at_k']:.4f} | "
+        f"implicit fit {peer['implicit_fit_seconds']:.1f} s NDCG@K {peer['implicit_ndcg_at_k']:.4f} | "
+        f"time ratio {peer['mllib_fit_seconds'] / peer['implicit_fit_seconds']:.1f}x",
+        flush=True,
+    )
+    print(
+        json.dumps(
+            {
+                "events": n_events,
+                "pairs": pairs,
+                "train_seconds": round(total, 1),
+                "phases": result.phase_seconds,
+                "metrics": {k: round(v, 4) for k, v in m.items()},
+                "peer": {k: round(v, 4) for k, v in peer.items()},
+            }
+        )
+    )
+    spark.stop()
+
+
+if __name__ == "__main__":
+    main()
