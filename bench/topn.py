@@ -1,10 +1,11 @@
-"""Benchmark: blocked NumPy top-N vs MLlib's recommendForAllUsers vs the bare matrix product.
+"""Benchmark: blocked NumPy top-N vs MLlib's recommendForAllUsers vs implicit vs the bare matrix product.
 
     .venv/bin/python bench/topn.py --users 200000 --items 50000 --rank 64 --n 10
 
 All three run on the same random factors (an ALS model's factors have the same shape; their
 values do not change the cost). The floor is one BLAS matrix product of all users against all
-items in blocks, without any selection, on the driver.
+items in blocks, without any selection, on the driver. ``implicit`` (the optional ``bench``
+extra) runs its ``recommend`` for all users on the driver with all cores, outside Spark.
 """
 
 from __future__ import annotations
@@ -23,6 +24,19 @@ from recspark.session import build_spark
 from recspark.topn import recommend_top_n
 
 
+def implicit_recommend_all(users: np.ndarray, items: np.ndarray, n: int) -> float:
+    """Wall time of implicit's batched ``recommend`` for every user (same factors, no filtering)."""
+    from implicit.cpu.als import AlternatingLeastSquares
+
+    model = AlternatingLeastSquares(factors=users.shape[1])
+    model.user_factors, model.item_factors = users, items
+    started = time.time()
+    model.recommend(np.arange(len(users)), None, N=n, filter_already_liked_items=False)
+    seconds = time.time() - started
+    print(f"implicit recommend: {seconds:.1f} s", flush=True)
+    return seconds
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--users", type=int, default=200_000)
@@ -31,6 +45,7 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=10)
     parser.add_argument("--block", type=int, default=2048)
     parser.add_argument("--skip-mllib", action="store_true")
+    parser.add_argument("--skip-implicit", action="store_true")
     args = parser.parse_args()
 
     config = load_config(None, ["spark.shuffle_partitions=8", "spark.driver_memory=12g"])
@@ -44,10 +59,15 @@ def main() -> None:
         _ = users[start : start + args.block] @ items.T
     floor = time.time() - started
     print(f"matrix-product floor: {floor:.1f} s", flush=True)
+    implicit_seconds = float("nan") if args.skip_implicit else implicit_recommend_all(users, items, args.n)
 
-    user_df = spark.createDataFrame(
-        [(i, users[i].tolist()) for i in range(args.users)], "id int, features array<float>"
-    ).repartition(8).persist()
+    user_df = (
+        spark.createDataFrame(
+            [(i, users[i].tolist()) for i in range(args.users)], "id int, features array<float>"
+        )
+        .repartition(8)
+        .persist()
+    )
     item_df = spark.createDataFrame(
         [(i, items[i].tolist()) for i in range(args.items)], "id int, features array<float>"
     ).persist()
@@ -81,7 +101,7 @@ def main() -> None:
         f"| {date.today()} | {platform.node()} ({__import__('os').cpu_count()} cores) | "
         f"{args.users:,} users x {args.items:,} items, rank {args.rank}, N={args.n} | "
         f"blocked top-N {blocked_seconds:.1f} s | recommendForAllUsers {mllib_seconds:.1f} s | "
-        f"matrix-product floor {floor:.1f} s |"
+        f"implicit recommend {implicit_seconds:.1f} s | matrix-product floor {floor:.1f} s |"
     )
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
+from datetime import datetime
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -19,19 +20,21 @@ from pyspark.sql.streaming import StreamingQuery
 
 from recspark.config import Config
 from recspark.foldin import fold_in_users
-from recspark.ingest import idempotent_session_writes, streaming_app_id
 from recspark.interactions import strength_as_of
 from recspark.serving import (
     Champion,
     build_recommendations,
+    champion_item_factors,
     load_champion,
+    newest_event_time,
     publish_recommendations,
     published_model_version,
     recommend,
 )
-from recspark.tables import INTERACTIONS, ITEM_IDS, RECOMMENDATIONS, USER_IDS, Lake
+from recspark.streaming import await_query, idempotent_session_writes, start_query, streaming_app_id
+from recspark.tables import INTERACTIONS, RECOMMENDATIONS, Lake
 from recspark.tracking import TrackingError, champion_version, configure_mlflow
-from recspark.training import factor_tables, preference
+from recspark.training import preference
 
 log = logging.getLogger(__name__)
 
@@ -40,27 +43,54 @@ CHANGED = ("insert", "update_postimage")
 
 
 def folded_in_vectors(
-    spark: SparkSession, config: Config, lake: Lake, champion: Champion, users: DataFrame
+    spark: SparkSession,
+    config: Config,
+    lake: Lake,
+    champion: Champion,
+    users: DataFrame,
+    item_factors: DataFrame | None = None,
+    interactions: DataFrame | None = None,
+    as_of: datetime | None = None,
 ) -> DataFrame:
-    """Fresh ALS vectors for ``users`` from their current interactions."""
-    interactions = lake.read(spark, INTERACTIONS).join(users, "user_id")
-    as_of = lake.read(spark, INTERACTIONS).agg(F.max("last_event_time")).first()[0]
-    ratings = strength_as_of(interactions, as_of, config.interactions).select(
+    """Fresh ALS vectors for ``users`` from their current interactions (decayed to ``as_of``,
+    default the newest event). Pass what the caller already read to avoid reading it again."""
+    if interactions is None:
+        interactions = lake.read(spark, INTERACTIONS)
+    if as_of is None:
+        as_of = newest_event_time(interactions)
+    if item_factors is None:
+        item_factors = champion_item_factors(spark, lake, champion)
+    ratings = strength_as_of(interactions.join(users, "user_id"), as_of, config.interactions).select(
         "user_id", "item_id", preference(champion.settings).alias("rating")
     )
-    _, item_factors = factor_tables(champion.model, lake.read(spark, USER_IDS), lake.read(spark, ITEM_IDS))
     return fold_in_users(spark, ratings, item_factors, champion.settings.alpha, champion.settings.reg_param)
 
 
 def merge_user_rows(spark: SparkSession, lake: Lake, fresh: DataFrame, users: DataFrame) -> None:
     """Replace the rows of ``users`` (and only theirs) with ``fresh`` in one MERGE.
 
-    Rows a user no longer has (a shorter list) are matched by a tombstone and deleted.
+    Rows a user no longer has (a shorter list) are matched by a tombstone and deleted: one for
+    every rank above the user's new list, up to the highest rank in the table. The source is
+    checkpointed first: Delta materialises a MERGE source it cannot prove deterministic (Python
+    UDFs), and would otherwise run the whole fold-in and scoring plan again to do so.
     """
-    current = lake.read(spark, RECOMMENDATIONS).join(users, "user_id").select("user_id", "rank")
-    tombstones = current.join(fresh.select("user_id", "rank"), ["user_id", "rank"], "left_anti")
-    source = fresh.withColumn("_delete", F.lit(False)).unionByName(
-        tombstones.withColumn("_delete", F.lit(True)), allowMissingColumns=True
+    highest = lake.read(spark, RECOMMENDATIONS).agg(F.max("rank")).first()[0] or 0
+    lengths = users.select("user_id").join(
+        fresh.groupBy("user_id").agg(F.max("rank").alias("_length")), "user_id", "left"
+    )
+    first_gone = F.coalesce(F.col("_length"), F.lit(0)) + 1
+    tombstones = lengths.select(
+        "user_id",
+        F.explode(
+            F.when(first_gone <= highest, F.sequence(first_gone, F.lit(highest))).otherwise(
+                F.array().cast("array<int>")
+            )
+        ).alias("rank"),
+    )
+    source = (
+        fresh.withColumn("_delete", F.lit(False))
+        .unionByName(tombstones.withColumn("_delete", F.lit(True)), allowMissingColumns=True)
+        .localCheckpoint(eager=True)
     )
     (
         lake.delta(spark, RECOMMENDATIONS)
@@ -84,12 +114,19 @@ def refresh_users(
     try:
         count = users.count()
         if count:
-            vectors = folded_in_vectors(spark, config, lake, champion, users).persist()
-            fresh = build_recommendations(spark, config, lake, champion, users, vectors).persist()
+            interactions = lake.read(spark, INTERACTIONS)
+            as_of = newest_event_time(interactions)
+            item_factors = champion_item_factors(spark, lake, champion).persist()
+            vectors = folded_in_vectors(
+                spark, config, lake, champion, users, item_factors, interactions, as_of
+            ).persist()
+            fresh = build_recommendations(
+                spark, config, lake, champion, users, vectors, item_factors, interactions, as_of
+            ).persist()
             fresh.count()
             merge_user_rows(spark, lake, fresh, users)
-            fresh.unpersist()
-            vectors.unpersist()
+            for frame in (fresh, vectors, item_factors):
+                frame.unpersist()
         return count
     finally:
         users.unpersist()
@@ -169,11 +206,7 @@ def start_refresh(
         .option("checkpointLocation", checkpoint)
         .foreachBatch(RefreshBatchWriter(config, lake, checkpoint, covered_version))
     )
-    if once:
-        stream = stream.trigger(availableNow=True)
-    else:
-        stream = stream.trigger(processingTime=f"{config.ingest.trigger_seconds} seconds")
-    return stream.start()
+    return start_query(stream, once, config.ingest.trigger_seconds)
 
 
 def run_refresh(spark: SparkSession, config: Config, lake: Lake, once: bool) -> None:
@@ -189,7 +222,4 @@ def run_refresh(spark: SparkSession, config: Config, lake: Lake, once: bool) -> 
     if published_model_version(spark, lake) != str(champion.version):
         covered = lake.version(spark, INTERACTIONS)
         recommend(spark, config, lake)
-    query = start_refresh(spark, config, lake, once, covered)
-    query.awaitTermination()
-    if query.exception() is not None:
-        raise RuntimeError(f"refresh query failed: {query.exception()}")
+    await_query(start_refresh(spark, config, lake, once, covered), "refresh")

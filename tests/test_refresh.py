@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -10,9 +11,10 @@ from mlflow.tracking import MlflowClient
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
+from recspark.catalog import read_catalog
 from recspark.config import Config
 from recspark.ingest import run_ingest
-from recspark.refresh import folded_in_vectors, run_refresh
+from recspark.refresh import folded_in_vectors, refresh_users, run_refresh
 from recspark.serving import load_champion
 from recspark.tables import INTERACTIONS, ITEM_IDS, RECOMMENDATIONS, USER_IDS, Lake
 from recspark.tracking import champion_version, configure_mlflow, promote
@@ -115,3 +117,42 @@ def test_refresh_touches_only_active_users_and_follows_the_champion(
         assert per_user.where(F.col("count") != n).count() == 0
     finally:
         promote(config.mlflow, champion, "test: restore champion")
+
+
+def test_refresh_applies_the_same_rules_as_the_full_publish(
+    spark: SparkSession, trained_shop: tuple[Config, TrainResult]
+) -> None:
+    config, _ = trained_shop
+    lake = Lake.at(config.lake.root)
+    champion = load_champion(config)
+    n = config.serve.top_n
+    served = lake.read(spark, RECOMMENDATIONS)
+    users = spark.createDataFrame(
+        served.where("source = 'als'").select("user_id").distinct().orderBy("user_id").limit(8).collect(),
+        "user_id string",
+    )  # fixed now: the table changes under the test
+    favourite = served.groupBy("item_id").count().orderBy(F.desc("count"), "item_id").first()["item_id"]
+    ruled = replace(config, serve=replace(config.serve, max_per_category=1, exclude_items=[favourite]))
+    categories = {r["item_id"]: r["category"] for r in read_catalog(spark, config.catalog.path).collect()}
+    history: dict[str, set[str]] = {}
+    for r in lake.read(spark, INTERACTIONS).join(users, "user_id").where("strength > 0").collect():
+        history.setdefault(r["user_id"], set()).add(r["item_id"])
+    refresh_users(spark, ruled, lake, champion, users)
+    try:
+        refreshed = lake.read(spark, RECOMMENDATIONS).join(users, "user_id").collect()
+        lists: dict[str, list] = {}
+        for r in refreshed:
+            lists.setdefault(r["user_id"], []).append(r)
+        assert len(lists) == 8
+        for user, rows in lists.items():
+            assert sorted(r["rank"] for r in rows) == list(range(1, n + 1))
+            items = [r["item_id"] for r in rows]
+            assert favourite not in items
+            assert len({categories[i] for i in items}) == n, user  # the category cap of 1
+            for r in rows:
+                if r["source"] == "als":
+                    assert r["because_item_id"] in history[user]
+    finally:
+        refresh_users(spark, config, lake, champion, users)  # leave the shop as it was
+    per_user = lake.read(spark, RECOMMENDATIONS).groupBy("user_id").count()
+    assert per_user.where(F.col("count") != n).count() == 0

@@ -1,13 +1,29 @@
-"""Cold start: users the model cannot personalise for get trending, else popular, items."""
+"""Serving rules: cold start sources, business rules, new-item slots, explanations, full N rows."""
 
 from __future__ import annotations
 
+import json
+import threading
+from dataclasses import replace
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from pyspark.sql import SparkSession
+from pyspark.sql import DataFrame, Row, SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
 
-from recspark.serving import fallback_popularity
+from recspark.catalog import read_catalog
+from recspark.config import Config
+from recspark.refresh import merge_user_rows
+from recspark.serving import (
+    assemble_lists,
+    build_recommendations,
+    fallback_popularity,
+    load_champion,
+    publish_recommendations,
+)
+from recspark.tables import INTERACTIONS, RECOMMENDATIONS, Lake
+from recspark.training import TrainResult
 from tests.conftest import config_under
 
 
@@ -34,3 +50,255 @@ def test_fallback_prefers_trending_items_and_falls_back_to_popular(
     items, source = fallback_popularity(spark, too_few, interactions)
     assert source == "popular"
     assert {r["item_id"]: r["popularity"] for r in items.collect()} == {"a": 4.0, "b": 2.0, "c": 1.0}
+
+
+def _rows_by_user(frame: DataFrame) -> dict[str, list[Row]]:
+    by_user: dict[str, list[Row]] = {}
+    for row in frame.orderBy("user_id", "rank").collect():
+        by_user.setdefault(row["user_id"], []).append(row)
+    return by_user
+
+
+def test_assemble_lists_caps_categories_reserves_new_item_slots_and_keeps_n_rows(spark: SparkSession) -> None:
+    rows = [
+        # user u: ALS prefers three items of category A; popular offers A and B items.
+        ("u", "a1", 1, 0.9, "als", "A", "h1"),
+        ("u", "a2", 2, 0.8, "als", "A", "h1"),
+        ("u", "a3", 3, 0.7, "als", "A", "h2"),
+        ("u", "b1", 4, 0.6, "als", "B", "h2"),
+        ("u", "a1", 1, 50.0, "popular", "A", None),  # offered twice: stays an ALS row
+        ("u", "c1", 2, 40.0, "popular", "C", None),
+        ("u", "n1", 1, 0.5, "new_item", "B", None),
+        # user v: only category A exists for them: the cap gives way rather than a short list.
+        ("v", "a1", 1, 0.9, "als", "A", "h3"),
+        ("v", "a2", 2, 0.8, "als", "A", "h3"),
+        ("v", "a3", 3, 0.7, "als", "A", "h3"),
+    ]
+    candidates = spark.createDataFrame(
+        rows,
+        "user_id string, item_id string, rank int, score double, source string, category string, "
+        "because_item_id string",
+    )
+    lists = _rows_by_user(assemble_lists(candidates, n=3, max_per_category=1, new_item_slots=1))
+    u = lists["u"]
+    assert [(r["rank"], r["item_id"], r["source"]) for r in u] == [
+        (1, "a1", "als"),
+        (2, "b1", "als"),
+        (3, "n1", "new_item"),  # the reserved slot, though category B is then at 2 > cap
+    ]
+    assert u[0]["because_item_id"] == "h1" and u[2]["because_item_id"] is None
+    assert [r["item_id"] for r in lists["v"]] == ["a1", "a2", "a3"]
+    scores = [r["score"] for r in u]
+    assert scores == sorted(scores, reverse=True)
+
+    uncapped = _rows_by_user(assemble_lists(candidates, n=4, max_per_category=0, new_item_slots=0))
+    assert [r["item_id"] for r in uncapped["u"]] == ["a1", "a2", "a3", "b1"]
+    capped = _rows_by_user(assemble_lists(candidates, n=4, max_per_category=1, new_item_slots=0))
+    assert [r["item_id"] for r in capped["u"]] == ["a1", "b1", "c1", "a2"]  # c1 fills before over-cap a2
+
+
+def _with_serve(config: Config, **changes: object) -> Config:
+    return replace(config, serve=replace(config.serve, **changes))
+
+
+def test_business_rules_hold_and_every_user_keeps_n_rows(
+    spark: SparkSession, trained_shop: tuple[Config, TrainResult]
+) -> None:
+    config, _ = trained_shop
+    lake = Lake.at(config.lake.root)
+    champion = load_champion(config)
+    n = config.serve.top_n
+    interactions = lake.read(spark, INTERACTIONS)
+    catalog = {r["item_id"]: r["category"] for r in read_catalog(spark, config.catalog.path).collect()}
+    served = lake.read(spark, RECOMMENDATIONS)
+    favourite = served.groupBy("item_id").count().orderBy(F.desc("count"), "item_id").first()["item_id"]
+    als_scores = sorted(r["score"] for r in served.where("source = 'als'").collect())
+    min_score = als_scores[len(als_scores) // 2]  # the median: about half the ALS rows must go
+    ruled = _with_serve(
+        config,
+        max_per_category=1,
+        min_score=min_score,
+        exclude_items=[favourite],
+        exclude_viewed_days=3.0,
+    )
+    lists = _rows_by_user(build_recommendations(spark, ruled, lake, champion))
+
+    newest = interactions.agg(F.max("last_event_time")).first()[0]
+    recently_viewed = {
+        (r["user_id"], r["item_id"])
+        for r in interactions.where(
+            (F.col("view_count") > 0) & (F.col("last_event_time") >= newest - timedelta(days=3))
+        ).collect()
+    }
+    assert recently_viewed  # the rule has something to do
+    history = {}
+    for r in interactions.where("strength > 0").collect():
+        history.setdefault(r["user_id"], set()).add(r["item_id"])
+    users = {r["user_id"] for r in interactions.select("user_id").distinct().collect()}
+    assert set(lists) == users
+    for user, rows in lists.items():
+        assert [r["rank"] for r in rows] == list(range(1, n + 1)), user
+        items = [r["item_id"] for r in rows]
+        assert favourite not in items
+        assert not {(user, i) for i in items} & recently_viewed
+        categories = [catalog[i] for i in items]
+        assert len(categories) == len(set(categories)), (user, categories)
+        for r in rows:
+            if r["source"] == "als":
+                assert r["score"] >= min_score
+                assert r["because_item_id"] in history[user]
+            else:
+                assert r["because_item_id"] is None
+        assert [r["score"] for r in rows] == sorted((r["score"] for r in rows), reverse=True)
+    sources = {r["source"] for rows in lists.values() for r in rows}
+    assert {"als", "trending"} <= sources or {"als", "popular"} <= sources
+
+
+def test_cold_start_sources_and_new_item_slots(
+    spark: SparkSession, trained_shop: tuple[Config, TrainResult], tmp_path: Path
+) -> None:
+    config, _ = trained_shop
+    lake = Lake.at(config.lake.root)
+    champion = load_champion(config)
+    n = config.serve.top_n
+    interactions = lake.read(spark, INTERACTIONS)
+    newest = interactions.agg(F.max("last_event_time")).first()[0]
+    catalog_rows = Path(config.catalog.path).read_text().splitlines()
+    categories = sorted({json.loads(line)["category"] for line in catalog_rows})
+    fresh = {"brand-new-1": categories[0], "brand-new-2": categories[1]}
+    catalog_path = tmp_path / "catalog.jsonl"
+    catalog_path.write_text(
+        "\n".join(catalog_rows)
+        + "\n"
+        + "".join(
+            json.dumps(
+                {"item_id": i, "title": i, "category": c, "price": 1.0, "available": True,
+                 "updated_at": newest.isoformat() + "Z"}
+            ) + "\n"
+            for i, c in fresh.items()
+        )
+    )  # fmt: skip
+    known = sorted(
+        r["count"] for r in interactions.where("strength > 0").groupBy("user_id").count().collect()
+    )
+    threshold = known[len(known) // 5]  # about a fifth of the users count as cold
+    rules = _with_serve(
+        replace(config, catalog=replace(config.catalog, path=str(catalog_path))),
+        min_history=threshold,
+        new_item_share=0.4,
+    )
+    lists = _rows_by_user(build_recommendations(spark, rules, lake, champion))
+
+    catalog = {r["item_id"]: r["category"] for r in read_catalog(spark, str(catalog_path)).collect()}
+    touched: dict[str, set[str]] = {}
+    counts: dict[str, int] = {}
+    for r in interactions.where("strength > 0").collect():
+        touched.setdefault(r["user_id"], set()).add(catalog[r["item_id"]])
+        counts[r["user_id"]] = counts.get(r["user_id"], 0) + 1
+    new_rows = 0
+    for user, rows in lists.items():
+        assert len(rows) == n
+        sources = [r["source"] for r in rows]
+        if counts.get(user, 0) < threshold:
+            assert "als" not in sources, user
+        for r in rows:
+            if r["source"] in ("category_popular", "new_item"):
+                assert catalog[r["item_id"]] in touched[user], (user, r)
+        new_ranks = [r["rank"] for r in rows if r["source"] == "new_item"]
+        assert new_ranks == list(range(n - len(new_ranks) + 1, n + 1))  # the last slots
+        assert len(new_ranks) <= 2 or len([s for s in sources if s != "new_item"]) < n - 2
+        if touched.get(user, set()) & set(fresh.values()):
+            assert new_ranks, user  # a user of those categories sees new items
+        new_rows += len(new_ranks)
+    assert new_rows
+    served = {r["item_id"] for rows in lists.values() for r in rows}
+    assert set(fresh) <= served  # items without factors reach users through their category
+    cold_sources = {r["source"] for u, rows in lists.items() if counts.get(u, 0) < threshold for r in rows}
+    assert "category_popular" in cold_sources
+
+
+def _published(spark: SparkSession, users: int, n: int, version: str) -> DataFrame:
+    return (
+        spark.range(users * n)
+        .repartition(4)
+        .select(
+            F.format_string("u%05d", (F.col("id") / n).cast("int")).alias("user_id"),
+            ((F.col("id") % n) + 1).cast("int").alias("rank"),
+            F.format_string("i%03d", (F.col("id") % 97).cast("int")).alias("item_id"),
+            (F.lit(1.0) / (F.col("id") % n + 1)).alias("score"),
+            F.lit("als").alias("source"),
+            F.lit(version).alias("model_version"),
+            F.current_timestamp().alias("generated_at"),
+            F.lit(None).cast("string").alias("because_item_id"),
+        )
+    )
+
+
+def test_full_refresh_is_atomic_for_a_concurrent_reader(spark: SparkSession, tmp_path: Path) -> None:
+    lake = Lake.at(str(tmp_path / "lake"))
+    lake.ensure(spark, RECOMMENDATIONS)
+    users, n = 3000, 5
+    publish_recommendations(lake, _published(spark, users, n, "1"))
+    done = threading.Event()
+    seen: list[tuple[set[tuple[str, datetime]], int, int]] = []
+    failures: list[BaseException] = []
+
+    def read_until_done() -> None:
+        try:
+            while True:
+                finished = done.is_set()
+                summary = (
+                    lake.read(spark, RECOMMENDATIONS)
+                    .groupBy("user_id")
+                    .agg(
+                        F.count(F.lit(1)).alias("rows"),
+                        F.collect_set(F.struct("model_version", "generated_at")).alias("versions"),
+                    )
+                    .collect()
+                )
+                versions = {(v["model_version"], v["generated_at"]) for r in summary for v in r["versions"]}
+                seen.append((versions, len(summary), min(r["rows"] for r in summary)))
+                first_read.set()
+                if finished:
+                    return
+        except BaseException as exc:  # surfaced in the main thread
+            failures.append(exc)
+            first_read.set()
+
+    first_read = threading.Event()
+    reader = threading.Thread(target=read_until_done)
+    reader.start()
+    first_read.wait(timeout=120)  # the reader has seen the old version before the refresh starts
+    try:
+        for version in ("2", "3"):
+            publish_recommendations(lake, _published(spark, users, n, version))
+    finally:
+        done.set()
+        reader.join(timeout=300)
+    assert not failures, failures
+    assert len(seen) >= 2
+    for versions, user_count, fewest_rows in seen:
+        assert len(versions) == 1, versions  # one publish per read, never a mix
+        assert user_count == users and fewest_rows == n  # and complete
+    assert next(iter(seen[0][0]))[0] == "1" and next(iter(seen[-1][0]))[0] == "3"  # old, then new
+
+
+def test_an_older_serving_table_gets_the_because_item_id_column(spark: SparkSession, tmp_path: Path) -> None:
+    lake = Lake.at(str(tmp_path / "lake"))
+    old_schema = T.StructType([f for f in RECOMMENDATIONS.schema if f.name != "because_item_id"])
+    old = _published(spark, 2, 3, "1").drop("because_item_id")
+    spark.createDataFrame(old.collect(), old_schema).write.format("delta").save(
+        lake.path(RECOMMENDATIONS.name)
+    )
+
+    lake.ensure(spark, RECOMMENDATIONS)
+    table = lake.read(spark, RECOMMENDATIONS)
+    assert "because_item_id" in table.columns
+    assert table.count() == 6 and table.where(F.col("because_item_id").isNotNull()).count() == 0
+    fresh = _published(spark, 1, 3, "2").withColumn("because_item_id", F.lit("i001"))
+    merge_user_rows(spark, lake, fresh, fresh.select("user_id").distinct())  # what refresh does
+    merged = lake.read(spark, RECOMMENDATIONS)
+    assert merged.count() == 6
+    assert {r["because_item_id"] for r in merged.where("user_id = 'u00000'").collect()} == {"i001"}
+    publish_recommendations(lake, _published(spark, 4, 3, "3"))  # and what a full refresh does
+    assert lake.read(spark, RECOMMENDATIONS).count() == 12

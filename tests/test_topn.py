@@ -57,3 +57,22 @@ def test_blocked_top_n_equals_brute_force(spark: SparkSession) -> None:
     assert all(
         len(by_user[f"u{u}"]) == n for u in range(2, n_users) if len(exclusions[f"u{u}"]) <= n_items - n
     )
+
+
+def test_two_stage_selection_equals_full_partial_sort_with_masked_items() -> None:
+    rng = np.random.default_rng(5)
+    for trial in range(10):
+        scores = rng.normal(size=(30, 16 * 24)).astype(np.float32)
+        scores[rng.random(scores.shape) < rng.random()] = -np.inf  # excluded items
+        scores[0, :] = -np.inf  # a user with nothing eligible
+        scores[1, :] = -np.inf
+        scores[1, 5] = 1.0  # ... and one with a single eligible item
+        n = int(rng.integers(1, 6))
+        chunked_cols, chunked = top_n_scores(scores, n, chunk=16)  # 24 chunks >= 4 n: two-stage
+        direct_cols, direct = top_n_scores(scores, n, chunk=scores.shape[1] + 1)  # plain argpartition
+        expected = -np.sort(-scores, axis=1)[:, :n]
+        np.testing.assert_array_equal(chunked, expected, err_msg=f"trial {trial}")
+        np.testing.assert_array_equal(direct, expected)
+        finite = np.isfinite(chunked)
+        np.testing.assert_array_equal(chunked_cols[finite], direct_cols[finite])
+        assert not finite[0].any() and finite[1].sum() == 1 and chunked_cols[1, 0] == 5
