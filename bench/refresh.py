@@ -48,6 +48,8 @@ def main() -> None:
         None,
         [
             "spark.shuffle_partitions=8",
+            # As conf/local.yaml: Delta's 50 log-replay tasks per new table version are waste here.
+            "spark.conf.spark.databricks.delta.snapshotPartitions=2",
             "spark.driver_memory=12g",
             f"lake.root={args.root}/lake",
             "catalog.path=null",
@@ -124,7 +126,9 @@ def main() -> None:
             f"refresh {attempt + 1}: {refreshed} users in {timings[-1]:.1f} s "
             f"(MERGE updated {metrics.get('numTargetRowsUpdated')}, "
             f"inserted {metrics.get('numTargetRowsInserted')}, "
-            f"deleted {metrics.get('numTargetRowsDeleted')})",
+            f"deleted {metrics.get('numTargetRowsDeleted')}, "
+            f"deletion vectors added {metrics.get('numTargetDeletionVectorsAdded')}, "
+            f"MERGE itself {int(metrics.get('executionTimeMs', 0)) / 1000:.1f} s)",
             flush=True,
         )
     print(

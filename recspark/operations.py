@@ -50,8 +50,14 @@ def maintain(spark: SparkSession, lake: Lake, retention_hours: float) -> dict[st
             continue
         table = DeltaTable.forPath(spark, lake.path(spec.name))
         metrics = table.optimize().executeCompaction().select("metrics.numFilesRemoved").first()
+        done[spec.name] = f"compacted {metrics[0] if metrics else 0} files"
+        if spec.properties.get("delta.enableDeletionVectors") == "true":
+            # Rows marked deleted (refresh MERGEs, forget-user) are still in their data files
+            # until those files are rewritten; VACUUM then removes the old files.
+            spark.sql(f"REORG TABLE delta.`{lake.path(spec.name)}` APPLY (PURGE)")
+            done[spec.name] += ", deletion vectors purged"
         table.vacuum(retention_hours)
-        done[spec.name] = f"compacted {metrics[0] if metrics else 0} files, vacuumed"
+        done[spec.name] += ", vacuumed"
         log.info("maintain: %s %s", spec.name, done[spec.name])
     return done
 

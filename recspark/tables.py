@@ -188,7 +188,14 @@ INTERACTIONS = TableSpec(
     # The refresh job reads the change feed to find users with new activity.
     properties={"delta.enableChangeDataFeed": "true"},
 )
-RECOMMENDATIONS = TableSpec("recommendations", RECOMMENDATIONS_SCHEMA)
+RECOMMENDATIONS = TableSpec(
+    "recommendations",
+    RECOMMENDATIONS_SCHEMA,
+    # The refresh MERGEs a few users' rows into a table of all users: with deletion vectors it
+    # marks their old rows deleted instead of rewriting every file those rows sit in.
+    # `recspark maintain` purges them (REORG ... APPLY (PURGE)) before VACUUM.
+    properties={"delta.enableDeletionVectors": "true"},
+)
 USER_IDS = TableSpec("user_ids", USER_IDS_SCHEMA)
 ITEM_IDS = TableSpec("item_ids", ITEM_IDS_SCHEMA)
 INGEST_METRICS = TableSpec("ingest_metrics", INGEST_METRICS_SCHEMA)
@@ -244,6 +251,7 @@ class Lake:
         """Create the table with its schema, layout and properties if it is not there yet; add
         the optional (nullable) columns a newer schema has to a table written by an older one."""
         self._add_missing_columns(spark, spec)
+        self._set_missing_properties(spark, spec)
         builder = DeltaTable.createIfNotExists(spark).location(self.path(spec.name)).addColumns(spec.schema)
         if spec.partition_by:
             builder = builder.partitionedBy(*spec.partition_by)
@@ -267,6 +275,17 @@ class Lake:
             columns = ", ".join(f"`{f.name}` {f.dataType.simpleString()}" for f in missing)
             spark.sql(f"ALTER TABLE delta.`{self.path(spec.name)}` ADD COLUMNS ({columns})")
             log.info("table %s: added columns %s", spec.name, columns)
+
+    def _set_missing_properties(self, spark: SparkSession, spec: TableSpec) -> None:
+        if not spec.properties or not self.exists(spark, spec):
+            return
+        detail = DeltaTable.forPath(spark, self.path(spec.name)).detail().select("properties").first()
+        present = detail[0] if detail else {}
+        missing = {k: v for k, v in spec.properties.items() if present.get(k) != v}
+        if missing:
+            assignments = ", ".join(f"'{k}' = '{v}'" for k, v in missing.items())
+            spark.sql(f"ALTER TABLE delta.`{self.path(spec.name)}` SET TBLPROPERTIES ({assignments})")
+            log.info("table %s: set properties %s", spec.name, assignments)
 
     def delta(self, spark: SparkSession, spec: TableSpec) -> DeltaTable:
         self.require(spark, spec)

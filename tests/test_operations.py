@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from pathlib import Path
 
 from chispa import assert_approx_df_equality
@@ -9,7 +10,7 @@ from pyspark.sql import SparkSession
 
 from recspark.cli import main
 from recspark.operations import forget_user, maintain, rebuild_interactions
-from recspark.tables import EVENTS, INTERACTIONS, QUARANTINE, Lake
+from recspark.tables import EVENTS, INTERACTIONS, QUARANTINE, RECOMMENDATIONS, RECOMMENDATIONS_SCHEMA, Lake
 from tests.conftest import config_under
 from tests.test_ingest import FILE_1, FILE_2, FILE_3, drop_file, ingest
 
@@ -44,3 +45,32 @@ def test_forget_user_rebuild_and_maintain(spark: SparkSession, tmp_path: Path) -
     conf = ["--set", f"lake.root={config.lake.root}"]
     assert main(["forget-user", "u2", *conf]) == 0
     assert lake.read(spark, EVENTS).where("user_id = 'u2'").count() == 0
+
+
+def test_forgotten_user_leaves_the_serving_files_once_maintain_purges_deletion_vectors(
+    spark: SparkSession, tmp_path: Path
+) -> None:
+    lake = Lake.at(str(tmp_path / "lake"))
+    now = datetime(2026, 11, 25, 12, 0)
+    rows = [(u, r, f"i{r}", 1.0 / r, "als", "1", now, None) for u in ("u1", "u2", "u3") for r in (1, 2)]
+    # A serving table written before deletion vectors were switched on: ensure upgrades it.
+    spark.createDataFrame(rows, RECOMMENDATIONS_SCHEMA).coalesce(1).write.format("delta").save(
+        lake.path(RECOMMENDATIONS.name)
+    )
+    lake.ensure(spark, RECOMMENDATIONS)
+    properties = lake.delta(spark, RECOMMENDATIONS).detail().first()["properties"]
+    assert properties.get("delta.enableDeletionVectors") == "true"
+
+    assert forget_user(spark, lake, "u2")["recommendations"] == 2
+    delete = lake.delta(spark, RECOMMENDATIONS).history(1).first()["operationMetrics"]
+    assert int(delete["numDeletionVectorsAdded"]) == 1  # marked deleted, file not rewritten
+
+    def users_in_live_files() -> set[str]:
+        files = lake.read(spark, RECOMMENDATIONS).inputFiles()
+        return {row.user_id for row in spark.read.parquet(*files).select("user_id").distinct().collect()}
+
+    assert "u2" in users_in_live_files()  # still on disk, hidden by the deletion vector
+    done = maintain(spark, lake, retention_hours=168)
+    assert "deletion vectors purged" in done["recommendations"]
+    assert users_in_live_files() == {"u1", "u3"}
+    assert lake.read(spark, RECOMMENDATIONS).count() == 4
