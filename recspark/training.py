@@ -22,6 +22,7 @@ from recspark.catalog import read_catalog
 from recspark.config import Config, TrainConfig
 from recspark.evaluation import (
     EvaluationError,
+    TimeSplit,
     catalog_metrics,
     metrics_by_k,
     popularity_vs_frequency,
@@ -316,6 +317,38 @@ def gating_baselines(config: Config, metrics: dict[str, float]) -> dict[str, flo
     return scores
 
 
+@dataclass
+class TrainingPeriod:
+    interactions: DataFrame
+    positives: int  # user-item pairs with strength > 0
+    user_ids: DataFrame
+    item_ids: DataFrame
+
+
+def training_period(
+    spark: SparkSession,
+    config: Config,
+    lake: Lake,
+    split: TimeSplit,
+    interactions: DataFrame,
+    settings: TrainConfig,
+    held_out: str,
+) -> TrainingPeriod:
+    """The interactions before the held-out period (persisted), and the id maps extended to every
+    user and item; refuses a period too thin to learn from."""
+    train_interactions = strength_as_of(
+        aggregate_events(split.train_events, config.interactions), split.cutoff, config.interactions
+    ).persist()
+    n_train = train_interactions.where("strength > 0").count()
+    if n_train < settings.min_train_interactions:
+        raise TrainingError(
+            f"only {n_train} positive user-item interactions before the {held_out} period "
+            f"(train.min_train_interactions={settings.min_train_interactions})"
+        )
+    user_ids, item_ids = extend_user_and_item_maps(spark, lake, interactions)
+    return TrainingPeriod(train_interactions, n_train, user_ids.persist(), item_ids.persist())
+
+
 def train(spark: SparkSession, config: Config, lake: Lake) -> TrainResult:
     """The whole training job; stops with TrainingError before touching the registry when the
     data cannot support it."""
@@ -348,19 +381,9 @@ def train(spark: SparkSession, config: Config, lake: Lake) -> TrainResult:
             split = time_split(events, settings.test_days)
         except EvaluationError as exc:
             raise TrainingError(str(exc)) from exc
-        train_interactions = strength_as_of(
-            aggregate_events(split.train_events, config.interactions),
-            split.cutoff,
-            config.interactions,
-        ).persist()
-        n_train = train_interactions.where("strength > 0").count()
-        if n_train < settings.min_train_interactions:
-            raise TrainingError(
-                f"only {n_train} positive user-item interactions before the test period "
-                f"(train.min_train_interactions={settings.min_train_interactions})"
-            )
-        user_ids, item_ids = extend_user_and_item_maps(spark, lake, interactions)
-        user_ids, item_ids = user_ids.persist(), item_ids.persist()
+        period = training_period(spark, config, lake, split, interactions, settings, "test")
+        train_interactions, n_train = period.interactions, period.positives
+        user_ids, item_ids = period.user_ids, period.item_ids
 
     with _phase(timings, "evaluate"):
         try:

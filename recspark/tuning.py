@@ -18,11 +18,9 @@ from pyspark.sql import SparkSession
 
 from recspark.config import Config, TuneConfig
 from recspark.evaluation import EvaluationError, TimeSplit, time_split
-from recspark.idmap import extend_user_and_item_maps
-from recspark.interactions import aggregate_events, strength_as_of
 from recspark.tables import EVENTS, INTERACTIONS, Lake
 from recspark.tracking import configure_mlflow
-from recspark.training import TrainingError, evaluate_split
+from recspark.training import TrainingError, evaluate_split, training_period
 from recspark.tuned_params import TUNED_KEYS, TunedParams, tuned_params_path, write_tuned
 
 log = logging.getLogger(__name__)
@@ -68,17 +66,8 @@ def tune(spark: SparkSession, config: Config, lake: Lake) -> TuneResult:
         split = validation_split(events, config)
     except EvaluationError as exc:
         raise TrainingError(f"cannot carve a validation period out of the training period: {exc}") from exc
-    train_interactions = strength_as_of(
-        aggregate_events(split.train_events, config.interactions), split.cutoff, config.interactions
-    ).persist()
-    n_train = train_interactions.where("strength > 0").count()
-    if n_train < settings.min_train_interactions:
-        raise TrainingError(
-            f"only {n_train} positive user-item interactions before the validation period "
-            f"(train.min_train_interactions={settings.min_train_interactions})"
-        )
-    user_ids, item_ids = extend_user_and_item_maps(spark, lake, interactions)
-    user_ids, item_ids = user_ids.persist(), item_ids.persist()
+    period = training_period(spark, config, lake, split, interactions, settings, "validation")
+    train_interactions, user_ids, item_ids = period.interactions, period.user_ids, period.item_ids
     space = search_space(config.tune)
     path = tuned_params_path(config, lake)
     trials: list[tuple[dict[str, float], float]] = []
