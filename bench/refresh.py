@@ -119,7 +119,8 @@ def main() -> None:
         ).limit(args.active)
         active = spark.createDataFrame(active.collect(), "user_id string")
         started = time.time()
-        refreshed = refresh_users(spark, config, lake, champion, active)
+        # As a refresh batch: the query's start made every list at most top_n long.
+        refreshed = refresh_users(spark, config, lake, champion, active, config.serve.top_n)
         timings.append(time.time() - started)
         metrics = lake.delta(spark, RECOMMENDATIONS).history(1).first()["operationMetrics"]
         print(

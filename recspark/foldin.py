@@ -20,6 +20,8 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
+from recspark.topn import collect_factors
+
 USER_VECTOR_SCHEMA = T.StructType(
     [
         T.StructField("user_id", T.StringType(), False),
@@ -53,9 +55,9 @@ def fold_in_users(
     Items without factors (new since training) are ignored; users left with no known item get
     no vector (they are cold-start users for the caller to handle).
     """
-    rows = item_factors.select("item_id", "features").collect()
-    position = {r["item_id"]: i for i, r in enumerate(rows)}
-    matrix = np.asarray([r["features"] for r in rows], dtype=np.float64)
+    item_ids, item_matrix = collect_factors(item_factors, "item_id")
+    position = {item_id: i for i, item_id in enumerate(item_ids)}
+    matrix = item_matrix.astype(np.float64)
     gram = matrix.T @ matrix
     shared = spark.sparkContext.broadcast((position, matrix, gram))
 

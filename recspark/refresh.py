@@ -66,15 +66,23 @@ def folded_in_vectors(
     return fold_in_users(spark, ratings, item_factors, champion.settings.alpha, champion.settings.reg_param)
 
 
-def merge_user_rows(spark: SparkSession, lake: Lake, fresh: DataFrame, users: DataFrame) -> None:
+def longest_list(spark: SparkSession, lake: Lake) -> int:
+    """The highest rank in the serving table (a scan: the refresh does it once, at start)."""
+    return lake.read(spark, RECOMMENDATIONS).agg(F.max("rank")).first()[0] or 0
+
+
+def merge_user_rows(
+    spark: SparkSession, lake: Lake, fresh: DataFrame, users: DataFrame, longest: int | None = None
+) -> None:
     """Replace the rows of ``users`` (and only theirs) with ``fresh`` in one MERGE.
 
     Rows a user no longer has (a shorter list) are matched by a tombstone and deleted: one for
-    every rank above the user's new list, up to the highest rank in the table. The source is
-    checkpointed first: Delta materialises a MERGE source it cannot prove deterministic (Python
-    UDFs), and would otherwise run the whole fold-in and scoring plan again to do so.
+    every rank above the user's new list, up to ``longest``, the highest rank in the table (read
+    from it when not given). The source is checkpointed first: Delta materialises a MERGE source
+    it cannot prove deterministic (Python UDFs), and would otherwise run the whole fold-in and
+    scoring plan again to do so.
     """
-    highest = lake.read(spark, RECOMMENDATIONS).agg(F.max("rank")).first()[0] or 0
+    highest = longest if longest is not None else longest_list(spark, lake)
     lengths = users.select("user_id").join(
         fresh.groupBy("user_id").agg(F.max("rank").alias("_length")), "user_id", "left"
     )
@@ -107,25 +115,33 @@ def merge_user_rows(spark: SparkSession, lake: Lake, fresh: DataFrame, users: Da
 
 
 def refresh_users(
-    spark: SparkSession, config: Config, lake: Lake, champion: Champion, users: DataFrame
+    spark: SparkSession,
+    config: Config,
+    lake: Lake,
+    champion: Champion,
+    users: DataFrame,
+    longest: int | None = None,
 ) -> int:
-    """Recompute and MERGE the recommendations of ``users``; returns how many users."""
+    """Recompute and MERGE the recommendations of ``users``; returns how many users.
+
+    ``longest``: no list in the table is longer (see ``merge_user_rows``)."""
     users = users.select("user_id").distinct().persist()
     try:
         count = users.count()
         if count:
             interactions = lake.read(spark, INTERACTIONS)
             as_of = newest_event_time(interactions)
+            # Their own interactions, read once for the fold-in, exclusions and explanations.
+            theirs = interactions.join(F.broadcast(users), "user_id").persist()
             item_factors = champion_item_factors(spark, lake, champion).persist()
             vectors = folded_in_vectors(
-                spark, config, lake, champion, users, item_factors, interactions, as_of
+                spark, config, lake, champion, users, item_factors, theirs, as_of
             ).persist()
             fresh = build_recommendations(
-                spark, config, lake, champion, users, vectors, item_factors, interactions, as_of
+                spark, config, lake, champion, users, vectors, item_factors, interactions, as_of, theirs
             ).persist()
-            fresh.count()
-            merge_user_rows(spark, lake, fresh, users)
-            for frame in (fresh, vectors, item_factors):
+            merge_user_rows(spark, lake, fresh, users, longest)  # its checkpoint computes fresh
+            for frame in (fresh, vectors, item_factors, theirs):
                 frame.unpersist()
         return count
     finally:
@@ -174,7 +190,10 @@ class RefreshBatchWriter:
         if self._app_id is None:
             self._app_id = streaming_app_id(spark, self.checkpoint, "refresh")
         with idempotent_session_writes(spark, self._app_id, batch_id):
-            users = refresh_users(spark, self.config, self.lake, self.champion, active)
+            # run_refresh made every list at most serve.top_n long before the query started.
+            users = refresh_users(
+                spark, self.config, self.lake, self.champion, active, self.config.serve.top_n
+            )
         log.info(
             "refresh batch %d: %d active users refreshed by champion %s in %.1fs",
             batch_id,
@@ -210,8 +229,8 @@ def start_refresh(
 
 
 def run_refresh(spark: SparkSession, config: Config, lake: Lake, once: bool) -> None:
-    """Bring the serving table up to date (full refresh if the champion changed), then keep it
-    fresh until stopped (or stop when ``once``)."""
+    """Bring the serving table up to date (a full refresh if the champion changed or
+    ``serve.top_n`` was lowered), then keep it fresh until stopped (or stop when ``once``)."""
     configure_mlflow(config.mlflow)
     champion = champion_version(config.mlflow)
     if champion is None:
@@ -219,7 +238,11 @@ def run_refresh(spark: SparkSession, config: Config, lake: Lake, once: bool) -> 
             f"registered model '{config.mlflow.model_name}' has no champion: run `recspark train` first"
         )
     covered = None
-    if published_model_version(spark, lake) != str(champion.version):
+    published = published_model_version(spark, lake)
+    longer = published is not None and longest_list(spark, lake) > config.serve.top_n
+    if published != str(champion.version) or longer:
+        if longer:
+            log.info("refresh: lists longer than serve.top_n=%d: full refresh", config.serve.top_n)
         covered = lake.version(spark, INTERACTIONS)
         recommend(spark, config, lake)
     await_query(start_refresh(spark, config, lake, once, covered), "refresh")

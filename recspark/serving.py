@@ -263,12 +263,14 @@ def build_recommendations(
     item_factors: DataFrame | None = None,
     interactions: DataFrame | None = None,
     as_of: datetime | None = None,
+    users_interactions: DataFrame | None = None,
 ) -> DataFrame:
     """N rows for each of ``users`` (default: everyone with interactions), business rules applied.
 
     The one code path of the full publish and the refresh job. ``user_vectors`` (user_id,
     features) default to the champion's own user factors; the refresh job passes folded-in
-    vectors of recently active users (and the item factors and interactions it already read).
+    vectors of recently active users (and the item factors and interactions it already read, and
+    ``users_interactions``, the rows of ``interactions`` that belong to ``users``).
     Users with a vector and at least ``serve.min_history`` positive interactions with items the
     model knows get ALS rows; the others (cold start) get popular items of the categories they
     touched, then trending (else popular) items. Rows the rules discard are filled the same way.
@@ -283,7 +285,7 @@ def build_recommendations(
     if users is None:
         users = interactions.select("user_id").distinct()
     users = users.select("user_id").distinct()
-    mine = interactions.join(users, "user_id")
+    mine = users_interactions if users_interactions is not None else interactions.join(users, "user_id")
     exclusions = user_exclusions(config, mine, as_of)
     if item_factors is None:
         user_factors, item_factors = factor_tables(

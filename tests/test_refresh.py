@@ -15,7 +15,7 @@ from recspark.catalog import read_catalog
 from recspark.config import Config
 from recspark.ingest import run_ingest
 from recspark.refresh import folded_in_vectors, refresh_users, run_refresh
-from recspark.serving import load_champion
+from recspark.serving import load_champion, recommend
 from recspark.tables import INTERACTIONS, ITEM_IDS, RECOMMENDATIONS, USER_IDS, Lake
 from recspark.tracking import champion_version, configure_mlflow, promote
 from recspark.training import TrainResult, factor_tables, train
@@ -156,3 +156,22 @@ def test_refresh_applies_the_same_rules_as_the_full_publish(
         refresh_users(spark, config, lake, champion, users)  # leave the shop as it was
     per_user = lake.read(spark, RECOMMENDATIONS).groupBy("user_id").count()
     assert per_user.where(F.col("count") != n).count() == 0
+
+
+def test_a_lower_top_n_republishes_every_list_at_the_new_length(
+    spark: SparkSession, trained_shop: tuple[Config, TrainResult]
+) -> None:
+    config, _ = trained_shop
+    lake = Lake.at(config.lake.root)
+    shorter = replace(config, serve=replace(config.serve, top_n=config.serve.top_n - 3))
+    recommend(spark, config, lake)  # the champion's full lists: only the shorter N can republish
+    try:
+        run_refresh(spark, shorter, lake, once=True)
+        assert lake.delta(spark, RECOMMENDATIONS).history(1).first()["operation"] in (
+            "WRITE",
+            "CREATE OR REPLACE TABLE",
+        )
+        lengths = lake.read(spark, RECOMMENDATIONS).groupBy("user_id").agg(F.max("rank").alias("longest"))
+        assert {r["longest"] for r in lengths.select("longest").distinct().collect()} == {shorter.serve.top_n}
+    finally:
+        recommend(spark, config, lake)  # leave the shop as it was
