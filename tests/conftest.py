@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 from pyspark.sql import SparkSession
@@ -11,6 +12,9 @@ from pyspark.sql import SparkSession
 from recspark.config import Config, load_config
 from recspark.packages import spark_packages
 from recspark.session import build_spark
+
+if TYPE_CHECKING:
+    from recspark.training import TrainResult
 
 TEST_SETTINGS = (
     "spark.master=local[2]",
@@ -87,3 +91,15 @@ def trained_shop(spark: SparkSession, tmp_path_factory: pytest.TempPathFactory):
     result = train(spark, config, lake)
     recommend(spark, config, lake)
     return config, result
+
+
+@pytest.fixture
+def shop(trained_shop: tuple[Config, TrainResult]) -> Config:
+    """The trained shop's config."""
+    return trained_shop[0]
+
+
+@pytest.fixture
+def trained(trained_shop: tuple[Config, TrainResult]) -> TrainResult:
+    """The trained shop's first training result."""
+    return trained_shop[1]

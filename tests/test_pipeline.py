@@ -21,16 +21,6 @@ from tests.conftest import SHOP_TOP_N, config_under
 TOP_N = SHOP_TOP_N
 
 
-@pytest.fixture(scope="module")
-def shop(trained_shop: tuple[Config, TrainResult]) -> Config:
-    return trained_shop[0]
-
-
-@pytest.fixture(scope="module")
-def trained(trained_shop: tuple[Config, TrainResult]) -> TrainResult:
-    return trained_shop[1]
-
-
 def test_tables_follow_the_contract(spark: SparkSession, shop: Config, trained: TrainResult) -> None:
     lake = Lake.at(shop.lake.root)
     required = {

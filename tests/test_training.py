@@ -65,16 +65,6 @@ def test_training_is_reproducible_with_a_fixed_seed(spark: SparkSession) -> None
     assert factors(8) != first
 
 
-@pytest.fixture(scope="module")
-def shop(trained_shop: tuple[Config, TrainResult]) -> Config:
-    return trained_shop[0]
-
-
-@pytest.fixture(scope="module")
-def trained(trained_shop: tuple[Config, TrainResult]) -> TrainResult:
-    return trained_shop[1]
-
-
 def test_run_reports_both_baselines_and_keeps_factors_and_report(
     spark: SparkSession, shop: Config, trained: TrainResult
 ) -> None:
