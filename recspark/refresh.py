@@ -24,7 +24,7 @@ from recspark.interactions import strength_as_of
 from recspark.serving import (
     Champion,
     build_recommendations,
-    champion_item_factors,
+    champion_factors,
     load_champion,
     newest_event_time,
     publish_recommendations,
@@ -59,7 +59,7 @@ def folded_in_vectors(
     if as_of is None:
         as_of = newest_event_time(interactions)
     if item_factors is None:
-        item_factors = champion_item_factors(spark, lake, champion)
+        item_factors = champion_factors(spark, lake, champion)[1]
     ratings = strength_as_of(interactions.join(users, "user_id"), as_of, config.interactions).select(
         "user_id", "item_id", preference(champion.settings).alias("rating")
     )
@@ -133,7 +133,7 @@ def refresh_users(
             as_of = newest_event_time(interactions)
             # Their own interactions, read once for the fold-in, exclusions and explanations.
             theirs = interactions.join(F.broadcast(users), "user_id").persist()
-            item_factors = champion_item_factors(spark, lake, champion).persist()
+            item_factors = champion_factors(spark, lake, champion)[1].persist()
             vectors = folded_in_vectors(
                 spark, config, lake, champion, users, item_factors, theirs, as_of
             ).persist()

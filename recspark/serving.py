@@ -248,9 +248,9 @@ def assemble_lists(candidates: DataFrame, n: int, max_per_category: int, new_ite
     )
 
 
-def champion_item_factors(spark: SparkSession, lake: Lake, champion: Champion) -> DataFrame:
-    """The champion's item factors keyed by the shop's item ids."""
-    return factor_tables(champion.model, lake.read(spark, USER_IDS), lake.read(spark, ITEM_IDS))[1]
+def champion_factors(spark: SparkSession, lake: Lake, champion: Champion) -> tuple[DataFrame, DataFrame]:
+    """The champion's user and item factors keyed by the shop's ids."""
+    return factor_tables(champion.model, lake.read(spark, USER_IDS), lake.read(spark, ITEM_IDS))
 
 
 def build_recommendations(
@@ -287,16 +287,10 @@ def build_recommendations(
     users = users.select("user_id").distinct()
     mine = users_interactions if users_interactions is not None else interactions.join(users, "user_id")
     exclusions = user_exclusions(config, mine, as_of)
-    if item_factors is None:
-        user_factors, item_factors = factor_tables(
-            champion.model, lake.read(spark, USER_IDS), lake.read(spark, ITEM_IDS)
-        )
-        if user_vectors is None:
-            user_vectors = user_factors
-    elif user_vectors is None:
-        user_vectors = factor_tables(champion.model, lake.read(spark, USER_IDS), lake.read(spark, ITEM_IDS))[
-            0
-        ]
+    if item_factors is None or user_vectors is None:
+        user_factors, champion_items = champion_factors(spark, lake, champion)
+        item_factors = champion_items if item_factors is None else item_factors
+        user_vectors = user_factors if user_vectors is None else user_vectors
     rules = serve.max_per_category > 0 or serve.min_score is not None
     fetch = n * serve.overfetch if rules else n
 
@@ -372,7 +366,7 @@ def build_recommendations(
 
 def similar_items(spark: SparkSession, config: Config, lake: Lake, champion: Champion) -> DataFrame:
     """For product pages: each item's nearest available items by cosine of the item factors."""
-    _, item_factors = factor_tables(champion.model, lake.read(spark, USER_IDS), lake.read(spark, ITEM_IDS))
+    _, item_factors = champion_factors(spark, lake, champion)
     unit = item_factors.select(
         "item_id",
         F.transform(

@@ -250,8 +250,8 @@ class Lake:
     def ensure(self, spark: SparkSession, spec: TableSpec) -> DeltaTable:
         """Create the table with its schema, layout and properties if it is not there yet; add
         the optional (nullable) columns a newer schema has to a table written by an older one."""
-        self._add_missing_columns(spark, spec)
-        self._set_missing_properties(spark, spec)
+        if self.exists(spark, spec):
+            self._upgrade(spark, spec)
         builder = DeltaTable.createIfNotExists(spark).location(self.path(spec.name)).addColumns(spec.schema)
         if spec.partition_by:
             builder = builder.partitionedBy(*spec.partition_by)
@@ -266,26 +266,25 @@ class Lake:
             )
         return table
 
-    def _add_missing_columns(self, spark: SparkSession, spec: TableSpec) -> None:
-        if not self.exists(spark, spec):
-            return
-        present = {f.name.lower() for f in DeltaTable.forPath(spark, self.path(spec.name)).toDF().schema}
+    def _upgrade(self, spark: SparkSession, spec: TableSpec) -> None:
+        """Bring a table written by an older version to the spec: its missing nullable columns
+        and table properties."""
+        path = self.path(spec.name)
+        table = DeltaTable.forPath(spark, path)
+        present = {f.name.lower() for f in table.toDF().schema}
         missing = [f for f in spec.schema if f.nullable and f.name.lower() not in present]
         if missing:
             columns = ", ".join(f"`{f.name}` {f.dataType.simpleString()}" for f in missing)
-            spark.sql(f"ALTER TABLE delta.`{self.path(spec.name)}` ADD COLUMNS ({columns})")
+            spark.sql(f"ALTER TABLE delta.`{path}` ADD COLUMNS ({columns})")
             log.info("table %s: added columns %s", spec.name, columns)
-
-    def _set_missing_properties(self, spark: SparkSession, spec: TableSpec) -> None:
-        if not spec.properties or not self.exists(spark, spec):
-            return
-        detail = DeltaTable.forPath(spark, self.path(spec.name)).detail().select("properties").first()
-        present = detail[0] if detail else {}
-        missing = {k: v for k, v in spec.properties.items() if present.get(k) != v}
-        if missing:
-            assignments = ", ".join(f"'{k}' = '{v}'" for k, v in missing.items())
-            spark.sql(f"ALTER TABLE delta.`{self.path(spec.name)}` SET TBLPROPERTIES ({assignments})")
-            log.info("table %s: set properties %s", spec.name, assignments)
+        if spec.properties:
+            detail = table.detail().select("properties").first()
+            current = detail[0] if detail else {}
+            changed = {k: v for k, v in spec.properties.items() if current.get(k) != v}
+            if changed:
+                assignments = ", ".join(f"'{k}' = '{v}'" for k, v in changed.items())
+                spark.sql(f"ALTER TABLE delta.`{path}` SET TBLPROPERTIES ({assignments})")
+                log.info("table %s: set properties %s", spec.name, assignments)
 
     def delta(self, spark: SparkSession, spec: TableSpec) -> DeltaTable:
         self.require(spark, spec)

@@ -85,7 +85,7 @@ BASELINE_LABELS = {"popular": "popularity", "category_popular": "category-popula
 
 def decide_promotion(
     candidate: float,
-    baseline: float | Mapping[str, float],
+    baselines: Mapping[str, float],
     champion: float | None,
     margin: float,
     metric: str,
@@ -93,11 +93,9 @@ def decide_promotion(
     """Promote only a model that beats every gating baseline by the relative ``margin`` and
     does at least that much better than the champion on ``metric``, on the same test period.
 
-    ``baseline`` is the popularity baseline's score, or a mapping baseline name -> score (the
-    configured ``mlflow.promotion_baselines``). A tie with the champion (margin 0) promotes: same
-    quality, fresher data.
+    ``baselines``: baseline name -> score, for the configured ``mlflow.promotion_baselines``.
+    A tie with the champion (margin 0) promotes: same quality, fresher data.
     """
-    baselines = {"popular": baseline} if isinstance(baseline, int | float) else dict(baseline)
     for name, score in baselines.items():
         if candidate <= score * (1.0 + margin):
             return PromotionDecision(

@@ -8,21 +8,21 @@ from recspark.tracking import decide_promotion
 
 
 def test_promotion_needs_to_beat_baseline_and_champion() -> None:
-    assert decide_promotion(0.30, 0.10, None, 0.0, "ndcg").promote
-    assert decide_promotion(0.30, 0.10, 0.29, 0.0, "ndcg").promote
-    assert decide_promotion(0.30, 0.10, 0.30, 0.0, "ndcg").promote  # a tie: fresher data wins
-    worse = decide_promotion(0.28, 0.10, 0.30, 0.0, "ndcg")
+    assert decide_promotion(0.30, {"popular": 0.10}, None, 0.0, "ndcg").promote
+    assert decide_promotion(0.30, {"popular": 0.10}, 0.29, 0.0, "ndcg").promote
+    assert decide_promotion(0.30, {"popular": 0.10}, 0.30, 0.0, "ndcg").promote  # a tie: fresher data wins
+    worse = decide_promotion(0.28, {"popular": 0.10}, 0.30, 0.0, "ndcg")
     assert not worse.promote and "champion" in worse.reason
-    weak = decide_promotion(0.10, 0.10, None, 0.0, "ndcg")
+    weak = decide_promotion(0.10, {"popular": 0.10}, None, 0.0, "ndcg")
     assert not weak.promote and "baseline" in weak.reason
-    margin = decide_promotion(0.31, 0.10, 0.30, 0.05, "ndcg")
+    margin = decide_promotion(0.31, {"popular": 0.10}, 0.30, 0.05, "ndcg")
     assert not margin.promote and "margin 5.0%" in margin.reason
 
 
 @pytest.mark.parametrize("margin", [0.0, 0.1])
 def test_baseline_margin_is_relative(margin: float) -> None:
-    assert decide_promotion(0.2 * (1 + margin) + 1e-9, 0.2, None, margin, "m").promote
-    assert not decide_promotion(0.2 * (1 + margin) - 1e-9, 0.2, None, margin, "m").promote
+    assert decide_promotion(0.2 * (1 + margin) + 1e-9, {"popular": 0.2}, None, margin, "m").promote
+    assert not decide_promotion(0.2 * (1 + margin) - 1e-9, {"popular": 0.2}, None, margin, "m").promote
 
 
 def test_every_configured_baseline_gates_promotion() -> None:
