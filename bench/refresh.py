@@ -21,7 +21,7 @@ from pyspark.sql import functions as F
 
 from recspark.config import load_config
 from recspark.refresh import refresh_users
-from recspark.serving import Champion
+from recspark.serving import Champion, champion_factors, newest_event_time
 from recspark.session import build_spark
 from recspark.tables import INTERACTIONS, ITEM_IDS, RECOMMENDATIONS, USER_IDS, Lake
 
@@ -110,6 +110,10 @@ def main() -> None:
     champion = Champion(version="bench", model=ALSModel(jvm_model), settings=config.train)
     print(f"lake written in {time.time() - started:.1f} s", flush=True)
 
+    # As the refresh job, which carries the newest event time from batch to batch and keeps the
+    # champion's item factors cached.
+    as_of = newest_event_time(lake.read(spark, INTERACTIONS))
+    item_factors = champion_factors(spark, lake, champion)[1].persist()
     timings = []
     for attempt in range(args.repeat):
         active = (
@@ -119,14 +123,12 @@ def main() -> None:
         ).limit(args.active)
         active = spark.createDataFrame(active.collect(), "user_id string")
         started = time.time()
-        # As a refresh batch: the query's start made every list at most top_n long.
-        refreshed = refresh_users(spark, config, lake, champion, active, config.serve.top_n)
+        refreshed = refresh_users(spark, config, lake, champion, active, as_of, item_factors)
         timings.append(time.time() - started)
         metrics = lake.delta(spark, RECOMMENDATIONS).history(1).first()["operationMetrics"]
         print(
             f"refresh {attempt + 1}: {refreshed} users in {timings[-1]:.1f} s "
-            f"(MERGE updated {metrics.get('numTargetRowsUpdated')}, "
-            f"inserted {metrics.get('numTargetRowsInserted')}, "
+            f"(MERGE inserted {metrics.get('numTargetRowsInserted')}, "
             f"deleted {metrics.get('numTargetRowsDeleted')}, "
             f"deletion vectors added {metrics.get('numTargetDeletionVectorsAdded')}, "
             f"MERGE itself {int(metrics.get('executionTimeMs', 0)) / 1000:.1f} s)",

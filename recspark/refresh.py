@@ -71,43 +71,28 @@ def longest_list(spark: SparkSession, lake: Lake) -> int:
     return lake.read(spark, RECOMMENDATIONS).agg(F.max("rank")).first()[0] or 0
 
 
-def merge_user_rows(
-    spark: SparkSession, lake: Lake, fresh: DataFrame, users: DataFrame, longest: int | None = None
-) -> None:
+def merge_user_rows(spark: SparkSession, lake: Lake, fresh: DataFrame, users: DataFrame) -> None:
     """Replace the rows of ``users`` (and only theirs) with ``fresh`` in one MERGE.
 
-    Rows a user no longer has (a shorter list) are matched by a tombstone and deleted: one for
-    every rank above the user's new list, up to ``longest``, the highest rank in the table (read
-    from it when not given). The source is checkpointed first: Delta materialises a MERGE source
-    it cannot prove deterministic (Python UDFs), and would otherwise run the whole fold-in and
-    scoring plan again to do so.
+    The source holds each user once as a key, which matches (and deletes) all of their current
+    rows, and the fresh rows with a null key, which never match and are inserted. One commit, so
+    readers see a user's old list or the new one; with deletion vectors the old rows are only
+    marked deleted, and a list that got shorter needs nothing extra. The source is checkpointed
+    first: Delta materialises a MERGE source it cannot prove deterministic (Python UDFs), and
+    would otherwise run the whole fold-in and scoring plan again to do so.
     """
-    highest = longest if longest is not None else longest_list(spark, lake)
-    lengths = users.select("user_id").join(
-        fresh.groupBy("user_id").agg(F.max("rank").alias("_length")), "user_id", "left"
-    )
-    first_gone = F.coalesce(F.col("_length"), F.lit(0)) + 1
-    tombstones = lengths.select(
-        "user_id",
-        F.explode(
-            F.when(first_gone <= highest, F.sequence(first_gone, F.lit(highest))).otherwise(
-                F.array().cast("array<int>")
-            )
-        ).alias("rank"),
-    )
     source = (
-        fresh.withColumn("_delete", F.lit(False))
-        .unionByName(tombstones.withColumn("_delete", F.lit(True)), allowMissingColumns=True)
+        users.select(F.col("user_id").alias("_replaces"))
+        .unionByName(fresh.withColumn("_replaces", F.lit(None).cast("string")), allowMissingColumns=True)
         .localCheckpoint(eager=True)
     )
     (
         lake.delta(spark, RECOMMENDATIONS)
         .alias("t")
-        .merge(source.alias("s"), "t.user_id = s.user_id AND t.rank = s.rank")
-        .whenMatchedDelete(condition="s._delete")
-        .whenMatchedUpdate(set={c: f"s.{c}" for c in RECOMMENDATIONS.schema.fieldNames()})
+        .merge(source.alias("s"), "t.user_id = s._replaces")
+        .whenMatchedDelete()
         .whenNotMatchedInsert(
-            condition="NOT s._delete",
+            condition="s._replaces IS NULL",
             values={c: f"s.{c}" for c in RECOMMENDATIONS.schema.fieldNames()},
         )
         .execute()
@@ -120,29 +105,38 @@ def refresh_users(
     lake: Lake,
     champion: Champion,
     users: DataFrame,
-    longest: int | None = None,
+    as_of: datetime | None = None,
+    item_factors: DataFrame | None = None,
 ) -> int:
     """Recompute and MERGE the recommendations of ``users``; returns how many users.
 
-    ``longest``: no list in the table is longer (see ``merge_user_rows``)."""
+    ``as_of``: the newest event time in ``interactions`` (read from it when not given; the
+    refresh job carries it from batch to batch instead of scanning the table each time).
+    ``item_factors``: the champion's (read when not given; the job keeps them cached while the
+    champion stays the same)."""
     users = users.select("user_id").distinct().persist()
     try:
         count = users.count()
         if count:
             interactions = lake.read(spark, INTERACTIONS)
-            as_of = newest_event_time(interactions)
+            if as_of is None:
+                as_of = newest_event_time(interactions)
             # Their own interactions, read once for the fold-in, exclusions and explanations.
             theirs = interactions.join(F.broadcast(users), "user_id").persist()
-            item_factors = champion_factors(spark, lake, champion)[1].persist()
+            own_factors = item_factors is None
+            if own_factors:
+                item_factors = champion_factors(spark, lake, champion)[1].persist()
             vectors = folded_in_vectors(
                 spark, config, lake, champion, users, item_factors, theirs, as_of
             ).persist()
             fresh = build_recommendations(
                 spark, config, lake, champion, users, vectors, item_factors, interactions, as_of, theirs
-            ).persist()
-            merge_user_rows(spark, lake, fresh, users, longest)  # its checkpoint computes fresh
-            for frame in (fresh, vectors, item_factors, theirs):
+            )
+            merge_user_rows(spark, lake, fresh, users)  # its checkpoint computes fresh once
+            for frame in (vectors, theirs):
                 frame.unpersist()
+            if own_factors:
+                item_factors.unpersist()
         return count
     finally:
         users.unpersist()
@@ -161,6 +155,18 @@ class RefreshBatchWriter:
         self._app_id: str | None = None
         # Changes up to this interactions version are already in a full refresh just published.
         self.covered_version = covered_version
+        self.as_of: datetime | None = None  # the newest event time in interactions
+        self.item_factors: DataFrame | None = None  # the champion's, cached while it is champion
+
+    def _advance_as_of(self, spark: SparkSession, changes: DataFrame) -> None:
+        """Interactions only gain newer events, so the newest so far and the batch's changes
+        give the table's newest event time without scanning all of it again."""
+        if self.as_of is None:
+            self.as_of = newest_event_time(self.lake.read(spark, INTERACTIONS))
+            return
+        newest = changes.agg(F.max("last_event_time")).first()[0]
+        if newest is not None and newest > self.as_of:
+            self.as_of = newest
 
     def __call__(self, batch: DataFrame, batch_id: int) -> None:
         started = time.time()
@@ -171,6 +177,9 @@ class RefreshBatchWriter:
             return
         if self.champion is None or self.champion.version != str(current.version):
             self.champion = load_champion(self.config)
+            if self.item_factors is not None:
+                self.item_factors.unpersist()
+            self.item_factors = champion_factors(spark, self.lake, self.champion)[1].persist()
         if published_model_version(spark, self.lake) != self.champion.version:
             self.covered_version = self.lake.version(spark, INTERACTIONS)
             publish_recommendations(
@@ -186,13 +195,12 @@ class RefreshBatchWriter:
         active = batch.where(F.col("_change_type").isin(*CHANGED))
         if self.covered_version is not None:
             active = active.where(F.col("_commit_version") > self.covered_version)
-        active = active.select("user_id")
+        self._advance_as_of(spark, active)
         if self._app_id is None:
             self._app_id = streaming_app_id(spark, self.checkpoint, "refresh")
         with idempotent_session_writes(spark, self._app_id, batch_id):
-            # run_refresh made every list at most serve.top_n long before the query started.
             users = refresh_users(
-                spark, self.config, self.lake, self.champion, active, self.config.serve.top_n
+                spark, self.config, self.lake, self.champion, active, self.as_of, self.item_factors
             )
         log.info(
             "refresh batch %d: %d active users refreshed by champion %s in %.1fs",
