@@ -203,10 +203,11 @@ class RefreshBatchWriter:
                 spark, self.config, self.lake, self.champion, active, self.as_of, self.item_factors
             )
         log.info(
-            "refresh batch %d: %d active users refreshed by champion %s in %.1fs",
+            "refresh batch %d: %d active users refreshed by champion %s as of %s in %.1fs",
             batch_id,
             users,
             self.champion.version,
+            self.as_of,
             time.time() - started,
         )
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import replace
+from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +15,7 @@ from pyspark.sql import functions as F
 from recspark.catalog import read_catalog
 from recspark.config import Config
 from recspark.ingest import run_ingest
-from recspark.refresh import folded_in_vectors, refresh_users, run_refresh
+from recspark.refresh import RefreshBatchWriter, folded_in_vectors, refresh_users, run_refresh
 from recspark.serving import load_champion, recommend
 from recspark.tables import INTERACTIONS, ITEM_IDS, RECOMMENDATIONS, USER_IDS, Lake
 from recspark.tracking import champion_version, configure_mlflow, promote
@@ -174,3 +175,38 @@ def test_a_lower_top_n_republishes_every_list_at_the_new_length(
         assert {r["longest"] for r in lengths.select("longest").distinct().collect()} == {shorter.serve.top_n}
     finally:
         recommend(spark, config, lake)  # leave the shop as it was
+
+
+def test_a_running_refresh_keeps_now_at_the_newest_event_without_rescanning(
+    spark: SparkSession, trained_shop: tuple[Config, TrainResult], tmp_path: Path
+) -> None:
+    """The recency rules (trending, recently viewed, decay) measure from the newest event; a
+    long-running refresh carries it from batch to batch instead of scanning interactions."""
+    config, _ = trained_shop
+    lake = Lake.at(config.lake.root)
+    run_refresh(spark, config, lake, once=True)  # the champion's table: batches only refresh users
+    checkpoint = str(tmp_path / "checkpoint")  # a real query's checkpoint, for the writer's txnAppId
+    spark.readStream.format("delta").load(lake.path(INTERACTIONS.name)).writeStream.format("noop").option(
+        "checkpointLocation", checkpoint
+    ).trigger(availableNow=True).start().awaitTermination()
+    writer = RefreshBatchWriter(config, lake, checkpoint)
+    user, item = (
+        lake.read(spark, INTERACTIONS).select("user_id", "item_id").orderBy("user_id", "item_id").first()
+    )
+    for batch_id in range(2):  # the first batch reads the table, the second must carry it on
+        version = lake.version(spark, INTERACTIONS)
+        newest = lake.read(spark, INTERACTIONS).agg(F.max("last_event_time")).first()[0]
+        later = newest.replace(microsecond=0) + timedelta(minutes=1)
+        Path(config.ingest.path, f"events-later-{batch_id}.jsonl").write_text(
+            _event_line(f"later-{batch_id}", user, item, "view", later.isoformat() + "Z") + "\n"
+        )
+        run_ingest(spark, config, lake, once=True)
+        changes = (
+            spark.read.format("delta")
+            .option("readChangeFeed", "true")
+            .option("startingVersion", version + 1)
+            .load(lake.path(INTERACTIONS.name))
+        )
+        writer(changes, batch_id)
+        assert writer.as_of == later
+    assert lake.read(spark, RECOMMENDATIONS).where(F.col("user_id") == user).count() == config.serve.top_n
