@@ -183,7 +183,10 @@ class RefreshBatchWriter:
         if published_model_version(spark, self.lake) != self.champion.version:
             self.covered_version = self.lake.version(spark, INTERACTIONS)
             publish_recommendations(
-                self.lake, build_recommendations(spark, self.config, self.lake, self.champion)
+                self.lake,
+                build_recommendations(
+                    spark, self.config, self.lake, self.champion, item_factors=self.item_factors
+                ),
             )
             log.info(
                 "refresh batch %d: champion %s is new to the serving table: full refresh in %.1fs",

@@ -16,7 +16,7 @@ from recspark.catalog import read_catalog
 from recspark.config import Config
 from recspark.ingest import run_ingest
 from recspark.refresh import RefreshBatchWriter, folded_in_vectors, refresh_users, run_refresh
-from recspark.serving import load_champion, recommend
+from recspark.serving import load_champion, newest_event_time, recommend
 from recspark.tables import INTERACTIONS, ITEM_IDS, RECOMMENDATIONS, USER_IDS, Lake
 from recspark.tracking import champion_version, configure_mlflow, promote
 from recspark.training import TrainResult, factor_tables, train
@@ -59,7 +59,7 @@ def test_refresh_touches_only_active_users_and_follows_the_champion(
     }
     users = sorted({u for u, _ in before})
     items = [r[0] for r in lake.read(spark, ITEM_IDS).orderBy("item_idx").limit(6).collect()]
-    last = lake.read(spark, INTERACTIONS).agg(F.max("last_event_time")).first()[0]
+    last = newest_event_time(lake.read(spark, INTERACTIONS))
     when = (last.replace(microsecond=0)).isoformat() + "Z"
     active = [users[0], users[1], "brand-new-user"]
     lines = [
@@ -195,7 +195,7 @@ def test_a_running_refresh_keeps_now_at_the_newest_event_without_rescanning(
     )
     for batch_id in range(2):  # the first batch reads the table, the second must carry it on
         version = lake.version(spark, INTERACTIONS)
-        newest = lake.read(spark, INTERACTIONS).agg(F.max("last_event_time")).first()[0]
+        newest = newest_event_time(lake.read(spark, INTERACTIONS))
         later = newest.replace(microsecond=0) + timedelta(minutes=1)
         Path(config.ingest.path, f"events-later-{batch_id}.jsonl").write_text(
             _event_line(f"later-{batch_id}", user, item, "view", later.isoformat() + "Z") + "\n"
