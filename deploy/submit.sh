@@ -11,19 +11,21 @@
 #
 # What it does, every call (it takes well under a second):
 #   1. builds build/recspark.zip from the recspark/ package (deploy/build-zip.sh);
-#   2. reads the Maven coordinates from `python -m recspark.packages`, so the Delta (and
+#   2. reads the job's config for its master (see SPARK_MASTER) and ingest source;
+#   3. reads the Maven coordinates from `python -m recspark.packages`, so the Delta (and
 #      Kafka) versions are written down in recspark/packages.py only. Kafka's connector is
 #      added (`--kafka`) only when the job's config says ingest.source: kafka — the same rule
 #      the session builder uses; RECSPARK_KAFKA=1 / RECSPARK_KAFKA=0 forces it either way;
-#   3. runs spark-submit --packages ... --py-files build/recspark.zip jobs/JOB.py ARGS.
+#   4. runs spark-submit [--master ...] --packages ... --py-files build/recspark.zip jobs/JOB.py ARGS.
 #
 # Environment:
 #   VENV               the project's virtualenv (default: <repo>/.venv); its python reads the
 #                      package list and config, and its spark-submit (pyspark's) is used
 #                      unless SPARK_HOME is set
 #   SPARK_HOME         use $SPARK_HOME/bin/spark-submit (a cluster's Spark distribution)
-#   SPARK_MASTER       passed as --master (otherwise the cluster's spark-defaults.conf or the
-#                      config's spark.master decide)
+#   SPARK_MASTER       passed as --master; if unset, the config's spark.master is passed
+#                      (local[2] in conf/local.yaml); if that is null too (conf/cluster.yaml),
+#                      the cluster's spark-defaults.conf decides
 #   PYSPARK_PYTHON     passed as --conf spark.pyspark.python=... (the executors' python)
 #   RECSPARK_ARCHIVES  passed as --archives, e.g. "env.tar.gz#environment" (see below)
 #   RECSPARK_SUBMIT_OPTS  further spark-submit options, split on spaces,
@@ -98,14 +100,13 @@ fi
 # 1. The artifact.
 ZIP="$("$ROOT/deploy/build-zip.sh" "$ROOT/build/recspark.zip")"
 
-# 2. The Maven packages, from recspark/packages.py (the one place that names versions).
-kafka="${RECSPARK_KAFKA:-auto}"
-if [[ "$kafka" == "auto" ]]; then
-    # The same rule as recspark.session.build_spark: the connector only for ingest.source=kafka.
-    # --conf/--set/RECSPARK__* are read the way the job reads them; if the config cannot be
-    # read, the job itself will say why, so assume files here.
-    source_kind="$(
-        "$PYTHON" - "$ROOT" "$@" 2>/dev/null <<'PY' || echo files
+# 2. What the job's config says about the submission: its ingest source (the Kafka connector
+#    is added only for ingest.source=kafka, the same rule as recspark.session.build_spark) and
+#    its spark.master (the --master unless SPARK_MASTER is set). --conf/--set/RECSPARK__* are
+#    read the way the job reads them; if the config cannot be read, the job itself will say
+#    why, so assume files and no master here.
+read -r source_kind config_master < <(
+    "$PYTHON" - "$ROOT" "$@" 2>/dev/null <<'PY' || echo "files -"
 import argparse
 import sys
 
@@ -115,11 +116,18 @@ from recspark.cli import add_config_arguments, config_from_args
 parser = argparse.ArgumentParser(add_help=False)
 add_config_arguments(parser)
 args, _ = parser.parse_known_args(sys.argv[2:])
-print(config_from_args(args).ingest.source)
+config = config_from_args(args)
+print(config.ingest.source, config.spark.master or "-")
 PY
-    )"
+)
+kafka="${RECSPARK_KAFKA:-auto}"
+if [[ "$kafka" == "auto" ]]; then
     [[ "$source_kind" == "kafka" ]] && kafka=1 || kafka=0
 fi
+master="${SPARK_MASTER:-}"
+[[ -z "$master" && "$config_master" != "-" ]] && master="$config_master"
+
+# 3. The Maven packages, from recspark/packages.py (the one place that names versions).
 package_args=()
 [[ "$kafka" == "1" ]] && package_args+=(--kafka)
 PACKAGES="$(cd "$ROOT" && "$PYTHON" -m recspark.packages "${package_args[@]}" | paste -sd, -)"
@@ -128,9 +136,9 @@ if [[ -z "$PACKAGES" ]]; then
     exit 2
 fi
 
-# 3. spark-submit.
+# 4. spark-submit.
 cmd=("$SPARK_SUBMIT" --packages "$PACKAGES" --py-files "$ZIP")
-[[ -n "${SPARK_MASTER:-}" ]] && cmd+=(--master "$SPARK_MASTER")
+[[ -n "$master" ]] && cmd+=(--master "$master")
 [[ -n "${PYSPARK_PYTHON:-}" ]] && cmd+=(--conf "spark.pyspark.python=$PYSPARK_PYTHON")
 [[ -n "${RECSPARK_ARCHIVES:-}" ]] && cmd+=(--archives "$RECSPARK_ARCHIVES")
 if [[ -n "${RECSPARK_SUBMIT_OPTS:-}" ]]; then

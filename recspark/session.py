@@ -29,7 +29,12 @@ def build_spark(config: Config, app_suffix: str | None = None) -> SparkSession:
         os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     name = settings.app_name + (f"-{app_suffix}" if app_suffix else "")
     builder = SparkSession.builder.appName(name)
-    if settings.master:
+    if launched_by_spark_submit():
+        # spark-submit has already chosen the master (deploy/submit.sh passes the config's
+        # spark.master as --master when SPARK_MASTER is not set); setting it here would undo that.
+        if settings.master:
+            log.info("spark-submit chose the master; config spark.master=%s not applied", settings.master)
+    elif settings.master:
         builder = builder.master(settings.master)
     if settings.driver_memory:
         builder = builder.config("spark.driver.memory", settings.driver_memory)
@@ -49,3 +54,8 @@ def build_spark(config: Config, app_suffix: str | None = None) -> SparkSession:
     spark.sparkContext.setLogLevel("WARN")
     log.info("spark session %s ready (master=%s)", name, spark.sparkContext.master)
     return spark
+
+
+def launched_by_spark_submit() -> bool:
+    """spark-submit starts the JVM first and hands its gateway to this Python process."""
+    return "PYSPARK_GATEWAY_PORT" in os.environ

@@ -13,6 +13,7 @@ import fcntl
 import hashlib
 import json
 import os
+import re
 import shlex
 import shutil
 import subprocess
@@ -34,7 +35,6 @@ DAG_FOLDER = ROOT / "deploy" / "airflow"
 REQUIREMENTS = DAG_FOLDER / "requirements.txt"
 VENV_BIN = Path(sys.executable).parent
 JOBS = ("ingest_events", "train_als", "refresh_recommendations")
-SUBMIT_TIMEOUT = 900
 DAILY_TIMEOUT = 1800
 
 
@@ -223,7 +223,7 @@ def test_submit_builds_the_command_from_one_place(tmp_path: Path) -> None:
     zip_path = Path(cmd[cmd.index("--py-files") + 1])
     assert zip_path == ROOT / "build" / "recspark.zip"
     assert "recspark/cli.py" in zipfile.ZipFile(zip_path).namelist()
-    assert "--master" not in cmd
+    assert cmd[cmd.index("--master") + 1] == "local[2]"  # the config's spark.master (its default)
     assert "--archives" not in cmd
     assert not any(c.startswith("spark.pyspark.python") for c in cmd)
     assert cmd[-4:] == [
@@ -234,7 +234,10 @@ def test_submit_builds_the_command_from_one_place(tmp_path: Path) -> None:
     ]
 
     kafka_conf = tmp_path / "kafka.yaml"
-    kafka_conf.write_text("ingest:\n  source: kafka\n  kafka:\n    bootstrap_servers: k:9092\n    topic: t\n")
+    kafka_conf.write_text(
+        "spark:\n  master: local[1]\n"
+        "ingest:\n  source: kafka\n  kafka:\n    bootstrap_servers: k:9092\n    topic: t\n"
+    )
     cmd = dry_run(
         tmp_path,
         "train_als",
@@ -250,7 +253,8 @@ def test_submit_builds_the_command_from_one_place(tmp_path: Path) -> None:
     )
     assert cmd[0] == "/opt/spark/bin/spark-submit"
     assert cmd[cmd.index("--packages") + 1] == expected_packages(kafka=True)
-    assert cmd[cmd.index("--master") + 1] == "local[2]"
+    assert cmd[cmd.index("--master") + 1] == "local[2]"  # SPARK_MASTER wins over the config
+    assert cmd.count("--master") == 1
     assert "spark.pyspark.python=./environment/bin/python" in cmd
     assert cmd[cmd.index("--archives") + 1] == "env.tar.gz#environment"
     assert cmd[cmd.index("--driver-memory") + 1] == "2g"
@@ -267,6 +271,10 @@ def test_submit_builds_the_command_from_one_place(tmp_path: Path) -> None:
     assert cmd[cmd.index("--packages") + 1] == expected_packages(kafka=False)
     cmd = dry_run(tmp_path, "train_als", "--conf", str(files_conf), RECSPARK_KAFKA="1")
     assert cmd[cmd.index("--packages") + 1] == expected_packages(kafka=True)
+
+    # A config without a master (conf/cluster.yaml) leaves it to spark-defaults.conf.
+    cmd = dry_run(tmp_path, "train_als", "--conf", str(files_conf), "--set", "spark.master=null")
+    assert "--master" not in cmd
 
 
 def test_submit_validates_the_job(tmp_path: Path) -> None:
@@ -501,7 +509,7 @@ def write_config(root: Path, catalog: bool = False) -> Path:
         textwrap.dedent(
             f"""\
             spark:
-              master: local[2]
+              master: local[1]
               shuffle_partitions: 2
               driver_memory: null
             lake:
@@ -518,21 +526,6 @@ def write_config(root: Path, catalog: bool = False) -> Path:
         )
     )
     return conf
-
-
-def submit(cwd: Path, job: str, *args: str) -> subprocess.CompletedProcess[str]:
-    started = time.monotonic()
-    done = subprocess.run(
-        # timeout(1) signals the whole process group: no JVM outlives a stuck job.
-        ["timeout", "--kill-after=30", str(SUBMIT_TIMEOUT), str(SUBMIT), job, *args],
-        cwd=cwd,
-        env=clean_env(SPARK_MASTER="local[2]"),
-        capture_output=True,
-        text=True,
-        timeout=SUBMIT_TIMEOUT + 90,
-    )
-    print(f"submit.sh {job}: exit {done.returncode} in {time.monotonic() - started:.0f}s")
-    return done
 
 
 def needs_spark_submit() -> None:
@@ -598,6 +591,10 @@ def test_cron_daily_runs_all_three_jobs_through_spark_submit(tmp_path: Path, spa
     daily_log = (logs / "daily.log").read_text()
     assert "model version" in daily_log  # train_als's last line
     assert "daily: done" in daily_log
+    # SPARK_MASTER reaches every job: the config's spark.master does not undo spark-submit's.
+    whole_logs = "\n".join(p.read_text() for p in logs.glob("*.log"))
+    sessions = re.findall(r"spark session \S+ ready \(master=(\S+)\)", whole_logs)
+    assert len(sessions) >= 3 and set(sessions) == {"local[2]"}, sessions
 
     events = spark.read.format("delta").load(str(tmp_path / "lake" / "events"))
     assert events.count() == events.select("event_id").distinct().count() > 0
