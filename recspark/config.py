@@ -166,8 +166,10 @@ class MlflowConfig:
         )
 
 
-# The baselines every trained model is compared with (metric prefixes in MLflow).
-BASELINES = ("popular", "category_popular")
+# The baselines every trained model is compared with (metric prefixes in MLflow), as reports
+# and promotion reasons name them.
+BASELINE_LABELS = {"popular": "most popular", "category_popular": "popular in favourite categories"}
+BASELINES = tuple(BASELINE_LABELS)
 
 
 @dataclass(frozen=True)
@@ -201,12 +203,13 @@ class TuneConfig:
         _require(self.max_trials > 0, "tune.max_trials must be > 0")
         _require(self.validation_days > 0, "tune.validation_days must be > 0")
         _require(
-            self.metric.endswith("_at_k") and self.metric.removesuffix("_at_k") in TUNE_METRICS,
-            f"tune.metric must be one of {[m + '_at_k' for m in TUNE_METRICS]}, got {self.metric!r}",
+            self.metric.endswith("_at_k") and self.metric.removesuffix("_at_k") in RANKING_METRICS,
+            f"tune.metric must be one of {[m + '_at_k' for m in RANKING_METRICS]}, got {self.metric!r}",
         )
 
 
-TUNE_METRICS = ("precision", "recall", "ndcg", "map", "hit_rate")
+# The ranking metrics evaluation computes at each K; tuning and promotion rank models by one.
+RANKING_METRICS = ("precision", "recall", "ndcg", "map", "hit_rate")
 
 
 @dataclass(frozen=True)

@@ -14,10 +14,8 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql.window import Window
 
-from recspark.config import InteractionsConfig
+from recspark.config import RANKING_METRICS, InteractionsConfig
 from recspark.interactions import aggregate_events
-
-METRICS = ("precision", "recall", "ndcg", "map", "hit_rate")
 
 
 class EvaluationError(ValueError):
@@ -109,12 +107,12 @@ def ranking_metrics(recommendations: DataFrame, relevant: DataFrame, k: int) -> 
     """Mean of :func:`per_user_metrics` over all users with relevant items."""
     row = (
         per_user_metrics(recommendations, relevant, k)
-        .agg(*[F.avg(m).alias(m) for m in METRICS], F.count("*").alias("users"))
+        .agg(*[F.avg(m).alias(m) for m in RANKING_METRICS], F.count("*").alias("users"))
         .first()
     )
     if row is None or not row["users"]:
         raise EvaluationError("no test user has a relevant item: the test period is empty")
-    return {**{m: float(row[m]) for m in METRICS}, "users": float(row["users"])}
+    return {**{m: float(row[m]) for m in RANKING_METRICS}, "users": float(row["users"])}
 
 
 def catalog_metrics(
@@ -177,7 +175,7 @@ def metrics_by_k(recommendations: DataFrame, relevant: DataFrame, k: int) -> lis
     )
     if not rows:
         raise EvaluationError("no test user has a relevant item: the test period is empty")
-    return [{"k": float(r["cutoff"]), **{m: float(r[m]) for m in METRICS}} for r in rows]
+    return [{"k": float(r["cutoff"]), **{m: float(r[m]) for m in RANKING_METRICS}} for r in rows]
 
 
 def popularity_vs_frequency(

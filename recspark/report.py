@@ -11,10 +11,10 @@ from __future__ import annotations
 import html
 from collections.abc import Mapping, Sequence
 
-from recspark.evaluation import METRICS
+from recspark.config import BASELINE_LABELS, RANKING_METRICS
 
 COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd")
-LABELS = {"model": "ALS", "popular": "most popular", "category_popular": "popular in favourite categories"}
+LABELS = {"model": "ALS", **BASELINE_LABELS}
 
 Series = Sequence[tuple[float, float]]
 
@@ -100,7 +100,7 @@ def evaluation_report(
             "K (list length)",
             metric,
         )
-        for metric in METRICS
+        for metric in RANKING_METRICS
     ]
     charts.append(
         line_chart(

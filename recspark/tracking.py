@@ -12,7 +12,7 @@ from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from recspark.config import MlflowConfig
+from recspark.config import BASELINE_LABELS, MlflowConfig
 
 log = logging.getLogger(__name__)
 
@@ -78,9 +78,6 @@ def require_champion(config: MlflowConfig) -> ModelVersion:
 class PromotionDecision:
     promote: bool
     reason: str
-
-
-BASELINE_LABELS = {"popular": "popularity", "category_popular": "category-popularity"}
 
 
 def decide_promotion(

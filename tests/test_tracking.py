@@ -29,5 +29,5 @@ def test_every_configured_baseline_gates_promotion() -> None:
     both = {"popular": 0.10, "category_popular": 0.25}
     assert decide_promotion(0.30, both, None, 0.0, "ndcg").promote
     blocked = decide_promotion(0.20, both, None, 0.0, "ndcg")
-    assert not blocked.promote and "category-popularity baseline 0.2500" in blocked.reason
+    assert not blocked.promote and "popular in favourite categories baseline 0.2500" in blocked.reason
     assert decide_promotion(0.20, {"popular": 0.10}, None, 0.0, "ndcg").promote

@@ -74,7 +74,7 @@ def test_run_reports_both_baselines_and_keeps_factors_and_report(
             assert metrics[f"{prefix}{name}_at_k"] >= 0.0, (prefix, name)
     assert metrics["category_popular_test_users"] == metrics["test_users"]
     # By default only the popularity baseline gates promotion; the other is reported.
-    assert "popularity" in trained.reason and "category" not in trained.reason
+    assert "most popular" in trained.reason and "categories" not in trained.reason
 
     lake = Lake.at(shop.lake.root)
     for spec, key in ((ALS_USER_FACTORS, "user_id"), (ALS_ITEM_FACTORS, "item_id")):
