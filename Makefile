@@ -24,10 +24,13 @@ demo: install
 	$(BIN)/recspark demo --fresh --conf conf/local.yaml
 
 test: install
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -q
 
+# ruff, and the import contract of the stage packages (pyproject.toml, [tool.importlinter]).
 lint: install
 	$(BIN)/ruff check recspark jobs tests bench deploy
+	$(BIN)/lint-imports
 
 # The code artifact spark-submit ships with --py-files (deploy/submit.sh builds it too).
 zip:

@@ -28,11 +28,11 @@ from pathlib import Path
 
 from pyspark.sql import functions as F
 
-from recspark.config import load_config
-from recspark.generate import ShopSpec, write_shop
-from recspark.ingest import run_ingest, start_ingest
-from recspark.session import build_spark
-from recspark.tables import INGEST_METRICS, INTERACTIONS, Lake
+from recspark.core.config import load_config
+from recspark.core.session import build_spark
+from recspark.core.tables import INGEST_METRICS, INTERACTIONS, Lake
+from recspark.ingest.stream import run_ingest, start_ingest
+from recspark.ops.generate import ShopSpec, write_shop
 
 
 def probe_file(directory: Path, probe: int, events: int) -> str:
@@ -80,7 +80,7 @@ def visible(spark, lake: Lake, user: str) -> bool:
 
 def main() -> None:
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
-    logging.getLogger("recspark.ingest").setLevel(logging.INFO)
+    logging.getLogger("recspark.ingest.stream").setLevel(logging.INFO)
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--events", type=int, default=2_000_000)
     parser.add_argument("--days", type=int, default=20)

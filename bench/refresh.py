@@ -19,11 +19,11 @@ from pyspark.ml.recommendation import ALSModel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from recspark.config import load_config
-from recspark.refresh import refresh_users
-from recspark.serving import Champion, champion_factors, newest_event_time
-from recspark.session import build_spark
-from recspark.tables import INTERACTIONS, ITEM_IDS, RECOMMENDATIONS, USER_IDS, Lake
+from recspark.core.config import load_config
+from recspark.core.session import build_spark
+from recspark.core.tables import INTERACTIONS, ITEM_IDS, RECOMMENDATIONS, USER_IDS, Lake
+from recspark.serve.publish import Champion, champion_factors, newest_event_time
+from recspark.serve.refresh import refresh_users
 
 
 def factors(spark: SparkSession, rows: int, rank: int, seed: int) -> DataFrame:

@@ -19,9 +19,9 @@ import numpy as np
 from pyspark.ml.recommendation import ALSModel
 from pyspark.sql import functions as F
 
-from recspark.config import load_config
-from recspark.session import build_spark
-from recspark.topn import ROWS_PER_PRODUCT, recommend_top_n
+from recspark.core.config import load_config
+from recspark.core.session import build_spark
+from recspark.model.topn import ROWS_PER_PRODUCT, recommend_top_n
 
 
 def implicit_recommend_all(users: np.ndarray, items: np.ndarray, n: int) -> float:

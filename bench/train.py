@@ -3,9 +3,9 @@
     .venv/bin/pip install -e ".[bench]"      # the peer: implicit (CPU)
     .venv/bin/python bench/train.py --events 1000000 --users 50000 --items 10000
 
-1. Generates a shop (recspark.generate, ground-truth events without ingestion noise) and writes
+1. Generates a shop (recspark.ops.generate, ground-truth events without ingestion noise) and writes
    the `events` and `interactions` Delta tables directly (ingestion has its own benchmark).
-2. Runs the real training job (`recspark.training.train`): wall time per phase (read, evaluate,
+2. Runs the real training job (`recspark.model.train.train`): wall time per phase (read, evaluate,
    fit, log) and the quality of the model and both baselines on the time-based test period.
 3. On the same train/test split and the same ALS input (log1p(strength), confidence
    1 + alpha * r, same rank, iterations and regularisation value), fits MLlib ALS and `implicit`'s
@@ -25,14 +25,15 @@ import pandas as pd
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
-from recspark.config import Config, load_config
-from recspark.evaluation import ranking_metrics, relevant_items, time_split
-from recspark.generate import ShopSpec, generate_events
-from recspark.interactions import aggregate_events, strength_as_of
-from recspark.session import build_spark
-from recspark.tables import EVENTS, EVENTS_SCHEMA, INTERACTIONS, ITEM_IDS, USER_IDS, Lake
-from recspark.topn import recommend_top_n
-from recspark.training import als_ratings, factor_tables, fit_als, purchased_items, train
+from recspark.core.config import Config, load_config
+from recspark.core.interactions import aggregate_events, strength_as_of
+from recspark.core.session import build_spark
+from recspark.core.tables import EVENTS, EVENTS_SCHEMA, INTERACTIONS, ITEM_IDS, USER_IDS, Lake
+from recspark.model.evaluation import ranking_metrics, relevant_items, time_split
+from recspark.model.topn import recommend_top_n
+from recspark.model.train import als_ratings, factor_tables, fit_als, purchased_items, train
+from recspark.ops.generate import ShopSpec, generate_events
+from recspark.ops.quality import gate_for
 
 
 def write_shop_tables(spark: SparkSession, config: Config, lake: Lake, spec: ShopSpec, root: Path) -> int:
@@ -200,7 +201,7 @@ def main() -> None:
     print(f"shop: {n_events:,} events, {pairs:,} user-item pairs, written in {setup:.0f} s", flush=True)
 
     started = time.time()
-    result = train(spark, config, lake)
+    result = train(spark, config, lake, gate=gate_for(spark, config, lake, "train"))
     total = time.time() - started
     m = result.metrics
     print(f"train: {total:.1f} s; phases {result.phase_seconds}", flush=True)

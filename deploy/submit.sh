@@ -101,7 +101,7 @@ fi
 ZIP="$("$ROOT/deploy/build-zip.sh" "$ROOT/build/recspark.zip")"
 
 # 2. What the job's config says about the submission: its ingest source (the Kafka connector
-#    is added only for ingest.source=kafka, the same rule as recspark.session.build_spark) and
+#    is added only for ingest.source=kafka, the same rule as recspark.core.session.build_spark) and
 #    its spark.master (the --master unless SPARK_MASTER is set). --conf/--set/RECSPARK__* are
 #    read the way the job reads them; if the config cannot be read, the job itself will say
 #    why, so assume files and no master here.

@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from recspark.config import Config, ConfigError, load_config
+from recspark.core.config import Config, ConfigError, load_config
 
 log = logging.getLogger("recspark")
 
@@ -21,12 +21,12 @@ class UsageError(RuntimeError):
 
 
 def _expected_errors() -> tuple[type[BaseException], ...]:
-    from recspark.catalog import CatalogError
-    from recspark.evaluation import EvaluationError
-    from recspark.quality import QualityGateError
-    from recspark.tables import MissingTableError
-    from recspark.tracking import TrackingError
-    from recspark.training import TrainingError
+    from recspark.core.catalog import CatalogError
+    from recspark.core.registry import TrackingError
+    from recspark.core.tables import MissingTableError
+    from recspark.model.evaluation import EvaluationError
+    from recspark.model.train import TrainingError
+    from recspark.ops.quality import QualityGateError
 
     return (
         ConfigError,
@@ -70,13 +70,13 @@ def config_from_args(args: argparse.Namespace) -> Config:
 
 
 def _lake(config: Config):
-    from recspark.tables import Lake
+    from recspark.core.tables import Lake
 
     return Lake.at(config.lake.root, config.lake.database)
 
 
 def _spark(config: Config, job: str):
-    from recspark.session import build_spark
+    from recspark.core.session import build_spark
 
     return build_spark(config, job)
 
@@ -96,14 +96,14 @@ TRACKED_JOBS = {
 
 def _gate(spark, config: Config, lake, spec, job: str, **kwargs) -> None:
     """Validate a table at its current version with the quality suite of the same name."""
-    from recspark.quality import run_gate
+    from recspark.ops.quality import run_gate
 
     version = lake.version(spark, spec)
     run_gate(spark, config, lake, spec.name, lake.read(spark, spec, version), job, version, **kwargs)
 
 
 def cmd_generate(args: argparse.Namespace, config: Config) -> None:
-    from recspark.generate import ShopSpec, write_shop
+    from recspark.ops.generate import ShopSpec, write_shop
 
     g = config.generate
     try:
@@ -130,7 +130,7 @@ def cmd_generate(args: argparse.Namespace, config: Config) -> None:
 
 
 def cmd_ingest(args: argparse.Namespace, config: Config) -> None:
-    from recspark.ingest import run_ingest
+    from recspark.ingest.stream import run_ingest
 
     if (
         config.ingest.source == "files"
@@ -138,7 +138,7 @@ def cmd_ingest(args: argparse.Namespace, config: Config) -> None:
         and "://" not in config.ingest.path
     ):
         raise UsageError(f"ingest.path {config.ingest.path} is not a directory (run `recspark generate`?)")
-    from recspark.tables import EVENTS, INTERACTIONS
+    from recspark.core.tables import EVENTS, INTERACTIONS
 
     spark, lake = _spark(config, "ingest"), _lake(config)
     run_ingest(spark, config, lake, once=args.once)
@@ -149,9 +149,11 @@ def cmd_ingest(args: argparse.Namespace, config: Config) -> None:
 
 
 def cmd_train(args: argparse.Namespace, config: Config) -> None:
-    from recspark.training import train
+    from recspark.model.train import train
+    from recspark.ops.quality import gate_for
 
-    result = train(_spark(config, "train"), config, _lake(config))
+    spark, lake = _spark(config, "train"), _lake(config)
+    result = train(spark, config, lake, gate=gate_for(spark, config, lake, "train"))
     if args.job_run is not None:
         args.job_run.model_version = result.model_version
         args.job_run.rows_out = 1
@@ -160,7 +162,7 @@ def cmd_train(args: argparse.Namespace, config: Config) -> None:
 
 
 def cmd_tune(args: argparse.Namespace, config: Config) -> None:
-    from recspark.tuning import tune
+    from recspark.model.tune import tune
 
     result = tune(_spark(config, "tune"), config, _lake(config))
     if args.job_run is not None:
@@ -172,11 +174,12 @@ def cmd_tune(args: argparse.Namespace, config: Config) -> None:
 
 
 def cmd_recommend(args: argparse.Namespace, config: Config) -> None:
-    from recspark.serving import published_model_version, recommend
-    from recspark.tables import RECOMMENDATIONS
+    from recspark.core.tables import RECOMMENDATIONS
+    from recspark.ops.quality import gate_for
+    from recspark.serve.publish import published_model_version, recommend
 
     spark, lake = _spark(config, "recommend"), _lake(config)
-    users = recommend(spark, config, lake)
+    users = recommend(spark, config, lake, gate=gate_for(spark, config, lake, "recommend"))
     if args.job_run is not None:
         args.job_run.rows_out = lake.read(spark, RECOMMENDATIONS).count()
         args.job_run.model_version = published_model_version(spark, lake)
@@ -184,12 +187,13 @@ def cmd_recommend(args: argparse.Namespace, config: Config) -> None:
 
 
 def cmd_refresh(args: argparse.Namespace, config: Config) -> None:
-    from recspark.refresh import run_refresh
-    from recspark.serving import published_model_version, unavailable_item_ids
-    from recspark.tables import RECOMMENDATIONS
+    from recspark.core.tables import RECOMMENDATIONS
+    from recspark.ops.quality import gate_for
+    from recspark.serve.publish import published_model_version, unavailable_item_ids
+    from recspark.serve.refresh import run_refresh
 
     spark, lake = _spark(config, "refresh"), _lake(config)
-    run_refresh(spark, config, lake, once=args.once)
+    run_refresh(spark, config, lake, once=args.once, gate=gate_for(spark, config, lake, "refresh"))
     if args.once:
         _gate(
             spark,
@@ -205,7 +209,7 @@ def cmd_refresh(args: argparse.Namespace, config: Config) -> None:
 
 
 def cmd_promote(args: argparse.Namespace, config: Config) -> None:
-    from recspark.tracking import configure_mlflow, promote
+    from recspark.core.registry import configure_mlflow, promote
 
     configure_mlflow(config.mlflow)
     previous = promote(config.mlflow, str(args.version), "promoted by operator")
@@ -213,21 +217,21 @@ def cmd_promote(args: argparse.Namespace, config: Config) -> None:
 
 
 def cmd_rollback(args: argparse.Namespace, config: Config) -> None:
-    from recspark.tracking import configure_mlflow, rollback
+    from recspark.core.registry import configure_mlflow, rollback
 
     configure_mlflow(config.mlflow)
     print(f"version {rollback(config.mlflow)} is champion again")
 
 
 def cmd_rebuild_interactions(args: argparse.Namespace, config: Config) -> None:
-    from recspark.operations import rebuild_interactions
+    from recspark.ops.maintenance import rebuild_interactions
 
     pairs = rebuild_interactions(_spark(config, "rebuild-interactions"), config, _lake(config))
     print(f"interactions rebuilt from events: {pairs} user-item pairs")
 
 
 def cmd_maintain(args: argparse.Namespace, config: Config) -> None:
-    from recspark.operations import maintain
+    from recspark.ops.maintenance import maintain
 
     done = maintain(_spark(config, "maintain"), _lake(config), config.maintenance.vacuum_retention_hours)
     for table, outcome in done.items():
@@ -235,7 +239,7 @@ def cmd_maintain(args: argparse.Namespace, config: Config) -> None:
 
 
 def cmd_forget_user(args: argparse.Namespace, config: Config) -> None:
-    from recspark.operations import forget_user
+    from recspark.ops.maintenance import forget_user
 
     deleted = forget_user(_spark(config, "forget-user"), _lake(config), args.user_id)
     print(
@@ -246,7 +250,7 @@ def cmd_forget_user(args: argparse.Namespace, config: Config) -> None:
 
 
 def cmd_status(args: argparse.Namespace, config: Config) -> None:
-    from recspark.runs import status_report
+    from recspark.ops.runs import status_report
 
     print(status_report(_spark(config, "status"), config, _lake(config)), end="")
 
@@ -257,7 +261,7 @@ def _record_ingest_rows(spark, lake, args: argparse.Namespace) -> None:
         return
     from pyspark.sql import functions as F
 
-    from recspark.tables import INGEST_METRICS
+    from recspark.core.tables import INGEST_METRICS
 
     row = (
         lake.read(spark, INGEST_METRICS)
@@ -327,7 +331,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         config = config_from_args(args)
         args.job_run = None
         if args.command in TRACKED_JOBS:
-            from recspark.runs import active_spark, track_job
+            from recspark.ops.runs import active_spark, track_job
 
             with track_job(active_spark, _lake(config), args.command) as run:
                 args.job_run = run

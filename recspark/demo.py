@@ -10,13 +10,14 @@ from pathlib import Path
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
-from recspark.config import Config
-from recspark.generate import ShopSpec, write_shop
-from recspark.ingest import run_ingest
-from recspark.serving import recommend
-from recspark.session import build_spark
-from recspark.tables import EVENTS, INTERACTIONS, QUARANTINE, RECOMMENDATIONS, Lake
-from recspark.training import TrainResult, train
+from recspark.core.config import Config
+from recspark.core.session import build_spark
+from recspark.core.tables import EVENTS, INTERACTIONS, QUARANTINE, RECOMMENDATIONS, Lake
+from recspark.ingest.stream import run_ingest
+from recspark.model.train import TrainResult, train
+from recspark.ops.generate import ShopSpec, write_shop
+from recspark.ops.quality import gate_for
+from recspark.serve.publish import recommend
 
 log = logging.getLogger(__name__)
 
@@ -78,8 +79,11 @@ def run_demo(config: Config, fresh: bool) -> None:
     lake = Lake.at(config.lake.root, config.lake.database)
     for stage, action in (
         ("ingest", lambda: run_ingest(spark, config, lake, once=True)),
-        ("train", lambda: train(spark, config, lake)),
-        ("recommend", lambda: recommend(spark, config, lake)),
+        ("train", lambda: train(spark, config, lake, gate=gate_for(spark, config, lake, "train"))),
+        (
+            "recommend",
+            lambda: recommend(spark, config, lake, gate=gate_for(spark, config, lake, "recommend")),
+        ),
     ):
         started = time.time()
         outcome = action()

@@ -9,12 +9,12 @@ from typing import TYPE_CHECKING
 import pytest
 from pyspark.sql import SparkSession
 
-from recspark.config import Config, load_config
+from recspark.core.config import Config, load_config
+from recspark.core.session import build_spark
 from recspark.packages import spark_packages
-from recspark.session import build_spark
 
 if TYPE_CHECKING:
-    from recspark.training import TrainResult
+    from recspark.model.train import TrainResult
 
 TEST_SETTINGS = (
     "spark.master=local[2]",
@@ -76,11 +76,12 @@ def trained_shop(spark: SparkSession, tmp_path_factory: pytest.TempPathFactory):
 
     Tests that change it (new events, new champions) must leave it serving every user N rows.
     """
-    from recspark.generate import ShopSpec, write_shop
-    from recspark.ingest import run_ingest
-    from recspark.serving import recommend
-    from recspark.tables import Lake
-    from recspark.training import train
+    from recspark.core.tables import Lake
+    from recspark.ingest.stream import run_ingest
+    from recspark.model.train import train
+    from recspark.ops.generate import ShopSpec, write_shop
+    from recspark.ops.quality import gate_for
+    from recspark.serve.publish import recommend
 
     root = tmp_path_factory.mktemp("shop")
     config = config_under(root, f"serve.top_n={SHOP_TOP_N}", "train.test_days=5")
@@ -88,8 +89,8 @@ def trained_shop(spark: SparkSession, tmp_path_factory: pytest.TempPathFactory):
     write_shop(shop, Path(config.ingest.path), Path(config.catalog.path))
     lake = Lake.at(config.lake.root)
     run_ingest(spark, config, lake, once=True)
-    result = train(spark, config, lake)
-    recommend(spark, config, lake)
+    result = train(spark, config, lake, gate=gate_for(spark, config, lake, "train"))
+    recommend(spark, config, lake, gate=gate_for(spark, config, lake, "recommend"))
     return config, result
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from recspark.cli import main
-from recspark.config import ConfigError, load_config
+from recspark.core.config import ConfigError, load_config
 
 REPO = Path(__file__).resolve().parents[1]
 

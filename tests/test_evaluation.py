@@ -8,7 +8,7 @@ from datetime import datetime
 import pytest
 from pyspark.sql import SparkSession
 
-from recspark.evaluation import (
+from recspark.model.evaluation import (
     EvaluationError,
     metrics_by_k,
     popularity_vs_frequency,

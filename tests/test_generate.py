@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from recspark.generate import ShopSpec, ShopSummary, generate_events, write_shop
+from recspark.ops.generate import ShopSpec, ShopSummary, generate_events, write_shop
 
 EVENT_TYPES = {"view", "add_to_cart", "remove_from_cart", "purchase", "rating"}
 REQUIRED = ("event_id", "event_time", "user_id", "item_id", "event_type")

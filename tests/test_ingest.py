@@ -11,10 +11,10 @@ from pyspark.errors import StreamingQueryException
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from recspark.config import Config
-from recspark.ingest import QUERY_NAME, EventBatchWriter, start_ingest
-from recspark.interactions import aggregate_events
-from recspark.tables import EVENTS, INGEST_METRICS, INTERACTIONS, QUARANTINE, Lake
+from recspark.core.config import Config
+from recspark.core.interactions import aggregate_events
+from recspark.core.tables import EVENTS, INGEST_METRICS, INTERACTIONS, QUARANTINE, Lake
+from recspark.ingest.stream import QUERY_NAME, EventBatchWriter, start_ingest
 from tests.conftest import config_under
 
 

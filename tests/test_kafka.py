@@ -15,9 +15,9 @@ import pytest
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from recspark.config import Config
-from recspark.ingest import start_ingest
-from recspark.tables import EVENTS, INGEST_METRICS, INTERACTIONS, QUARANTINE, Lake
+from recspark.core.config import Config
+from recspark.core.tables import EVENTS, INGEST_METRICS, INTERACTIONS, QUARANTINE, Lake
+from recspark.ingest.stream import start_ingest
 from tests.conftest import config_under
 from tests.kafka_broker import KAFKA_VERSION, BrokerUnavailable, KafkaBroker
 from tests.test_ingest import event

@@ -9,8 +9,15 @@ from chispa import assert_approx_df_equality
 from pyspark.sql import SparkSession
 
 from recspark.cli import main
-from recspark.operations import forget_user, maintain, rebuild_interactions
-from recspark.tables import EVENTS, INTERACTIONS, QUARANTINE, RECOMMENDATIONS, RECOMMENDATIONS_SCHEMA, Lake
+from recspark.core.tables import (
+    EVENTS,
+    INTERACTIONS,
+    QUARANTINE,
+    RECOMMENDATIONS,
+    RECOMMENDATIONS_SCHEMA,
+    Lake,
+)
+from recspark.ops.maintenance import forget_user, maintain, rebuild_interactions
 from tests.conftest import config_under
 from tests.test_ingest import FILE_1, FILE_2, FILE_3, drop_file, ingest
 

@@ -11,12 +11,13 @@ from mlflow.tracking import MlflowClient
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
-from recspark.catalog import read_catalog
 from recspark.cli import main
-from recspark.config import Config
-from recspark.tables import EVENTS, INTERACTIONS, QUARANTINE, RECOMMENDATIONS, Lake
-from recspark.tracking import CHAMPION, champion_version, configure_mlflow
-from recspark.training import TrainingError, TrainResult, train
+from recspark.core.catalog import read_catalog
+from recspark.core.config import Config
+from recspark.core.gates import no_gate
+from recspark.core.registry import CHAMPION, champion_version, configure_mlflow
+from recspark.core.tables import EVENTS, INTERACTIONS, QUARANTINE, RECOMMENDATIONS, Lake
+from recspark.model.train import TrainingError, TrainResult, train
 from tests.conftest import SHOP_TOP_N, config_under
 
 TOP_N = SHOP_TOP_N
@@ -130,7 +131,7 @@ def test_worse_model_is_not_promoted_and_operator_can_override(
         "train.max_iter=1",
         "train.reg_param=500",
     )
-    result = train(spark, weak, lake)
+    result = train(spark, weak, lake, gate=no_gate)
     assert not result.promoted
     assert str(champion_version(shop.mlflow).version) == trained.model_version
     client = MlflowClient()
@@ -153,10 +154,10 @@ def test_training_refuses_tiny_data_without_touching_the_champion(
 ) -> None:
     strict = config_under(Path(shop.lake.root).parent, "train.min_train_interactions=10000000")
     with pytest.raises(TrainingError, match="positive user-item interactions"):
-        train(spark, strict, Lake.at(shop.lake.root))
+        train(spark, strict, Lake.at(shop.lake.root), gate=no_gate)
     no_test = config_under(Path(shop.lake.root).parent, "train.test_days=400")
     with pytest.raises(TrainingError, match="no training period"):
-        train(spark, no_test, Lake.at(shop.lake.root))
+        train(spark, no_test, Lake.at(shop.lake.root), gate=no_gate)
     assert str(champion_version(shop.mlflow).version) == trained.model_version
 
 
@@ -165,9 +166,9 @@ def test_similar_items_are_the_cosine_nearest_available_items(
 ) -> None:
     import numpy as np
 
-    from recspark.serving import load_champion
-    from recspark.tables import ITEM_IDS, SIMILAR_ITEMS, USER_IDS
-    from recspark.training import factor_tables
+    from recspark.core.tables import ITEM_IDS, SIMILAR_ITEMS, USER_IDS
+    from recspark.model.train import factor_tables
+    from recspark.serve.publish import load_champion
 
     lake = Lake.at(shop.lake.root)
     similar = lake.read(spark, SIMILAR_ITEMS)

@@ -11,9 +11,10 @@ from chispa import assert_df_equality
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from recspark import quality
-from recspark.config import Config
-from recspark.quality import (
+from recspark.core.config import Config
+from recspark.core.tables import QUALITY_RESULTS, Lake
+from recspark.ops import quality
+from recspark.ops.quality import (
     QualityGateError,
     QualityResult,
     quality_dir,
@@ -22,7 +23,6 @@ from recspark.quality import (
     validate_interactions,
     validate_recommendations,
 )
-from recspark.tables import QUALITY_RESULTS, Lake
 
 T0 = datetime(2026, 11, 1, 12, 0, tzinfo=timezone.utc)
 TOP_N = 3

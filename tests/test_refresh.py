@@ -12,14 +12,15 @@ from mlflow.tracking import MlflowClient
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
-from recspark.catalog import read_catalog
-from recspark.config import Config
-from recspark.ingest import run_ingest
-from recspark.refresh import RefreshBatchWriter, folded_in_vectors, refresh_users, run_refresh
-from recspark.serving import load_champion, newest_event_time, recommend
-from recspark.tables import INTERACTIONS, ITEM_IDS, RECOMMENDATIONS, USER_IDS, Lake
-from recspark.tracking import champion_version, configure_mlflow, promote
-from recspark.training import TrainResult, factor_tables, train
+from recspark.core.catalog import read_catalog
+from recspark.core.config import Config
+from recspark.core.gates import no_gate
+from recspark.core.registry import champion_version, configure_mlflow, promote
+from recspark.core.tables import INTERACTIONS, ITEM_IDS, RECOMMENDATIONS, USER_IDS, Lake
+from recspark.ingest.stream import run_ingest
+from recspark.model.train import TrainResult, factor_tables, train
+from recspark.serve.publish import load_champion, newest_event_time, recommend
+from recspark.serve.refresh import RefreshBatchWriter, folded_in_vectors, refresh_users, run_refresh
 
 
 def test_fold_in_reproduces_als_user_factors(
@@ -52,7 +53,7 @@ def test_refresh_touches_only_active_users_and_follows_the_champion(
     config, _ = trained_shop
     lake = Lake.at(config.lake.root)
     n = config.serve.top_n
-    run_refresh(spark, config, lake, once=True)  # starts following the change feed
+    run_refresh(spark, config, lake, once=True, gate=no_gate)  # starts following the change feed
     before = {
         (r["user_id"], r["rank"]): (r["item_id"], r["generated_at"])
         for r in lake.read(spark, RECOMMENDATIONS).collect()
@@ -76,7 +77,7 @@ def test_refresh_touches_only_active_users_and_follows_the_champion(
     ]
     Path(config.ingest.path, "events-fresh.jsonl").write_text("\n".join(lines) + "\n")
     run_ingest(spark, config, lake, once=True)
-    run_refresh(spark, config, lake, once=True)
+    run_refresh(spark, config, lake, once=True, gate=no_gate)
 
     history = lake.delta(spark, RECOMMENDATIONS).history(1).first()
     assert history["operation"] == "MERGE"
@@ -103,10 +104,10 @@ def test_refresh_touches_only_active_users_and_follows_the_champion(
     versions = MlflowClient().search_model_versions(f"name='{config.mlflow.model_name}'")
     other = next((str(v.version) for v in versions if str(v.version) != champion), None)
     if other is None:  # run alone: register a second version by retraining
-        other = train(spark, config, lake).model_version
+        other = train(spark, config, lake, gate=no_gate).model_version
     promote(config.mlflow, other, "test: switch champion")
     try:
-        run_refresh(spark, config, lake, once=True)
+        run_refresh(spark, config, lake, once=True, gate=no_gate)
         served = lake.read(spark, RECOMMENDATIONS)
         assert {r[0] for r in served.select("model_version").distinct().collect()} == {other}
         assert lake.delta(spark, RECOMMENDATIONS).history(1).first()["operation"] in (
@@ -164,9 +165,11 @@ def test_a_lower_top_n_republishes_every_list_at_the_new_length(
     config, _ = trained_shop
     lake = Lake.at(config.lake.root)
     shorter = replace(config, serve=replace(config.serve, top_n=config.serve.top_n - 3))
-    recommend(spark, config, lake)  # the champion's full lists: only the shorter N can republish
+    recommend(
+        spark, config, lake, gate=no_gate
+    )  # the champion's full lists: only the shorter N can republish
     try:
-        run_refresh(spark, shorter, lake, once=True)
+        run_refresh(spark, shorter, lake, once=True, gate=no_gate)
         assert lake.delta(spark, RECOMMENDATIONS).history(1).first()["operation"] in (
             "WRITE",
             "CREATE OR REPLACE TABLE",
@@ -174,7 +177,7 @@ def test_a_lower_top_n_republishes_every_list_at_the_new_length(
         lengths = lake.read(spark, RECOMMENDATIONS).groupBy("user_id").agg(F.max("rank").alias("longest"))
         assert {r["longest"] for r in lengths.select("longest").distinct().collect()} == {shorter.serve.top_n}
     finally:
-        recommend(spark, config, lake)  # leave the shop as it was
+        recommend(spark, config, lake, gate=no_gate)  # leave the shop as it was
 
 
 def test_a_running_refresh_keeps_now_at_the_newest_event_without_rescanning(
@@ -184,12 +187,14 @@ def test_a_running_refresh_keeps_now_at_the_newest_event_without_rescanning(
     long-running refresh carries it from batch to batch instead of scanning interactions."""
     config, _ = trained_shop
     lake = Lake.at(config.lake.root)
-    run_refresh(spark, config, lake, once=True)  # the champion's table: batches only refresh users
+    run_refresh(
+        spark, config, lake, once=True, gate=no_gate
+    )  # the champion's table: batches only refresh users
     checkpoint = str(tmp_path / "checkpoint")  # a real query's checkpoint, for the writer's txnAppId
     spark.readStream.format("delta").load(lake.path(INTERACTIONS.name)).writeStream.format("noop").option(
         "checkpointLocation", checkpoint
     ).trigger(availableNow=True).start().awaitTermination()
-    writer = RefreshBatchWriter(config, lake, checkpoint)
+    writer = RefreshBatchWriter(config, lake, checkpoint, no_gate)
     user, item = (
         lake.read(spark, INTERACTIONS).select("user_id", "item_id").orderBy("user_id", "item_id").first()
     )

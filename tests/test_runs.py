@@ -13,8 +13,10 @@ from chispa import assert_df_equality
 from mlflow.tracking import MlflowClient
 from pyspark.sql import DataFrame, SparkSession
 
-from recspark.config import Config
-from recspark.runs import (
+from recspark.core.config import Config
+from recspark.core.registry import configure_mlflow
+from recspark.core.tables import INTERACTIONS, INTERACTIONS_SCHEMA, JOB_RUNS, Lake
+from recspark.ops.runs import (
     active_spark,
     error_text,
     format_age,
@@ -23,8 +25,6 @@ from recspark.runs import (
     status_report,
     track_job,
 )
-from recspark.tables import INTERACTIONS, INTERACTIONS_SCHEMA, JOB_RUNS, Lake
-from recspark.tracking import configure_mlflow
 
 RESULT_COLUMNS = "job string, status string, rows_in long, rows_out long, model_version string, error string"
 
@@ -73,7 +73,7 @@ def test_track_job_records_a_failed_run_and_reraises(spark: SparkSession, config
 def test_failure_without_spark_is_logged_not_raised(config: Config, caplog: pytest.LogCaptureFixture) -> None:
     """A job that failed before building Spark keeps its own error; the record is skipped."""
     with (
-        caplog.at_level(logging.WARNING, logger="recspark.runs"),
+        caplog.at_level(logging.WARNING, logger="recspark.ops.runs"),
         pytest.raises(KeyError, match="boom"),
         track_job(lambda: None, lake_of(config), "train"),
     ):

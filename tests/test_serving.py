@@ -12,18 +12,18 @@ from pyspark.sql import DataFrame, Row, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from recspark.catalog import read_catalog
-from recspark.config import Config
-from recspark.refresh import merge_user_rows
-from recspark.serving import (
+from recspark.core.catalog import read_catalog
+from recspark.core.config import Config
+from recspark.core.tables import INTERACTIONS, RECOMMENDATIONS, Lake
+from recspark.model.train import TrainResult
+from recspark.serve.publish import (
     assemble_lists,
     build_recommendations,
     fallback_popularity,
     load_champion,
     publish_recommendations,
 )
-from recspark.tables import INTERACTIONS, RECOMMENDATIONS, Lake
-from recspark.training import TrainResult
+from recspark.serve.refresh import merge_user_rows
 from tests.conftest import config_under
 
 

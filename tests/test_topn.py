@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from pyspark.sql import SparkSession
 
-from recspark.topn import recommend_top_n, top_n_scores
+from recspark.model.topn import recommend_top_n, top_n_scores
 
 
 def test_top_n_scores_orders_and_skips_excluded() -> None:

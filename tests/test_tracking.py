@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from recspark.tracking import decide_promotion
+from recspark.model.promotion import decide_promotion
 
 
 def test_promotion_needs_to_beat_baseline_and_champion() -> None:

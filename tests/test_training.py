@@ -11,10 +11,10 @@ from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
 from recspark.cli import main
-from recspark.config import Config, TrainConfig
-from recspark.tables import ALS_ITEM_FACTORS, ALS_USER_FACTORS, INTERACTIONS, Lake
-from recspark.tracking import champion_version, configure_mlflow
-from recspark.training import TrainResult, category_popular_recommendations, fit_als
+from recspark.core.config import Config, TrainConfig
+from recspark.core.registry import champion_version, configure_mlflow
+from recspark.core.tables import ALS_ITEM_FACTORS, ALS_USER_FACTORS, INTERACTIONS, Lake
+from recspark.model.train import TrainResult, category_popular_recommendations, fit_als
 
 
 def test_category_baseline_recommends_popular_items_of_favourite_categories(spark: SparkSession) -> None:

@@ -11,11 +11,12 @@ from mlflow.tracking import MlflowClient
 from pyspark.sql import SparkSession
 
 from recspark.cli import main
-from recspark.config import Config, TuneConfig
-from recspark.tables import Lake
-from recspark.tracking import champion_version, configure_mlflow
-from recspark.training import TrainResult, train
-from recspark.tuning import search_space, tune
+from recspark.core.config import Config, TuneConfig
+from recspark.core.gates import no_gate
+from recspark.core.registry import champion_version, configure_mlflow
+from recspark.core.tables import Lake
+from recspark.model.train import TrainResult, train
+from recspark.model.tune import search_space, tune
 
 
 def test_search_space_is_the_grid_or_a_seeded_sample_of_it() -> None:
@@ -70,7 +71,7 @@ def test_tune_picks_the_best_validation_trial_and_train_uses_it(
     assert parent.data.tags["validation_cutoff"] < test_cutoff
     assert "best_params.json" in {a.path for a in MlflowClient().list_artifacts(result.run_id)}
 
-    trained_tuned = train(spark, config, lake)
+    trained_tuned = train(spark, config, lake, gate=no_gate)
     assert trained_tuned.tuned_from_run == result.run_id
     params = mlflow.get_run(trained_tuned.run_id).data.params
     assert int(params["rank"]) == winner and params["tuned_from_run"] == result.run_id

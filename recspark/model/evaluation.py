@@ -14,8 +14,8 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql.window import Window
 
-from recspark.config import RANKING_METRICS, InteractionsConfig
-from recspark.interactions import aggregate_events
+from recspark.core.config import RANKING_METRICS, InteractionsConfig
+from recspark.core.interactions import aggregate_events
 
 
 class EvaluationError(ValueError):

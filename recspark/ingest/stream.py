@@ -23,22 +23,22 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.streaming import StreamingQuery
 
-from recspark.config import Config
-from recspark.events import parse_events, quarantined, valid_events
-from recspark.interactions import aggregate_events, merge_increments
-from recspark.streaming import (
+from recspark.core.config import Config
+from recspark.core.interactions import aggregate_events, merge_increments
+from recspark.core.streaming import (
     await_query,
     idempotent_session_writes,
     start_query,
     streaming_app_id,
 )
-from recspark.tables import (
+from recspark.core.tables import (
     EVENTS,
     INGEST_METRICS,
     INTERACTIONS,
     QUARANTINE,
     Lake,
 )
+from recspark.ingest.parse import parse_events, quarantined, valid_events
 
 log = logging.getLogger(__name__)
 

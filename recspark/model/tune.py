@@ -16,12 +16,12 @@ from dataclasses import dataclass, replace
 import mlflow
 from pyspark.sql import SparkSession
 
-from recspark.config import Config, TuneConfig
-from recspark.evaluation import EvaluationError, TimeSplit, time_split
-from recspark.tables import EVENTS, INTERACTIONS, Lake
-from recspark.tracking import configure_mlflow
-from recspark.training import TrainingError, evaluate_split, training_period
-from recspark.tuned_params import TUNED_KEYS, TunedParams, tuned_params_path, write_tuned
+from recspark.core.config import Config, TuneConfig
+from recspark.core.registry import configure_mlflow
+from recspark.core.tables import EVENTS, INTERACTIONS, Lake
+from recspark.model.evaluation import EvaluationError, TimeSplit, time_split
+from recspark.model.train import TrainingError, evaluate_split, training_period
+from recspark.model.tuned_params import TUNED_KEYS, TunedParams, tuned_params_path, write_tuned
 
 log = logging.getLogger(__name__)
 

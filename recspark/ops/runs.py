@@ -20,8 +20,8 @@ from typing import Any
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
-from recspark.config import Config
-from recspark.tables import ALL_TABLES, JOB_RUNS, JOB_RUNS_SCHEMA, QUALITY_RESULTS, Lake
+from recspark.core.config import Config
+from recspark.core.tables import ALL_TABLES, JOB_RUNS, JOB_RUNS_SCHEMA, QUALITY_RESULTS, Lake
 
 log = logging.getLogger(__name__)
 
@@ -261,7 +261,7 @@ def _quick_http_failures() -> Iterator[None]:
 def _model_section(config: Config) -> list[str]:
     from mlflow.tracking import MlflowClient
 
-    from recspark.tracking import champion_version, configure_mlflow
+    from recspark.core.registry import champion_version, configure_mlflow
 
     settings = config.mlflow
     lines = [f"Model ({settings.model_name}, MLflow at {settings.tracking_uri})"]
@@ -329,7 +329,7 @@ def _runs_section(spark: SparkSession, lake: Lake) -> list[str]:
 def _quality_section(spark: SparkSession, lake: Lake) -> list[str]:
     if not lake.exists(spark, QUALITY_RESULTS):
         return []
-    from recspark.quality import latest_results
+    from recspark.ops.quality import latest_results
 
     latest = (
         latest_results(spark, lake)

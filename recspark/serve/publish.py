@@ -12,13 +12,13 @@ from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.window import Window
 
-from recspark.catalog import read_catalog
-from recspark.config import Config, TrainConfig
-from recspark.quality import run_gate
-from recspark.tables import INTERACTIONS, ITEM_IDS, RECOMMENDATIONS, SIMILAR_ITEMS, USER_IDS, Lake
-from recspark.topn import recommend_top_n
-from recspark.tracking import configure_mlflow, require_champion
-from recspark.training import (
+from recspark.core.catalog import read_catalog
+from recspark.core.config import Config, TrainConfig
+from recspark.core.gates import Gate
+from recspark.core.registry import configure_mlflow, require_champion
+from recspark.core.tables import INTERACTIONS, ITEM_IDS, RECOMMENDATIONS, SIMILAR_ITEMS, USER_IDS, Lake
+from recspark.model.topn import recommend_top_n
+from recspark.model.train import (
     factor_tables,
     item_popularity,
     popular_recommendations,
@@ -411,20 +411,26 @@ def published_model_version(spark: SparkSession, lake: Lake) -> str | None:
     return None if row is None else row[0]
 
 
-def recommend(spark: SparkSession, config: Config, lake: Lake) -> int:
-    """The full refresh job; returns the number of users served."""
-    champion = load_champion(config)
+def publish_full(
+    spark: SparkSession,
+    config: Config,
+    lake: Lake,
+    champion: Champion,
+    gate: Gate,
+    item_factors: DataFrame | None = None,
+) -> int:
+    """Every user's list from ``champion``, validated, then written in one commit, and the
+    ``similar_items`` table with it: the one full publish of ``recommend`` and the refresh job.
+    Returns the number of users served."""
     lake.ensure(spark, RECOMMENDATIONS)
-    recommendations = build_recommendations(spark, config, lake, champion).persist()
+    recommendations = build_recommendations(
+        spark, config, lake, champion, item_factors=item_factors
+    ).persist()
     try:
         # Validate before publishing, so a bad list never reaches the serving table.
-        run_gate(
-            spark,
-            config,
-            lake,
+        gate(
             "recommendations",
             recommendations,
-            job="recommend",
             top_n=config.serve.top_n,
             unavailable_items=unavailable_item_ids(spark, config),
         )
@@ -439,3 +445,8 @@ def recommend(spark: SparkSession, config: Config, lake: Lake) -> int:
     users = lake.read(spark, RECOMMENDATIONS).select("user_id").distinct().count()
     log.info("recommend: %d users served by champion version %s", users, champion.version)
     return users
+
+
+def recommend(spark: SparkSession, config: Config, lake: Lake, *, gate: Gate) -> int:
+    """The full refresh job; returns the number of users served."""
+    return publish_full(spark, config, lake, load_champion(config), gate)

@@ -10,7 +10,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.window import Window
 
-from recspark.tables import ITEM_IDS, USER_IDS, Lake, TableSpec
+from recspark.core.tables import ITEM_IDS, USER_IDS, Lake, TableSpec
 
 
 def extend_id_map(spark: SparkSession, lake: Lake, spec: TableSpec, ids: DataFrame) -> DataFrame:

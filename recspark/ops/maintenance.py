@@ -8,9 +8,9 @@ from delta.tables import DeltaTable
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
-from recspark.config import Config
-from recspark.interactions import aggregate_events
-from recspark.tables import (
+from recspark.core.config import Config
+from recspark.core.interactions import aggregate_events
+from recspark.core.tables import (
     ALL_TABLES,
     ALS_USER_FACTORS,
     EVENTS,

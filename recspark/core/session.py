@@ -8,7 +8,7 @@ import sys
 
 from pyspark.sql import SparkSession
 
-from recspark.config import Config
+from recspark.core.config import Config
 from recspark.packages import spark_packages
 
 log = logging.getLogger(__name__)

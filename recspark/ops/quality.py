@@ -24,9 +24,10 @@ from typing import Any
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
-from recspark.config import EVENT_TYPES, Config
-from recspark.interactions import COUNT_COLUMNS
-from recspark.tables import QUALITY_RESULTS, QUALITY_RESULTS_SCHEMA, RECOMMENDATION_SOURCES, Lake
+from recspark.core.config import EVENT_TYPES, Config
+from recspark.core.gates import Gate
+from recspark.core.interactions import COUNT_COLUMNS
+from recspark.core.tables import QUALITY_RESULTS, QUALITY_RESULTS_SCHEMA, RECOMMENDATION_SOURCES, Lake
 
 log = logging.getLogger(__name__)
 
@@ -573,6 +574,15 @@ def run_gate(
     else:
         log.warning("quality: %s%s (on_failure=warn, job continues)", result.summary(), version)
     return result
+
+
+def gate_for(spark: SparkSession, config: Config, lake: Lake, job: str) -> Gate:
+    """The gate a job hands to the stages: :func:`run_gate` on this lake, recorded under ``job``."""
+
+    def gate(suite: str, frame: DataFrame, table_version: int | None = None, **checks: Any) -> None:
+        run_gate(spark, config, lake, suite, frame, job, table_version, **checks)
+
+    return gate
 
 
 def _record(

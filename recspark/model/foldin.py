@@ -20,7 +20,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from recspark.topn import collect_factors
+from recspark.model.topn import collect_factors
 
 USER_VECTOR_SCHEMA = T.StructType(
     [

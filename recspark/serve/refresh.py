@@ -18,23 +18,24 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.streaming import StreamingQuery
 
-from recspark.config import Config
-from recspark.foldin import fold_in_users
-from recspark.interactions import strength_as_of
-from recspark.serving import (
+from recspark.core.config import Config
+from recspark.core.gates import Gate
+from recspark.core.interactions import strength_as_of
+from recspark.core.registry import TrackingError, champion_version, configure_mlflow
+from recspark.core.streaming import await_query, idempotent_session_writes, start_query, streaming_app_id
+from recspark.core.tables import INTERACTIONS, RECOMMENDATIONS, Lake
+from recspark.model.foldin import fold_in_users
+from recspark.model.train import preference
+from recspark.serve.publish import (
     Champion,
     build_recommendations,
     champion_factors,
     load_champion,
     newest_event_time,
-    publish_recommendations,
+    publish_full,
     published_model_version,
     recommend,
 )
-from recspark.streaming import await_query, idempotent_session_writes, start_query, streaming_app_id
-from recspark.tables import INTERACTIONS, RECOMMENDATIONS, Lake
-from recspark.tracking import TrackingError, champion_version, configure_mlflow
-from recspark.training import preference
 
 log = logging.getLogger(__name__)
 
@@ -146,9 +147,10 @@ class RefreshBatchWriter:
     """The ``foreachBatch`` function of the refresh query."""
 
     def __init__(
-        self, config: Config, lake: Lake, checkpoint: str, covered_version: int | None = None
+        self, config: Config, lake: Lake, checkpoint: str, gate: Gate, covered_version: int | None = None
     ) -> None:
         self.config = config
+        self.gate = gate
         self.lake = lake
         self.checkpoint = checkpoint
         self.champion: Champion | None = None
@@ -182,12 +184,7 @@ class RefreshBatchWriter:
             self.item_factors = champion_factors(spark, self.lake, self.champion)[1].persist()
         if published_model_version(spark, self.lake) != self.champion.version:
             self.covered_version = self.lake.version(spark, INTERACTIONS)
-            publish_recommendations(
-                self.lake,
-                build_recommendations(
-                    spark, self.config, self.lake, self.champion, item_factors=self.item_factors
-                ),
-            )
+            publish_full(spark, self.config, self.lake, self.champion, self.gate, self.item_factors)
             log.info(
                 "refresh batch %d: champion %s is new to the serving table: full refresh in %.1fs",
                 batch_id,
@@ -216,7 +213,12 @@ class RefreshBatchWriter:
 
 
 def start_refresh(
-    spark: SparkSession, config: Config, lake: Lake, once: bool, covered_version: int | None = None
+    spark: SparkSession,
+    config: Config,
+    lake: Lake,
+    once: bool,
+    gate: Gate,
+    covered_version: int | None = None,
 ) -> StreamingQuery:
     """Start the refresh query. A first run publishes a full refresh, then follows new changes."""
     configure_mlflow(config.mlflow)
@@ -235,12 +237,12 @@ def start_refresh(
     stream = (
         changes.writeStream.queryName(QUERY_NAME)
         .option("checkpointLocation", checkpoint)
-        .foreachBatch(RefreshBatchWriter(config, lake, checkpoint, covered_version))
+        .foreachBatch(RefreshBatchWriter(config, lake, checkpoint, gate, covered_version))
     )
     return start_query(stream, once, config.ingest.trigger_seconds)
 
 
-def run_refresh(spark: SparkSession, config: Config, lake: Lake, once: bool) -> None:
+def run_refresh(spark: SparkSession, config: Config, lake: Lake, once: bool, *, gate: Gate) -> None:
     """Bring the serving table up to date (a full refresh if the champion changed or
     ``serve.top_n`` was lowered), then keep it fresh until stopped (or stop when ``once``)."""
     configure_mlflow(config.mlflow)
@@ -256,5 +258,5 @@ def run_refresh(spark: SparkSession, config: Config, lake: Lake, once: bool) -> 
         if longer:
             log.info("refresh: lists longer than serve.top_n=%d: full refresh", config.serve.top_n)
         covered = lake.version(spark, INTERACTIONS)
-        recommend(spark, config, lake)
-    await_query(start_refresh(spark, config, lake, once, covered), "refresh")
+        recommend(spark, config, lake, gate=gate)
+    await_query(start_refresh(spark, config, lake, once, gate, covered), "refresh")

@@ -15,7 +15,7 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql.window import Window
 
-from recspark.config import EVENT_TYPES, InteractionsConfig
+from recspark.core.config import EVENT_TYPES, InteractionsConfig
 
 COUNT_COLUMNS = {event_type: f"{event_type}_count" for event_type in EVENT_TYPES}
 SECONDS_PER_DAY = 86_400.0

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from recspark.config import EVENT_TYPES, REQUIRED_FIELDS
+from recspark.core.config import EVENT_TYPES, REQUIRED_FIELDS
 
 logger = logging.getLogger(__name__)
 

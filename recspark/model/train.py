@@ -18,9 +18,19 @@ from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.window import Window
 
-from recspark.catalog import read_catalog
-from recspark.config import Config, TrainConfig
-from recspark.evaluation import (
+from recspark.core.catalog import read_catalog
+from recspark.core.config import Config, TrainConfig
+from recspark.core.gates import Gate
+from recspark.core.interactions import aggregate_events, strength_as_of
+from recspark.core.registry import (
+    CHALLENGER,
+    CHAMPION,
+    champion_version,
+    configure_mlflow,
+    set_alias,
+)
+from recspark.core.tables import ALS_ITEM_FACTORS, ALS_USER_FACTORS, EVENTS, INTERACTIONS, Lake
+from recspark.model.evaluation import (
     EvaluationError,
     TimeSplit,
     catalog_metrics,
@@ -30,21 +40,11 @@ from recspark.evaluation import (
     relevant_items,
     time_split,
 )
-from recspark.idmap import extend_user_and_item_maps
-from recspark.interactions import aggregate_events, strength_as_of
-from recspark.quality import run_gate
-from recspark.report import evaluation_report
-from recspark.tables import ALS_ITEM_FACTORS, ALS_USER_FACTORS, EVENTS, INTERACTIONS, Lake
-from recspark.topn import recommend_top_n
-from recspark.tracking import (
-    CHALLENGER,
-    CHAMPION,
-    champion_version,
-    configure_mlflow,
-    decide_promotion,
-    set_alias,
-)
-from recspark.tuned_params import TunedParams, apply_tuned, read_tuned
+from recspark.model.idmap import extend_user_and_item_maps
+from recspark.model.promotion import decide_promotion
+from recspark.model.report import evaluation_report
+from recspark.model.topn import recommend_top_n
+from recspark.model.tuned_params import TunedParams, apply_tuned, read_tuned
 
 log = logging.getLogger(__name__)
 
@@ -349,7 +349,7 @@ def training_period(
     return TrainingPeriod(train_interactions, n_train, user_ids.persist(), item_ids.persist())
 
 
-def train(spark: SparkSession, config: Config, lake: Lake) -> TrainResult:
+def train(spark: SparkSession, config: Config, lake: Lake, *, gate: Gate) -> TrainResult:
     """The whole training job; stops with TrainingError before touching the registry when the
     data cannot support it."""
     timings: dict[str, float] = {}
@@ -368,15 +368,7 @@ def train(spark: SparkSession, config: Config, lake: Lake) -> TrainResult:
         }
         events = lake.read(spark, EVENTS, versions["events"])
         interactions = lake.read(spark, INTERACTIONS, versions["interactions"])
-        run_gate(
-            spark,
-            config,
-            lake,
-            "interactions",
-            interactions,
-            job="train",
-            table_version=versions["interactions"],
-        )
+        gate("interactions", interactions, versions["interactions"])
         try:
             split = time_split(events, settings.test_days)
         except EvaluationError as exc:

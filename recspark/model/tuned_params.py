@@ -13,8 +13,8 @@ from dataclasses import asdict, dataclass, replace
 
 from pyspark.sql import SparkSession
 
-from recspark.config import Config, ConfigError, TrainConfig
-from recspark.tables import Lake
+from recspark.core.config import Config, ConfigError, TrainConfig
+from recspark.core.tables import Lake
 
 TUNED_KEYS = ("rank", "reg_param", "alpha")
 

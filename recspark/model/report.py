@@ -11,7 +11,7 @@ from __future__ import annotations
 import html
 from collections.abc import Mapping, Sequence
 
-from recspark.config import BASELINE_LABELS, RANKING_METRICS
+from recspark.core.config import BASELINE_LABELS, RANKING_METRICS
 
 COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd")
 LABELS = {"model": "ALS", **BASELINE_LABELS}
@@ -89,8 +89,8 @@ def evaluation_report(
 ) -> str:
     """The HTML page: a summary table, metric-by-K curves per recommender, popularity vs frequency.
 
-    ``by_k``: recommender -> rows of :func:`recspark.evaluation.metrics_by_k`;
-    ``popularity_bands``: recommender -> rows of :func:`recspark.evaluation.popularity_vs_frequency`.
+    ``by_k``: recommender -> rows of :func:`recspark.model.evaluation.metrics_by_k`;
+    ``popularity_bands``: recommender -> rows of :func:`recspark.model.evaluation.popularity_vs_frequency`.
     """
     names = {name: LABELS.get(name, name) for name in by_k}
     charts = [

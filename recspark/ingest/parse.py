@@ -10,7 +10,7 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from recspark.config import EVENT_TYPES, REQUIRED_FIELDS
+from recspark.core.config import EVENT_TYPES, REQUIRED_FIELDS
 
 MAX_ID_LENGTH = 256
 ISO_8601_WITH_OFFSET = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?(Z|[+-]\d{2}:\d{2})$"

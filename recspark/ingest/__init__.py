@@ -1,0 +1,4 @@
+"""Ingestion: parse the contract's event lines, plan a micro-batch, write it exactly once.
+
+Depends on ``recspark.core`` only.
+"""
