@@ -15,14 +15,15 @@ import shutil
 import time
 from datetime import datetime
 
-from pyspark.ml.recommendation import ALSModel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from recspark.core.config import load_config
 from recspark.core.session import build_spark
 from recspark.core.tables import INTERACTIONS, ITEM_IDS, RECOMMENDATIONS, USER_IDS, Lake
-from recspark.serve.publish import Champion, champion_factors, newest_event_time
+from recspark.model.families import ALS, FittedModel, ModelSpec
+from recspark.model.sources import newest_event_time
+from recspark.serve.publish import Champion
 from recspark.serve.refresh import refresh_users
 
 
@@ -101,19 +102,19 @@ def main() -> None:
         F.current_timestamp().alias("generated_at"),
         F.lit(None).cast("string").alias("because_item_id"),
     ).write.format("delta").mode("overwrite").save(lake.path(RECOMMENDATIONS.name))
-    user_factors = factors(spark, args.users, args.rank, 1).persist()
-    item_factors = factors(spark, args.items, args.rank, 2).persist()
-    user_factors.count(), item_factors.count()
-    jvm_model = spark._jvm.org.apache.spark.ml.recommendation.ALSModel(
-        "bench", args.rank, user_factors._jdf, item_factors._jdf
+    user_factors = factors(spark, args.users, args.rank, 1).select(
+        F.format_string("u%07d", "id").alias("user_id"), "features"
     )
-    champion = Champion(version="bench", model=ALSModel(jvm_model), settings=config.train)
+    item_factors = factors(spark, args.items, args.rank, 2).select(
+        F.format_string("i%06d", "id").alias("item_id"), "features"
+    )
+    model = FittedModel(ModelSpec(ALS, als=config.train), user_factors, item_factors).persist()
+    champion = Champion(version="bench", model=model)
     print(f"lake written in {time.time() - started:.1f} s", flush=True)
 
     # As the refresh job, which carries the newest event time from batch to batch and keeps the
-    # champion's item factors cached.
+    # champion's scoring data cached.
     as_of = newest_event_time(lake.read(spark, INTERACTIONS))
-    item_factors = champion_factors(spark, lake, champion)[1].persist()
     timings = []
     for attempt in range(args.repeat):
         active = (
@@ -123,7 +124,7 @@ def main() -> None:
         ).limit(args.active)
         active = spark.createDataFrame(active.collect(), "user_id string")
         started = time.time()
-        refreshed = refresh_users(spark, config, lake, champion, active, as_of, item_factors)
+        refreshed = refresh_users(spark, config, lake, champion, active, as_of)
         timings.append(time.time() - started)
         metrics = lake.delta(spark, RECOMMENDATIONS).history(1).first()["operationMetrics"]
         print(

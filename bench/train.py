@@ -26,12 +26,15 @@ from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
 from recspark.core.config import Config, load_config
-from recspark.core.interactions import aggregate_events, strength_as_of
 from recspark.core.session import build_spark
-from recspark.core.tables import EVENTS, EVENTS_SCHEMA, INTERACTIONS, ITEM_IDS, USER_IDS, Lake
-from recspark.model.evaluation import ranking_metrics, relevant_items, time_split
-from recspark.model.topn import recommend_top_n
-from recspark.model.train import als_ratings, factor_tables, fit_als, purchased_items, train
+from recspark.core.tables import EVENTS, Lake
+from recspark.ingest.history import load_history
+from recspark.model.als import als_ratings, factor_tables, fit_als
+from recspark.model.data import events_period
+from recspark.model.families import ALS, FittedModel, ModelSpec
+from recspark.model.holdout import Holdout
+from recspark.model.inputs import read_inputs
+from recspark.model.train import train
 from recspark.ops.generate import ShopSpec, generate_events
 from recspark.ops.quality import gate_for
 
@@ -41,28 +44,7 @@ def write_shop_tables(spark: SparkSession, config: Config, lake: Lake, spec: Sho
     catalog, events = generate_events(spec)
     catalog_path = str(root / "catalog.parquet")
     spark.createDataFrame(catalog).write.mode("overwrite").parquet(catalog_path)
-    frame = spark.createDataFrame(events).select(
-        "event_id",
-        F.col("event_time").cast("timestamp").alias("event_time"),
-        "user_id",
-        "item_id",
-        "event_type",
-        F.when(F.isnan("value"), None).otherwise(F.col("value")).alias("value"),
-        "session_id",
-        F.current_timestamp().alias("ingested_at"),
-        F.to_date("event_time").alias("event_date"),
-        F.lit("bench").alias("ingest_app_id"),
-        F.lit(0).cast("long").alias("ingest_batch_id"),
-    )
-    lake.ensure(spark, EVENTS)
-    frame.select(*EVENTS_SCHEMA.fieldNames()).write.format("delta").mode("append").save(
-        lake.path(EVENTS.name)
-    )
-    lake.ensure(spark, INTERACTIONS)
-    aggregate_events(lake.read(spark, EVENTS), config.interactions).write.format("delta").mode("append").save(
-        lake.path(INTERACTIONS.name)
-    )
-    return lake.read(spark, INTERACTIONS).count()
+    return load_history(spark, config, lake, spark.createDataFrame(events), "bench")
 
 
 def peer_comparison(spark: SparkSession, config: Config, lake: Lake) -> dict[str, float]:
@@ -71,36 +53,31 @@ def peer_comparison(spark: SparkSession, config: Config, lake: Lake) -> dict[str
     from scipy.sparse import csr_matrix
     from threadpoolctl import threadpool_limits
 
-    settings, k = config.train, config.train.k
-    events = lake.read(spark, EVENTS)
-    split = time_split(events, settings.test_days)
-    train_interactions = strength_as_of(
-        aggregate_events(split.train_events, config.interactions), split.cutoff, config.interactions
-    ).persist()
-    user_ids, item_ids = lake.read(spark, USER_IDS).persist(), lake.read(spark, ITEM_IDS).persist()
-    ratings = als_ratings(train_interactions, user_ids, item_ids, settings).persist()
+    settings = config.train
+    inputs = read_inputs(spark, config, lake)
+    split = inputs.split
+    data = events_period(
+        spark, config, lake, split.train_events, split.as_of, inputs.interactions, "the split"
+    )
+    holdout = Holdout(spark, config, split, data, inputs.catalog, inputs.eligible)
+    ratings = als_ratings(data.interactions, data.user_ids, data.item_ids, settings).persist()
     n_ratings = ratings.count()
-    relevant = relevant_items(
-        split.test_events, train_interactions, config.interactions, config.serve.exclude_purchased
-    ).persist()
-    users = relevant.select("user_id").distinct().join(purchased_items(train_interactions), "user_id", "left")
-    users = users.persist()
-    block = config.serve.users_per_block
-    out: dict[str, float] = {"split_ratings": float(n_ratings), "test_users": float(users.count())}
+    out: dict[str, float] = {"split_ratings": float(n_ratings), "test_users": float(holdout.users.count())}
+    spec = ModelSpec(ALS, als=settings)
 
     started = time.time()
     model = fit_als(ratings, settings)
     model.userFactors.count(), model.itemFactors.count()
     out["mllib_fit_seconds"] = time.time() - started
-    user_factors, item_factors = factor_tables(model, user_ids, item_ids)
-    recs = recommend_top_n(spark, users.join(user_factors, "user_id"), item_factors, k, block)
-    out["mllib_ndcg_at_k"] = ranking_metrics(recs, relevant, k)["ndcg"]
+    user_factors, item_factors = factor_tables(model, data.user_ids, data.item_ids)
+    mllib = FittedModel(spec, user_factors, item_factors)
+    out["mllib_ndcg_at_k"] = holdout.score_model("mllib", mllib).metrics["ndcg"]
 
     # What using `implicit` from this pipeline would add: the ratings collected into a CSR matrix.
     started = time.time()
     local = ratings.toPandas()
-    n_users = int(user_ids.agg(F.max("user_idx")).first()[0]) + 1
-    n_items = int(item_ids.agg(F.max("item_idx")).first()[0]) + 1
+    n_users = int(data.user_ids.agg(F.max("user_idx")).first()[0]) + 1
+    n_items = int(data.item_ids.agg(F.max("item_idx")).first()[0]) + 1
     # implicit's confidence is alpha * value: feed it 1 + alpha * r with alpha = 1, as MLlib uses.
     confidence = csr_matrix(
         (1.0 + settings.alpha * local["rating"].to_numpy(np.float32), (local["user_idx"], local["item_idx"])),
@@ -124,18 +101,20 @@ def peer_comparison(spark: SparkSession, config: Config, lake: Lake) -> dict[str
     peer_users = spark.createDataFrame(
         pd.DataFrame({"user_idx": np.arange(n_users, dtype=np.int32), "features": list(peer.user_factors)}),
         "user_idx int, features array<float>",
-    ).join(user_ids, "user_idx")
+    ).join(data.user_ids, "user_idx")
     peer_items = spark.createDataFrame(
         pd.DataFrame({"item_idx": np.arange(n_items, dtype=np.int32), "features": list(peer.item_factors)}),
         "item_idx int, features array<float>",
-    ).join(item_ids, "item_idx")
+    ).join(data.item_ids, "item_idx")
     # Items the training period never saw have no signal: MLlib has no factors for them either.
     seen = ratings.select("item_idx").distinct()
-    peer_items = peer_items.join(seen, "item_idx").select("item_id", "features")
-    peer_recs = recommend_top_n(
-        spark, users.join(peer_users.select("user_id", "features"), "user_id"), peer_items, k, block
+    peer_model = FittedModel(
+        spec,
+        peer_users.select("user_id", "features"),
+        peer_items.join(seen, "item_idx").select("item_id", "features"),
     )
-    out["implicit_ndcg_at_k"] = ranking_metrics(peer_recs, relevant, k)["ndcg"]
+    out["implicit_ndcg_at_k"] = holdout.score_model("implicit", peer_model).metrics["ndcg"]
+    holdout.unpersist()
     return out
 
 

@@ -33,6 +33,9 @@
 #   RECSPARK_KAFKA     auto (default) | 1 | 0: add the Kafka connector package
 #   RECSPARK_DRY_RUN=1 print the spark-submit command instead of running it
 #
+# The command it prints (the dry run, and the line logged before running it) shows credentials
+# in URIs as scheme://***@host, e.g. --set mlflow.tracking_uri=http://user:password@tracker.
+#
 # How third-party Python packages (numpy, pandas, pyarrow, mlflow, great-expectations, ...)
 # reach the executors: the zip carries recspark's own code only. Either
 #   a) the cluster's image already has them (a Docker image for Kubernetes, a bootstrap
@@ -48,6 +51,11 @@ set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 JOBS=(ingest_events train_als refresh_recommendations)
+
+# Hide the userinfo of any scheme://user:password@host on stdin (what recspark.core.secrets does).
+redact() {
+    sed -E 's#([a-zA-Z][a-zA-Z0-9+.-]*://)[^/[:space:]@]+@#\1***@#g'
+}
 
 usage() {
     cat >&2 <<EOF
@@ -148,9 +156,8 @@ fi
 cmd+=("$ROOT/jobs/$JOB.py" "$@")
 
 if [[ -n "${RECSPARK_DRY_RUN:-}" ]]; then
-    printf '%q ' "${cmd[@]}"
-    printf '\n'
+    { printf '%q ' "${cmd[@]}"; printf '\n'; } | redact
     exit 0
 fi
-echo "deploy/submit.sh: $(printf '%q ' "${cmd[@]}")" >&2
+echo "deploy/submit.sh: $(printf '%q ' "${cmd[@]}" | redact)" >&2
 exec "${cmd[@]}"

@@ -3,17 +3,25 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 import time
 from collections.abc import Callable, Sequence
+from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 from recspark.core.config import Config, ConfigError, load_config
+from recspark.core.secrets import redact, redact_handlers
 
 log = logging.getLogger("recspark")
 
 DEFAULT_CONF = "conf/local.yaml"
+
+
+# What a tracked command reports for its job_runs row (rows_in, rows_out, model_version).
+RunFigures = dict[str, Any] | None
 
 
 class UsageError(RuntimeError):
@@ -24,8 +32,9 @@ def _expected_errors() -> tuple[type[BaseException], ...]:
     from recspark.core.catalog import CatalogError
     from recspark.core.registry import TrackingError
     from recspark.core.tables import MissingTableError
+    from recspark.model.data import TrainingError
     from recspark.model.evaluation import EvaluationError
-    from recspark.model.train import TrainingError
+    from recspark.ops.generate import LandingNotEmptyError
     from recspark.ops.quality import QualityGateError
 
     return (
@@ -37,15 +46,18 @@ def _expected_errors() -> tuple[type[BaseException], ...]:
         CatalogError,
         EvaluationError,
         QualityGateError,
+        LandingNotEmptyError,
     )
 
 
 def setup_logging(job: str) -> None:
+    """INFO to stderr; every line redacted, since messages may quote URIs with credentials."""
     logging.basicConfig(
         level=logging.INFO,
         format=f"%(asctime)s %(levelname)s {job} %(name)s: %(message)s",
         force=True,
     )
+    redact_handlers(logging.getLogger())
     for noisy in ("py4j", "mlflow", "alembic", "urllib3"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
@@ -91,6 +103,8 @@ TRACKED_JOBS = {
     "rebuild-interactions",
     "maintain",
     "forget-user",
+    "promote",
+    "rollback",
 }
 
 
@@ -129,7 +143,7 @@ def cmd_generate(args: argparse.Namespace, config: Config) -> None:
     )
 
 
-def cmd_ingest(args: argparse.Namespace, config: Config) -> None:
+def cmd_ingest(args: argparse.Namespace, config: Config) -> RunFigures:
     from recspark.ingest.stream import run_ingest
 
     if (
@@ -139,54 +153,65 @@ def cmd_ingest(args: argparse.Namespace, config: Config) -> None:
     ):
         raise UsageError(f"ingest.path {config.ingest.path} is not a directory (run `recspark generate`?)")
     from recspark.core.tables import EVENTS, INTERACTIONS
+    from recspark.ops.runs import ingest_counts
 
+    started = datetime.now(timezone.utc)
     spark, lake = _spark(config, "ingest"), _lake(config)
     run_ingest(spark, config, lake, once=args.once)
-    if args.once:
-        _gate(spark, config, lake, EVENTS, "ingest")
-        _gate(spark, config, lake, INTERACTIONS, "ingest")
-        _record_ingest_rows(spark, lake, args)
+    if not args.once:
+        return None
+    _gate(spark, config, lake, EVENTS, "ingest")
+    _gate(spark, config, lake, INTERACTIONS, "ingest")
+    rows_in, rows_out = ingest_counts(spark, lake, started)  # from the ingest_metrics rows it wrote
+    return {"rows_in": rows_in, "rows_out": rows_out}
 
 
-def cmd_train(args: argparse.Namespace, config: Config) -> None:
+def cmd_train(args: argparse.Namespace, config: Config) -> RunFigures:
     from recspark.model.train import train
     from recspark.ops.quality import gate_for
 
     spark, lake = _spark(config, "train"), _lake(config)
     result = train(spark, config, lake, gate=gate_for(spark, config, lake, "train"))
-    if args.job_run is not None:
-        args.job_run.model_version = result.model_version
-        args.job_run.rows_out = 1
-    verdict = "promoted to champion" if result.promoted else "registered as challenger"
-    print(f"model version {result.model_version} {verdict}: {result.reason} (run {result.run_id})")
+    verdict = {
+        "promoted": "promoted to champion",
+        "challenger": "registered as challenger",
+        "insufficient_evidence": "registered as challenger (insufficient evidence)",
+    }[result.status]
+    print(
+        f"model version {result.model_version} ({result.family}) {verdict}: {result.reason} "
+        f"(run {result.run_id})"
+    )
+    return {"model_version": result.model_version, "rows_out": 1}
 
 
-def cmd_tune(args: argparse.Namespace, config: Config) -> None:
+def cmd_tune(args: argparse.Namespace, config: Config) -> RunFigures:
     from recspark.model.tune import tune
 
     result = tune(_spark(config, "tune"), config, _lake(config))
-    if args.job_run is not None:
-        args.job_run.rows_out = len(result.trials)
+    plan = result.plan
+    scores = ", ".join(f"{family} {score:.4f}" for family, score in sorted(plan.scores.items()))
     print(
-        f"best of {len(result.trials)} trials: {result.best.params} ({result.best.metric} "
-        f"{result.best.value:.4f} on the validation period), written to {result.path} (run {result.run_id})"
+        f"best: {plan.spec(config).label()} ({plan.metric} {plan.value:.4f} on {plan.validation}; "
+        f"each family's best: {scores}), written to {result.path} (run {result.run_id})"
     )
+    return {"rows_out": len(plan.scores)}
 
 
-def cmd_recommend(args: argparse.Namespace, config: Config) -> None:
+def cmd_recommend(args: argparse.Namespace, config: Config) -> RunFigures:
     from recspark.core.tables import RECOMMENDATIONS
     from recspark.ops.quality import gate_for
     from recspark.serve.publish import published_model_version, recommend
 
     spark, lake = _spark(config, "recommend"), _lake(config)
     users = recommend(spark, config, lake, gate=gate_for(spark, config, lake, "recommend"))
-    if args.job_run is not None:
-        args.job_run.rows_out = lake.read(spark, RECOMMENDATIONS).count()
-        args.job_run.model_version = published_model_version(spark, lake)
     print(f"recommendations written for {users} users")
+    return {
+        "rows_out": lake.read(spark, RECOMMENDATIONS).count(),
+        "model_version": published_model_version(spark, lake),
+    }
 
 
-def cmd_refresh(args: argparse.Namespace, config: Config) -> None:
+def cmd_refresh(args: argparse.Namespace, config: Config) -> RunFigures:
     from recspark.core.tables import RECOMMENDATIONS
     from recspark.ops.quality import gate_for
     from recspark.serve.publish import published_model_version, unavailable_item_ids
@@ -204,15 +229,16 @@ def cmd_refresh(args: argparse.Namespace, config: Config) -> None:
             top_n=config.serve.top_n,
             unavailable_items=unavailable_item_ids(spark, config),
         )
-        if args.job_run is not None:
-            args.job_run.model_version = published_model_version(spark, lake)
+        return {"model_version": published_model_version(spark, lake)}
+    return None
 
 
 def cmd_promote(args: argparse.Namespace, config: Config) -> None:
     from recspark.core.registry import configure_mlflow, promote
 
     configure_mlflow(config.mlflow)
-    previous = promote(config.mlflow, str(args.version), "promoted by operator")
+    spark, lake = _spark(config, "promote"), _lake(config)
+    previous = promote(spark, lake, config.mlflow, str(args.version), "promoted by operator")
     print(f"version {args.version} is champion (was {previous})")
 
 
@@ -220,7 +246,8 @@ def cmd_rollback(args: argparse.Namespace, config: Config) -> None:
     from recspark.core.registry import configure_mlflow, rollback
 
     configure_mlflow(config.mlflow)
-    print(f"version {rollback(config.mlflow)} is champion again")
+    spark, lake = _spark(config, "rollback"), _lake(config)
+    print(f"version {rollback(spark, lake, config.mlflow)} is champion again")
 
 
 def cmd_rebuild_interactions(args: argparse.Namespace, config: Config) -> None:
@@ -239,7 +266,7 @@ def cmd_maintain(args: argparse.Namespace, config: Config) -> None:
 
 
 def cmd_forget_user(args: argparse.Namespace, config: Config) -> None:
-    from recspark.ops.maintenance import forget_user
+    from recspark.ops.forget import forget_user
 
     deleted = forget_user(_spark(config, "forget-user"), _lake(config), args.user_id)
     print(
@@ -250,35 +277,40 @@ def cmd_forget_user(args: argparse.Namespace, config: Config) -> None:
 
 
 def cmd_status(args: argparse.Namespace, config: Config) -> None:
-    from recspark.ops.runs import status_report
+    from recspark.ops.runs import gather_status, render_status, status_json
 
-    print(status_report(_spark(config, "status"), config, _lake(config)), end="")
+    snapshot = gather_status(_spark(config, "status"), config, _lake(config))
+    if args.json:
+        print(json.dumps(status_json(snapshot), indent=2))
+    else:
+        print(render_status(snapshot), end="")
 
 
-def _record_ingest_rows(spark, lake, args: argparse.Namespace) -> None:
-    """Rows in/out of this run, from the ingest_metrics rows it wrote."""
-    if args.job_run is None:
-        return
-    from pyspark.sql import functions as F
+def cmd_show(args: argparse.Namespace, config: Config) -> None:
+    from recspark.ops.lookup import lookup_json, lookup_user, render_lookup
 
-    from recspark.core.tables import INGEST_METRICS
-
-    row = (
-        lake.read(spark, INGEST_METRICS)
-        .where(F.col("started_at") >= F.lit(args.job_run.started_at))
-        .agg(F.sum("input_rows"), F.sum("events_written"))
-        .first()
-    )
-    args.job_run.rows_in, args.job_run.rows_out = (int(v or 0) for v in row)
+    lake = _lake(config)
+    found = lookup_user(_spark(config, "show"), lake, args.user_id)
+    if not found.known:
+        raise UsageError(
+            f"unknown user {args.user_id!r}: no recommendations and no events in the lake at {lake.root}"
+        )
+    if args.json:
+        print(json.dumps(lookup_json(found), indent=2))
+    else:
+        print(render_lookup(found), end="")
 
 
 def cmd_demo(args: argparse.Namespace, config: Config) -> None:
-    from recspark.demo import run_demo
+    from recspark.demo import UnsafeResetError, run_demo
 
-    run_demo(config, fresh=args.fresh)
+    try:
+        run_demo(config, fresh=args.fresh)
+    except UnsafeResetError as exc:
+        raise UsageError(str(exc)) from exc
 
 
-COMMANDS: dict[str, tuple[Callable[[argparse.Namespace, Config], None], str]] = {
+COMMANDS: dict[str, tuple[Callable[[argparse.Namespace, Config], RunFigures], str]] = {
     "generate": (cmd_generate, "write a synthetic shop: catalog and event files"),
     "ingest": (cmd_ingest, "stream event files (or Kafka) into the Delta tables"),
     "train": (cmd_train, "train ALS, evaluate it, log to MLflow, promote if better"),
@@ -294,6 +326,7 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace, Config], None], str]] = 
     "maintain": (cmd_maintain, "OPTIMIZE and VACUUM every table"),
     "forget-user": (cmd_forget_user, "delete one user's rows from every table"),
     "status": (cmd_status, "on-call overview: tables, champion, recent job runs, quality gates"),
+    "show": (cmd_show, "one user's current recommendations, recent history and model version"),
     "demo": (cmd_demo, "generate -> ingest -> train -> recommend, then print a report"),
 }
 
@@ -311,8 +344,10 @@ def build_parser() -> argparse.ArgumentParser:
             command.add_argument(
                 "--once", action="store_true", help="process what is available now, then stop"
             )
-        if name == "forget-user":
+        if name in ("forget-user", "show"):
             command.add_argument("user_id", help="the shop's user id")
+        if name in ("status", "show"):
+            command.add_argument("--json", action="store_true", help="print one JSON object instead of text")
         if name == "promote":
             command.add_argument("version", help="registered model version")
         if name == "demo":
@@ -329,17 +364,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     started = time.time()
     try:
         config = config_from_args(args)
-        args.job_run = None
         if args.command in TRACKED_JOBS:
             from recspark.ops.runs import active_spark, track_job
 
             with track_job(active_spark, _lake(config), args.command) as run:
-                args.job_run = run
-                handler(args, config)
+                for name, value in (handler(args, config) or {}).items():
+                    setattr(run, name, value)  # what the job_runs row reports
         else:
             handler(args, config)
     except _expected_errors() as exc:
-        print(f"recspark {args.command}: error: {exc}", file=sys.stderr)
+        print(redact(f"recspark {args.command}: error: {exc}"), file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"recspark {args.command}: interrupted", file=sys.stderr)

@@ -5,19 +5,23 @@ from __future__ import annotations
 import logging
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
 from recspark.core.config import Config
+from recspark.core.secrets import redact
 from recspark.core.session import build_spark
 from recspark.core.tables import EVENTS, INTERACTIONS, QUARANTINE, RECOMMENDATIONS, Lake
 from recspark.ingest.stream import run_ingest
+from recspark.model.families import ALL_FAMILIES
 from recspark.model.train import TrainResult, train
-from recspark.ops.generate import ShopSpec, write_shop
+from recspark.ops.generate import LandingNotEmptyError, ShopSpec, ShopSummary, write_shop
 from recspark.ops.quality import gate_for
-from recspark.serve.publish import recommend
+from recspark.ops.runs import JobRun, ingest_counts, track_job
+from recspark.serve.publish import published_model_version, recommend
 
 log = logging.getLogger(__name__)
 
@@ -32,64 +36,170 @@ REPORT_METRICS = (
 )
 
 
-def _local_paths(config: Config) -> list[Path]:
-    """The demo's own local state; remote URIs are never deleted."""
-    candidates = [
-        config.lake.root,
-        config.ingest.path,
-        config.catalog.path,
-        config.mlflow.artifact_location,
-    ]
+MARKER = ".recspark-demo"
+MARKER_TEXT = (
+    "Written by `recspark demo`: this directory holds demo state. `recspark demo --fresh` deletes\n"
+    "a configured path only when it is missing, empty, or marked by this file (a file path: in\n"
+    "its directory), so a lake.root pointing at other data is never wiped.\n"
+)
+
+
+# The notebook the report points a newcomer to (relative to the repository root).
+NOTEBOOK = "notebooks/explore_recspark.ipynb"
+
+
+class UnsafeResetError(ValueError):
+    """``--fresh`` was asked to delete a path the demo did not create."""
+
+
+def _local_paths(config: Config) -> tuple[list[Path], list[Path]]:
+    """The demo's own local state as (directories, files); remote URIs are never deleted."""
+    dirs = [config.lake.root, config.ingest.path, config.mlflow.artifact_location]
+    files = [config.catalog.path]
     if config.mlflow.tracking_uri.startswith("sqlite:///"):
-        candidates.append(config.mlflow.tracking_uri.removeprefix("sqlite:///"))
-    return [Path(c) for c in candidates if c and "://" not in c]
+        files.append(config.mlflow.tracking_uri.removeprefix("sqlite:///"))
+
+    def local(paths: list[str | None]) -> list[Path]:
+        return [Path(p) for p in paths if p and "://" not in p]
+
+    return local(dirs), local(files)
+
+
+def _marked(directory: Path) -> bool:
+    return (directory / MARKER).is_file()
+
+
+def _deletable(path: Path, is_dir: bool) -> bool:
+    """Missing, an empty directory, or marked as the demo's: a file by its directory's marker."""
+    if not path.exists():
+        return True
+    if is_dir:
+        return path.is_dir() and (_marked(path) or _absent_or_empty(path))
+    return path.is_file() and _marked(path.parent)
+
+
+def _absent_or_empty(directory: Path) -> bool:
+    return not directory.exists() or (directory.is_dir() and not any(directory.iterdir()))
+
+
+def mark_local_state(config: Config) -> None:
+    """Create the demo's directories (and those of its files); mark those the demo creates.
+
+    A directory that already held something unmarked stays unmarked: running the demo once
+    against other data must not make it deletable by a later ``--fresh``.
+    """
+    dirs, files = _local_paths(config)
+    directories = list(dict.fromkeys([*dirs, *(f.parent for f in files)]))
+    ours = [d for d in directories if _absent_or_empty(d)]  # decided before mkdir creates parents
+    for directory in directories:
+        directory.mkdir(parents=True, exist_ok=True)
+    for directory in ours:
+        (directory / MARKER).write_text(MARKER_TEXT, encoding="utf-8")
 
 
 def reset_local_state(config: Config) -> None:
-    for path in _local_paths(config):
+    """Delete the demo's local state; refuse (deleting nothing) if any of it is not the demo's."""
+    dirs, files = _local_paths(config)
+    targets = [(p, True) for p in dirs] + [(p, False) for p in files]
+    for path, is_dir in targets:
+        if not _deletable(path, is_dir):
+            holder = path if is_dir else path.parent
+            raise UnsafeResetError(
+                f"--fresh refuses to delete {path}: {holder} has no {MARKER} marker, so recspark "
+                f"demo did not create it; delete it yourself or configure another path"
+            )
+    for path, _ in targets:
         if path.is_dir():
+            log.info("demo --fresh: deleting %s", path)
             shutil.rmtree(path)
         elif path.exists():
+            log.info("demo --fresh: deleting %s", path)
             path.unlink()
+
+
+def _write_demo_shop(config: Config) -> ShopSummary:
+    assert config.catalog.path is not None, "the demo needs catalog.path"
+    g = config.generate
+    try:
+        return write_shop(
+            ShopSpec(
+                users=g.users,
+                items=g.items,
+                categories=g.categories,
+                events=g.events,
+                days=g.days,
+                seed=g.seed,
+                bad_fraction=g.bad_fraction,
+                duplicate_fraction=g.duplicate_fraction,
+            ),
+            Path(config.ingest.path),
+            Path(config.catalog.path),
+        )
+    except LandingNotEmptyError as exc:
+        raise LandingNotEmptyError(f"{exc}; or run `recspark demo --fresh` to start over") from exc
+
+
+def _generate(config: Config, lake: Lake) -> float:
+    """The shop's files, recorded in ``job_runs`` like `recspark generate` would be; returns the
+    seconds it took.
+
+    Generating needs no Spark, and a generate that failed (files already landed) should say so
+    at once: the session that records the run is started only once the files are written (its
+    start-up is not counted in the run's time)."""
+    written = False
+
+    def session_once_written() -> SparkSession | None:
+        return build_spark(config, "demo") if written else None
+
+    started = time.time()
+    with track_job(session_once_written, lake, "generate") as run:
+        run.rows_out = _write_demo_shop(config).events
+        written = True
+        took = time.time() - started
+    return took
+
+
+def _ingest(spark: SparkSession, config: Config, lake: Lake, run: JobRun) -> None:
+    run_ingest(spark, config, lake, once=True)
+    run.rows_in, run.rows_out = ingest_counts(spark, lake, run.started_at)
+
+
+def _train(spark: SparkSession, config: Config, lake: Lake, run: JobRun) -> TrainResult:
+    result = train(spark, config, lake, gate=gate_for(spark, config, lake, "train"))
+    run.model_version, run.rows_out = result.model_version, 1
+    return result
+
+
+def _recommend(spark: SparkSession, config: Config, lake: Lake, run: JobRun) -> None:
+    recommend(spark, config, lake, gate=gate_for(spark, config, lake, "recommend"))
+    run.rows_out = lake.read(spark, RECOMMENDATIONS).count()
+    run.model_version = published_model_version(spark, lake)
+
+
+# The demo's stages after generate, each recorded in job_runs under its command's name.
+STAGES: tuple[tuple[str, Callable[[SparkSession, Config, Lake, JobRun], object]], ...] = (
+    ("ingest", _ingest),
+    ("train", _train),
+    ("recommend", _recommend),
+)
 
 
 def run_demo(config: Config, fresh: bool) -> None:
     if fresh:
         reset_local_state(config)
-    timings: dict[str, float] = {}
-    g = config.generate
-    started = time.time()
-    assert config.catalog.path is not None, "the demo needs catalog.path"
-    write_shop(
-        ShopSpec(
-            users=g.users,
-            items=g.items,
-            categories=g.categories,
-            events=g.events,
-            days=g.days,
-            seed=g.seed,
-            bad_fraction=g.bad_fraction,
-            duplicate_fraction=g.duplicate_fraction,
-        ),
-        Path(config.ingest.path),
-        Path(config.catalog.path),
-    )
-    timings["generate"] = time.time() - started
-    spark = build_spark(config, "demo")
+    mark_local_state(config)
     lake = Lake.at(config.lake.root, config.lake.database)
-    for stage, action in (
-        ("ingest", lambda: run_ingest(spark, config, lake, once=True)),
-        ("train", lambda: train(spark, config, lake, gate=gate_for(spark, config, lake, "train"))),
-        (
-            "recommend",
-            lambda: recommend(spark, config, lake, gate=gate_for(spark, config, lake, "recommend")),
-        ),
-    ):
+    timings = {"generate": _generate(config, lake)}
+    spark = build_spark(config, "demo")
+    result: TrainResult | None = None
+    for job, stage in STAGES:
         started = time.time()
-        outcome = action()
-        timings[stage] = time.time() - started
+        with track_job(lambda: spark, lake, job) as run:
+            outcome = stage(spark, config, lake, run)
+        timings[job] = time.time() - started
         if isinstance(outcome, TrainResult):
             result = outcome
+    assert result is not None, "the demo's stages include train"
     print(render_report(spark, config, lake, result, timings))
 
 
@@ -116,36 +226,57 @@ def render_report(
     m = result.metrics
     lines += [
         "",
-        f"Evaluation on the last {config.train.test_days:g} days "
-        f"({int(m.get('test_users', 0))} test users), K={k}:",
-        f"  {'metric':<16}{'ALS':>10}{'popular':>10}{'category popular':>18}",
+        f"Evaluation on {result.test_period} ({int(m.get('test_users', 0))} test users "
+        f"with a new item), K={k}:",
+        f"  {'metric':<16}{result.family.upper():>10}{'popular':>10}{'category popular':>18}",
     ]
     for name in REPORT_METRICS:
         by_category = m.get(f"category_popular_{name}", float("nan"))
         lines.append(f"  {name:<16}{m[name]:>10.4f}{m['popular_' + name]:>10.4f}{by_category:>18.4f}")
-    verdict = "champion" if result.promoted else "challenger"
+    verdict = "champion" if result.promoted else f"challenger ({result.status})"
     lines += [
         "",
-        f"Model version {result.model_version} is {verdict}: {result.reason}",
-        f"MLflow run {result.run_id} at {config.mlflow.tracking_uri}",
+        f"Model version {result.model_version} ({result.family}) is {verdict}: {result.reason}",
+        f"MLflow run {result.run_id} at {redact(config.mlflow.tracking_uri)}",
         "",
     ]
-    lines += _sample_users(spark, lake)
+    sample = _sample_user_ids(spark, lake)
+    lines += _sample_users(spark, lake, sample)
     lines += ["", "Stage timings: " + ", ".join(f"{s} {t:.0f}s" for s, t in timings.items()), ""]
+    lines += next_steps(config, sample[0] if sample else None)
     return "\n".join(lines)
 
 
-def _sample_users(spark: SparkSession, lake: Lake, users: int = 3) -> list[str]:
-    recs = lake.read(spark, RECOMMENDATIONS)
-    sample = [
-        r["user_id"]
-        for r in recs.where("source = 'als'")
-        .select("user_id")
-        .distinct()
-        .orderBy("user_id")
-        .limit(users)
-        .collect()
+def next_steps(config: Config, user_id: str | None) -> list[str]:
+    """Where a newcomer goes from here: the report's last lines, commands to copy."""
+    steps = [("recspark status", "tables, champion, job runs (each demo stage is one), quality gates")]
+    if user_id is not None:
+        steps.append((f"recspark show {user_id}", "one user's list, why, and their recent history"))
+    tracking = redact(config.mlflow.tracking_uri)
+    steps.append((f"mlflow ui --backend-store-uri {tracking}", "the training runs and registered models"))
+    steps.append((NOTEBOOK, "open in Jupyter or VS Code: tables, time travel, runs (notebooks/README.md)"))
+    width = max(len(command) for command, _ in steps)
+    return [
+        "Next, from the repository root (the commands are in .venv/bin):",
+        *(f"  {command:<{width}}  # {what}" for command, what in steps),
+        "",
     ]
+
+
+def _sample_user_ids(spark: SparkSession, lake: Lake, users: int = 3) -> list[str]:
+    """A few users with personalised lists (any users with a list if none has one)."""
+    recs = lake.read(spark, RECOMMENDATIONS).select("user_id", "source")
+    for rows in (recs.where(F.col("source").isin(*ALL_FAMILIES)), recs):
+        sample = [
+            r["user_id"] for r in rows.select("user_id").distinct().orderBy("user_id").limit(users).collect()
+        ]
+        if sample:
+            return sample
+    return []
+
+
+def _sample_users(spark: SparkSession, lake: Lake, sample: list[str]) -> list[str]:
+    recs = lake.read(spark, RECOMMENDATIONS)
     events = lake.read(spark, EVENTS)
     lines = []
     for user in sample:

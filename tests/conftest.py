@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -68,14 +69,16 @@ def config(tmp_path: Path) -> Config:
 
 
 SHOP_TOP_N = 5
+# The shared shops train one family each with its configured settings: fast and deterministic.
+# What the defaults choose (tuning, families, blends) is tested on logs of its own.
+SHOP_SETTINGS = (f"serve.top_n={SHOP_TOP_N}", "train.test_days=5", "tune.auto=false")
 
 
-@pytest.fixture(scope="session")
-def trained_shop(spark: SparkSession, tmp_path_factory: pytest.TempPathFactory):
-    """A tiny generated shop taken through ingest -> train -> recommend once for the session.
+def shop_config(root: Path, family: str, *overrides: str) -> Config:
+    return config_under(root, *SHOP_SETTINGS, f"train.families=[{family}]", *overrides)
 
-    Tests that change it (new events, new champions) must leave it serving every user N rows.
-    """
+
+def _trained_shop(spark: SparkSession, root: Path, family: str):
     from recspark.core.tables import Lake
     from recspark.ingest.stream import run_ingest
     from recspark.model.train import train
@@ -83,8 +86,7 @@ def trained_shop(spark: SparkSession, tmp_path_factory: pytest.TempPathFactory):
     from recspark.ops.quality import gate_for
     from recspark.serve.publish import recommend
 
-    root = tmp_path_factory.mktemp("shop")
-    config = config_under(root, f"serve.top_n={SHOP_TOP_N}", "train.test_days=5")
+    config = shop_config(root, family)
     shop = ShopSpec(users=300, items=80, categories=8, events=15_000, days=21, seed=11)
     write_shop(shop, Path(config.ingest.path), Path(config.catalog.path))
     lake = Lake.at(config.lake.root)
@@ -92,6 +94,35 @@ def trained_shop(spark: SparkSession, tmp_path_factory: pytest.TempPathFactory):
     result = train(spark, config, lake, gate=gate_for(spark, config, lake, "train"))
     recommend(spark, config, lake, gate=gate_for(spark, config, lake, "recommend"))
     return config, result
+
+
+@pytest.fixture(scope="session")
+def trained_shop(spark: SparkSession, tmp_path_factory: pytest.TempPathFactory):
+    """A tiny generated shop taken through ingest -> train (ALS) -> recommend once per session.
+
+    Read-only: a test that changes a shop works on :func:`copy_shop` of it."""
+    return _trained_shop(spark, tmp_path_factory.mktemp("shop"), "als")
+
+
+@pytest.fixture(scope="session")
+def item_item_shop(spark: SparkSession, tmp_path_factory: pytest.TempPathFactory):
+    """The same shop with an item-item (EASE) champion. Read-only, like ``trained_shop``."""
+    return _trained_shop(spark, tmp_path_factory.mktemp("ease_shop"), "ease")
+
+
+def copy_shop(config: Config, root: Path, *overrides: str) -> Config:
+    """A private, writable copy of a shop under ``root``: its lake (checkpoints included), MLflow
+    store and catalog. New event files go to an empty directory of its own (the ingest query
+    starts afresh there; dedup against ``events`` keeps it exact), and new MLflow runs to an
+    experiment of its own."""
+    shop_root = Path(config.lake.root).parent
+    shutil.copytree(config.lake.root, root / "lake")
+    shutil.copy(shop_root / "mlflow.db", root / "mlflow.db")
+    (root / "incoming" / "events").mkdir(parents=True)
+    shutil.copy(config.catalog.path, root / "incoming" / "catalog.jsonl")
+    shutil.rmtree(root / "lake" / "_checkpoints" / "ingest_events", ignore_errors=True)
+    family = config.train.families[0]
+    return shop_config(root, family, "mlflow.experiment=copy", *overrides)
 
 
 @pytest.fixture

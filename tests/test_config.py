@@ -63,6 +63,13 @@ def test_precedence_file_then_env_then_set(tmp_path: Path) -> None:
         (["train.confidence=cubic"], "train.confidence must be 'log' or 'linear'"),
         (["nonsense"], "--set expects key=value"),
         (["quality.on_failure.events=explode"], "quality.on_failure values"),
+        (["mlflow.promotion_metric=ndgc_at_k"], "mlflow.promotion_metric must be one of"),
+        (["mlflow.promotion_margin=-0.05"], "mlflow.promotion_margin must be >= 0"),
+        (["mlflow.promotion_confidence=1.5"], "mlflow.promotion_confidence must be in [0.5, 1)"),
+        (["quality.on_failure.evnts=warn"], "quality.on_failure"),
+        (["ingest.min_event_time=yesterday"], "ingest.min_event_time must be an ISO 8601 time"),
+        (["ingest.min_event_time=2000-01-01T00:00:00"], "ingest.min_event_time needs a time zone"),
+        (["train.test_days=soon"], "train.test_days"),
     ],
 )
 def test_bad_values_are_named(overrides: list[str], message: str) -> None:

@@ -1,19 +1,16 @@
-"""Ranking metrics match values worked out by hand, and the split never leaks the future."""
+"""Ranking metrics match values worked out by hand."""
 
 from __future__ import annotations
 
 import math
-from datetime import datetime
 
 import pytest
 from pyspark.sql import SparkSession
 
 from recspark.model.evaluation import (
-    EvaluationError,
     metrics_by_k,
     popularity_vs_frequency,
     ranking_metrics,
-    time_split,
 )
 
 
@@ -53,25 +50,6 @@ def test_metrics_match_a_hand_computed_example(spark: SparkSession) -> None:
     assert got["map"] == pytest.approx((0.25 + 5 / 6) / 3)
     assert got["hit_rate"] == pytest.approx(2 / 3)
     assert got["users"] == 3
-
-
-def test_time_split_and_its_failures(spark: SparkSession) -> None:
-    events = spark.createDataFrame(
-        [
-            ("e1", datetime(2026, 11, 1)),
-            ("e2", datetime(2026, 11, 8)),
-            ("e3", datetime(2026, 11, 10)),
-        ],
-        "event_id string, event_time timestamp",
-    )
-    split = time_split(events, test_days=3)
-    assert split.cutoff == datetime(2026, 11, 7)
-    assert [r[0] for r in split.train_events.collect()] == ["e1"]
-    assert sorted(r[0] for r in split.test_events.collect()) == ["e2", "e3"]
-    with pytest.raises(EvaluationError, match="no training period"):
-        time_split(events, test_days=10)
-    with pytest.raises(EvaluationError, match="no events"):
-        time_split(events.limit(0), test_days=1)
 
 
 def _hand_example(spark: SparkSession):

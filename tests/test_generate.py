@@ -17,7 +17,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from recspark.ops.generate import ShopSpec, ShopSummary, generate_events, write_shop
+from recspark.cli import main
+from recspark.ops.generate import LandingNotEmptyError, ShopSpec, ShopSummary, generate_events, write_shop
 
 EVENT_TYPES = {"view", "add_to_cart", "remove_from_cart", "purchase", "rating"}
 REQUIRED = ("event_id", "event_time", "user_id", "item_id", "event_type")
@@ -128,14 +129,43 @@ def test_same_seed_writes_identical_bytes_and_other_seed_differs(tmp_path: Path)
     assert all(a[k] != c[k] for k in a if k.startswith("events/"))
 
 
-def test_rerun_overwrites_existing_files(tmp_path: Path) -> None:
+def test_existing_event_files_are_never_replaced(tmp_path: Path) -> None:
+    """Spark's file source tracks files by path: a replaced, already-ingested file is lost."""
     fresh = _write(TINY, tmp_path / "fresh")
     target = tmp_path / "rerun"
     (target / "events").mkdir(parents=True)
-    (target / "events" / fresh.files[0]).write_text("stale\n")
-    _write(TINY, target)
+    (target / "events" / fresh.files[1]).write_text("already ingested\n")
+    (target / "lake").mkdir()
+    (target / "lake" / "catalog.jsonl").write_text("old catalog\n")
+
+    first = re.escape(fresh.files[1])
+    with pytest.raises(
+        LandingNotEmptyError, match=rf"^1 of the {len(fresh.files)} event files .*first: {first}"
+    ):
+        _write(TINY, target)
+
+    assert [p.name for p in (target / "events").iterdir()] == [fresh.files[1]]  # nothing written
+    assert (target / "events" / fresh.files[1]).read_text() == "already ingested\n"
+    assert issubclass(LandingNotEmptyError, FileExistsError)
+    # Without the event file, the same folder is fine: the catalog is replaced (it is re-read whole).
+    (target / "events" / fresh.files[1]).unlink()
     _write(TINY, target)
     assert _tree_bytes(target) == _tree_bytes(tmp_path / "fresh")
+
+
+def test_generate_command_exits_2_on_existing_event_files(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    paths = ["--set", f"ingest.path={tmp_path / 'events'}", "--set", f"catalog.path={tmp_path / 'c.jsonl'}"]
+    sizes = ["--users", "50", "--items", "40", "--events", "1000", "--days", "3"]
+    assert main(["generate", *sizes, *paths]) == 0
+    capsys.readouterr()
+
+    assert main(["generate", *sizes, *paths]) == 2
+
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("recspark generate: error: 3 of the 3 event files to write already exist")
+    assert "pick an empty folder" in err
 
 
 def test_file_names_slots_and_no_temporary_files(small: Written) -> None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import time
 from pathlib import Path
 
 import pytest
@@ -11,11 +13,14 @@ from pyspark.errors import StreamingQueryException
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from recspark.cli import main
 from recspark.core.config import Config
 from recspark.core.interactions import aggregate_events
 from recspark.core.tables import EVENTS, INGEST_METRICS, INTERACTIONS, QUARANTINE, Lake
-from recspark.ingest.stream import QUERY_NAME, EventBatchWriter, start_ingest
-from tests.conftest import config_under
+from recspark.ingest.plan import CONFLICT_REASON
+from recspark.ingest.stream import QUERY_NAME, start_ingest
+from recspark.ingest.writer import EventBatchWriter
+from tests.conftest import TEST_SETTINGS, config_under
 
 
 def event(event_id: str, time: str, user: str, item: str, kind: str, value: float | None = None) -> str:
@@ -193,13 +198,16 @@ def test_crash_between_writes_then_restart_equals_uninterrupted_run(
     ingest(spark, reference)
 
     lake = Lake.at(crashed.lake.root)
-    writer = EventBatchWriter(crashed, lake, lake.checkpoint(QUERY_NAME))
 
-    def crash_in_second_batch(batch_id: int) -> None:
-        if batch_id == 1:
-            raise RuntimeError("simulated crash after the events write")
+    class CrashInSecondBatch(EventBatchWriter):
+        """Dies between the events write and the interactions MERGE of batch 1."""
 
-    writer.before_interactions = crash_in_second_batch
+        def write_interactions(self, events: DataFrame, app_id: str, batch_id: int) -> int:
+            if batch_id == 1:
+                raise RuntimeError("simulated crash after the events write")
+            return super().write_interactions(events, app_id, batch_id)
+
+    writer = CrashInSecondBatch(crashed, lake, lake.checkpoint(QUERY_NAME))
     with pytest.raises(StreamingQueryException, match="simulated crash"):
         ingest(spark, crashed, writer)
     # The events of the crashed batch are in, their interactions are not.
@@ -250,3 +258,156 @@ def test_interactions_table_has_change_data_feed(spark: SparkSession, restarted:
         (r["user_id"], r["item_id"]) for r in changes.where(F.col("_change_type") == "insert").collect()
     }
     assert inserted == {("u1", "i1"), ("u2", "i2"), ("u2", "i1"), ("u1", "i2"), ("u3", "i3")}
+
+
+def _cli_settings(config: Config) -> list[str]:
+    settings = [
+        *TEST_SETTINGS,
+        f"lake.root={config.lake.root}",
+        f"ingest.path={config.ingest.path}",
+        f"mlflow.tracking_uri={config.mlflow.tracking_uri}",
+    ]
+    return [arg for setting in settings for arg in ("--set", setting)]
+
+
+def _hostile_corpus() -> tuple[list[bytes], list[bytes], set[str]]:
+    """(good lines, bad lines, good event ids): what producers, bugs and attackers really send."""
+    good_ids = {f"g{k}" for k in range(6)} | {"dup-same", "conflict", "unicode", "wide"}
+    good = [event(f"g{k}", f"2026-11-0{k + 1}T10:00:00Z", f"u{k}", f"i{k}", "view") for k in range(6)]
+    good += [
+        event("dup-same", "2026-11-01T11:00:00Z", "u1", "i1", "purchase", 2),
+        event("dup-same", "2026-11-01T11:00:00Z", "u1", "i1", "purchase", 2),  # retry: stored once
+        event("conflict", "2026-11-01T12:00:00Z", "u1", "i1", "view"),
+        event("unicode", "2026-11-01T12:00:00+05:30", "Zoë 👍", "ſtraße", "view"),
+        json.dumps(
+            {**json.loads(event("wide", "2026-11-01T12:00:00Z", "u2", "i2", "view")), "blob": "z" * 500_000}
+        ),
+    ]
+
+    def record(**fields: object) -> str:
+        base: dict[str, object] = {
+            "event_id": "b",
+            "event_time": "2026-11-01T10:00:00Z",
+            "user_id": "u1",
+            "item_id": "i1",
+            "event_type": "view",
+        }
+        return json.dumps({**base, **fields})
+
+    bad = [
+        # encodings and bytes
+        b'{"event_id":"x1","event_time":"2026-11-01T10:00:00Z","user_id":"u\xff\xfe",'
+        b'"item_id":"i1","event_type":"view"}',
+        b'{"event_id":"x2\x00","event_time":"2026-11-01T10:00:00Z","user_id":"u1","item_id":"i1",'
+        b'"event_type":"view"}',
+        record(event_id="x3", user_id="u\u0000x").encode(),
+        record(event_id="x4\t").encode(),
+        b"\x00\x00\x00\x00",
+        # not an object, broken JSON
+        b"[1, 2, 3]",
+        b'"just a string"',
+        b"42",
+        b"null",
+        b"[" * 5000 + b"]" * 5000,
+        record(event_id="x5").encode() + b" trailing",
+        b'{"event_id": "x6", "event_time": ',
+        b'{"event_id": "x7", "value": NaN, "event_time": "2026-11-01T10:00:00Z"}',
+        # wrong JSON types
+        record(event_id="x8", user_id={"id": 1}).encode(),
+        record(event_id="x9", item_id=["i1"]).encode(),
+        record(event_id="x10", user_id=123).encode(),
+        record(event_id=11).encode(),
+        record(event_id="x12", event_type="purchase", value="5").encode(),
+        record(event_id="x13", event_time=1730000000).encode(),
+        record(event_id="x14", event_type=True).encode(),
+        record(event_id="x15", session_id={"s": 1}).encode(),
+        # absurd numbers and sizes
+        b'{"event_id":"x16","event_time":"2026-11-01T10:00:00Z","user_id":"u1","item_id":"i1",'
+        b'"event_type":"purchase","value":1e400}',
+        record(event_id="x17", event_type="rating", value=5.5).encode(),
+        record(event_id="x18", event_type="rating", value=-1e308).encode(),
+        record(event_id="x19", item_id="x" * 1_000_000).encode(),
+        record(event_id="x20", user_id="   ").encode(),
+        # absurd times, in several forms
+        record(event_id="t1", event_time="0001-01-01T00:00:00+01:00").encode(),
+        record(event_id="t2", event_time="9999-12-31T23:59:59-05:00").encode(),
+        record(event_id="t3", event_time="9999-01-01T00:00:00Z").encode(),
+        record(event_id="t4", event_time="2099-01-01T00:00:00Z").encode(),
+        record(event_id="t5", event_time="1969-12-31T23:59:59Z").encode(),
+        record(event_id="t6", event_time="+275760-09-13T00:00:00Z").encode(),
+        record(event_id="t7", event_time="2026-13-45T10:00:00Z").encode(),
+        record(event_id="t8", event_time="2026-11-01T10:00:00").encode(),
+        record(event_id="t9", event_time="").encode(),
+        record(event_id="t10", event_time="2026-02-30T10:00:00Z").encode(),
+        record(event_id="t11", event_time="2026-11-01T25:00:00Z").encode(),
+        record(event_id="t12", event_time="2026-11-01T10:00:00+25:00").encode(),
+        # unknown and missing things
+        record(event_id="x21", event_type="VIEW").encode(),
+        record(event_id="x22", user_id=None).encode(),
+        b'{"event_id":"x23","event_time":"2026-11-01T10:00:00Z","item_id":"i1","event_type":"view"}',
+        record(event_id="x24", event_type="rating").encode(),
+        # the same id again with other content
+        record(event_id="conflict", event_time="2026-11-01T12:00:00Z", item_id="i9").encode(),
+        record(
+            event_id="g0", event_time="2026-11-01T10:00:00Z", user_id="u0", item_id="i0", value=3
+        ).encode(),
+    ]
+    return [line.encode() for line in good], bad, good_ids
+
+
+def test_hostile_corpus_is_quarantined_line_by_line_and_the_stream_goes_on(
+    spark: SparkSession, tmp_path: Path
+) -> None:
+    config = config_under(tmp_path)
+    good, bad, good_ids = _hostile_corpus()
+    assert len(good) + len(bad) >= 50
+    folder = Path(config.ingest.path)
+    folder.mkdir(parents=True)
+    lines = [*good[:5], *bad, *good[5:], b"", b"   "]
+    (folder / "hostile.jsonl").write_bytes(b"\n".join(lines) + b"\n")
+
+    assert main(["ingest", "--once", *_cli_settings(config)]) == 0
+
+    events = table(spark, config, EVENTS)
+    assert sorted(r.event_id for r in events.collect()) == sorted(good_ids)
+    quarantine = table(spark, config, QUARANTINE)
+    assert quarantine.count() == len(bad)
+    assert quarantine.where(F.col("reason").isNull() | (F.col("reason") == "")).count() == 0
+    reasons = [r.reason for r in quarantine.collect()]
+    assert any("is before ingest.min_event_time" in r for r in reasons)
+    assert any("ahead of the clock" in r for r in reasons)
+    assert sum("already used by an event with different content" in r for r in reasons) == 2
+    assert table(spark, config, INTERACTIONS).where("user_id = 'Zoë 👍'").count() == 1
+    metrics = table(spark, config, INGEST_METRICS).first()
+    assert metrics["quarantined_rows"] == len(bad) and metrics["events_written"] == len(good_ids)
+    assert metrics["max_event_time"].year == 2026  # no absurd time became "now"
+
+    drop_file(config, "next.jsonl", [event("n1", "2026-11-07T10:00:00Z", "u1", "i1", "view")])
+    assert main(["ingest", "--once", *_cli_settings(config)]) == 0
+    assert table(spark, config, EVENTS).where("event_id = 'n1'").count() == 1
+    assert table(spark, config, INGEST_METRICS).count() == 2
+
+
+def test_files_with_old_modification_times_are_read(spark: SparkSession, tmp_path: Path) -> None:
+    """A backfill copied with ``cp -p`` keeps its old mtimes; Spark's default (7 days older than
+    the newest file seen) would skip it without a word."""
+    config = config_under(tmp_path)
+    drop_file(config, "today.jsonl", [event("a1", "2026-11-20T10:00:00Z", "u1", "i1", "view")])
+    ingest(spark, config)
+    drop_file(config, "archive.jsonl", [event("a2", "2024-01-02T10:00:00Z", "u1", "i2", "view")])
+    two_years_ago = time.time() - 2 * 365 * 86_400
+    os.utime(Path(config.ingest.path) / "archive.jsonl", (two_years_ago, two_years_ago))
+    ingest(spark, config)
+    assert {r.event_id for r in table(spark, config, EVENTS).collect()} == {"a1", "a2"}
+
+
+def test_a_retry_whose_time_crosses_midnight_is_not_counted_twice(
+    spark: SparkSession, tmp_path: Path
+) -> None:
+    config = many_batch_config(tmp_path)
+    drop_file(config, "f1.jsonl", [event("r1", "2026-11-01T23:59:59Z", "u1", "i1", "purchase", 1)])
+    drop_file(config, "f2.jsonl", [event("r1", "2026-11-02T00:00:01Z", "u1", "i1", "purchase", 1)])
+    ingest(spark, config)
+    assert table(spark, config, EVENTS).count() == 1
+    assert table(spark, config, INTERACTIONS).first()["purchase_count"] == 1
+    assert table(spark, config, QUARANTINE).first()["reason"] == CONFLICT_REASON

@@ -2,24 +2,31 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from chispa import assert_approx_df_equality
 from pyspark.sql import SparkSession
+from pyspark.sql import functions as F
 
 from recspark.cli import main
 from recspark.core.tables import (
     EVENTS,
+    INGEST_METRICS,
     INTERACTIONS,
+    JOB_RUNS,
+    QUALITY_RESULTS,
     QUARANTINE,
     RECOMMENDATIONS,
     RECOMMENDATIONS_SCHEMA,
+    USER_IDS,
     Lake,
 )
-from recspark.ops.maintenance import forget_user, maintain, rebuild_interactions
+from recspark.model.idmap import extend_id_map
+from recspark.ops.forget import REPLACEMENT, forget_user
+from recspark.ops.maintenance import maintain, rebuild_interactions
 from tests.conftest import config_under
-from tests.test_ingest import FILE_1, FILE_2, FILE_3, drop_file, ingest
+from tests.test_ingest import FILE_1, FILE_2, FILE_3, drop_file, event, ingest
 
 
 def test_forget_user_rebuild_and_maintain(spark: SparkSession, tmp_path: Path) -> None:
@@ -81,3 +88,50 @@ def test_forgotten_user_leaves_the_serving_files_once_maintain_purges_deletion_v
     assert "deletion vectors purged" in done["recommendations"]
     assert users_in_live_files() == {"u1", "u3"}
     assert lake.read(spark, RECOMMENDATIONS).count() == 4
+
+
+def test_forget_user_leaves_nothing_behind_and_replays_cannot_bring_them_back(
+    spark: SparkSession, tmp_path: Path
+) -> None:
+    config = config_under(tmp_path, "interactions.half_life_days=10")
+    broken_u3 = '{"event_id": "q2", "user_id": "u3", "item_id": "i1", "event_type": "vi'  # id unparsable
+    names_u3_as_item = '{"event_id": "q3", "user_id": "u1", "item_id": "u3", "event_type": "vi'  # not theirs
+    drop_file(config, "f1.jsonl", [*FILE_1, *FILE_2, *FILE_3, broken_u3, names_u3_as_item])
+    ingest(spark, config)
+    lake = Lake.at(config.lake.root)
+    users = lake.read(spark, EVENTS).select("user_id")
+    assert extend_id_map(spark, lake, USER_IDS, users).where("user_id = 'u3'").first()["user_idx"] == 2
+    now = datetime(2026, 11, 30, 12, 0)
+    lake.append_row(spark, JOB_RUNS, ("r1", "train", now, now, "failed", None, None, None, "no data for u3"))
+    lake.append_row(spark, JOB_RUNS, ("r2", "train", now, now, "failed", None, None, None, "no data for u33"))
+    lake.append_row(
+        spark,
+        QUALITY_RESULTS,
+        (now, "ingest", "events", "events", 1, False, 3, 1, "user_id u3 unexpected", "warn"),
+    )
+    docs = tmp_path / "lake" / "_quality" / "data_docs" / "page.html"
+    docs.parent.mkdir(parents=True)
+    docs.write_text("<td>u3</td><td>u33</td>")
+
+    done = forget_user(spark, lake, "u3")
+
+    assert done["events"] == 1 and done["events_quarantine"] == 1 and done["user_ids"] == 1
+    assert [r.raw for r in lake.read(spark, QUARANTINE).collect()] == [names_u3_as_item]
+    assert {r.error for r in lake.read(spark, JOB_RUNS).collect()} == {
+        f"no data for {REPLACEMENT}",
+        "no data for u33",
+    }
+    assert lake.read(spark, QUALITY_RESULTS).first()["failures"] == f"user_id {REPLACEMENT} unexpected"
+    assert docs.read_text() == f"<td>{REPLACEMENT}</td><td>u33</td>"
+    # The forgotten user's index is never handed to a newcomer.
+    newcomer = spark.createDataFrame([("u9",)], "user_id string")
+    assert extend_id_map(spark, lake, USER_IDS, newcomer).where("user_id = 'u9'").first()["user_idx"] == 3
+
+    # Replaying the old file (copied under a new name) does not bring the user back; a new
+    # event after the forget is theirs again, as a new user.
+    later = (datetime.now(timezone.utc) + timedelta(minutes=5)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    drop_file(config, "replay.jsonl", [*FILE_3, event("n1", later, "u3", "i1", "view")])
+    ingest(spark, config)
+    assert {r.event_id for r in lake.read(spark, EVENTS).where("user_id = 'u3'").collect()} == {"n1"}
+    metrics = lake.read(spark, INGEST_METRICS).orderBy(F.col("batch_id").desc()).first()
+    assert metrics["forgotten_rows"] == 1 and metrics["duplicate_rows"] == 2

@@ -17,8 +17,9 @@ from recspark.core.config import Config
 from recspark.core.gates import no_gate
 from recspark.core.registry import CHAMPION, champion_version, configure_mlflow
 from recspark.core.tables import EVENTS, INTERACTIONS, QUARANTINE, RECOMMENDATIONS, Lake
-from recspark.model.train import TrainingError, TrainResult, train
-from tests.conftest import SHOP_TOP_N, config_under
+from recspark.model.data import TrainingError
+from recspark.model.train import TrainResult, train
+from tests.conftest import SHOP_TOP_N, copy_shop
 
 TOP_N = SHOP_TOP_N
 
@@ -83,14 +84,18 @@ def test_every_user_gets_exactly_n_eligible_rows(
     assert unavailable.count() > 0
     assert recs.join(unavailable, "item_id").count() == 0
     assert {r[0] for r in recs.select("model_version").distinct().collect()} == {trained.model_version}
-    assert {r[0] for r in recs.select("source").distinct().collect()} <= {"als", "trending", "popular"}
+    sources = {r[0] for r in recs.select("source").distinct().collect()}
+    assert "als" in sources and sources <= {"als", "category_popular", "trending", "popular"}
 
 
 def test_als_beats_the_popularity_baseline(trained: TrainResult) -> None:
     metrics = trained.metrics
     assert metrics["ndcg_at_k"] > metrics["popular_ndcg_at_k"]
     assert metrics["recall_at_k"] > metrics["popular_recall_at_k"]
-    assert trained.promoted
+    assert trained.promoted and trained.status == "promoted" and trained.family == "als"
+    # The decision rests on the same users: the paired comparison with the baseline is logged.
+    assert metrics["vs_popular_ndcg_at_k_probability"] >= 0.5
+    assert metrics["ndcg_at_k_ci_low"] <= metrics["ndcg_at_k"] <= metrics["ndcg_at_k_ci_high"]
 
 
 def newest_version_before(spark: SparkSession, path: str, epoch_ms: int) -> int:
@@ -120,31 +125,30 @@ def test_mlflow_run_records_the_data_version(spark: SparkSession, shop: Config, 
 
 
 def test_worse_model_is_not_promoted_and_operator_can_override(
-    spark: SparkSession, shop: Config, trained: TrainResult
+    spark: SparkSession, shop: Config, trained: TrainResult, tmp_path: Path
 ) -> None:
-    lake = Lake.at(shop.lake.root)
-    weak = config_under(
-        Path(shop.lake.root).parent,
-        f"serve.top_n={TOP_N}",
-        "train.test_days=5",
-        "train.rank=1",
-        "train.max_iter=1",
-        "train.reg_param=500",
-    )
+    config = copy_shop(shop, tmp_path)
+    lake = Lake.at(config.lake.root)
+    weak = config.with_overrides(["train.rank=1", "train.max_iter=1", "train.reg_param=500"])
     result = train(spark, weak, lake, gate=no_gate)
-    assert not result.promoted
-    assert str(champion_version(shop.mlflow).version) == trained.model_version
+    assert not result.promoted and result.status == "challenger"
+    assert str(champion_version(config.mlflow).version) == trained.model_version
     client = MlflowClient()
-    assert str(client.get_model_version_by_alias(shop.mlflow.model_name, "challenger").version) == (
+    assert str(client.get_model_version_by_alias(config.mlflow.model_name, "challenger").version) == (
         result.model_version
     )
 
-    conf_args = ["--set", f"mlflow.tracking_uri={shop.mlflow.tracking_uri}"]
+    conf_args = [
+        "--set",
+        f"mlflow.tracking_uri={config.mlflow.tracking_uri}",
+        "--set",
+        f"lake.root={config.lake.root}",
+    ]
     assert main(["promote", result.model_version, *conf_args]) == 0
-    assert str(champion_version(shop.mlflow).version) == result.model_version
+    assert str(champion_version(config.mlflow).version) == result.model_version
     assert main(["rollback", *conf_args]) == 0
-    assert str(champion_version(shop.mlflow).version) == trained.model_version
-    assert str(client.get_model_version_by_alias(shop.mlflow.model_name, CHAMPION).version) == (
+    assert str(champion_version(config.mlflow).version) == trained.model_version
+    assert str(client.get_model_version_by_alias(config.mlflow.model_name, CHAMPION).version) == (
         trained.model_version
     )
 
@@ -152,12 +156,15 @@ def test_worse_model_is_not_promoted_and_operator_can_override(
 def test_training_refuses_tiny_data_without_touching_the_champion(
     spark: SparkSession, shop: Config, trained: TrainResult
 ) -> None:
-    strict = config_under(Path(shop.lake.root).parent, "train.min_train_interactions=10000000")
-    with pytest.raises(TrainingError, match="positive user-item interactions"):
-        train(spark, strict, Lake.at(shop.lake.root), gate=no_gate)
-    no_test = config_under(Path(shop.lake.root).parent, "train.test_days=400")
-    with pytest.raises(TrainingError, match="no training period"):
-        train(spark, no_test, Lake.at(shop.lake.root), gate=no_gate)
+    lake = Lake.at(shop.lake.root)
+    strict = shop.with_overrides(["train.min_train_interactions=10000000"])
+    with pytest.raises(
+        TrainingError, match=r"positive user-item interactions .*train\.min_train_interactions"
+    ):
+        train(spark, strict, lake, gate=no_gate)
+    no_test = shop.with_overrides(["train.test_days=400"])
+    with pytest.raises(TrainingError, match=r"no training period .*lower train\.test_days"):
+        train(spark, no_test, lake, gate=no_gate)
     assert str(champion_version(shop.mlflow).version) == trained.model_version
 
 
@@ -166,15 +173,14 @@ def test_similar_items_are_the_cosine_nearest_available_items(
 ) -> None:
     import numpy as np
 
-    from recspark.core.tables import ITEM_IDS, SIMILAR_ITEMS, USER_IDS
-    from recspark.model.train import factor_tables
+    from recspark.core.tables import SIMILAR_ITEMS
     from recspark.serve.publish import load_champion
 
     lake = Lake.at(shop.lake.root)
     similar = lake.read(spark, SIMILAR_ITEMS)
     assert similar.where("item_id = similar_item_id").count() == 0
-    champion = load_champion(shop)
-    _, items = factor_tables(champion.model, lake.read(spark, USER_IDS), lake.read(spark, ITEM_IDS))
+    champion = load_champion(spark, shop, lake)
+    items = champion.model.item_factors
     unavailable = {r[0] for r in read_catalog(spark, shop.catalog.path).where("NOT available").collect()}
     vectors = {r["item_id"]: np.array(r["features"], dtype=np.float64) for r in items.collect()}
     item = sorted(vectors)[0]

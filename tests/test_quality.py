@@ -15,13 +15,14 @@ from recspark.core.config import Config
 from recspark.core.tables import QUALITY_RESULTS, Lake
 from recspark.ops import quality
 from recspark.ops.quality import (
+    EVENTS_SUITE,
+    INTERACTIONS_SUITE,
+    RECOMMENDATIONS_SUITE,
     QualityGateError,
     QualityResult,
     quality_dir,
     run_gate,
-    validate_events,
-    validate_interactions,
-    validate_recommendations,
+    validate,
 )
 
 T0 = datetime(2026, 11, 1, 12, 0, tzinfo=timezone.utc)
@@ -80,7 +81,7 @@ def failed_checks(result: QualityResult) -> list[str]:
 
 
 def test_events_suite_passes_on_clean_events(spark: SparkSession) -> None:
-    result = validate_events(spark, frame(spark, CLEAN_EVENTS, EVENT_COLUMNS))
+    result = validate(EVENTS_SUITE, frame(spark, CLEAN_EVENTS, EVENT_COLUMNS))
     assert result.success, result.failures
     assert (result.suite, result.evaluated, result.failed, result.failures) == ("events", 9, 0, [])
 
@@ -99,14 +100,14 @@ def test_events_suite_passes_on_clean_events(spark: SparkSession) -> None:
         (
             "event from the future",
             replaced(CLEAN_EVENTS, 2, 1, datetime.now(timezone.utc) + timedelta(days=3)),
-            "event_time is after 2000-01-01 and at most 1 day ahead of now",
+            "event_time is within ingest.min_event_time and ingest.max_future_minutes",
         ),
     ],
 )
 def test_events_suite_names_the_seeded_defect(
     spark: SparkSession, defect: str, rows: list[tuple], expected: str
 ) -> None:
-    result = validate_events(spark, frame(spark, rows, EVENT_COLUMNS))
+    result = validate(EVENTS_SUITE, frame(spark, rows, EVENT_COLUMNS))
     assert not result.success, defect
     assert failed_checks(result) == [expected]
     assert result.failed == 1
@@ -117,7 +118,7 @@ def test_events_suite_names_the_seeded_defect(
 
 
 def test_interactions_suite_passes_on_clean_interactions(spark: SparkSession) -> None:
-    result = validate_interactions(spark, frame(spark, CLEAN_INTERACTIONS, INTERACTION_COLUMNS))
+    result = validate(INTERACTIONS_SUITE, frame(spark, CLEAN_INTERACTIONS, INTERACTION_COLUMNS))
     assert result.success, result.failures
     assert result.evaluated == 9
 
@@ -137,7 +138,7 @@ def test_interactions_suite_passes_on_clean_interactions(spark: SparkSession) ->
 def test_interactions_suite_names_the_seeded_defect(
     spark: SparkSession, defect: str, rows: list[tuple], expected: str
 ) -> None:
-    result = validate_interactions(spark, frame(spark, rows, INTERACTION_COLUMNS))
+    result = validate(INTERACTIONS_SUITE, frame(spark, rows, INTERACTION_COLUMNS))
     assert not result.success, defect
     assert failed_checks(result) == [expected]
 
@@ -148,8 +149,11 @@ def test_interactions_suite_names_the_seeded_defect(
 
 def test_recommendations_suite_passes_on_clean_recommendations(spark: SparkSession) -> None:
     unavailable = spark.createDataFrame([("i9",), (None,)], "item_id string")
-    result = validate_recommendations(
-        spark, frame(spark, CLEAN_RECOMMENDATIONS, RECOMMENDATION_COLUMNS), TOP_N, unavailable
+    result = validate(
+        RECOMMENDATIONS_SUITE,
+        frame(spark, CLEAN_RECOMMENDATIONS, RECOMMENDATION_COLUMNS),
+        top_n=TOP_N,
+        unavailable_items=unavailable,
     )
     assert result.success, result.failures
     assert result.evaluated == 10
@@ -200,8 +204,11 @@ def test_recommendations_suite_names_the_seeded_defect(
     unavailable_items = (
         None if unavailable is None else spark.createDataFrame([(i,) for i in unavailable], "item_id string")
     )
-    result = validate_recommendations(
-        spark, frame(spark, rows, RECOMMENDATION_COLUMNS), TOP_N, unavailable_items
+    result = validate(
+        RECOMMENDATIONS_SUITE,
+        frame(spark, rows, RECOMMENDATION_COLUMNS),
+        top_n=TOP_N,
+        unavailable_items=unavailable_items,
     )
     assert not result.success, defect
     assert failed_checks(result) == [expected]
@@ -211,7 +218,9 @@ def test_recommendations_accept_fewer_rows_when_told_the_catalog_is_smaller(
     spark: SparkSession,
 ) -> None:
     short = [r for r in CLEAN_RECOMMENDATIONS if r[1] < 3]  # two rows each, N = 3
-    result = validate_recommendations(spark, frame(spark, short, RECOMMENDATION_COLUMNS), TOP_N, min_rows=2)
+    result = validate(
+        RECOMMENDATIONS_SUITE, frame(spark, short, RECOMMENDATION_COLUMNS), top_n=TOP_N, min_rows=2
+    )
     assert result.success, result.failures
 
 

@@ -3,24 +3,29 @@
 from __future__ import annotations
 
 import json
+import shutil
 from dataclasses import replace
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import numpy as np
 from mlflow.tracking import MlflowClient
-from pyspark.sql import SparkSession
+from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from recspark.core.catalog import read_catalog
 from recspark.core.config import Config
 from recspark.core.gates import no_gate
 from recspark.core.registry import champion_version, configure_mlflow, promote
-from recspark.core.tables import INTERACTIONS, ITEM_IDS, RECOMMENDATIONS, USER_IDS, Lake
+from recspark.core.tables import INTERACTIONS, ITEM_IDS, RECOMMENDATIONS, Lake
 from recspark.ingest.stream import run_ingest
-from recspark.model.train import TrainResult, factor_tables, train
-from recspark.serve.publish import load_champion, newest_event_time, recommend
+from recspark.model.sources import newest_event_time
+from recspark.model.train import TrainResult, train
+from recspark.ops.quality import gate_for
+from recspark.serve.publish import load_champion, recommend
+from recspark.serve.refresh import QUERY_NAME as REFRESH_QUERY
 from recspark.serve.refresh import RefreshBatchWriter, folded_in_vectors, refresh_users, run_refresh
+from tests.conftest import copy_shop
 
 
 def test_fold_in_reproduces_als_user_factors(
@@ -28,13 +33,15 @@ def test_fold_in_reproduces_als_user_factors(
 ) -> None:
     config, _ = trained_shop
     lake = Lake.at(config.lake.root)
-    champion = load_champion(config)
-    users = lake.read(spark, INTERACTIONS).select("user_id").distinct().orderBy("user_id").limit(40)
+    champion = load_champion(spark, config, lake)
+    interactions = lake.read(spark, INTERACTIONS)
+    users = interactions.select("user_id").distinct().orderBy("user_id").limit(40)
+    theirs = interactions.join(users, "user_id")
     folded = {
         r["user_id"]: np.array(r["features"])
-        for r in folded_in_vectors(spark, config, lake, champion, users).collect()
+        for r in folded_in_vectors(config, champion, theirs, newest_event_time(interactions)).collect()
     }
-    user_factors, _ = factor_tables(champion.model, lake.read(spark, USER_IDS), lake.read(spark, ITEM_IDS))
+    user_factors = champion.model.user_factors
     trained = {r["user_id"]: np.array(r["features"]) for r in user_factors.join(users, "user_id").collect()}
     assert len(folded) == len(trained) == 40
     for user, vector in trained.items():
@@ -48,9 +55,9 @@ def _event_line(event_id: str, user: str, item: str, kind: str, time: str) -> st
 
 
 def test_refresh_touches_only_active_users_and_follows_the_champion(
-    spark: SparkSession, trained_shop: tuple[Config, TrainResult]
+    spark: SparkSession, trained_shop: tuple[Config, TrainResult], tmp_path: Path
 ) -> None:
-    config, _ = trained_shop
+    config = copy_shop(trained_shop[0], tmp_path)
     lake = Lake.at(config.lake.root)
     n = config.serve.top_n
     run_refresh(spark, config, lake, once=True, gate=no_gate)  # starts following the change feed
@@ -105,27 +112,24 @@ def test_refresh_touches_only_active_users_and_follows_the_champion(
     other = next((str(v.version) for v in versions if str(v.version) != champion), None)
     if other is None:  # run alone: register a second version by retraining
         other = train(spark, config, lake, gate=no_gate).model_version
-    promote(config.mlflow, other, "test: switch champion")
-    try:
-        run_refresh(spark, config, lake, once=True, gate=no_gate)
-        served = lake.read(spark, RECOMMENDATIONS)
-        assert {r[0] for r in served.select("model_version").distinct().collect()} == {other}
-        assert lake.delta(spark, RECOMMENDATIONS).history(1).first()["operation"] in (
-            "WRITE",
-            "CREATE OR REPLACE TABLE",
-        )
-        per_user = served.groupBy("user_id").count()
-        assert per_user.where(F.col("count") != n).count() == 0
-    finally:
-        promote(config.mlflow, champion, "test: restore champion")
+    promote(spark, lake, config.mlflow, other, "test: switch champion")
+    run_refresh(spark, config, lake, once=True, gate=no_gate)
+    served = lake.read(spark, RECOMMENDATIONS)
+    assert {r[0] for r in served.select("model_version").distinct().collect()} == {other}
+    assert lake.delta(spark, RECOMMENDATIONS).history(1).first()["operation"] in (
+        "WRITE",
+        "CREATE OR REPLACE TABLE",
+    )
+    per_user = served.groupBy("user_id").count()
+    assert per_user.where(F.col("count") != n).count() == 0
 
 
 def test_refresh_applies_the_same_rules_as_the_full_publish(
-    spark: SparkSession, trained_shop: tuple[Config, TrainResult]
+    spark: SparkSession, trained_shop: tuple[Config, TrainResult], tmp_path: Path
 ) -> None:
-    config, _ = trained_shop
+    config = copy_shop(trained_shop[0], tmp_path)
     lake = Lake.at(config.lake.root)
-    champion = load_champion(config)
+    champion = load_champion(spark, config, lake)
     n = config.serve.top_n
     served = lake.read(spark, RECOMMENDATIONS)
     users = spark.createDataFrame(
@@ -139,45 +143,37 @@ def test_refresh_applies_the_same_rules_as_the_full_publish(
     for r in lake.read(spark, INTERACTIONS).join(users, "user_id").where("strength > 0").collect():
         history.setdefault(r["user_id"], set()).add(r["item_id"])
     refresh_users(spark, ruled, lake, champion, users)
-    try:
-        refreshed = lake.read(spark, RECOMMENDATIONS).join(users, "user_id").collect()
-        lists: dict[str, list] = {}
-        for r in refreshed:
-            lists.setdefault(r["user_id"], []).append(r)
-        assert len(lists) == 8
-        for user, rows in lists.items():
-            assert sorted(r["rank"] for r in rows) == list(range(1, n + 1))
-            items = [r["item_id"] for r in rows]
-            assert favourite not in items
-            assert len({categories[i] for i in items}) == n, user  # the category cap of 1
-            for r in rows:
-                if r["source"] == "als":
-                    assert r["because_item_id"] in history[user]
-    finally:
-        refresh_users(spark, config, lake, champion, users)  # leave the shop as it was
+    refreshed = lake.read(spark, RECOMMENDATIONS).join(users, "user_id").collect()
+    lists: dict[str, list] = {}
+    for r in refreshed:
+        lists.setdefault(r["user_id"], []).append(r)
+    assert len(lists) == 8
+    for user, rows in lists.items():
+        assert sorted(r["rank"] for r in rows) == list(range(1, n + 1))
+        items = [r["item_id"] for r in rows]
+        assert favourite not in items
+        assert len({categories[i] for i in items}) == n, user  # the category cap of 1
+        for r in rows:
+            if r["source"] == "als":
+                assert r["because_item_id"] in history[user]
     per_user = lake.read(spark, RECOMMENDATIONS).groupBy("user_id").count()
     assert per_user.where(F.col("count") != n).count() == 0
 
 
 def test_a_lower_top_n_republishes_every_list_at_the_new_length(
-    spark: SparkSession, trained_shop: tuple[Config, TrainResult]
+    spark: SparkSession, trained_shop: tuple[Config, TrainResult], tmp_path: Path
 ) -> None:
-    config, _ = trained_shop
+    config = copy_shop(trained_shop[0], tmp_path)
     lake = Lake.at(config.lake.root)
     shorter = replace(config, serve=replace(config.serve, top_n=config.serve.top_n - 3))
-    recommend(
-        spark, config, lake, gate=no_gate
-    )  # the champion's full lists: only the shorter N can republish
-    try:
-        run_refresh(spark, shorter, lake, once=True, gate=no_gate)
-        assert lake.delta(spark, RECOMMENDATIONS).history(1).first()["operation"] in (
-            "WRITE",
-            "CREATE OR REPLACE TABLE",
-        )
-        lengths = lake.read(spark, RECOMMENDATIONS).groupBy("user_id").agg(F.max("rank").alias("longest"))
-        assert {r["longest"] for r in lengths.select("longest").distinct().collect()} == {shorter.serve.top_n}
-    finally:
-        recommend(spark, config, lake, gate=no_gate)  # leave the shop as it was
+    # The champion's full lists are published: only the shorter N can make the refresh republish.
+    run_refresh(spark, shorter, lake, once=True, gate=no_gate)
+    assert lake.delta(spark, RECOMMENDATIONS).history(1).first()["operation"] in (
+        "WRITE",
+        "CREATE OR REPLACE TABLE",
+    )
+    lengths = lake.read(spark, RECOMMENDATIONS).groupBy("user_id").agg(F.max("rank").alias("longest"))
+    assert {r["longest"] for r in lengths.select("longest").distinct().collect()} == {shorter.serve.top_n}
 
 
 def test_a_running_refresh_keeps_now_at_the_newest_event_without_rescanning(
@@ -185,7 +181,7 @@ def test_a_running_refresh_keeps_now_at_the_newest_event_without_rescanning(
 ) -> None:
     """The recency rules (trending, recently viewed, decay) measure from the newest event; a
     long-running refresh carries it from batch to batch instead of scanning interactions."""
-    config, _ = trained_shop
+    config = copy_shop(trained_shop[0], tmp_path / "shop")
     lake = Lake.at(config.lake.root)
     run_refresh(
         spark, config, lake, once=True, gate=no_gate
@@ -198,20 +194,120 @@ def test_a_running_refresh_keeps_now_at_the_newest_event_without_rescanning(
     user, item = (
         lake.read(spark, INTERACTIONS).select("user_id", "item_id").orderBy("user_id", "item_id").first()
     )
-    for batch_id in range(2):  # the first batch reads the table, the second must carry it on
-        version = lake.version(spark, INTERACTIONS)
-        newest = newest_event_time(lake.read(spark, INTERACTIONS))
-        later = newest.replace(microsecond=0) + timedelta(minutes=1)
-        Path(config.ingest.path, f"events-later-{batch_id}.jsonl").write_text(
-            _event_line(f"later-{batch_id}", user, item, "view", later.isoformat() + "Z") + "\n"
-        )
+
+    def land(name: str, when: datetime, who: str = user) -> int:
+        """Ingest one view of ``item`` at ``when``; returns the interactions version it made."""
+        line = _event_line(name, who, item, "view", when.isoformat() + "Z")
+        Path(config.ingest.path, f"events-{name}.jsonl").write_text(line + "\n")
         run_ingest(spark, config, lake, once=True)
-        changes = (
+        return lake.version(spark, INTERACTIONS)
+
+    def changes_since(version: int) -> DataFrame:
+        return (
             spark.read.format("delta")
             .option("readChangeFeed", "true")
-            .option("startingVersion", version + 1)
+            .option("startingVersion", version)
             .load(lake.path(INTERACTIONS.name))
         )
-        writer(changes, batch_id)
-        assert writer.as_of == later
+
+    newest = newest_event_time(lake.read(spark, INTERACTIONS)).replace(microsecond=0)
+    first = newest + timedelta(minutes=1)
+    writer(changes_since(land("later-0", first)), 0)  # the first batch reads the table once
+    assert writer.as_of == first
+    # A change the writer is never shown (as if ingested before the stream's start): a writer that
+    # rescanned the table would see its later time; one that carries "now" from its batches does not.
+    land("unseen", newest + timedelta(hours=2), who="someone-else")
+    second = newest + timedelta(minutes=2)
+    writer(changes_since(land("later-1", second)), 1)
+    assert writer.as_of == second
     assert lake.read(spark, RECOMMENDATIONS).where(F.col("user_id") == user).count() == config.serve.top_n
+
+
+def test_an_item_item_champion_refreshes_from_fresh_history_without_fold_in(
+    spark: SparkSession, item_item_shop: tuple[Config, TrainResult], tmp_path: Path
+) -> None:
+    config = copy_shop(item_item_shop[0], tmp_path)
+    lake = Lake.at(config.lake.root)
+    champion = load_champion(spark, config, lake)
+    assert champion is not None and champion.family == "ease" and champion.model.item_factors is None
+    run_refresh(spark, config, lake, once=True, gate=no_gate)
+    weights = champion.model.similarity.toPandas()
+    # A newcomer who bought one item: its strongest positive neighbours are their list.
+    bought = weights.groupby("item_id")["weight"].apply(lambda w: (w > 0).sum()).idxmax()
+    last = newest_event_time(lake.read(spark, INTERACTIONS))
+    Path(config.ingest.path, "events-new.jsonl").write_text(
+        _event_line("new-1", "newcomer", bought, "purchase", last.replace(microsecond=0).isoformat() + "Z")
+        + "\n"
+    )
+    run_ingest(spark, config, lake, once=True)
+    run_refresh(spark, config, lake, once=True, gate=no_gate)
+    rows = lake.read(spark, RECOMMENDATIONS).where(F.col("user_id") == "newcomer").orderBy("rank").collect()
+    assert len(rows) == config.serve.top_n and bought not in {r["item_id"] for r in rows}
+    unavailable = {r[0] for r in read_catalog(spark, config.catalog.path).where("NOT available").collect()}
+    neighbours = weights[(weights["item_id"] == bought) & (weights["weight"] > 0)]
+    neighbours = neighbours[~neighbours["similar_item_id"].isin(unavailable | {bought})]
+    expected = list(
+        neighbours.sort_values(["weight", "similar_item_id"], ascending=[False, True])["similar_item_id"]
+    )
+    personal = [r for r in rows if r["source"] == "ease"]
+    assert [r["item_id"] for r in personal] == expected[: len(personal)] and personal
+    assert {r["because_item_id"] for r in personal} == {bought}
+
+
+def test_without_a_champion_every_user_gets_fallback_lists_until_a_model_is_promoted(
+    spark: SparkSession, trained_shop: tuple[Config, TrainResult], tmp_path: Path
+) -> None:
+    shop = trained_shop[0]
+    config = copy_shop(shop, tmp_path, "mlflow.model_name=recspark-never-promoted")
+    lake = Lake.at(config.lake.root)
+    n = config.serve.top_n
+    users = lake.read(spark, INTERACTIONS).select("user_id").distinct().count()
+
+    recommend(spark, config, lake, gate=gate_for(spark, config, lake, "recommend"))
+    served = lake.read(spark, RECOMMENDATIONS)
+    per_user = served.groupBy("user_id").count()
+    assert per_user.count() == users and per_user.where(F.col("count") != n).count() == 0
+    assert served.where(F.col("model_version").isNotNull()).count() == 0
+    sources = {r[0] for r in served.select("source").distinct().collect()}
+    assert "category_popular" in sources and sources <= {"category_popular", "trending", "popular"}
+
+    # A refresh without a champion keeps newcomers served too.
+    last = newest_event_time(lake.read(spark, INTERACTIONS))
+    item = served.select("item_id").first()[0]
+    Path(config.ingest.path, "events-new.jsonl").write_text(
+        _event_line("new-1", "newcomer", item, "view", last.replace(microsecond=0).isoformat() + "Z") + "\n"
+    )
+    run_ingest(spark, config, lake, once=True)
+    run_refresh(spark, config, lake, once=True, gate=no_gate)
+    assert lake.read(spark, RECOMMENDATIONS).where(F.col("user_id") == "newcomer").count() == n
+
+    # A later champion replaces the fallback lists.
+    promoted = train(spark, config, lake, gate=no_gate)
+    assert promoted.promoted
+    run_refresh(spark, config, lake, once=True, gate=no_gate)
+    versions = {r[0] for r in lake.read(spark, RECOMMENDATIONS).select("model_version").distinct().collect()}
+    assert versions == {promoted.model_version}
+
+
+def test_a_refresh_query_without_its_checkpoint_resumes_where_the_serving_table_left_off(
+    spark: SparkSession, trained_shop: tuple[Config, TrainResult], tmp_path: Path
+) -> None:
+    config = copy_shop(trained_shop[0], tmp_path)
+    lake = Lake.at(config.lake.root)
+    run_refresh(spark, config, lake, once=True, gate=no_gate)
+    last = newest_event_time(lake.read(spark, INTERACTIONS)).replace(microsecond=0).isoformat() + "Z"
+    item = lake.read(spark, RECOMMENDATIONS).select("item_id").first()[0]
+    for user in ("newcomer-a", "newcomer-b"):  # two ingest commits the refresh has not seen
+        Path(config.ingest.path, f"{user}.jsonl").write_text(
+            _event_line(user, user, item, "view", last) + "\n"
+        )
+        run_ingest(spark, config, lake, once=True)
+    shutil.rmtree(lake.checkpoint(REFRESH_QUERY))  # lost, or reset by an operator
+
+    run_refresh(spark, config, lake, once=True, gate=no_gate)
+
+    served = lake.read(spark, RECOMMENDATIONS).where(F.col("user_id").startswith("newcomer-"))
+    assert {r.user_id: r["count"] for r in served.groupBy("user_id").count().collect()} == {
+        "newcomer-a": config.serve.top_n,
+        "newcomer-b": config.serve.top_n,
+    }

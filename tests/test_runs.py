@@ -3,7 +3,9 @@ error, and the report shows tables, the (absent) champion and the latest runs.""
 
 from __future__ import annotations
 
+import json
 import logging
+from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -13,15 +15,26 @@ from chispa import assert_df_equality
 from mlflow.tracking import MlflowClient
 from pyspark.sql import DataFrame, SparkSession
 
+from recspark.cli import main, setup_logging
 from recspark.core.config import Config
-from recspark.core.registry import configure_mlflow
-from recspark.core.tables import INTERACTIONS, INTERACTIONS_SCHEMA, JOB_RUNS, Lake
+from recspark.core.registry import champion_move, configure_mlflow, move_alias
+from recspark.core.tables import (
+    ALL_TABLES,
+    INTERACTIONS,
+    INTERACTIONS_SCHEMA,
+    JOB_RUNS,
+    QUALITY_RESULTS,
+    Lake,
+)
 from recspark.ops.runs import (
     active_spark,
     error_text,
     format_age,
     format_duration,
+    gather_status,
     record_job_run,
+    render_status,
+    status_json,
     status_report,
     track_job,
 )
@@ -188,3 +201,186 @@ def test_status_report_survives_an_unusable_tracking_store(
     config = config.with_overrides([f"mlflow.tracking_uri=sqlite:///{tmp_path / 'not-a-db'}"])
     report = status_report(spark, config, lake_of(config))
     assert "tracking store not reachable" in report
+
+
+SECRET_URI = "http://bob:s3cret@host/"
+
+
+def test_failed_run_and_status_never_show_credentials(spark: SparkSession, config: Config) -> None:
+    lake = lake_of(config)
+    with pytest.raises(RuntimeError), track_job(lambda: spark, lake, "train"):
+        raise RuntimeError(f"MLflow tracking store at {SECRET_URI} is not reachable")
+
+    row = job_runs(spark, lake).first()
+    assert row is not None
+    assert row["error"] == "RuntimeError: MLflow tracking store at http://***@host/ is not reachable"
+
+    # Port 9 (discard) on this machine: the tracking server refuses at once.
+    unreachable = config.with_overrides(["mlflow.tracking_uri=http://bob:s3cret@127.0.0.1:9/"])
+    report = status_report(spark, unreachable, lake)
+    assert "s3cret" not in report
+    assert "MLflow at http://***@127.0.0.1:9/" in report
+    assert "http://***@host/ is not reachable" in report
+
+
+@pytest.fixture
+def restored_logging() -> Iterator[None]:
+    """setup_logging replaces the root handlers; give pytest's back afterwards."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    for handler in root.handlers[:]:
+        root.removeHandler(handler)
+    for handler in handlers:
+        root.addHandler(handler)
+    root.setLevel(level)
+
+
+def test_cli_logging_redacts_every_record(restored_logging: None, capsys: pytest.CaptureFixture[str]) -> None:
+    setup_logging("train")
+    log = logging.getLogger("recspark.anything")
+
+    log.info("tracking store at %s", SECRET_URI)
+    try:
+        raise ConnectionError(f"cannot reach {SECRET_URI}")
+    except ConnectionError:
+        log.exception("request failed")
+
+    err = capsys.readouterr().err
+    assert "s3cret" not in err
+    assert "tracking store at http://***@host/" in err
+    assert "ConnectionError: cannot reach http://***@host/" in err
+
+
+# --------------------------------------------------------------------------------------------
+# status --json: the same gathered data, for monitoring systems
+
+
+def _seed_gate(spark: SparkSession, lake: Lake, failures: str) -> None:
+    at = datetime.now(timezone.utc)
+    lake.append_row(
+        spark,
+        QUALITY_RESULTS,
+        (at, "ingest", "interactions", "interactions", 1, False, 6, 1, failures, "warn"),
+    )
+
+
+def test_status_json_holds_what_the_report_shows(spark: SparkSession, config: Config) -> None:
+    lake = lake_of(config)
+    _seed_lake(spark, lake)
+    _seed_gate(spark, lake, "strength: 1 null")
+
+    snapshot = gather_status(spark, config, lake)
+    data = json.loads(json.dumps(status_json(snapshot)))
+
+    tables = {t["name"]: t for t in data["tables"]}
+    assert [t["name"] for t in data["tables"]] == [spec.name for spec in ALL_TABLES]
+    interactions = tables["interactions"]
+    assert (interactions["exists"], interactions["rows"], interactions["version"]) == (True, 3, 1)
+    committed = datetime.fromisoformat(interactions["last_commit"])
+    assert committed.tzinfo is not None and abs(datetime.now(timezone.utc) - committed) < timedelta(
+        minutes=10
+    )
+    assert 0 <= interactions["age_seconds"] < 600
+    assert tables["events"] == {
+        "name": "events",
+        "exists": False,
+        "rows": None,
+        "version": None,
+        "last_commit": None,
+        "age_seconds": None,
+        "error": None,
+    }
+    assert data["champion"]["state"] == "no_store" and data["champion"]["version"] is None
+    runs = [
+        (r["job"], r["status"], r["duration_seconds"], r["rows_out"], r["error"]) for r in data["job_runs"]
+    ]
+    assert runs == [
+        ("train", "failed", 95.0, None, "TrainingError: only 3 positive interactions"),
+        ("ingest", "succeeded", 95.0, 3, None),
+    ]
+    assert datetime.fromisoformat(data["job_runs"][0]["started_at"]) > datetime.fromisoformat(
+        data["job_runs"][1]["started_at"]
+    )
+    gate = data["quality_gates"]
+    assert [
+        (g["suite"], g["table"], g["table_version"], g["success"], g["action"], g["failures"]) for g in gate
+    ] == [("interactions", "interactions", 1, False, "warn", "strength: 1 null")]
+    # The text report renders the same snapshot.
+    text = render_status(snapshot)
+    assert "TrainingError: only 3 positive interactions" in text
+    assert "FAILED (warn)" in text and "strength: 1 null" in text
+
+
+def test_status_json_names_the_champion_family_and_when_it_was_promoted(
+    spark: SparkSession, config: Config
+) -> None:
+    experiment = configure_mlflow(config.mlflow)
+    lake = lake_of(config)
+    with mlflow.start_run(experiment_id=experiment) as run:
+        mlflow.log_metrics({"ndcg_at_k": 0.2125, "recall_at_k": 0.3})
+    client = MlflowClient()
+    client.create_registered_model(config.mlflow.model_name)
+    version = client.create_model_version(
+        config.mlflow.model_name, f"{run.info.artifact_uri}/model", run.info.run_id
+    ).version
+    client.set_model_version_tag(config.mlflow.model_name, version, "model_family", "ease")
+    before = datetime.now(timezone.utc)
+    move_alias(spark, lake, config.mlflow, champion_move(config.mlflow, str(version), "promote", "test"))
+
+    snapshot = gather_status(spark, config, lake)
+    champion = status_json(snapshot)["champion"]
+
+    assert (champion["state"], champion["version"], champion["run_id"], champion["family"]) == (
+        "champion",
+        str(version),
+        run.info.run_id,
+        "ease",
+    )
+    promoted = datetime.fromisoformat(champion["promoted_at"])
+    assert before - timedelta(seconds=1) <= promoted <= datetime.now(timezone.utc)
+    assert champion["registered_at"] is not None
+    assert champion["metrics"] == {
+        "ndcg_at_k": 0.2125,
+        "popular_ndcg_at_k": None,
+        "precision_at_k": None,
+        "recall_at_k": 0.3,
+    }
+    assert f"champion: version {version} (run {run.info.run_id}" in render_status(snapshot)
+    assert "family ease, champion since " in render_status(snapshot)
+
+
+def test_status_json_never_shows_credentials(spark: SparkSession, config: Config) -> None:
+    """Rows written before errors were redacted still quote secrets; every string is redacted on
+    its own, so the output stays valid JSON."""
+    lake = lake_of(config)
+    at = datetime.now(timezone.utc)
+    error = f'TrackingError: store {SECRET_URI} said "no" (?token=abc123;x)'
+    lake.append_row(spark, JOB_RUNS, ("r1", "train", at, at, "failed", None, None, None, error))
+    _seed_gate(spark, lake, f"password=hunter2 in {SECRET_URI}")
+    unreachable = config.with_overrides(["mlflow.tracking_uri=http://bob:s3cret@127.0.0.1:9/"])
+
+    text = json.dumps(status_json(gather_status(spark, unreachable, lake)))
+
+    for secret in ("s3cret", "abc123", "hunter2"):
+        assert secret not in text
+    data = json.loads(text)
+    assert data["champion"]["tracking_uri"] == "http://***@127.0.0.1:9/"
+    assert data["champion"]["state"] == "unreachable"
+    assert data["job_runs"][0]["error"] == 'TrackingError: store http://***@host/ said "no" (?token=***;x)'
+    assert data["quality_gates"][0]["failures"] == "password=*** in http://***@host/"
+
+
+def test_status_cli_prints_one_json_object(
+    spark: SparkSession, config: Config, capsys: pytest.CaptureFixture[str]
+) -> None:
+    lake = lake_of(config)
+    _seed_lake(spark, lake)
+    settings = [f"lake.root={config.lake.root}", f"mlflow.tracking_uri={config.mlflow.tracking_uri}"]
+
+    assert main(["status", "--json", *(arg for s in settings for arg in ("--set", s))]) == 0
+
+    data = json.loads(capsys.readouterr().out)
+    assert set(data) == {"generated_at", "lake_root", "tables", "champion", "job_runs", "quality_gates"}
+    assert data["lake_root"] == lake.root
+    assert [r["job"] for r in data["job_runs"]] == ["train", "ingest"]

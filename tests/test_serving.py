@@ -15,16 +15,11 @@ from pyspark.sql import types as T
 from recspark.core.catalog import read_catalog
 from recspark.core.config import Config
 from recspark.core.tables import INTERACTIONS, RECOMMENDATIONS, Lake
+from recspark.model.lists import assemble_lists
+from recspark.model.sources import fallback_popularity
 from recspark.model.train import TrainResult
-from recspark.serve.publish import (
-    assemble_lists,
-    build_recommendations,
-    fallback_popularity,
-    load_champion,
-    publish_recommendations,
-)
+from recspark.serve.publish import build_recommendations, load_champion, publish_recommendations
 from recspark.serve.refresh import merge_user_rows
-from tests.conftest import config_under
 
 
 def test_fallback_prefers_trending_items_and_falls_back_to_popular(
@@ -41,13 +36,12 @@ def test_fallback_prefers_trending_items_and_falls_back_to_popular(
         [(u, i, t, 1.0) for u, i, t in rows],
         "user_id string, item_id string, last_event_time timestamp, strength double",
     )
-    trending_config = config_under(tmp_path, "catalog.path=null", "serve.top_n=2", "serve.trending_days=7")
-    items, source = fallback_popularity(spark, trending_config, interactions)
+    eligible = interactions.select("item_id").distinct()
+    items, source = fallback_popularity(interactions, eligible, now, trending_days=7, top_n=2)
     assert source == "trending"
     assert {r["item_id"]: r["popularity"] for r in items.collect()} == {"b": 2.0, "c": 1.0}
 
-    too_few = config_under(tmp_path, "catalog.path=null", "serve.top_n=3", "serve.trending_days=7")
-    items, source = fallback_popularity(spark, too_few, interactions)
+    items, source = fallback_popularity(interactions, eligible, now, trending_days=7, top_n=3)
     assert source == "popular"
     assert {r["item_id"]: r["popularity"] for r in items.collect()} == {"a": 4.0, "b": 2.0, "c": 1.0}
 
@@ -106,7 +100,7 @@ def test_business_rules_hold_and_every_user_keeps_n_rows(
 ) -> None:
     config, _ = trained_shop
     lake = Lake.at(config.lake.root)
-    champion = load_champion(config)
+    champion = load_champion(spark, config, lake)
     n = config.serve.top_n
     interactions = lake.read(spark, INTERACTIONS)
     catalog = {r["item_id"]: r["category"] for r in read_catalog(spark, config.catalog.path).collect()}
@@ -159,7 +153,7 @@ def test_cold_start_sources_and_new_item_slots(
 ) -> None:
     config, _ = trained_shop
     lake = Lake.at(config.lake.root)
-    champion = load_champion(config)
+    champion = load_champion(spark, config, lake)
     n = config.serve.top_n
     interactions = lake.read(spark, INTERACTIONS)
     newest = interactions.agg(F.max("last_event_time")).first()[0]
@@ -190,11 +184,17 @@ def test_cold_start_sources_and_new_item_slots(
     lists = _rows_by_user(build_recommendations(spark, rules, lake, champion))
 
     catalog = {r["item_id"]: r["category"] for r in read_catalog(spark, str(catalog_path)).collect()}
-    touched: dict[str, set[str]] = {}
+    strength: dict[str, dict[str, float]] = {}
     counts: dict[str, int] = {}
     for r in interactions.where("strength > 0").collect():
-        touched.setdefault(r["user_id"], set()).add(catalog[r["item_id"]])
+        by_category = strength.setdefault(r["user_id"], {})
+        by_category[catalog[r["item_id"]]] = by_category.get(catalog[r["item_id"]], 0.0) + r["strength"]
         counts[r["user_id"]] = counts.get(r["user_id"], 0) + 1
+    # Category sources draw from a user's train.favourite_categories strongest categories.
+    touched = {
+        user: set(sorted(by, key=lambda c: (-by[c], c))[: config.train.favourite_categories])
+        for user, by in strength.items()
+    }
     new_rows = 0
     for user, rows in lists.items():
         assert len(rows) == n
@@ -238,7 +238,7 @@ def test_full_refresh_is_atomic_for_a_concurrent_reader(spark: SparkSession, tmp
     lake = Lake.at(str(tmp_path / "lake"))
     lake.ensure(spark, RECOMMENDATIONS)
     users, n = 3000, 5
-    publish_recommendations(lake, _published(spark, users, n, "1"))
+    publish_recommendations(lake, _published(spark, users, n, "1"), 0)
     done = threading.Event()
     seen: list[tuple[set[tuple[str, datetime]], int, int]] = []
     failures: list[BaseException] = []
@@ -271,7 +271,7 @@ def test_full_refresh_is_atomic_for_a_concurrent_reader(spark: SparkSession, tmp
     first_read.wait(timeout=120)  # the reader has seen the old version before the refresh starts
     try:
         for version in ("2", "3"):
-            publish_recommendations(lake, _published(spark, users, n, version))
+            publish_recommendations(lake, _published(spark, users, n, version), 0)
     finally:
         done.set()
         reader.join(timeout=300)
@@ -300,5 +300,5 @@ def test_an_older_serving_table_gets_the_because_item_id_column(spark: SparkSess
     merged = lake.read(spark, RECOMMENDATIONS)
     assert merged.count() == 6
     assert {r["because_item_id"] for r in merged.where("user_id = 'u00000'").collect()} == {"i001"}
-    publish_recommendations(lake, _published(spark, 4, 3, "3"))  # and what a full refresh does
+    publish_recommendations(lake, _published(spark, 4, 3, "3"), 0)  # and what a full refresh does
     assert lake.read(spark, RECOMMENDATIONS).count() == 12

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from pyspark.sql import SparkSession
 
-from recspark.model.topn import recommend_top_n, top_n_scores
+from recspark.model.topn import CHUNK, recommend_top_n, top_n_scores
 
 
 def test_top_n_scores_orders_and_skips_excluded() -> None:
@@ -16,9 +17,16 @@ def test_top_n_scores_orders_and_skips_excluded() -> None:
     assert cols[1][0] == 0 and np.isneginf(best[1][1:]).all()
 
 
-def test_blocked_top_n_equals_brute_force(spark: SparkSession) -> None:
+@pytest.mark.parametrize(
+    "n_items",
+    [
+        40,  # one chunk: the direct partial sort
+        2 * 4 * 7 * CHUNK + 13,  # the two-stage selection, with padding to a multiple of CHUNK
+    ],
+)
+def test_blocked_top_n_equals_brute_force(spark: SparkSession, n_items: int) -> None:
     rng = np.random.default_rng(3)
-    n_users, n_items, rank, n = 57, 40, 6, 7
+    n_users, rank, n = 57, 6, 7
     user_vectors = rng.normal(size=(n_users, rank)).astype(np.float32)
     item_vectors = rng.normal(size=(n_items, rank)).astype(np.float32)
     exclusions = {

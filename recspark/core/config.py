@@ -13,6 +13,7 @@ import types
 import typing
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,21 @@ REQUIRED_FIELDS = ("event_id", "event_time", "user_id", "item_id", "event_type")
 
 class ConfigError(ValueError):
     """A configuration problem an operator can fix; the message is one line."""
+
+
+AUTO = "auto"
+
+
+def _auto_or_days(value: str | float, key: str) -> str | float:
+    """``auto`` or a positive number of days (YAML may hand over either as text)."""
+    if isinstance(value, str) and value.strip().lower() == AUTO:
+        return AUTO
+    try:
+        days = float(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{key} must be 'auto' or a number of days, got {value!r}") from None
+    _require(days > 0, f"{key} must be > 0 (or 'auto'), got {value!r}")
+    return days
 
 
 @dataclass(frozen=True)
@@ -51,6 +67,9 @@ class KafkaConfig:
     topic: str | None = None
     starting_offsets: str = "earliest"
     max_offsets_per_trigger: int | None = None
+    # Spark's failOnDataLoss: stop when offsets the checkpoint expects are gone (retention ran
+    # out, the topic was recreated). false: log it and go on from what is there.
+    fail_on_data_loss: bool = True
 
 
 @dataclass(frozen=True)
@@ -58,22 +77,49 @@ class IngestConfig:
     source: str = "files"
     path: str = ".recspark/incoming/events"
     trigger_seconds: float = 5.0
-    max_files_per_trigger: int | None = None
+    # Files per micro-batch: a backlog (a new checkpoint over a landing history) arrives in
+    # batches of this many files instead of one batch of everything; null: no cap.
+    max_files_per_trigger: int | None = 1000
+    # Spark ignores files whose modification time is this much older than the newest file seen
+    # (its default is 7 days, which silently skips a backfill copied with its old mtimes).
+    max_file_age_days: float = 36_500.0
     # The event-time watermark: events older than the newest event time seen minus this are
     # flagged late in ingest_metrics, and still stored, deduplicated and counted.
     allowed_lateness_hours: float = 72.0
+    # Event times outside [min_event_time, now + max_future_minutes] are broken clocks: quarantined.
+    min_event_time: str = "1970-01-01T00:00:00Z"
+    max_future_minutes: float = 1440.0
     kafka: KafkaConfig = field(default_factory=KafkaConfig)
 
     def __post_init__(self) -> None:
         _require(self.source in ("files", "kafka"), "ingest.source must be 'files' or 'kafka'")
         _require(self.trigger_seconds > 0, "ingest.trigger_seconds must be > 0")
+        _require(
+            self.max_files_per_trigger is None or self.max_files_per_trigger > 0,
+            "ingest.max_files_per_trigger must be > 0 (or null for no cap)",
+        )
+        _require(self.max_file_age_days > 0, "ingest.max_file_age_days must be > 0")
         _require(self.allowed_lateness_hours >= 0, "ingest.allowed_lateness_hours must be >= 0")
+        _require(self.max_future_minutes >= 0, "ingest.max_future_minutes must be >= 0")
+        try:
+            earliest = datetime.fromisoformat(self.min_event_time.replace("Z", "+00:00"))
+        except ValueError:
+            raise ConfigError(
+                f"ingest.min_event_time must be an ISO 8601 time, got {self.min_event_time!r}"
+            ) from None
+        _require(earliest.tzinfo is not None, "ingest.min_event_time needs a time zone, e.g. ...Z")
         if self.source == "kafka":
             _require(
                 bool(self.kafka.bootstrap_servers and self.kafka.topic),
                 "ingest.source is 'kafka' but ingest.kafka.bootstrap_servers or "
                 "ingest.kafka.topic is not set",
             )
+
+    @property
+    def earliest_event_time(self) -> datetime:
+        """``min_event_time`` in UTC, without a time zone (as Spark's session time zone is UTC)."""
+        earliest = datetime.fromisoformat(self.min_event_time.replace("Z", "+00:00"))
+        return earliest.astimezone(timezone.utc).replace(tzinfo=None)
 
 
 @dataclass(frozen=True)
@@ -116,15 +162,27 @@ class CatalogConfig:
 @dataclass(frozen=True)
 class TrainConfig:
     rank: int = 32
-    reg_param: float = 0.1
-    alpha: float = 10.0
+    reg_param: float = 0.03
+    alpha: float = 1.0
     max_iter: int = 10
     seed: int = 42
     num_user_blocks: int = 4
     num_item_blocks: int = 4
     # "log" feeds log1p(strength) to ALS, damping heavy repeat viewers; "linear" feeds strength.
     confidence: str = "log"
-    test_days: float = 7.0
+    # Which families compete (each tuned on the validation period; the best there is the
+    # candidate): "als" (MLlib ALS) and "ease" (item-item EASE weights); with both and `blend`, a
+    # blend of the two competes too.
+    families: list[str] = field(default_factory=lambda: ["als", "ease"])
+    blend: bool = True
+    # The held-out future: "auto" holds out the shortest newest period with `min_test_users`
+    # users (at most `max_test_share` of the events), else each user's newest `test_fraction`;
+    # "time" only the former (a number in `test_days` fixes its length); "per_user" only the latter.
+    split: str = AUTO
+    test_days: str | float = AUTO
+    min_test_users: int = 500
+    max_test_share: float = 0.25
+    test_fraction: float = 0.2
     k: int = 10
     min_train_interactions: int = 100
     checkpoint_interval: int = 5
@@ -139,8 +197,48 @@ class TrainConfig:
             _require(getattr(self, name) > 0, f"train.{name} must be > 0")
         _require(self.reg_param >= 0, "train.reg_param must be >= 0")
         _require(self.alpha > 0, "train.alpha must be > 0")
-        _require(self.test_days > 0, "train.test_days must be > 0")
+        object.__setattr__(self, "test_days", _auto_or_days(self.test_days, "train.test_days"))
         _require(self.confidence in ("log", "linear"), "train.confidence must be 'log' or 'linear'")
+        _require(
+            isinstance(self.families, list)
+            and len(self.families) > 0
+            and set(self.families) <= set(FAMILIES)
+            and len(set(self.families)) == len(self.families),
+            f"train.families must be a non-empty list drawn from {list(FAMILIES)}, got {self.families!r}",
+        )
+        _require(self.split in SPLITS, f"train.split must be one of {list(SPLITS)}, got {self.split!r}")
+        _require(self.min_test_users > 0, "train.min_test_users must be > 0")
+        _require(0 < self.max_test_share < 1, "train.max_test_share must be in (0, 1)")
+        _require(0 < self.test_fraction < 1, "train.test_fraction must be in (0, 1)")
+
+
+# The model families `train` can fit; "blend" (ALS + EASE) is formed from the first two.
+FAMILIES = ("als", "ease")
+SPLITS = (AUTO, "time", "per_user")
+EASE_SIGNALS = ("preference", "binary")
+
+
+@dataclass(frozen=True)
+class EaseConfig:
+    """The item-item family (EASE): one item x item inverse on the driver, so it is capped."""
+
+    l2: float = 300.0  # the ridge penalty λ
+    max_items: int = 10_000  # only the most popular items get item-item weights
+    min_item_users: int = 2  # items with fewer users have too little co-occurrence to learn from
+    neighbours: int = 500  # weights kept (and served) per item, largest |weight| first
+    # What X holds: "preference", the signal ALS sees (log1p(strength) with train.confidence=log),
+    # or "binary" (1 for every positive pair).
+    signal: str = "preference"
+
+    def __post_init__(self) -> None:
+        _require(
+            self.signal in EASE_SIGNALS,
+            f"ease.signal must be one of {list(EASE_SIGNALS)}, got {self.signal!r}",
+        )
+        _require(self.l2 > 0, "ease.l2 must be > 0")
+        _require(self.max_items > 1, "ease.max_items must be > 1")
+        _require(self.min_item_users >= 1, "ease.min_item_users must be >= 1")
+        _require(self.neighbours > 0, "ease.neighbours must be > 0")
 
 
 @dataclass(frozen=True)
@@ -154,11 +252,26 @@ class MlflowConfig:
     # this metric by at least this relative margin.
     promotion_metric: str = "ndcg_at_k"
     promotion_margin: float = 0.0
+    # The candidate must beat each reference by the margin in at least this share of bootstrap
+    # resamples of the test users (0.5: more likely than not; 0.95: a confident lead).
+    promotion_confidence: float = 0.5
+    # Fewer test users than this (or a NaN metric) is insufficient evidence: nothing is promoted.
+    min_test_users: int = 50
     # The baselines a candidate must beat (by the margin) as well as the champion; add
     # "category_popular" to also demand a lead over most-popular-in-favourite-categories.
     promotion_baselines: list[str] = field(default_factory=lambda: ["popular"])
 
     def __post_init__(self) -> None:
+        _require_ranking_metric(self.promotion_metric, "mlflow.promotion_metric")
+        _require(
+            self.promotion_margin >= 0,
+            f"mlflow.promotion_margin must be >= 0 (a relative lead), got {self.promotion_margin!r}",
+        )
+        _require(
+            0.5 <= self.promotion_confidence < 1,
+            f"mlflow.promotion_confidence must be in [0.5, 1), got {self.promotion_confidence!r}",
+        )
+        _require(self.min_test_users > 0, "mlflow.min_test_users must be > 0")
         baselines = self.promotion_baselines
         _require(
             isinstance(baselines, list) and all(b in BASELINES for b in baselines),
@@ -177,19 +290,40 @@ class TuneConfig:
     """`recspark tune`: a small search on a validation split carved from the training period."""
 
     # The grid; when it has more than max_trials points, max_trials of them are drawn at random.
-    rank: list[int] = field(default_factory=lambda: [16, 32])
-    reg_param: list[float] = field(default_factory=lambda: [0.01, 0.1])
-    alpha: list[float] = field(default_factory=lambda: [1.0, 10.0])
-    max_trials: int = 8
+    rank: list[int] = field(default_factory=lambda: [16, 32, 64])
+    reg_param: list[float] = field(default_factory=lambda: [0.01, 0.03, 0.1])
+    alpha: list[float] = field(default_factory=lambda: [1.0, 5.0])
+    ease_l2: list[float] = field(default_factory=lambda: [100.0, 300.0, 1000.0])
+    ease_signal: list[str] = field(default_factory=lambda: list(EASE_SIGNALS))
+    # ALS's share of a blend's standardised scores.
+    blend_weight: list[float] = field(default_factory=lambda: [0.25, 0.5, 0.75])
+    max_trials: int = 6
     seed: int = 42
-    # The last D days before the test period are the validation period.
-    validation_days: float = 7.0
+    # The validation period, carved out of the training period like the test period ("auto":
+    # by train.min_test_users; or a number of days).
+    validation_days: str | float = AUTO
+    # per_user: each user's newest events before the test period (the most evidence); time or
+    # auto: a period, as train.split (validation_days long, or auto).
+    validation_split: str = "per_user"
     metric: str = "ndcg_at_k"
+    # `train` runs the search itself when no tuned settings exist or they are stale (older than
+    # max_age_days, or the interactions grew by more than max_growth since), within budget_seconds.
+    auto: bool = True
+    budget_seconds: float = 600.0
+    max_age_days: float = 7.0
+    max_growth: float = 0.5
     # Where the best settings go (and `train` looks); None: <lake.root>/_tuning/best_params.json.
     best_params_path: str | None = None
 
     def __post_init__(self) -> None:
-        for name, kind, low in (("rank", int, 1), ("reg_param", float, 0), ("alpha", float, 1e-12)):
+        grids = (
+            ("rank", int, 1),
+            ("reg_param", float, 0),
+            ("alpha", float, 1e-12),
+            ("ease_l2", float, 1e-12),
+            ("blend_weight", float, 1e-12),
+        )
+        for name, kind, low in grids:
             values = getattr(self, name)
             ok = (
                 isinstance(values, list)
@@ -201,25 +335,49 @@ class TuneConfig:
             _require(ok, f"tune.{name} must be a non-empty list of numbers >= {low:g}, got {values!r}")
             object.__setattr__(self, name, [kind(v) for v in values])
         _require(self.max_trials > 0, "tune.max_trials must be > 0")
-        _require(self.validation_days > 0, "tune.validation_days must be > 0")
         _require(
-            self.metric.endswith("_at_k") and self.metric.removesuffix("_at_k") in RANKING_METRICS,
-            f"tune.metric must be one of {[m + '_at_k' for m in RANKING_METRICS]}, got {self.metric!r}",
+            self.validation_split in SPLITS,
+            f"tune.validation_split must be one of {list(SPLITS)}, got {self.validation_split!r}",
         )
+        _require(
+            isinstance(self.ease_signal, list)
+            and bool(self.ease_signal)
+            and set(self.ease_signal) <= set(EASE_SIGNALS),
+            f"tune.ease_signal must be a non-empty list drawn from {list(EASE_SIGNALS)}, "
+            f"got {self.ease_signal!r}",
+        )
+        _require(all(w < 1 for w in self.blend_weight), "tune.blend_weight values must be in (0, 1)")
+        object.__setattr__(
+            self, "validation_days", _auto_or_days(self.validation_days, "tune.validation_days")
+        )
+        _require(self.budget_seconds > 0, "tune.budget_seconds must be > 0")
+        _require(self.max_age_days > 0, "tune.max_age_days must be > 0")
+        _require(self.max_growth > 0, "tune.max_growth must be > 0")
+        _require_ranking_metric(self.metric, "tune.metric")
 
 
 # The ranking metrics evaluation computes at each K; tuning and promotion rank models by one.
 RANKING_METRICS = ("precision", "recall", "ndcg", "map", "hit_rate")
 
 
+def _require_ranking_metric(metric: str, key: str) -> None:
+    names = [m + "_at_k" for m in RANKING_METRICS]
+    _require(metric in names, f"{key} must be one of {names}, got {metric!r}")
+
+
 @dataclass(frozen=True)
 class ServeConfig:
     top_n: int = 10
     exclude_purchased: bool = True
+    # A rating says the user has had the item: recommending it again wastes a slot.
+    exclude_rated: bool = True
     users_per_block: int = 2048
     # Users without a personal vector get the items most popular over this many recent days
     # ("trending"), or all-time popular items when that window is too thin; 0: always popular.
     trending_days: float = 7.0
+    # What fills lists after popular-in-your-categories: "trending", "popular", or "auto" (the one
+    # that scored better on the validation period when `train` last tuned; trending until then).
+    fallback: str = AUTO
     # Rows per item in the similar_items table (cosine over item factors); 0 switches it off.
     similar_items: int = 10
     # Business rules (0 / null / [] = off). Rules never leave a user short of N rows while
@@ -242,6 +400,10 @@ class ServeConfig:
 
     def __post_init__(self) -> None:
         _require(self.top_n > 0, "serve.top_n must be > 0")
+        _require(
+            self.fallback in (AUTO, "trending", "popular"),
+            f"serve.fallback must be 'auto', 'trending' or 'popular', got {self.fallback!r}",
+        )
         _require(self.users_per_block > 0, "serve.users_per_block must be > 0")
         _require(self.exclude_viewed_days >= 0, "serve.exclude_viewed_days must be >= 0")
         _require(self.max_per_category >= 0, "serve.max_per_category must be >= 0 (0: off)")
@@ -254,6 +416,10 @@ class ServeConfig:
         _require(0.0 <= self.new_item_share < 1.0, "serve.new_item_share must be in [0, 1)")
         _require(self.new_item_days > 0, "serve.new_item_days must be > 0")
         _require(self.new_item_max_users >= 0, "serve.new_item_max_users must be >= 0")
+
+
+# The Great Expectations suites, one per table they check (recspark.ops.quality defines them).
+QUALITY_SUITES = ("events", "interactions", "recommendations")
 
 
 @dataclass(frozen=True)
@@ -273,6 +439,10 @@ class QualityConfig:
     data_docs: bool = True
 
     def __post_init__(self) -> None:
+        unknown = sorted(set(self.on_failure) - set(QUALITY_SUITES))
+        _require(
+            not unknown, f"quality.on_failure has unknown suites {unknown}; known: {list(QUALITY_SUITES)}"
+        )
         bad = {k: v for k, v in self.on_failure.items() if v not in ("fail", "warn")}
         _require(not bad, f"quality.on_failure values must be 'fail' or 'warn', got {bad}")
 
@@ -310,6 +480,7 @@ class Config:
     interactions: InteractionsConfig = field(default_factory=InteractionsConfig)
     catalog: CatalogConfig = field(default_factory=CatalogConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    ease: EaseConfig = field(default_factory=EaseConfig)
     mlflow: MlflowConfig = field(default_factory=MlflowConfig)
     tune: TuneConfig = field(default_factory=TuneConfig)
     serve: ServeConfig = field(default_factory=ServeConfig)
@@ -426,6 +597,8 @@ def _coerce(hint: Any, value: Any, where: str) -> Any:
             return str(value).lower()
         if isinstance(value, str | int | float):
             return str(value)
+        if isinstance(value, datetime):  # YAML reads an unquoted ISO time as a timestamp
+            return value.isoformat()
         raise ConfigError(f"{where} must be a string, got {value!r}")
     return value
 

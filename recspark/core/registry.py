@@ -2,20 +2,30 @@
 
 from __future__ import annotations
 
+import getpass
 import logging
+import os
+import socket
+from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 
 import mlflow
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
+from pyspark.sql import SparkSession
+from pyspark.sql import functions as F
 
 from recspark.core.config import MlflowConfig
+from recspark.core.secrets import redact
+from recspark.core.tables import CHAMPION_HISTORY, Lake
 
 log = logging.getLogger(__name__)
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
+PREVIOUS_CHAMPION = "previous_champion"  # written by versions before champion_history
 
 
 class TrackingError(RuntimeError):
@@ -35,7 +45,7 @@ def configure_mlflow(config: MlflowConfig) -> str:
             db_path.expanduser().resolve().parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise TrackingError(
-                f"MLflow tracking store at {uri} cannot be created: {exc.strerror or exc} "
+                f"MLflow tracking store at {redact(uri)} cannot be created: {exc.strerror or exc} "
                 f"({db_path.parent}); fix mlflow.tracking_uri"
             ) from exc
     mlflow.set_tracking_uri(uri)
@@ -49,17 +59,46 @@ def configure_mlflow(config: MlflowConfig) -> str:
         mlflow.set_experiment(experiment_id=experiment_id)  # runs go here, not to "Default"
         return experiment_id
     except MlflowException as exc:
-        raise TrackingError(f"MLflow tracking store at {uri} is not usable: {exc.message}") from exc
+        raise TrackingError(
+            f"MLflow tracking store at {redact(uri)} is not usable: {redact(exc.message)}"
+        ) from exc
     except Exception as exc:  # connection errors of a remote server come in many types
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise TrackingError(f"MLflow tracking store at {uri} is not reachable: {first_line}") from exc
+        raise TrackingError(
+            f"MLflow tracking store at {redact(uri)} is not reachable: {_first_line(exc)}"
+        ) from exc
+
+
+def _no_such_alias(exc: MlflowException) -> bool:
+    """The registry answered, and there is no such model or alias (as opposed to a fault)."""
+    code = getattr(exc, "error_code", "")
+    return code == "RESOURCE_DOES_NOT_EXIST" or (
+        code == "INVALID_PARAMETER_VALUE" and "alias" in str(exc).lower() and "not found" in str(exc).lower()
+    )
+
+
+def alias_version(config: MlflowConfig, alias: str) -> ModelVersion | None:
+    """The version holding ``alias``; None only when the registry says there is none.
+
+    Any other failure (a locked store, a server that is down) raises TrackingError: reading a
+    fault as "no champion" would let `train` promote without a comparison and a refresh commit
+    a batch that refreshed nobody."""
+    try:
+        return MlflowClient().get_model_version_by_alias(config.model_name, alias)
+    except MlflowException as exc:
+        if _no_such_alias(exc):
+            return None
+        raise TrackingError(
+            f"model registry at {redact(config.tracking_uri)} failed looking up '{alias}' of "
+            f"'{config.model_name}': {_first_line(exc)}"
+        ) from exc
+    except Exception as exc:  # connection errors of a remote server come in many types
+        raise TrackingError(
+            f"model registry at {redact(config.tracking_uri)} is not reachable: {_first_line(exc)}"
+        ) from exc
 
 
 def champion_version(config: MlflowConfig) -> ModelVersion | None:
-    try:
-        return MlflowClient().get_model_version_by_alias(config.model_name, CHAMPION)
-    except MlflowException:
-        return None
+    return alias_version(config, CHAMPION)
 
 
 def require_champion(config: MlflowConfig) -> ModelVersion:
@@ -72,33 +111,127 @@ def require_champion(config: MlflowConfig) -> ModelVersion:
     return version
 
 
-def set_alias(config: MlflowConfig, alias: str, version: str, reason: str) -> None:
-    client = MlflowClient()
-    client.set_registered_model_alias(config.model_name, alias, version)
-    client.set_model_version_tag(config.model_name, version, f"{alias}_reason", reason)
-    log.info("model %s version %s is now '%s': %s", config.model_name, version, alias, reason)
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return redact(text.splitlines()[0]) if text else type(exc).__name__
 
 
-def promote(config: MlflowConfig, version: str, reason: str) -> str | None:
-    """Make ``version`` the champion; return the version it replaced."""
+@dataclass(frozen=True)
+class AliasMove:
+    """One move of an alias, as the history records it."""
+
+    alias: str
+    version: str
+    previous_version: str | None
+    action: str  # train | promote | rollback
+    reason: str
+
+
+def set_alias(config: MlflowConfig, move: AliasMove) -> None:
+    """Point the alias at the version and tag the version with why."""
     client = MlflowClient()
-    try:
-        client.get_model_version(config.model_name, version)
-    except MlflowException as exc:
-        raise TrackingError(f"model '{config.model_name}' has no version {version}") from exc
+    client.set_registered_model_alias(config.model_name, move.alias, move.version)
+    client.set_model_version_tag(config.model_name, move.version, f"{move.alias}_reason", move.reason)
+    log.info("model %s version %s is now '%s': %s", config.model_name, move.version, move.alias, move.reason)
+
+
+def champion_move(config: MlflowConfig, version: str, action: str, reason: str) -> AliasMove:
+    """The move that makes ``version`` champion, naming the version it replaces."""
     previous = champion_version(config)
-    if previous is not None and previous.version != version:
-        client.set_registered_model_alias(config.model_name, "previous_champion", previous.version)
-    set_alias(config, CHAMPION, version, reason)
-    return previous.version if previous is not None else None
+    return AliasMove(CHAMPION, version, None if previous is None else str(previous.version), action, reason)
 
 
-def rollback(config: MlflowConfig) -> str:
-    """Give ``champion`` back to the version that held it before the last promotion."""
-    client = MlflowClient()
+def require_version(config: MlflowConfig, version: str) -> None:
     try:
-        previous = client.get_model_version_by_alias(config.model_name, "previous_champion")
+        MlflowClient().get_model_version(config.model_name, version)
     except MlflowException as exc:
-        raise TrackingError(f"model '{config.model_name}' has no previous champion") from exc
-    promote(config, previous.version, "rollback by operator")
-    return previous.version
+        if _no_such_alias(exc):
+            raise TrackingError(f"model '{config.model_name}' has no version {version}") from exc
+        raise TrackingError(f"model registry failed: {_first_line(exc)}") from exc
+
+
+def moved_by() -> str:
+    """Who moves an alias: ``RECSPARK_ACTOR`` when a scheduler sets it, else the OS user."""
+    actor = os.environ.get("RECSPARK_ACTOR")
+    if actor:
+        return actor
+    try:
+        return f"{getpass.getuser()}@{socket.gethostname()}"
+    except Exception:  # no user name in some containers
+        return "unknown"
+
+
+def move_alias(spark: SparkSession, lake: Lake, config: MlflowConfig, move: AliasMove) -> None:
+    """Move the alias and record the move in ``champion_history`` (version, reason, time, who).
+
+    The alias moves first: a move that failed is not in the history. A history that cannot be
+    written fails the job loudly, so an operator learns that rollback will not see this move."""
+    set_alias(config, move)
+    lake.append_row(
+        spark,
+        CHAMPION_HISTORY,
+        (
+            config.model_name,
+            move.alias,
+            move.version,
+            move.previous_version,
+            move.action,
+            move.reason,
+            datetime.now(timezone.utc),
+            moved_by(),
+        ),
+    )
+
+
+def champion_stack(spark: SparkSession, lake: Lake, config: MlflowConfig) -> list[str]:
+    """The champions in the order they took over, as the history records them, with every
+    rollback undone: the last is the current champion, the one before it what rollback restores."""
+    if not lake.exists(spark, CHAMPION_HISTORY):
+        return []
+    rows = (
+        lake.read(spark, CHAMPION_HISTORY)
+        .where((F.col("model_name") == config.model_name) & (F.col("alias") == CHAMPION))
+        .orderBy("moved_at")
+        .collect()
+    )
+    stack: list[str] = []
+    for row in rows:
+        if row["action"] == "rollback":
+            if stack:
+                stack.pop()
+            if not stack or stack[-1] != row["version"]:
+                stack.append(row["version"])
+        elif not stack or stack[-1] != row["version"]:
+            stack.append(row["version"])
+    return stack
+
+
+def promote(spark: SparkSession, lake: Lake, config: MlflowConfig, version: str, reason: str) -> str | None:
+    """Make ``version`` the champion (an operator's override); return the version it replaced."""
+    require_version(config, version)
+    move = champion_move(config, version, "promote", reason)
+    move_alias(spark, lake, config, move)
+    return move.previous_version
+
+
+def rollback(spark: SparkSession, lake: Lake, config: MlflowConfig) -> str:
+    """Give ``champion`` back to the version that held it before the current one, whoever moved
+    it (train, promote or an earlier rollback: repeated rollbacks walk further back)."""
+    current = require_champion(config)
+    stack = champion_stack(spark, lake, config)
+    if len(stack) < 2 or stack[-1] != str(current.version):
+        # Lakes from before the history kept one step back in a registry alias.
+        earlier = alias_version(config, PREVIOUS_CHAMPION)
+        if earlier is not None and str(earlier.version) != str(current.version):
+            stack = [str(earlier.version), str(current.version)]
+    if len(stack) < 2 or stack[-1] != str(current.version):
+        raise TrackingError(
+            f"model '{config.model_name}' has no earlier champion recorded before version "
+            f"{current.version} (see the champion_history table); use `recspark promote VERSION`"
+        )
+    previous = stack[-2]
+    move = AliasMove(
+        CHAMPION, previous, str(current.version), "rollback", f"rollback of version {current.version}"
+    )
+    move_alias(spark, lake, config, move)
+    return previous

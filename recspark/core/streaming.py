@@ -36,6 +36,20 @@ def streaming_app_id(spark: SparkSession, checkpoint: str, job: str) -> str:
 
 
 @contextmanager
+def commit_user_metadata(spark: SparkSession, text: str | None) -> Iterator[None]:
+    """Stamp the Delta commits made inside (MERGE included) with ``text`` (``userMetadata``)."""
+    key = "spark.databricks.delta.commitInfo.userMetadata"
+    if text is None:
+        yield
+        return
+    spark.conf.set(key, text)
+    try:
+        yield
+    finally:
+        spark.conf.unset(key)
+
+
+@contextmanager
 def idempotent_session_writes(spark: SparkSession, app_id: str, version: int) -> Iterator[None]:
     """Make the DML inside (MERGE) a no-op if this (app_id, version) already committed."""
     spark.conf.set("spark.databricks.delta.write.txnAppId", app_id)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from delta.tables import DeltaTable
 from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 log = logging.getLogger(__name__)
@@ -27,6 +28,11 @@ EVENTS_SCHEMA = T.StructType(
         # recognise its own earlier writes after a crash.
         T.StructField("ingest_app_id", T.StringType(), False),
         T.StructField("ingest_batch_id", T.LongType(), False),
+        # The partition column: the first day of the event's month. Daily partitions would put a
+        # file per day in every table version, and a backfill of years into thousands of files
+        # (dedup still reads only the days it needs: event_date min/max skip the other files).
+        # Null in lakes created before it existed, which stay partitioned by event_date.
+        T.StructField("event_month", T.DateType(), True),
     ]
 )
 
@@ -63,9 +69,11 @@ INTERACTIONS_SCHEMA = T.StructType(
     ]
 )
 
-# What filled a recommendation row (the ``source`` column): the user's ALS vector, popular in the
-# categories they touched, popular in a recent window, popular overall, or a new item's slot.
-RECOMMENDATION_SOURCES = ("als", "category_popular", "trending", "popular", "new_item")
+# What filled a recommendation row (the ``source`` column): the champion's family (ALS, the EASE
+# item-item model or their blend), popular in the user's categories, popular in a recent window,
+# popular overall, or a new item's slot.
+# The personalised sources name the model family that filled the row.
+RECOMMENDATION_SOURCES = ("als", "ease", "blend", "category_popular", "trending", "popular", "new_item")
 
 RECOMMENDATIONS_SCHEMA = T.StructType(
     [
@@ -111,6 +119,17 @@ INGEST_METRICS_SCHEMA = T.StructType(
         T.StructField("late_rows", T.LongType(), True),
         T.StructField("max_event_time", T.TimestampType(), True),
         T.StructField("phase_seconds", T.MapType(T.StringType(), T.DoubleType()), True),
+        # Events of forgotten users dated before their forget, dropped (added later: nullable).
+        T.StructField("forgotten_rows", T.LongType(), True),
+    ]
+)
+
+# Users deleted by forget-user: a hash of the id, never the id itself, and when. Ingestion drops
+# their events dated before the forget, so replaying old files cannot bring them back.
+FORGOTTEN_USERS_SCHEMA = T.StructType(
+    [
+        T.StructField("user_hash", T.StringType(), False),  # sha2(user_id, 256)
+        T.StructField("forgotten_at", T.TimestampType(), False),
     ]
 )
 
@@ -155,21 +174,52 @@ QUALITY_RESULTS_SCHEMA = T.StructType(
 )
 
 
+# Every trained model version's scoring data is kept in the lake, keyed by the registered model's
+# name and version (model_name was added after the first release: older rows have none).
+_MODEL_KEY = [
+    T.StructField("model_version", T.StringType(), False),
+    T.StructField("run_id", T.StringType(), False),
+    T.StructField("created_at", T.TimestampType(), False),
+    T.StructField("model_name", T.StringType(), True),
+]
+
+
 def _factors_schema(id_column: str) -> T.StructType:
     """ALS factors of one side, one partition per registered model version."""
     return T.StructType(
         [
             T.StructField(id_column, T.StringType(), False),
             T.StructField("features", T.ArrayType(T.FloatType(), False), False),
-            T.StructField("model_version", T.StringType(), False),
-            T.StructField("run_id", T.StringType(), False),
-            T.StructField("created_at", T.TimestampType(), False),
+            *_MODEL_KEY,
         ]
     )
 
 
 ALS_USER_FACTORS_SCHEMA = _factors_schema("user_id")
 ALS_ITEM_FACTORS_SCHEMA = _factors_schema("item_id")
+# The item-item family: per item, its strongest weights towards other items (EASE).
+ITEM_SIMILARITY_SCHEMA = T.StructType(
+    [
+        T.StructField("item_id", T.StringType(), False),
+        T.StructField("similar_item_id", T.StringType(), False),
+        T.StructField("weight", T.FloatType(), False),
+        *_MODEL_KEY,
+    ]
+)
+
+
+CHAMPION_HISTORY_SCHEMA = T.StructType(
+    [
+        T.StructField("model_name", T.StringType(), False),
+        T.StructField("alias", T.StringType(), False),
+        T.StructField("version", T.StringType(), False),
+        T.StructField("previous_version", T.StringType(), True),
+        T.StructField("action", T.StringType(), False),  # train | promote | rollback
+        T.StructField("reason", T.StringType(), True),
+        T.StructField("moved_at", T.TimestampType(), False),
+        T.StructField("moved_by", T.StringType(), True),
+    ]
+)
 
 
 @dataclass(frozen=True, eq=False)  # identity equality: specs are singletons, usable as keys
@@ -180,7 +230,15 @@ class TableSpec:
     properties: dict[str, str] = field(default_factory=dict)
 
 
-EVENTS = TableSpec("events", EVENTS_SCHEMA, partition_by=("event_date",))
+EVENTS = TableSpec("events", EVENTS_SCHEMA, partition_by=("event_month",))
+
+
+def with_event_partitions(events: DataFrame) -> DataFrame:
+    """``event_date`` and ``event_month`` (the partition column), derived from ``event_time``."""
+    day = F.to_date("event_time")
+    return events.withColumn("event_date", day).withColumn("event_month", F.trunc(day, "month"))
+
+
 QUARANTINE = TableSpec("events_quarantine", QUARANTINE_SCHEMA)
 INTERACTIONS = TableSpec(
     "interactions",
@@ -205,6 +263,10 @@ QUALITY_RESULTS = TableSpec("quality_results", QUALITY_RESULTS_SCHEMA)
 # Written by `recspark train` for every registered model version.
 ALS_USER_FACTORS = TableSpec("als_user_factors", ALS_USER_FACTORS_SCHEMA, partition_by=("model_version",))
 ALS_ITEM_FACTORS = TableSpec("als_item_factors", ALS_ITEM_FACTORS_SCHEMA, partition_by=("model_version",))
+ITEM_SIMILARITY = TableSpec("item_similarity", ITEM_SIMILARITY_SCHEMA, partition_by=("model_version",))
+FORGOTTEN_USERS = TableSpec("forgotten_users", FORGOTTEN_USERS_SCHEMA)
+# Every move of a registry alias (champion, challenger) by train, promote or rollback.
+CHAMPION_HISTORY = TableSpec("champion_history", CHAMPION_HISTORY_SCHEMA)
 
 ALL_TABLES = (
     EVENTS,
@@ -219,6 +281,9 @@ ALL_TABLES = (
     QUALITY_RESULTS,
     ALS_USER_FACTORS,
     ALS_ITEM_FACTORS,
+    ITEM_SIMILARITY,
+    CHAMPION_HISTORY,
+    FORGOTTEN_USERS,
 )
 
 
@@ -285,6 +350,17 @@ class Lake:
                 assignments = ", ".join(f"'{k}' = '{v}'" for k, v in changed.items())
                 spark.sql(f"ALTER TABLE delta.`{path}` SET TBLPROPERTIES ({assignments})")
                 log.info("table %s: set properties %s", spec.name, assignments)
+
+    def append_row(self, spark: SparkSession, spec: TableSpec, row: tuple) -> None:
+        """Append one row (a tuple in the spec's column order): a blind append, which never
+        conflicts with a concurrent writer. Creates the table first if needed."""
+        self.ensure(spark, spec)
+        (
+            spark.createDataFrame([row], spec.schema)
+            .write.format("delta")
+            .mode("append")
+            .save(self.path(spec.name))
+        )
 
     def delta(self, spark: SparkSession, spec: TableSpec) -> DeltaTable:
         self.require(spark, spec)

@@ -1,67 +1,47 @@
-"""Honest, time-based evaluation with ranking metrics, computed in Spark.
+"""Ranking metrics on held-out events, computed in Spark, with bootstrap intervals.
 
-The test period is the last ``test_days`` of events; a model only ever sees what came before.
-What a user interacted with positively in the test period — minus what the serving stage would
-exclude anyway (items already purchased) — is what a good top-K list should contain.
+A model only ever sees the events before the held-out ones (:mod:`recspark.model.splits`).
+What a user interacted with positively in the held-out events — minus what the serving stage
+would exclude anyway (items already bought or rated) — is what a good top-K list should contain.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 
+import numpy as np
+import pandas as pd
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql.window import Window
 
-from recspark.core.config import RANKING_METRICS, InteractionsConfig
+from recspark.core.config import RANKING_METRICS, InteractionsConfig, ServeConfig
 from recspark.core.interactions import aggregate_events
+from recspark.model.bootstrap import Interval, mean_interval
+from recspark.model.sources import user_exclusions
 
 
 class EvaluationError(ValueError):
     """The data cannot support an honest evaluation (e.g. an empty test period)."""
 
 
-@dataclass(frozen=True)
-class TimeSplit:
-    cutoff: datetime
-    train_events: DataFrame
-    test_events: DataFrame
-
-
-def time_split(events: DataFrame, test_days: float) -> TimeSplit:
-    """Train on everything before ``max(event_time) - test_days``; test on the rest."""
-    bounds = events.agg(F.min("event_time"), F.max("event_time")).first()
-    if bounds is None or bounds[1] is None:
-        raise EvaluationError("no events to split: ingest events first")
-    first, last = bounds
-    cutoff = last - timedelta(days=test_days)
-    if cutoff <= first:
-        raise EvaluationError(
-            f"events span {first} to {last}, not more than train.test_days={test_days} days: "
-            "no training period left before the test period"
-        )
-    return TimeSplit(
-        cutoff=cutoff,
-        train_events=events.where(F.col("event_time") < F.lit(cutoff)),
-        test_events=events.where(F.col("event_time") >= F.lit(cutoff)),
-    )
-
-
 def relevant_items(
     test_events: DataFrame,
     train_interactions: DataFrame,
-    config: InteractionsConfig,
-    exclude_purchased: bool = True,
+    interactions: InteractionsConfig,
+    serve: ServeConfig,
+    as_of: datetime | None,
 ) -> DataFrame:
-    """(user_id, item_id) pairs a recommender should have surfaced for users it knows."""
-    positive = aggregate_events(test_events, config).where(F.col("strength") > 0)
+    """(user_id, item_id) pairs a recommender should have surfaced for users it knows: positive
+    pairs of the held-out events, minus what serving would never recommend to the user as of
+    the end of the training period (bought or rated items, by the serving rules)."""
+    positive = aggregate_events(test_events, interactions).where(F.col("strength") > 0)
     known_users = train_interactions.select("user_id").distinct()
     relevant = positive.join(known_users, "user_id").select("user_id", "item_id")
-    if exclude_purchased:
-        purchased = train_interactions.where(F.col("purchase_count") > 0).select("user_id", "item_id")
-        relevant = relevant.join(purchased, ["user_id", "item_id"], "left_anti")
-    return relevant
+    excluded = user_exclusions(serve, train_interactions, as_of).select(
+        "user_id", F.explode("exclude").alias("item_id")
+    )
+    return relevant.join(excluded, ["user_id", "item_id"], "left_anti")
 
 
 def _ideal_dcg(n_relevant: F.Column, k: int) -> F.Column:
@@ -101,6 +81,22 @@ def per_user_metrics(recommendations: DataFrame, relevant: DataFrame, k: int) ->
         (F.col("ap_sum") / F.least(F.col("n_relevant"), F.lit(k))).alias("map"),
         (F.col("hits") > 0).cast("double").alias("hit_rate"),
     )
+
+
+def per_user_table(recommendations: DataFrame, relevant: DataFrame, k: int) -> pd.DataFrame:
+    """:func:`per_user_metrics` on the driver, one row per user sorted by user_id, so two
+    recommenders' tables line up user by user (the paired comparisons need that)."""
+    table = per_user_metrics(recommendations, relevant, k).toPandas()
+    if table.empty:
+        raise EvaluationError("no test user has a relevant item: the held-out events are empty")
+    return table.sort_values("user_id", kind="stable").reset_index(drop=True)
+
+
+def summarise(table: pd.DataFrame) -> tuple[dict[str, float], dict[str, Interval]]:
+    """Mean ranking metrics (plus ``users``) and each metric's bootstrap interval."""
+    intervals = {m: mean_interval(table[m].to_numpy(np.float64)) for m in RANKING_METRICS}
+    means = {m: interval.mean for m, interval in intervals.items()}
+    return {**means, "users": float(len(table))}, intervals
 
 
 def ranking_metrics(recommendations: DataFrame, relevant: DataFrame, k: int) -> dict[str, float]:

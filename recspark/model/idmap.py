@@ -10,6 +10,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.window import Window
 
+from recspark.core.privacy import index_high_water
 from recspark.core.tables import ITEM_IDS, USER_IDS, Lake, TableSpec
 
 
@@ -18,8 +19,7 @@ def extend_id_map(spark: SparkSession, lake: Lake, spec: TableSpec, ids: DataFra
     id_col, idx_col = (field.name for field in spec.schema.fields)
     lake.ensure(spark, spec)
     current = lake.read(spark, spec)
-    start = current.agg(F.max(idx_col)).first()[0]
-    start = -1 if start is None else int(start)
+    start = index_high_water(spark, lake, spec)  # never reuse a forgotten user's index
     new_ids = ids.select(id_col).distinct().join(current, id_col, "left_anti")
     numbered = new_ids.withColumn(
         idx_col, (F.row_number().over(Window.orderBy(id_col)) + F.lit(start)).cast("int")

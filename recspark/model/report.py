@@ -12,9 +12,17 @@ import html
 from collections.abc import Mapping, Sequence
 
 from recspark.core.config import BASELINE_LABELS, RANKING_METRICS
+from recspark.model.holdout import Scored
+from recspark.model.promotion import PromotionDecision
 
 COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd")
-LABELS = {"model": "ALS", **BASELINE_LABELS}
+LABELS = {
+    "champion": "the champion",
+    "als": "ALS",
+    "ease": "EASE (item-item)",
+    "blend": "ALS + EASE blend",
+    **BASELINE_LABELS,
+}
 
 Series = Sequence[tuple[float, float]]
 
@@ -83,36 +91,50 @@ def line_chart(
 
 def evaluation_report(
     title: str,
-    by_k: Mapping[str, Sequence[Mapping[str, float]]],
-    popularity_bands: Mapping[str, Sequence[Mapping[str, float]]],
+    scored: Mapping[str, Scored],
     summary: Mapping[str, float],
+    decision: PromotionDecision,
+    metric: str,
 ) -> str:
-    """The HTML page: a summary table, metric-by-K curves per recommender, popularity vs frequency.
+    """The HTML page: the decision, each recommender's metrics with bootstrap intervals, the
+    paired comparisons behind the decision, metric-by-K curves and popularity vs frequency.
 
-    ``by_k``: recommender -> rows of :func:`recspark.model.evaluation.metrics_by_k`;
-    ``popularity_bands``: recommender -> rows of :func:`recspark.model.evaluation.popularity_vs_frequency`.
+    ``scored``: recommender (the model's family, "popular", "category_popular") -> its scores.
     """
-    names = {name: LABELS.get(name, name) for name in by_k}
+    names = {name: LABELS.get(name, name) for name in scored}
     charts = [
         line_chart(
-            f"{metric} by K",
-            {names[n]: [(row["k"], row[metric]) for row in rows] for n, rows in by_k.items()},
+            f"{m} by K",
+            {names[n]: [(row["k"], row[m]) for row in s.by_k] for n, s in scored.items()},
             "K (list length)",
-            metric,
+            m,
         )
-        for metric in RANKING_METRICS
+        for m in RANKING_METRICS
     ]
     charts.append(
         line_chart(
             "popularity vs recommendation frequency",
-            {
-                LABELS.get(n, n): [(row["first_rank"], row["share"]) for row in rows]
-                for n, rows in popularity_bands.items()
-            },
+            {names[n]: [(row["first_rank"], row["share"]) for row in s.bands] for n, s in scored.items()},
             "item popularity rank (1 = most popular), band start",
             "share of top-K slots",
             width=900,
         )
+    )
+    header = "".join(f"<th>{html.escape(names[n])}</th>" for n in scored)
+    rows = "".join(
+        f"<tr><td>{m}@K</td>"
+        + "".join(f"<td>{html.escape(str(s.intervals[m]))}</td>" for s in scored.values())
+        + "</tr>"
+        for m in RANKING_METRICS
+    )
+    users = "".join(f"<td>{int(s.metrics['users'])}</td>" for s in scored.values())
+    intervals = (
+        f"<table><tr><th>metric (mean [95% bootstrap interval])</th>{header}</tr>{rows}"
+        f"<tr><td>test users</td>{users}</tr></table>"
+    )
+    comparisons = "".join(
+        f"<li>{html.escape(c.describe(metric, LABELS.get(ref, ref)))}</li>"
+        for ref, c in decision.comparisons.items()
     )
     table = "".join(
         f"<tr><td>{html.escape(name)}</td><td>{value:.5f}</td></tr>"
@@ -122,9 +144,12 @@ def evaluation_report(
         "<!DOCTYPE html>\n<html><head><meta charset='utf-8'>"
         f"<title>{html.escape(title)}</title>"
         "<style>body{font-family:sans-serif;margin:20px} svg{margin:6px;border:1px solid #ddd}"
-        "td{padding:1px 10px}</style></head><body>"
+        "td,th{padding:1px 10px;text-align:left}</style></head><body>"
         f"<h1>{html.escape(title)}</h1>"
+        f"<h2>Decision: {html.escape(decision.status)}</h2><p>{html.escape(decision.reason)}</p>"
+        f"<h2>Paired comparisons on the same test users</h2><ul>{comparisons or '<li>none</li>'}</ul>"
+        f"<h2>Metrics with confidence intervals</h2>{intervals}"
         f"<div>{''.join(charts)}</div>"
-        f"<h2>Metrics</h2><table>{table}</table>"
+        f"<h2>All logged metrics</h2><table>{table}</table>"
         "</body></html>\n"
     )

@@ -26,6 +26,7 @@ import pandas as pd
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
+from scipy import sparse
 from threadpoolctl import threadpool_limits
 
 TOPN_SCHEMA = T.StructType(
@@ -172,7 +173,7 @@ def recommend_top_n(
             norms = np.linalg.norm(matrix, axis=1, keepdims=True)
             unit = np.divide(matrix, norms, out=np.zeros_like(matrix), where=norms > 0)
         with _single_threaded_blas():
-            for batch in batches:
+            for batch in _at_most(batches, users_per_block):
                 for start in range(0, len(batch), ROWS_PER_PRODUCT):
                     part = batch.iloc[start : start + ROWS_PER_PRODUCT]
                     user_matrix = np.stack(part["features"].to_numpy()).astype(np.float32, copy=False)
@@ -195,5 +196,163 @@ def recommend_top_n(
     columns = ["user_id", "features", "exclude"]
     if explain:
         columns += ["history", "history_weight"]
-    spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(users_per_block))
     return users.select(*columns).mapInPandas(score_blocks, schema)
+
+
+def _at_most(batches: Iterator[pd.DataFrame], rows: int) -> Iterator[pd.DataFrame]:
+    """The Arrow batches Spark hands over, cut to at most ``rows`` users each: the block size
+    bounds each output frame without changing the session's Arrow settings for everyone."""
+    for batch in batches:
+        for start in range(0, len(batch), rows):
+            yield batch.iloc[start : start + rows]
+
+
+def _standardised(scores: np.ndarray) -> np.ndarray:
+    """Each row as z-scores (rows without spread become zeros), so two models' scores can be mixed."""
+    mean = scores.mean(axis=1, keepdims=True)
+    spread = scores.std(axis=1, keepdims=True)
+    return np.divide(scores - mean, spread, out=np.zeros_like(scores), where=spread > 0)
+
+
+def _similarity_matrix(
+    similarity: DataFrame | pd.DataFrame, targets: np.ndarray
+) -> tuple[np.ndarray, dict[str, int], sparse.csr_matrix]:
+    """The item-item weights towards ``targets`` as a sparse (source items x targets) matrix."""
+    if isinstance(similarity, pd.DataFrame):
+        frame = similarity
+    else:
+        frame = similarity.select("item_id", "similar_item_id", "weight").toPandas()
+    # Positions by binary search in the sorted id arrays: millions of rows, no Python loop.
+    ordered = np.sort(targets.astype(object))
+    similar = frame["similar_item_id"].to_numpy(dtype=object)
+    column = np.clip(np.searchsorted(ordered, similar), 0, max(len(ordered) - 1, 0))
+    known = ordered[column] == similar if len(ordered) else np.zeros(len(similar), dtype=bool)
+    position_of = np.argsort(targets.astype(object), kind="stable")  # sorted position -> targets index
+    sources_all = frame["item_id"].to_numpy(dtype=object)[known]
+    sources = np.unique(sources_all)
+    matrix = sparse.csr_matrix(
+        (
+            frame["weight"].to_numpy(np.float32)[known],
+            (np.searchsorted(sources, sources_all), position_of[column[known]]),
+        ),
+        shape=(len(sources), len(targets)),
+        dtype=np.float32,
+    )
+    return sources, {item_id: i for i, item_id in enumerate(sources)}, matrix
+
+
+def recommend_item_item(
+    spark: SparkSession,
+    users: DataFrame,
+    similarity: DataFrame | pd.DataFrame,
+    items: DataFrame,
+    n: int,
+    users_per_block: int = 2048,
+    explain: bool = False,
+    als_weight: float = 0.0,
+    weighted: bool = False,
+) -> DataFrame:
+    """Top-n items per user from their history times item-item weights, optionally blended with ALS.
+
+    ``users``: ``user_id``, ``history`` (array<string>: the items the user interacted with
+    positively), ``exclude`` (array<string> or null) and, for a blend, ``features``; with
+    ``weighted``, also ``history_weight`` (array<double>: what each history item counts, as the
+    weights were learned with), else every history item counts 1.
+    ``similarity``: ``item_id``, ``similar_item_id``, ``weight`` (how much interacting with
+    ``item_id`` speaks for ``similar_item_id``). ``items``: the eligible items, ``item_id`` and,
+    for a blend, their ALS ``features``. Returns ``user_id, rank, item_id, score`` (plus
+    ``because_item_id``: the history item with the largest weight towards it, with ``explain``).
+
+    Without ALS (``als_weight`` 0) only items some history item has a weight towards are
+    candidates, so a user with a thin history gets a short list (the caller fills it). A blend
+    mixes the two models' per-user z-scores, ``als_weight`` x ALS + (1 - ``als_weight``) x
+    item-item, over every eligible item.
+    """
+    blend = als_weight > 0
+    if blend:
+        targets, factor_matrix = collect_factors(items, "item_id")
+    else:
+        targets = np.sort(items.select("item_id").toPandas()["item_id"].to_numpy(dtype=object))
+        factor_matrix = None
+    schema = EXPLAINED_SCHEMA if explain else TOPN_SCHEMA
+    if len(targets) == 0:
+        return spark.createDataFrame([], schema)
+    sources, source_row, weights = _similarity_matrix(similarity, targets)
+    position = {item_id: i for i, item_id in enumerate(targets)}
+    shared = spark.sparkContext.broadcast((targets, position, sources, source_row, weights, factor_matrix))
+
+    def history_matrix(part: pd.DataFrame, rows: dict[str, int], width: int) -> sparse.csr_matrix:
+        indptr, indices, values = [0], [], []
+        weights = part["history_weight"] if weighted else [None] * len(part)
+        for history, weight in zip(part["history"], weights, strict=True):
+            known: dict[int, float] = {}
+            for n_item, item in enumerate(history if history is not None else ()):
+                if item in rows:
+                    known[rows[item]] = 1.0 if weight is None else float(weight[n_item])
+            for column in sorted(known):
+                indices.append(column)
+                values.append(known[column])
+            indptr.append(len(indices))
+        data = np.asarray(values, dtype=np.float32)
+        return sparse.csr_matrix((data, indices, indptr), shape=(len(part), width))
+
+    def score_blocks(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        ids, pos, source_ids, rows, matrix, factors = shared.value
+        item_columns = np.ascontiguousarray(factors.T) if factors is not None else None
+        with _single_threaded_blas():
+            for batch in _at_most(batches, users_per_block):
+                for start in range(0, len(batch), ROWS_PER_PRODUCT):
+                    part = batch.iloc[start : start + ROWS_PER_PRODUCT]
+                    history = history_matrix(part, rows, matrix.shape[0])
+                    item_item = (history @ matrix).toarray()
+                    if item_columns is not None:
+                        user_matrix = np.stack(part["features"].to_numpy()).astype(np.float32, copy=False)
+                        scores = als_weight * _standardised(user_matrix @ item_columns) + (
+                            1.0 - als_weight
+                        ) * _standardised(item_item)
+                    else:
+                        scores = np.where(item_item != 0, item_item, -np.inf).astype(np.float32)
+                    for row, excluded in enumerate(part["exclude"].to_numpy()):
+                        if excluded is not None and len(excluded):
+                            scores[row, [pos[i] for i in excluded if i in pos]] = -np.inf
+                    cols, best = top_n_scores(scores, n)
+                    keep = np.isfinite(best)
+                    ranks = np.broadcast_to(np.arange(1, cols.shape[1] + 1, dtype=np.int32), cols.shape)
+                    user_ids = np.repeat(part["user_id"].to_numpy(), cols.shape[1]).reshape(cols.shape)
+                    out = {
+                        "user_id": user_ids[keep],
+                        "rank": ranks[keep],
+                        "item_id": ids[cols[keep]],
+                        "score": best[keep].astype(np.float64),
+                    }
+                    if explain:
+                        because = _item_item_because(history, matrix, cols, keep, source_ids)
+                        out["because_item_id"] = because[keep]
+                    yield pd.DataFrame(out)
+
+    if "exclude" not in users.columns:
+        users = users.withColumn("exclude", F.lit(None).cast("array<string>"))
+    columns = ["user_id", "history", "exclude"] + (["history_weight"] if weighted else [])
+    columns += ["features"] if blend else []
+    return users.select(*columns).mapInPandas(score_blocks, schema)
+
+
+def _item_item_because(
+    history: sparse.csr_matrix,
+    weights: sparse.csr_matrix,
+    cols: np.ndarray,
+    keep: np.ndarray,
+    source_ids: np.ndarray,
+) -> np.ndarray:
+    """Per picked item, the user's history item with the largest weight towards it."""
+    because = np.full(cols.shape, None, dtype=object)
+    for row in range(cols.shape[0]):
+        sources = history.indices[history.indptr[row] : history.indptr[row + 1]]
+        picked = cols[row][keep[row]]
+        if len(sources) == 0 or len(picked) == 0:
+            continue
+        contribution = weights[sources][:, picked].toarray()  # history x picked
+        best = np.argmax(contribution, axis=0)
+        has_weight = contribution[best, np.arange(len(picked))] != 0
+        because[row, : len(picked)] = np.where(has_weight, source_ids[sources[best]], None)
+    return because

@@ -1,31 +1,56 @@
-"""The settings `recspark tune` found best: where they are kept and how `train` applies them.
+"""The settings tuning found best: where they are kept, when they are stale, how `train` uses them.
 
 They live as a small JSON file next to the tables (``<lake.root>/_tuning/best_params.json`` unless
 ``tune.best_params_path`` says otherwise), written and read through Hadoop's FileSystem so an
 object-store lake works like a local one. The file names the tuning run, so every trained model
-can be traced to the search that chose its settings.
+can be traced to the search that chose its family and settings.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
+from datetime import datetime, timedelta, timezone
 
 from pyspark.sql import SparkSession
 
-from recspark.core.config import Config, ConfigError, TrainConfig
+from recspark.core.config import Config, ConfigError, TuneConfig
 from recspark.core.tables import Lake
-
-TUNED_KEYS = ("rank", "reg_param", "alpha")
+from recspark.model.families import ALL_FAMILIES, ALS, ModelSpec
+from recspark.model.sources import POPULAR, TRENDING
 
 
 @dataclass(frozen=True)
-class TunedParams:
-    params: dict[str, float]  # rank, reg_param, alpha
-    run_id: str  # the MLflow run of the search
+class TunedPlan:
+    family: str  # the family that won on the validation period
+    params: dict[str, dict[str, object]]  # family -> its best settings (ModelSpec.params())
+    scores: dict[str, float]  # family -> its best validation score
     metric: str
-    value: float  # the best trial's validation score
-    validation_cutoff: str
+    run_id: str  # the MLflow run of the search
+    created_at: str  # ISO 8601, UTC
+    positives: int  # positive user-item pairs in the lake when tuned (for staleness)
+    validation: str  # the validation period, in words
+    fallback: str = "trending"  # what fills lists after popular-in-your-categories: trending | popular
+
+    def spec(self, config: Config) -> ModelSpec:
+        return ModelSpec.from_params(self.params[self.family], config)
+
+    @property
+    def value(self) -> float:
+        return self.scores[self.family]
+
+    def stale_because(self, tune: TuneConfig, positives: int, now: datetime | None = None) -> str | None:
+        """Why these settings should be searched again, or None while they are fresh."""
+        now = now or datetime.now(timezone.utc)
+        age = now - datetime.fromisoformat(self.created_at)
+        if age > timedelta(days=tune.max_age_days):
+            return f"tuned {age.days} days ago (tune.max_age_days={tune.max_age_days:g})"
+        if self.positives and positives > self.positives * (1 + tune.max_growth):
+            return (
+                f"interactions grew from {self.positives} to {positives} positive pairs since "
+                f"(tune.max_growth={tune.max_growth:g})"
+            )
+        return None
 
 
 def tuned_params_path(config: Config, lake: Lake) -> str:
@@ -38,9 +63,9 @@ def _hadoop_file(spark: SparkSession, path: str):  # -> (FileSystem, Path) JVM o
     return hadoop_path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration()), hadoop_path
 
 
-def write_tuned(spark: SparkSession, path: str, tuned: TunedParams) -> str:
+def write_tuned(spark: SparkSession, path: str, plan: TunedPlan) -> str:
     """Replace the file at ``path``; returns the JSON written."""
-    text = json.dumps(asdict(tuned), indent=2, sort_keys=True) + "\n"
+    text = json.dumps(asdict(plan), indent=2, sort_keys=True) + "\n"
     fs, hadoop_path = _hadoop_file(spark, path)
     out = fs.create(hadoop_path, True)
     try:
@@ -50,8 +75,8 @@ def write_tuned(spark: SparkSession, path: str, tuned: TunedParams) -> str:
     return text
 
 
-def read_tuned(spark: SparkSession, config: Config, lake: Lake) -> TunedParams | None:
-    """The stored best settings, or None when `recspark tune` has not written any."""
+def read_tuned(spark: SparkSession, config: Config, lake: Lake) -> TunedPlan | None:
+    """The stored plan, or None when no tuning has written one."""
     path = tuned_params_path(config, lake)
     fs, hadoop_path = _hadoop_file(spark, path)
     if not fs.exists(hadoop_path):
@@ -64,24 +89,33 @@ def read_tuned(spark: SparkSession, config: Config, lake: Lake) -> TunedParams |
     hint = "rerun `recspark tune` or set train.use_tuned=false"
     try:
         data = json.loads(raw.decode("utf-8"))
-        tuned = TunedParams(
-            params={key: data["params"][key] for key in TUNED_KEYS},
-            run_id=str(data["run_id"]),
+        if "family" not in data:  # written before model families: ALS settings only
+            data = {
+                **data,
+                "family": ALS,
+                "params": {ALS: {"family": ALS, **data["params"]}},
+                "scores": {ALS: data["value"]},
+                "created_at": datetime.now(timezone.utc).isoformat(),
+                "positives": 0,
+                "validation": data.get("validation_cutoff", "unknown"),
+            }
+        plan = TunedPlan(
+            family=str(data["family"]),
+            params={str(k): dict(v) for k, v in data["params"].items()},
+            scores={str(k): float(v) for k, v in data["scores"].items()},
             metric=str(data["metric"]),
-            value=float(data["value"]),
-            validation_cutoff=str(data["validation_cutoff"]),
+            run_id=str(data["run_id"]),
+            created_at=str(data["created_at"]),
+            positives=int(data["positives"]),
+            validation=str(data["validation"]),
+            fallback=str(data.get("fallback", TRENDING)),
         )
-        apply_tuned(TrainConfig(), tuned)  # the values must make a valid TrainConfig
-    except (ValueError, KeyError, TypeError) as exc:
+        if plan.fallback not in (TRENDING, POPULAR):
+            raise ValueError(f"unknown fallback {plan.fallback!r}")
+        if plan.family not in ALL_FAMILIES:
+            raise ValueError(f"unknown family {plan.family!r}")
+        plan.spec(config)  # the values must make a valid model spec
+        datetime.fromisoformat(plan.created_at)
+    except (ValueError, KeyError, TypeError, AttributeError, ConfigError) as exc:
         raise ConfigError(f"tuned settings at {path} are unusable ({exc}): {hint}") from exc
-    return tuned
-
-
-def apply_tuned(settings: TrainConfig, tuned: TunedParams | None) -> TrainConfig:
-    """``settings`` with the tuned rank, reg_param and alpha (unchanged when there are none)."""
-    if tuned is None:
-        return settings
-    p = tuned.params
-    if not isinstance(p["rank"], int) or isinstance(p["rank"], bool):
-        raise ValueError(f"rank must be a whole number, got {p['rank']!r}")
-    return replace(settings, rank=p["rank"], reg_param=float(p["reg_param"]), alpha=float(p["alpha"]))
+    return plan

@@ -30,7 +30,7 @@ from recspark.core.config import EVENT_TYPES, REQUIRED_FIELDS
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["EVENT_TYPES", "ShopSpec", "ShopSummary", "generate_events", "write_shop"]
+__all__ = ["EVENT_TYPES", "LandingNotEmptyError", "ShopSpec", "ShopSummary", "generate_events", "write_shop"]
 
 # Indices into the contract's EVENT_TYPES (events store their type as this index).
 _VIEW, _CART, _REMOVE, _PURCHASE, _RATING = (
@@ -611,13 +611,45 @@ def _bad_line(record: dict[str, object], kind: int, cut: float, field: int) -> s
     return text
 
 
+class LandingNotEmptyError(FileExistsError):
+    """Event files of the same names are already in the landing folder."""
+
+
+def event_file_names(spec: ShopSpec) -> list[str]:
+    """``events-YYYYMMDD-NN.jsonl`` for every UTC day and time slice of the window, in order."""
+    epoch = _start_epoch(spec)
+    first_day = epoch // _DAY
+    last_day = (epoch + spec.days * _DAY - 1) // _DAY
+    return [
+        f"events-{datetime.fromtimestamp(int(day) * _DAY, tz=timezone.utc):%Y%m%d}-{slot:02d}.jsonl"
+        for day in range(first_day, last_day + 1)
+        for slot in range(spec.files_per_day)
+    ]
+
+
+def _refuse_existing(events_dir: Path, names: list[str]) -> None:
+    """Spark's file source tracks files by path: a replaced file that was already ingested is
+    never read again, so its new content would be silently lost."""
+    existing = [name for name in names if (events_dir / name).exists()]
+    if existing:
+        raise LandingNotEmptyError(
+            f"{len(existing)} of the {len(names)} event files to write already exist in {events_dir} "
+            f"(first: {existing[0]}); ingestion never re-reads a replaced file, so pick an empty folder "
+            f"(ingest.path)"
+        )
+
+
 def write_shop(spec: ShopSpec, events_dir: Path, catalog_path: Path) -> ShopSummary:
     """Write the catalog and the event files (with ingestion noise) atomically; summarise them.
 
     Files are ``events-YYYYMMDD-NN.jsonl`` per UTC day and time slice, in time order. Noise:
     ``bad_fraction`` broken lines and ``duplicate_fraction`` verbatim re-emissions (producer
     retries), half in the same file after the original, half in one of the next three files.
+    Refuses (:class:`LandingNotEmptyError`, before writing anything) when an event file of the same
+    name exists; the catalog is replaced, since it is re-read whole.
     """
+    names = event_file_names(spec)
+    _refuse_existing(Path(events_dir), names)
     rng = np.random.default_rng(spec.seed)
     catalog, ev = _simulate(spec, rng)
     n = ev.seconds.size
@@ -687,9 +719,8 @@ def write_shop(spec: ShopSpec, events_dir: Path, catalog_path: Path) -> ShopSumm
     cuts = np.searchsorted(files[order], np.arange(n_files + 1))
     logger.info("generate: %d duplicates and %d bad lines added", n_dup, n_bad)
 
-    days = [datetime.fromtimestamp(int(first_day + d) * _DAY, tz=timezone.utc) for d in range(n_files)]
-    for f in range(n_files):
-        name = f"events-{days[f // fpd]:%Y%m%d}-{f % fpd:02d}.jsonl"
+    assert len(names) == n_files
+    for f, name in enumerate(names):
         chunk = order[cuts[f] : cuts[f + 1]].tolist()
         _atomic_write(events_dir / name, "".join(all_lines[i] + "\n" for i in chunk))
     logger.info("generate: wrote %d event files to %s", n_files, events_dir)

@@ -1,4 +1,4 @@
-"""Operator tasks on the lake: rebuild interactions, table maintenance, forgetting a user."""
+"""Operator tasks on the lake: rebuild interactions and table maintenance."""
 
 from __future__ import annotations
 
@@ -6,18 +6,13 @@ import logging
 
 from delta.tables import DeltaTable
 from pyspark.sql import SparkSession
-from pyspark.sql import functions as F
 
 from recspark.core.config import Config
 from recspark.core.interactions import aggregate_events
 from recspark.core.tables import (
     ALL_TABLES,
-    ALS_USER_FACTORS,
     EVENTS,
     INTERACTIONS,
-    QUARANTINE,
-    RECOMMENDATIONS,
-    USER_IDS,
     Lake,
 )
 
@@ -60,21 +55,3 @@ def maintain(spark: SparkSession, lake: Lake, retention_hours: float) -> dict[st
         done[spec.name] += ", vacuumed"
         log.info("maintain: %s %s", spec.name, done[spec.name])
     return done
-
-
-def forget_user(spark: SparkSession, lake: Lake, user_id: str) -> dict[str, int]:
-    """Delete one user's rows from every table that holds them; returns rows deleted per table.
-
-    Delta DELETE is logical until VACUUM removes the old files (after the retention period);
-    raw event files in the landing directory and Kafka topics are outside the lake.
-    """
-    deleted = {}
-    for spec in (EVENTS, QUARANTINE, INTERACTIONS, RECOMMENDATIONS, USER_IDS, ALS_USER_FACTORS):
-        if not lake.exists(spark, spec):
-            continue
-        table = DeltaTable.forPath(spark, lake.path(spec.name))
-        table.delete(F.col("user_id") == F.lit(user_id))
-        metrics = table.history(1).select("operationMetrics").first()[0] or {}
-        deleted[spec.name] = int(metrics.get("numDeletedRows", 0))
-    log.info("forget-user %s: %s", user_id, deleted)
-    return deleted

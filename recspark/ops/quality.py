@@ -24,19 +24,17 @@ from typing import Any
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
-from recspark.core.config import EVENT_TYPES, Config
+from recspark.core.config import EVENT_TYPES, QUALITY_SUITES, Config
 from recspark.core.gates import Gate
 from recspark.core.interactions import COUNT_COLUMNS
-from recspark.core.tables import QUALITY_RESULTS, QUALITY_RESULTS_SCHEMA, RECOMMENDATION_SOURCES, Lake
+from recspark.core.tables import QUALITY_RESULTS, RECOMMENDATION_SOURCES, Lake
 
 log = logging.getLogger(__name__)
 
-EVENTS_SUITE = "events"
-INTERACTIONS_SUITE = "interactions"
-RECOMMENDATIONS_SUITE = "recommendations"
-SUITES = (EVENTS_SUITE, INTERACTIONS_SUITE, RECOMMENDATIONS_SUITE)
+SUITES = QUALITY_SUITES
+EVENTS_SUITE, INTERACTIONS_SUITE, RECOMMENDATIONS_SUITE = SUITES
 
-EARLIEST_EVENT_TIME = datetime(2000, 1, 1, tzinfo=timezone.utc)
+EARLIEST_EVENT_TIME = datetime(1970, 1, 1, tzinfo=timezone.utc)  # ingest.min_event_time default
 # Clocks drift and producers buffer; more than this ahead of now is a broken timestamp.
 MAX_EVENT_TIME_AHEAD = timedelta(days=1)
 
@@ -121,7 +119,7 @@ def _events_expectations() -> list[Any]:
             column="event_time",
             min_value={"$PARAMETER": "min_event_time"},
             max_value={"$PARAMETER": "max_event_time"},
-            description="event_time is after 2000-01-01 and at most 1 day ahead of now",
+            description="event_time is within ingest.min_event_time and ingest.max_future_minutes",
         ),
         E.ExpectColumnValuesToNotBeNull(
             column="value", row_condition=is_rating, description="ratings have a value"
@@ -223,7 +221,7 @@ class _QualityContext:
         else:
             project_dir.mkdir(parents=True, exist_ok=True)
             self.context = gx.get_context(mode="file", project_root_dir=str(project_dir))
-            self._configure_docs_site()
+            _configure_docs_site(self.context, project_dir / "data_docs")
         self.context.variables.progress_bars = ProgressBarsConfig(globally=False)
         self.lock = threading.RLock()
         # The frame is persisted (or not) by us around each run: GE would cache it for good.
@@ -231,24 +229,6 @@ class _QualityContext:
         self.definitions = {
             name: self._register(source, name, build()) for name, build in _SUITE_EXPECTATIONS.items()
         }
-
-    def _configure_docs_site(self) -> None:
-        assert self.docs_dir is not None
-        site = {
-            "class_name": "SiteBuilder",
-            "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
-            "store_backend": {
-                "class_name": "TupleFilesystemStoreBackend",
-                "base_directory": str(self.docs_dir),
-            },
-        }
-        sites = self.context.list_data_docs_sites()
-        for name in [n for n in sites if n != self.DATASOURCE]:
-            self.context.delete_data_docs_site(name)
-        if self.DATASOURCE in sites:
-            self.context.update_data_docs_site(self.DATASOURCE, site)
-        else:
-            self.context.add_data_docs_site(self.DATASOURCE, site)
 
     def _register(self, source: Any, name: str, expectations: list[Any]) -> Any:
         """Add (or, in a file context written by an earlier run, replace) one suite."""
@@ -280,46 +260,8 @@ class _QualityContext:
                 result_format={"result_format": "BASIC", "partial_unexpected_count": 0},
             )
             if not outcome.success:
-                self._add_examples(definition, outcome, frame, parameters)
+                _add_examples(definition, outcome, frame, parameters)
             return outcome
-
-    def _add_examples(
-        self, definition: Any, outcome: Any, frame: DataFrame, parameters: dict[str, Any]
-    ) -> None:
-        """Fill ``partial_unexpected_list`` of the failed results (in memory, not in the store)."""
-        gx = _gx()
-        failed = [
-            r
-            for r in outcome.results
-            if not r.success
-            and not (r.exception_info or {}).get("raised_exception")
-            and (r.result or {}).get("unexpected_count")
-        ]
-        if not failed:
-            return
-        expectations = []
-        for result in failed:
-            expectation = result.expectation_config.to_domain_obj()
-            expectation.id = None  # a copy, free to join the (unsaved) sampling suite
-            expectations.append(expectation)
-        sample_suite = gx.ExpectationSuite(name=f"{definition.suite.name}_samples", expectations=expectations)
-        try:
-            batch = definition.data.get_batch(batch_parameters={"dataframe": frame})
-            samples = batch.validate(
-                sample_suite,
-                result_format={
-                    "result_format": "BASIC",
-                    "partial_unexpected_count": EXAMPLES_PER_FAILURE,
-                },
-                expectation_parameters=parameters,
-            )
-        except Exception as exc:  # examples are a convenience; the verdict stands without them
-            log.warning("quality: could not sample failing rows: %s", str(exc).splitlines()[0])
-            return
-        for result, sample in zip(failed, samples.results, strict=False):
-            examples = (sample.result or {}).get("partial_unexpected_list")
-            if examples:
-                result.result["partial_unexpected_list"] = examples
 
     def keep_recent_results(self, keep: int) -> list[Any]:
         """Drop all but the newest ``keep`` stored results (and their Data Docs pages)."""
@@ -352,6 +294,59 @@ class _QualityContext:
                 resource_identifiers=[ExpectationSuiteIdentifier(name=suite), *newest],
             )
         return self.docs_dir / "index.html"
+
+
+def _configure_docs_site(context: Any, docs_dir: Path) -> None:
+    """One local Data Docs site under ``docs_dir`` (any other site a user added is removed)."""
+    site = {
+        "class_name": "SiteBuilder",
+        "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
+        "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": str(docs_dir)},
+    }
+    sites = context.list_data_docs_sites()
+    for name in [n for n in sites if n != _QualityContext.DATASOURCE]:
+        context.delete_data_docs_site(name)
+    if _QualityContext.DATASOURCE in sites:
+        context.update_data_docs_site(_QualityContext.DATASOURCE, site)
+    else:
+        context.add_data_docs_site(_QualityContext.DATASOURCE, site)
+
+
+def _add_examples(definition: Any, outcome: Any, frame: DataFrame, parameters: dict[str, Any]) -> None:
+    """Fill ``partial_unexpected_list`` of the failed results (in memory, not in the store)."""
+    gx = _gx()
+    failed = [
+        r
+        for r in outcome.results
+        if not r.success
+        and not (r.exception_info or {}).get("raised_exception")
+        and (r.result or {}).get("unexpected_count")
+    ]
+    if not failed:
+        return
+    expectations = []
+    for result in failed:
+        expectation = result.expectation_config.to_domain_obj()
+        expectation.id = None  # a copy, free to join the (unsaved) sampling suite
+        expectations.append(expectation)
+    sample_suite = gx.ExpectationSuite(name=f"{definition.suite.name}_samples", expectations=expectations)
+    try:
+        batch = definition.data.get_batch(batch_parameters={"dataframe": frame})
+        samples = batch.validate(
+            sample_suite,
+            result_format={
+                "result_format": "BASIC",
+                "partial_unexpected_count": EXAMPLES_PER_FAILURE,
+            },
+            expectation_parameters=parameters,
+        )
+    except Exception as exc:  # examples are a convenience; the verdict stands without them
+        log.warning("quality: could not sample failing rows: %s", str(exc).splitlines()[0])
+        return
+    for result, sample in zip(failed, samples.results, strict=False):
+        examples = (sample.result or {}).get("partial_unexpected_list")
+        if examples:
+            result.result["partial_unexpected_list"] = examples
 
 
 _CONTEXTS: dict[Path | None, _QualityContext] = {}
@@ -440,13 +435,17 @@ def _example(value: Any) -> str:
     return repr(value)
 
 
-def _events_batch(df: DataFrame, now: datetime | None = None) -> tuple[DataFrame, dict[str, Any]]:
+def _events_batch(
+    df: DataFrame,
+    now: datetime | None = None,
+    earliest: datetime = EARLIEST_EVENT_TIME,
+    ahead: timedelta = MAX_EVENT_TIME_AHEAD,
+) -> tuple[DataFrame, dict[str, Any]]:
+    """``earliest`` and ``ahead``: the bounds ingest enforces (a gate must not fail on events
+    ingest accepted, e.g. a 22-year history)."""
     now = now or datetime.now(timezone.utc)
     frame = df.select("event_id", "user_id", "item_id", "event_time", "event_type", "value")
-    return frame, {
-        "min_event_time": EARLIEST_EVENT_TIME,
-        "max_event_time": now + MAX_EVENT_TIME_AHEAD,
-    }
+    return frame, {"min_event_time": earliest, "max_event_time": now + ahead}
 
 
 def _interactions_batch(df: DataFrame) -> tuple[DataFrame, dict[str, Any]]:
@@ -490,31 +489,17 @@ _BATCHES: dict[str, Callable[..., tuple[DataFrame, dict[str, Any]]]] = {
 }
 
 
-def validate_events(spark: SparkSession, df: DataFrame, now: datetime | None = None) -> QualityResult:
-    """Contract checks on events: required ids, known types, unique ids, sane times, ratings."""
-    return _run_suite(EVENTS_SUITE, *_events_batch(df, now))
+def validate(suite: str, df: DataFrame, project_dir: Path | None = None, **checks: Any) -> QualityResult:
+    """Validate ``df`` with ``suite`` (nothing recorded, nothing raised): the gate's core.
 
-
-def validate_interactions(spark: SparkSession, df: DataFrame) -> QualityResult:
-    """What ALS trains on: one row per pair, ids present, nothing negative."""
-    return _run_suite(INTERACTIONS_SUITE, *_interactions_batch(df))
-
-
-def validate_recommendations(
-    spark: SparkSession,
-    df: DataFrame,
-    top_n: int,
-    unavailable_items: DataFrame | None = None,
-    min_rows: int | None = None,
-) -> QualityResult:
-    """The serving contract: N ranked rows per user, ordered scores, only available items.
-
-    ``unavailable_items`` holds an ``item_id`` column (e.g. the catalog rows with
-    ``available = false``); None skips that check. Every user must have ``top_n`` rows; pass
-    ``min_rows`` (e.g. the number of eligible items) when the catalog may be smaller than N.
+    ``checks`` go to the suite: ``now``, ``earliest``, ``ahead`` for events; ``top_n`` (required),
+    ``unavailable_items`` (an ``item_id`` column; None skips that check) and ``min_rows`` (e.g.
+    the number of eligible items, when the catalog may be smaller than N) for recommendations.
     """
-    batch = _recommendations_batch(df, top_n, unavailable_items, min_rows)
-    return _run_suite(RECOMMENDATIONS_SUITE, *batch)
+    if suite not in _BATCHES:
+        raise ValueError(f"unknown quality suite {suite!r}; known: {', '.join(SUITES)}")
+    frame, parameters = _BATCHES[suite](df, **checks)
+    return _run_suite(suite, frame, parameters, project_dir)
 
 
 # --------------------------------------------------------------------------------------------
@@ -550,13 +535,15 @@ def run_gate(
     action = settings.on_failure.get(suite, "fail")
     if suite == RECOMMENDATIONS_SUITE:
         kwargs.setdefault("top_n", config.serve.top_n)
+    if suite == EVENTS_SUITE:
+        kwargs.setdefault("earliest", config.ingest.earliest_event_time.replace(tzinfo=timezone.utc))
+        kwargs.setdefault("ahead", timedelta(minutes=config.ingest.max_future_minutes))
 
     project = quality_dir(lake) if settings.data_docs else None
     if settings.data_docs and project is None and lake.root not in _DOCS_NOTICE_GIVEN:
         _DOCS_NOTICE_GIVEN.add(lake.root)
         log.info("quality: Data Docs skipped, lake root %s is not a local path", lake.root)
-    frame, parameters = _BATCHES[suite](df, **kwargs)
-    result = replace(_run_suite(suite, frame, parameters, project), table_name=table, action=action)
+    result = replace(validate(suite, df, project, **kwargs), table_name=table, action=action)
     _record(spark, lake, result, job, table_version)
     if project is not None:
         try:
@@ -589,7 +576,6 @@ def _record(
     spark: SparkSession, lake: Lake, result: QualityResult, job: str, table_version: int | None
 ) -> None:
     """Append the result's summary row to ``quality_results`` (a blind append never conflicts)."""
-    lake.ensure(spark, QUALITY_RESULTS)
     failures = "; ".join(result.failures)[:FAILURE_TEXT_LIMIT] or None
     row = (
         datetime.now(timezone.utc),
@@ -603,12 +589,7 @@ def _record(
         failures,
         result.action,
     )
-    (
-        spark.createDataFrame([row], QUALITY_RESULTS_SCHEMA)
-        .write.format("delta")
-        .mode("append")
-        .save(lake.path(QUALITY_RESULTS.name))
-    )
+    lake.append_row(spark, QUALITY_RESULTS, row)
 
 
 def latest_results(spark: SparkSession, lake: Lake, suites: Sequence[str] = SUITES) -> DataFrame:

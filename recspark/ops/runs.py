@@ -2,7 +2,9 @@
 
 Every command wrapped in :func:`track_job` leaves one row behind, succeeded or failed, so "what
 ran, when, how long, with what result" is a query on the lake rather than a search through
-scheduler logs. :func:`status_report` puts that next to table freshness and the champion model.
+scheduler logs. :func:`gather_status` reads that next to table freshness, the champion model and
+the quality gates, once; :func:`render_status` shows it to a person, :func:`status_json` to a
+monitoring system.
 """
 
 from __future__ import annotations
@@ -21,7 +23,16 @@ from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
 from recspark.core.config import Config
-from recspark.core.tables import ALL_TABLES, JOB_RUNS, JOB_RUNS_SCHEMA, QUALITY_RESULTS, Lake
+from recspark.core.secrets import redact
+from recspark.core.tables import (
+    ALL_TABLES,
+    CHAMPION_HISTORY,
+    INGEST_METRICS,
+    JOB_RUNS,
+    QUALITY_RESULTS,
+    Lake,
+    TableSpec,
+)
 
 log = logging.getLogger(__name__)
 
@@ -54,9 +65,10 @@ class JobRun:
 
 
 def error_text(exc: BaseException) -> str:
-    """The first line of the error, with its type, short enough for a table cell."""
+    """The first line of the error, with its type, short enough for a table cell and with any
+    credentials redacted (an error about the tracking store quotes its URI)."""
     lines = str(exc).strip().splitlines()
-    message = f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
+    message = f"{type(exc).__name__}: {redact(lines[0])}" if lines else type(exc).__name__
     return message[:ERROR_LIMIT]
 
 
@@ -75,7 +87,6 @@ def record_job_run(
     error: str | None,
 ) -> None:
     """Append one row to ``job_runs`` (blind appends: concurrent jobs never conflict)."""
-    lake.ensure(spark, JOB_RUNS)
     row = (
         run_id,
         job,
@@ -85,14 +96,9 @@ def record_job_run(
         None if rows_in is None else int(rows_in),
         None if rows_out is None else int(rows_out),
         None if model_version is None else str(model_version),
-        None if error is None else error[:ERROR_LIMIT],
+        None if error is None else redact(error)[:ERROR_LIMIT],
     )
-    (
-        spark.createDataFrame([row], JOB_RUNS_SCHEMA)
-        .write.format("delta")
-        .mode("append")
-        .save(lake.path(JOB_RUNS.name))
-    )
+    lake.append_row(spark, JOB_RUNS, row)
 
 
 @contextmanager
@@ -159,8 +165,95 @@ def _record_safely(
     log.info("job run %s (%s) recorded as %s", run.run_id, run.job, status)
 
 
+def ingest_counts(spark: SparkSession, lake: Lake, since: datetime) -> tuple[int, int]:
+    """Rows read and events written by the ingest batches that started at or after ``since``
+    (the ``ingest_metrics`` rows a run wrote), for its ``job_runs`` row."""
+    if not lake.exists(spark, INGEST_METRICS):
+        return 0, 0
+    row = (
+        lake.read(spark, INGEST_METRICS)
+        .where(F.col("started_at") >= F.lit(since))
+        .agg(F.sum("input_rows"), F.sum("events_written"))
+        .first()
+    )
+    return (0, 0) if row is None else (int(row[0] or 0), int(row[1] or 0))
+
+
 # --------------------------------------------------------------------------------------------
-# Status report
+# Status: gathered once (:func:`gather_status`), rendered as text or as JSON
+
+
+@dataclass(frozen=True)
+class TableState:
+    """One table's freshness; ``error`` is set when the table exists but cannot be read."""
+
+    name: str
+    exists: bool
+    rows: int | None = None
+    version: int | None = None
+    last_commit: float | None = None  # epoch seconds, UTC
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class ChampionState:
+    """The registry's answer. ``state``: champion, none, no_store (no local store yet) or
+    unreachable (``message`` says why)."""
+
+    model_name: str
+    tracking_uri: str
+    state: str
+    message: str | None = None
+    version: str | None = None
+    run_id: str | None = None
+    family: str | None = None
+    registered_at: float | None = None
+    promoted_at: float | None = None
+    metrics: dict[str, float | None] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RunState:
+    """One ``job_runs`` row (times as epoch seconds)."""
+
+    run_id: str
+    job: str
+    status: str
+    started_at: float
+    ended_at: float | None
+    rows_in: int | None
+    rows_out: int | None
+    model_version: str | None
+    error: str | None
+
+    @property
+    def duration(self) -> float | None:
+        return None if self.ended_at is None else self.ended_at - self.started_at
+
+
+@dataclass(frozen=True)
+class GateState:
+    """The newest quality gate result of one suite on one table."""
+
+    suite: str
+    table: str
+    table_version: int | None
+    validated_at: float
+    success: bool
+    action: str
+    failures: str | None
+
+
+@dataclass(frozen=True)
+class StatusSnapshot:
+    """Everything the status report shows, read once so text and JSON cannot disagree."""
+
+    at: float
+    lake_root: str
+    tables: list[TableState]
+    champion: ChampionState
+    runs: list[RunState]
+    gates: list[GateState]
 
 
 def format_age(seconds: float) -> str:
@@ -192,6 +285,15 @@ def _utc(epoch: float | None) -> str:
     return datetime.fromtimestamp(epoch, timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
 
 
+def _iso(epoch: float | None) -> str | None:
+    return None if epoch is None else datetime.fromtimestamp(epoch, timezone.utc).isoformat()
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 def _aligned(headers: Sequence[str], rows: Sequence[Sequence[Any]], indent: str = "  ") -> list[str]:
     """Plain-text columns: numbers right-aligned, text left-aligned, the last column free."""
     cells = [[("-" if v is None else v) for v in row] for row in rows]
@@ -215,34 +317,28 @@ def _aligned(headers: Sequence[str], rows: Sequence[Sequence[Any]], indent: str 
     return [line(headers)] + [line(r) for r in text]
 
 
-def _tables_section(spark: SparkSession, lake: Lake, now: float) -> list[str]:
-    rows, missing = [], []
-    for spec in ALL_TABLES:
-        try:
-            if not lake.exists(spark, spec):
-                missing.append(spec.name)
-                continue
-            last = (
-                lake.delta(spark, spec)
-                .history(1)
-                .select("version", F.col("timestamp").cast("double").alias("at"))
-                .first()
-            )
-            count = lake.read(spark, spec).count()
-        except Exception as exc:  # one broken table must not hide the others
-            rows.append((spec.name, None, None, None, f"unreadable: {str(exc).splitlines()[0]}"))
-            continue
-        assert last is not None
-        at = float(last["at"])
-        rows.append((spec.name, int(count), int(last["version"]), _utc(at), format_age(now - at)))
-    lines = [f"Tables (Delta, under {lake.root})"]
-    if rows:
-        lines += _aligned(("table", "rows", "version", "last commit (UTC)", "age"), rows)
-    else:
-        lines.append("  no tables yet: run `recspark ingest` first")
-    if missing:
-        lines.append("  not written yet: " + ", ".join(missing))
-    return lines
+# Gathering ----------------------------------------------------------------------------------
+
+
+def _table_state(spark: SparkSession, lake: Lake, spec: TableSpec) -> TableState:
+    try:
+        if not lake.exists(spark, spec):
+            return TableState(spec.name, exists=False)
+        last = (
+            lake.delta(spark, spec)
+            .history(1)
+            .select("version", F.col("timestamp").cast("double").alias("at"))
+            .first()
+        )
+        count = lake.read(spark, spec).count()
+    except Exception as exc:  # one broken table must not hide the others
+        return TableState(spec.name, exists=True, error=_first_line(exc))
+    assert last is not None
+    return TableState(spec.name, True, int(count), int(last["version"]), float(last["at"]))
+
+
+def _gather_tables(spark: SparkSession, lake: Lake) -> list[TableState]:
+    return [_table_state(spark, lake, spec) for spec in ALL_TABLES]
 
 
 @contextmanager
@@ -258,75 +354,87 @@ def _quick_http_failures() -> Iterator[None]:
             os.environ.pop(key, None)
 
 
-def _model_section(config: Config) -> list[str]:
+def _promoted_at(spark: SparkSession, lake: Lake, config: Config, version: str) -> float | None:
+    """When ``version`` last became champion, from ``champion_history`` (None if unrecorded)."""
+    from recspark.core.registry import CHAMPION
+
+    try:
+        if not lake.exists(spark, CHAMPION_HISTORY):
+            return None
+        row = (
+            lake.read(spark, CHAMPION_HISTORY)
+            .where(
+                (F.col("model_name") == config.mlflow.model_name)
+                & (F.col("alias") == CHAMPION)
+                & (F.col("version") == version)
+            )
+            .agg(F.max(F.col("moved_at").cast("double")).alias("at"))
+            .first()
+        )
+    except Exception as exc:  # the history is a nicety here; the registry is the truth
+        log.warning("status: champion_history not readable: %s", _first_line(exc))
+        return None
+    return None if row is None or row["at"] is None else float(row["at"])
+
+
+def _gather_champion(spark: SparkSession, config: Config, lake: Lake) -> ChampionState:
     from mlflow.tracking import MlflowClient
 
     from recspark.core.registry import champion_version, configure_mlflow
 
     settings = config.mlflow
-    lines = [f"Model ({settings.model_name}, MLflow at {settings.tracking_uri})"]
+    base = {"model_name": settings.model_name, "tracking_uri": settings.tracking_uri}
     uri = settings.tracking_uri
     if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).exists():
-        return [
-            *lines,
-            "  no champion: the tracking store does not exist yet (run `recspark train`)",
-        ]
+        return ChampionState(**base, state="no_store", message="the tracking store does not exist yet")
     try:
         with _quick_http_failures():
             configure_mlflow(settings)
             champion = champion_version(settings)
             if champion is None:
-                return [*lines, f"  no champion: model '{settings.model_name}' has no champion"]
+                return ChampionState(
+                    **base, state="none", message=f"model '{settings.model_name}' has no champion"
+                )
             metrics = MlflowClient().get_run(champion.run_id).data.metrics if champion.run_id else {}
     except Exception as exc:
-        return [*lines, f"  tracking store not reachable: {str(exc).splitlines()[0]}"]
-    registered = _utc(champion.creation_timestamp / 1000) if champion.creation_timestamp else "unknown time"
-    lines.append(f"  champion: version {champion.version} (run {champion.run_id}, registered {registered})")
-    shown = [(name, metrics.get(name)) for name in CHAMPION_METRICS]
-    lines.append(
-        "  " + "  ".join(f"{name} {'-' if value is None else f'{value:.4f}'}" for name, value in shown)
+        return ChampionState(**base, state="unreachable", message=_first_line(exc))
+    created = champion.creation_timestamp
+    return ChampionState(
+        **base,
+        state="champion",
+        version=str(champion.version),
+        run_id=champion.run_id,
+        family=(champion.tags or {}).get("model_family"),
+        registered_at=created / 1000 if created else None,
+        promoted_at=_promoted_at(spark, lake, config, str(champion.version)),
+        metrics={name: metrics.get(name) for name in CHAMPION_METRICS},
     )
-    return lines
 
 
-def _runs_section(spark: SparkSession, lake: Lake) -> list[str]:
-    title = f"Last {REPORT_RUNS} job runs"
+def _gather_runs(spark: SparkSession, lake: Lake) -> list[RunState]:
     if not lake.exists(spark, JOB_RUNS):
-        return [title, "  none recorded yet"]
+        return []
     recent = (
         lake.read(spark, JOB_RUNS)
         .orderBy(F.col("started_at").desc())
         .limit(REPORT_RUNS)
         .select(
+            "run_id",
             "job",
             "status",
-            F.col("started_at").cast("double").alias("started"),
-            (F.col("ended_at").cast("double") - F.col("started_at").cast("double")).alias("took"),
+            F.col("started_at").cast("double").alias("started_at"),
+            F.col("ended_at").cast("double").alias("ended_at"),
+            "rows_in",
             "rows_out",
             "model_version",
             "error",
         )
         .collect()
     )
-    if not recent:
-        return [title, "  none recorded yet"]
-    rows = [
-        (
-            r["job"],
-            r["status"],
-            _utc(r["started"]),
-            format_duration(r["took"]),
-            r["rows_out"],
-            r["model_version"],
-            _shorten(r["error"], 80),
-        )
-        for r in recent
-    ]
-    headers = ("job", "status", "started (UTC)", "duration", "rows out", "model", "error")
-    return [title, *_aligned(headers, rows)]
+    return [RunState(**r.asDict()) for r in recent]
 
 
-def _quality_section(spark: SparkSession, lake: Lake) -> list[str]:
+def _gather_gates(spark: SparkSession, lake: Lake) -> list[GateState]:
     if not lake.exists(spark, QUALITY_RESULTS):
         return []
     from recspark.ops.quality import latest_results
@@ -335,45 +443,217 @@ def _quality_section(spark: SparkSession, lake: Lake) -> list[str]:
         latest_results(spark, lake)
         .select(
             "suite",
-            "table_name",
+            F.col("table_name").alias("table"),
             "table_version",
-            F.col("validated_at").cast("double").alias("at"),
+            F.col("validated_at").cast("double").alias("validated_at"),
             "success",
             "action",
             "failures",
         )
-        .orderBy("suite", "table_name")
+        .orderBy("suite", "table")
         .collect()
     )
+    return [GateState(**r.asDict()) for r in latest]
+
+
+def gather_status(spark: SparkSession, config: Config, lake: Lake) -> StatusSnapshot:
+    """Read what the status report shows, once: tables, champion, last runs, last gates."""
+    return StatusSnapshot(
+        at=datetime.now(timezone.utc).timestamp(),
+        lake_root=lake.root,
+        tables=_gather_tables(spark, lake),
+        champion=_gather_champion(spark, config, lake),
+        runs=_gather_runs(spark, lake),
+        gates=_gather_gates(spark, lake),
+    )
+
+
+# Text ---------------------------------------------------------------------------------------
+
+
+def _tables_section(snapshot: StatusSnapshot) -> list[str]:
+    rows: list[tuple[Any, ...]] = []
+    for t in snapshot.tables:
+        if t.error is not None:
+            rows.append((t.name, None, None, None, f"unreadable: {t.error}"))
+        elif t.exists and t.last_commit is not None:
+            age = format_age(snapshot.at - t.last_commit)
+            rows.append((t.name, t.rows, t.version, _utc(t.last_commit), age))
+    missing = [t.name for t in snapshot.tables if not t.exists]
+    lines = [f"Tables (Delta, under {snapshot.lake_root})"]
+    if rows:
+        lines += _aligned(("table", "rows", "version", "last commit (UTC)", "age"), rows)
+    else:
+        lines.append("  no tables yet: run `recspark ingest` first")
+    if missing:
+        lines.append("  not written yet: " + ", ".join(missing))
+    return lines
+
+
+def _model_section(champion: ChampionState) -> list[str]:
+    lines = [f"Model ({champion.model_name}, MLflow at {champion.tracking_uri})"]
+    if champion.state == "no_store":
+        return [*lines, "  no champion: the tracking store does not exist yet (run `recspark train`)"]
+    if champion.state == "none":
+        return [*lines, f"  no champion: {champion.message}"]
+    if champion.state == "unreachable":
+        return [*lines, f"  tracking store not reachable: {champion.message}"]
+    registered = _utc(champion.registered_at) if champion.registered_at else "unknown time"
+    details = [f"run {champion.run_id}", f"registered {registered}"]
+    if champion.family:
+        details.append(f"family {champion.family}")
+    if champion.promoted_at is not None:
+        details.append(f"champion since {_utc(champion.promoted_at)}")
+    lines.append(f"  champion: version {champion.version} ({', '.join(details)})")
+    shown = champion.metrics.items()
+    lines.append(
+        "  " + "  ".join(f"{name} {'-' if value is None else f'{value:.4f}'}" for name, value in shown)
+    )
+    return lines
+
+
+def _runs_section(runs: list[RunState]) -> list[str]:
+    title = f"Last {REPORT_RUNS} job runs"
+    if not runs:
+        return [title, "  none recorded yet"]
     rows = [
         (
-            r["suite"],
-            r["table_name"],
-            r["table_version"],
-            _utc(r["at"]),
-            "passed" if r["success"] else f"FAILED ({r['action']})",
-            _shorten(r["failures"], 120),
+            r.job,
+            r.status,
+            _utc(r.started_at),
+            format_duration(r.duration),
+            r.rows_out,
+            r.model_version,
+            _shorten(r.error, 80),
         )
-        for r in latest
+        for r in runs
+    ]
+    headers = ("job", "status", "started (UTC)", "duration", "rows out", "model", "error")
+    return [title, *_aligned(headers, rows)]
+
+
+def _quality_section(gates: list[GateState]) -> list[str]:
+    rows = [
+        (
+            g.suite,
+            g.table,
+            g.table_version,
+            _utc(g.validated_at),
+            "passed" if g.success else f"FAILED ({g.action})",
+            _shorten(g.failures, 120),
+        )
+        for g in gates
     ]
     headers = ("suite", "table", "version", "validated (UTC)", "result", "failures")
     return ["Latest quality gates", *_aligned(headers, rows)] if rows else []
 
 
 def _shorten(text: str | None, limit: int) -> str | None:
+    """Redacted before it is cut: a URI cut before its ``@`` no longer looks like one."""
     if text is None:
         return None
+    text = redact(text)
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def render_status(snapshot: StatusSnapshot) -> str:
+    """The on-call text report. Redacted as a whole: it quotes the tracking URI, error texts
+    and rows written by older versions, any of which may carry credentials."""
+    at = datetime.fromtimestamp(snapshot.at, timezone.utc)
+    sections = [
+        [f"recspark status at {at:%Y-%m-%d %H:%M:%S} UTC"],
+        _tables_section(snapshot),
+        _model_section(snapshot.champion),
+        _runs_section(snapshot.runs),
+        _quality_section(snapshot.gates),
+    ]
+    return redact("\n\n".join("\n".join(s) for s in sections if s) + "\n")
 
 
 def status_report(spark: SparkSession, config: Config, lake: Lake) -> str:
     """What an on-call engineer runs first: table freshness, the champion, recent job runs."""
-    now = datetime.now(timezone.utc)
-    sections = [
-        [f"recspark status at {now:%Y-%m-%d %H:%M:%S} UTC"],
-        _tables_section(spark, lake, now.timestamp()),
-        _model_section(config),
-        _runs_section(spark, lake),
-        _quality_section(spark, lake),
-    ]
-    return "\n\n".join("\n".join(s) for s in sections if s) + "\n"
+    return render_status(gather_status(spark, config, lake))
+
+
+# JSON ---------------------------------------------------------------------------------------
+
+
+def _redacted(value: Any) -> Any:
+    """Every string in a JSON-ready structure redacted one by one (redacting the serialised text
+    could eat a closing quote)."""
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, dict):
+        return {k: _redacted(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_redacted(v) for v in value]
+    return value
+
+
+def _table_json(t: TableState, now: float) -> dict[str, Any]:
+    return {
+        "name": t.name,
+        "exists": t.exists,
+        "rows": t.rows,
+        "version": t.version,
+        "last_commit": _iso(t.last_commit),
+        "age_seconds": None if t.last_commit is None else round(now - t.last_commit, 3),
+        "error": t.error,
+    }
+
+
+def _champion_json(c: ChampionState) -> dict[str, Any]:
+    return {
+        "model_name": c.model_name,
+        "tracking_uri": c.tracking_uri,
+        "state": c.state,
+        "message": c.message,
+        "version": c.version,
+        "run_id": c.run_id,
+        "family": c.family,
+        "registered_at": _iso(c.registered_at),
+        "promoted_at": _iso(c.promoted_at),
+        "metrics": dict(c.metrics),
+    }
+
+
+def _run_json(r: RunState) -> dict[str, Any]:
+    return {
+        "run_id": r.run_id,
+        "job": r.job,
+        "status": r.status,
+        "started_at": _iso(r.started_at),
+        "ended_at": _iso(r.ended_at),
+        "duration_seconds": None if r.duration is None else round(r.duration, 3),
+        "rows_in": r.rows_in,
+        "rows_out": r.rows_out,
+        "model_version": r.model_version,
+        "error": r.error,
+    }
+
+
+def _gate_json(g: GateState) -> dict[str, Any]:
+    return {
+        "suite": g.suite,
+        "table": g.table,
+        "table_version": g.table_version,
+        "validated_at": _iso(g.validated_at),
+        "success": g.success,
+        "action": g.action,
+        "failures": g.failures,
+    }
+
+
+def status_json(snapshot: StatusSnapshot) -> dict[str, Any]:
+    """The same snapshot as one JSON-ready object for monitoring systems (times ISO 8601 UTC,
+    newest run first), every string redacted."""
+    return _redacted(
+        {
+            "generated_at": _iso(snapshot.at),
+            "lake_root": snapshot.lake_root,
+            "tables": [_table_json(t, snapshot.at) for t in snapshot.tables],
+            "champion": _champion_json(snapshot.champion),
+            "job_runs": [_run_json(r) for r in snapshot.runs],
+            "quality_gates": [_gate_json(g) for g in snapshot.gates],
+        }
+    )

@@ -1,11 +1,12 @@
 """Keep the serving table fresh between retrains.
 
 A micro-batch stream over the Change Data Feed of ``interactions``: each batch takes the users
-whose interactions changed, folds their vectors in against the champion's fixed item factors,
-recomputes their top-N, and MERGEs only their rows into ``recommendations``. The cost of a batch
-follows the number of active users, not the number of users. When the ``champion`` alias has
-moved (a retrain promoted a new model, or an operator rolled back), the batch publishes a full
-refresh from the new champion instead.
+whose interactions changed, recomputes their lists (an ALS champion folds their vectors in
+against its fixed item factors; an item-item champion only needs their fresh history; without a
+champion they get fresh fallback lists) and MERGEs only their rows into ``recommendations``. The
+cost of a batch follows the number of active users, not the number of users. When the
+``champion`` alias has moved (a retrain promoted a new model, or an operator rolled back), the
+batch publishes a full refresh from the new champion instead.
 """
 
 from __future__ import annotations
@@ -21,20 +22,28 @@ from pyspark.sql.streaming import StreamingQuery
 from recspark.core.config import Config
 from recspark.core.gates import Gate
 from recspark.core.interactions import strength_as_of
-from recspark.core.registry import TrackingError, champion_version, configure_mlflow
-from recspark.core.streaming import await_query, idempotent_session_writes, start_query, streaming_app_id
+from recspark.core.registry import champion_version, configure_mlflow
+from recspark.core.streaming import (
+    await_query,
+    commit_user_metadata,
+    idempotent_session_writes,
+    start_query,
+    streaming_app_id,
+)
 from recspark.core.tables import INTERACTIONS, RECOMMENDATIONS, Lake
+from recspark.model.als import preference
 from recspark.model.foldin import fold_in_users
-from recspark.model.train import preference
+from recspark.model.sources import newest_event_time
 from recspark.serve.publish import (
     Champion,
+    PublishInputs,
     build_recommendations,
-    champion_factors,
     load_champion,
-    newest_event_time,
     publish_full,
-    published_model_version,
+    published,
     recommend,
+    reflected_version,
+    reflects,
 )
 
 log = logging.getLogger(__name__)
@@ -44,27 +53,16 @@ CHANGED = ("insert", "update_postimage")
 
 
 def folded_in_vectors(
-    spark: SparkSession,
-    config: Config,
-    lake: Lake,
-    champion: Champion,
-    users: DataFrame,
-    item_factors: DataFrame | None = None,
-    interactions: DataFrame | None = None,
-    as_of: datetime | None = None,
+    config: Config, champion: Champion, interactions: DataFrame, as_of: datetime
 ) -> DataFrame:
-    """Fresh ALS vectors for ``users`` from their current interactions (decayed to ``as_of``,
-    default the newest event). Pass what the caller already read to avoid reading it again."""
-    if interactions is None:
-        interactions = lake.read(spark, INTERACTIONS)
-    if as_of is None:
-        as_of = newest_event_time(interactions)
-    if item_factors is None:
-        item_factors = champion_factors(spark, lake, champion)[1]
-    ratings = strength_as_of(interactions.join(users, "user_id"), as_of, config.interactions).select(
-        "user_id", "item_id", preference(champion.settings).alias("rating")
+    """Fresh ALS vectors from ``interactions`` (the users' own rows), decayed to ``as_of``."""
+    spark = interactions.sparkSession
+    settings = champion.model.spec.als
+    ratings = strength_as_of(interactions, as_of, config.interactions).select(
+        "user_id", "item_id", preference(settings).alias("rating")
     )
-    return fold_in_users(spark, ratings, item_factors, champion.settings.alpha, champion.settings.reg_param)
+    assert champion.model.item_factors is not None
+    return fold_in_users(spark, ratings, champion.model.item_factors, settings.alpha, settings.reg_param)
 
 
 def longest_list(spark: SparkSession, lake: Lake) -> int:
@@ -104,17 +102,16 @@ def refresh_users(
     spark: SparkSession,
     config: Config,
     lake: Lake,
-    champion: Champion,
+    champion: Champion | None,
     users: DataFrame,
     as_of: datetime | None = None,
-    item_factors: DataFrame | None = None,
 ) -> int:
-    """Recompute and MERGE the recommendations of ``users``; returns how many users.
+    """Recompute and MERGE the lists of ``users``; returns how many users.
 
-    ``as_of``: the newest event time in ``interactions`` (read from it when not given; the
-    refresh job carries it from batch to batch instead of scanning the table each time).
-    ``item_factors``: the champion's (read when not given; the job keeps them cached while the
-    champion stays the same)."""
+    An ALS (or blend) champion folds their vectors in first; an item-item champion needs only
+    their fresh history; with no champion they get fresh fallback lists. ``as_of``: the newest
+    event time in ``interactions`` (read when not given; the refresh job carries it from batch
+    to batch instead of scanning the table each time)."""
     users = users.select("user_id").distinct().persist()
     try:
         count = users.count()
@@ -124,20 +121,26 @@ def refresh_users(
                 as_of = newest_event_time(interactions)
             # Their own interactions, read once for the fold-in, exclusions and explanations.
             theirs = interactions.join(F.broadcast(users), "user_id").persist()
-            own_factors = item_factors is None
-            if own_factors:
-                item_factors = champion_factors(spark, lake, champion)[1].persist()
-            vectors = folded_in_vectors(
-                spark, config, lake, champion, users, item_factors, theirs, as_of
-            ).persist()
+            vectors = None
+            if champion is not None and champion.model.spec.uses_als:
+                vectors = folded_in_vectors(config, champion, theirs, as_of).persist()
             fresh = build_recommendations(
-                spark, config, lake, champion, users, vectors, item_factors, interactions, as_of, theirs
+                spark,
+                config,
+                lake,
+                champion,
+                PublishInputs(
+                    users=users,
+                    interactions=interactions,
+                    users_interactions=theirs,
+                    user_vectors=vectors,
+                    as_of=as_of,
+                ),
             )
             merge_user_rows(spark, lake, fresh, users)  # its checkpoint computes fresh once
             for frame in (vectors, theirs):
-                frame.unpersist()
-            if own_factors:
-                item_factors.unpersist()
+                if frame is not None:
+                    frame.unpersist()
         return count
     finally:
         users.unpersist()
@@ -153,12 +156,11 @@ class RefreshBatchWriter:
         self.gate = gate
         self.lake = lake
         self.checkpoint = checkpoint
-        self.champion: Champion | None = None
+        self.champion: Champion | None = None  # its scoring data cached while it is champion
         self._app_id: str | None = None
         # Changes up to this interactions version are already in a full refresh just published.
         self.covered_version = covered_version
         self.as_of: datetime | None = None  # the newest event time in interactions
-        self.item_factors: DataFrame | None = None  # the champion's, cached while it is champion
 
     def _advance_as_of(self, spark: SparkSession, changes: DataFrame) -> None:
         """Interactions only gain newer events, so the newest so far and the batch's changes
@@ -170,25 +172,34 @@ class RefreshBatchWriter:
         if newest is not None and newest > self.as_of:
             self.as_of = newest
 
+    def _follow_champion(self, spark: SparkSession, batch_id: int) -> None:
+        """Load the champion when the alias moved (a registry fault fails the batch, so Spark
+        runs it again rather than committing a batch that refreshed nobody)."""
+        current = champion_version(self.config.mlflow)
+        version = None if current is None else str(current.version)
+        held = None if self.champion is None else self.champion.version
+        if version == held:
+            return
+        if self.champion is not None:
+            self.champion.model.unpersist()
+        self.champion = load_champion(spark, self.config, self.lake)
+        if self.champion is not None:
+            self.champion.model.persist()
+        log.info("refresh batch %d: champion is now %s", batch_id, version or "none (fallback lists)")
+
     def __call__(self, batch: DataFrame, batch_id: int) -> None:
         started = time.time()
         spark = batch.sparkSession
-        current = champion_version(self.config.mlflow)
-        if current is None:
-            log.warning("refresh batch %d: no champion model yet; nothing to serve", batch_id)
-            return
-        if self.champion is None or self.champion.version != str(current.version):
-            self.champion = load_champion(self.config)
-            if self.item_factors is not None:
-                self.item_factors.unpersist()
-            self.item_factors = champion_factors(spark, self.lake, self.champion)[1].persist()
-        if published_model_version(spark, self.lake) != self.champion.version:
+        self._follow_champion(spark, batch_id)
+        serving = published(spark, self.lake)
+        version = None if self.champion is None else self.champion.version
+        if serving.model_version != version or not serving.rows:
             self.covered_version = self.lake.version(spark, INTERACTIONS)
-            publish_full(spark, self.config, self.lake, self.champion, self.gate, self.item_factors)
+            publish_full(spark, self.config, self.lake, self.champion, self.gate)
             log.info(
-                "refresh batch %d: champion %s is new to the serving table: full refresh in %.1fs",
+                "refresh batch %d: %s is new to the serving table: full refresh in %.1fs",
                 batch_id,
-                self.champion.version,
+                f"champion {version}" if version else "no champion (fallback lists)",
                 time.time() - started,
             )
             return
@@ -198,18 +209,34 @@ class RefreshBatchWriter:
         self._advance_as_of(spark, active)
         if self._app_id is None:
             self._app_id = streaming_app_id(spark, self.checkpoint, "refresh")
-        with idempotent_session_writes(spark, self._app_id, batch_id):
-            users = refresh_users(
-                spark, self.config, self.lake, self.champion, active, self.as_of, self.item_factors
-            )
+        newest_change = batch.agg(F.max("_commit_version")).first()[0]
+        note = reflects(newest_change) if newest_change is not None else None
+        with idempotent_session_writes(spark, self._app_id, batch_id), commit_user_metadata(spark, note):
+            users = refresh_users(spark, self.config, self.lake, self.champion, active, self.as_of)
         log.info(
-            "refresh batch %d: %d active users refreshed by champion %s as of %s in %.1fs",
+            "refresh batch %d: %d active users refreshed by %s as of %s in %.1fs",
             batch_id,
             users,
-            self.champion.version,
+            f"champion {version}" if version else "the fallback lists",
             self.as_of,
             time.time() - started,
         )
+
+
+def first_unreflected_version(spark: SparkSession, lake: Lake) -> int:
+    """Where a refresh query without a checkpoint starts: after the last interactions version
+    the serving table reflects, so changes pending since then are not skipped; at the current
+    version when nothing is recorded, or nothing is newer. Starting at the current version,
+    inclusive, refreshes its users once more (cheap), and a run that finds nothing newer still
+    commits a batch, so the next run resumes from the checkpoint."""
+    current = lake.version(spark, INTERACTIONS)
+    reflected = reflected_version(spark, lake)
+    starting = current if reflected is None else min(reflected + 1, current)
+    if starting < current:
+        log.info(
+            "refresh: resuming after interactions version %d, which the serving table reflects", reflected
+        )
+    return starting
 
 
 def start_refresh(
@@ -228,10 +255,8 @@ def start_refresh(
     changes = (
         spark.readStream.format("delta")
         .option("readChangeFeed", "true")
-        # A new query starts at the current version, inclusive: its users are refreshed once more
-        # (cheap), and a run that finds nothing newer still commits a batch, so the next run
-        # resumes from the checkpoint instead of re-deciding where "now" is.
-        .option("startingVersion", lake.version(spark, INTERACTIONS))
+        # Ignored once the checkpoint exists, which then says where to resume.
+        .option("startingVersion", first_unreflected_version(spark, lake))
         .load(lake.path(INTERACTIONS.name))
     )
     stream = (
@@ -243,18 +268,17 @@ def start_refresh(
 
 
 def run_refresh(spark: SparkSession, config: Config, lake: Lake, once: bool, *, gate: Gate) -> None:
-    """Bring the serving table up to date (a full refresh if the champion changed or
-    ``serve.top_n`` was lowered), then keep it fresh until stopped (or stop when ``once``)."""
+    """Bring the serving table up to date (a full refresh if the champion changed, there is none
+    and the table is empty, or ``serve.top_n`` was lowered), then keep it fresh until stopped (or
+    stop when ``once``)."""
     configure_mlflow(config.mlflow)
+    lake.require(spark, INTERACTIONS)
     champion = champion_version(config.mlflow)
-    if champion is None:
-        raise TrackingError(
-            f"registered model '{config.mlflow.model_name}' has no champion: run `recspark train` first"
-        )
+    version = None if champion is None else str(champion.version)
     covered = None
-    published = published_model_version(spark, lake)
-    longer = published is not None and longest_list(spark, lake) > config.serve.top_n
-    if published != str(champion.version) or longer:
+    serving = published(spark, lake)
+    longer = serving.rows and longest_list(spark, lake) > config.serve.top_n
+    if serving.model_version != version or not serving.rows or longer:
         if longer:
             log.info("refresh: lists longer than serve.top_n=%d: full refresh", config.serve.top_n)
         covered = lake.version(spark, INTERACTIONS)

@@ -1,0 +1,97 @@
+"""Benchmark: one long backfill (years of history in one file) through `recspark ingest --once`.
+
+    .venv/bin/python bench/backfill.py --events 80000 --years 22
+
+A real log's history (e.g. a ratings log spanning 22 years) lands as one file. The figure is the
+batch time ``ingest_metrics`` records (and its phases), plus the files and date partitions
+written to ``events``: about one file per date partition, not one per date and task.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import platform
+import tempfile
+import time
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import numpy as np
+from pyspark.sql import functions as F
+
+from recspark.core.config import load_config
+from recspark.core.session import build_spark
+from recspark.core.tables import EVENTS, INGEST_METRICS, Lake
+from recspark.ingest.stream import run_ingest
+
+
+def write_history(path: Path, events: int, years: int, seed: int, prefix: str = "h") -> None:
+    """``events`` ratings and views over ``years``, busier towards the end (as real shops grow)."""
+    rng = np.random.default_rng(seed)
+    end = datetime(2026, 11, 1, tzinfo=timezone.utc)
+    span = years * 365 * 86_400
+    ages = (rng.power(3.0, events) * span).astype(np.int64)  # skewed to the recent past
+    users = rng.zipf(1.4, events) % 700
+    items = rng.zipf(1.2, events) % 9000
+    kinds = rng.choice(["view", "rating", "purchase"], events, p=[0.5, 0.4, 0.1])
+    lines = []
+    for k in range(events):
+        record = {
+            "event_id": f"{prefix}{k:07d}",
+            "event_time": (end - timedelta(seconds=span - int(ages[k]))).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "user_id": f"u{users[k]}",
+            "item_id": f"i{items[k]}",
+            "event_type": str(kinds[k]),
+        }
+        if kinds[k] == "rating":
+            record["value"] = float(rng.integers(1, 6))
+        lines.append(json.dumps(record))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines) + "\n")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=80_000)
+    parser.add_argument("--years", type=int, default=22)
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--root", type=Path, default=None)
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    root = args.root or Path(tempfile.mkdtemp(prefix="recspark-backfill-"))
+    config = load_config(
+        None,
+        [
+            f"lake.root={root / 'lake'}",
+            f"ingest.path={root / 'events'}",
+            f"mlflow.tracking_uri=sqlite:///{root / 'mlflow.db'}",
+            "spark.shuffle_partitions=4",
+            "quality.enabled=false",  # the batch alone
+        ],
+    )
+    # A running stream is warm: its JVM, Delta and the tables are loaded before the backfill lands.
+    write_history(Path(config.ingest.path) / "warm-up.jsonl", 20, 1, args.seed + 1, prefix="w")
+    spark = build_spark(config, "bench-backfill")
+    lake = Lake.at(config.lake.root)
+    run_ingest(spark, config, lake, once=True)
+    write_history(Path(config.ingest.path) / "history.jsonl", args.events, args.years, args.seed)
+    began = time.time()
+    run_ingest(spark, config, lake, once=True)
+    wall = time.time() - began
+    metrics = lake.read(spark, INGEST_METRICS).orderBy(F.col("batch_id").desc()).first()
+    detail = lake.delta(spark, EVENTS).detail().first()
+    dates = lake.read(spark, EVENTS).select("event_date").distinct().count()
+    print(f"machine: {platform.machine()}, {platform.python_version()}, date {datetime.now():%Y-%m-%d}")
+    print(
+        f"backfill of {metrics['input_rows']:,} lines over {args.years} years: batch "
+        f"{metrics['duration_seconds']:.1f} s (phases {dict(metrics['phase_seconds'])}), "
+        f"command wall {wall:.1f} s"
+    )
+    print(f"events: {metrics['events_written']:,} rows in {detail['numFiles']:,} files over {dates:,} dates")
+    spark.stop()
+
+
+if __name__ == "__main__":
+    main()

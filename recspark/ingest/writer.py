@@ -1,0 +1,224 @@
+"""Write one planned micro-batch into ``events``, ``events_quarantine``, ``interactions`` and
+``ingest_metrics``, exactly once across crashes and restarts.
+
+Why it is exactly once: the source is replayable and its offsets are in the checkpoint, so a
+restarted query replays an unfinished micro-batch with the same input. Every write of a batch is
+idempotent under the query's id and the batch id (Delta's ``txnAppId``/``txnVersion``), so a
+replayed batch skips the writes that already committed and redoes only the rest. Deduplication
+is against the ``events`` table itself, minus the rows this very batch wrote in an earlier
+attempt, so a replay still counts its events in ``interactions`` exactly once.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import date, datetime, timedelta, timezone
+
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from recspark.core.config import Config
+from recspark.core.interactions import aggregate_events, merge_increments
+from recspark.core.streaming import idempotent_session_writes, streaming_app_id
+from recspark.core.tables import EVENTS, FORGOTTEN_USERS, INGEST_METRICS, INTERACTIONS, QUARANTINE, Lake
+from recspark.ingest.parse import TimeBounds, parse_events
+from recspark.ingest.plan import CONTENT, plan_batch
+
+log = logging.getLogger(__name__)
+
+
+class EventBatchWriter:
+    """The ``foreachBatch`` function: one micro-batch into all ingestion tables.
+
+    Each step (``write_events``, ``write_interactions``...) is a method, so a test can simulate a
+    crash between two writes by overriding one, as Delta's own exactly-once tests do."""
+
+    def __init__(self, config: Config, lake: Lake, checkpoint: str) -> None:
+        self.config = config
+        self.lake = lake
+        self.checkpoint = checkpoint
+        self.bounds = TimeBounds(config.ingest.earliest_event_time, config.ingest.max_future_minutes)
+        self._app_id: str | None = None
+        self._max_event_time: datetime | None = None
+        self._max_event_time_loaded = False
+
+    # -- state carried across batches ---------------------------------------------------------
+
+    def _watermark(self) -> datetime | None:
+        """Events older than this are late: the newest event time of earlier batches minus the
+        allowed lateness (Spark's definition of an event-time watermark)."""
+        if self._max_event_time is None:
+            return None
+        return self._max_event_time - timedelta(hours=self.config.ingest.allowed_lateness_hours)
+
+    def _load_max_event_time(self, spark: SparkSession) -> None:
+        """After a restart, carry on from the newest event time the metrics recorded."""
+        if not self._max_event_time_loaded:
+            row = self.lake.read(spark, INGEST_METRICS).agg(F.max("max_event_time")).first()
+            self._max_event_time = row[0] if row else None
+            self._max_event_time_loaded = True
+
+    def app_id(self, spark: SparkSession) -> str:
+        if self._app_id is None:
+            self._app_id = streaming_app_id(spark, self.checkpoint, "ingest")
+        return self._app_id
+
+    # -- the batch ----------------------------------------------------------------------------
+
+    def __call__(self, batch: DataFrame, batch_id: int) -> None:
+        started = time.time()
+        spark = batch.sparkSession
+        phases: dict[str, float] = {}
+        with _phase(phases, "state"):
+            app_id = self.app_id(spark)
+            self._load_max_event_time(spark)
+            forgotten = self.forgotten_users(spark)
+        parsed = parse_events(batch, self.bounds).withColumn("ingested_at", F.current_timestamp()).persist()
+        try:
+            with _phase(phases, "parse"):
+                dates = _event_dates(parsed)
+            stored = stored_events(
+                self.lake.read(spark, EVENTS),
+                dates,
+                self.config.ingest.allowed_lateness_hours,
+                app_id,
+                batch_id,
+            )
+            plan = plan_batch(parsed, stored, forgotten)
+            plan.decided = decided = plan.decided.persist()
+            try:
+                with _phase(phases, "dedup"):
+                    counts = plan.counts(self._watermark())
+                with _phase(phases, "quarantine"):
+                    if counts["quarantined_rows"]:
+                        self.append(plan.quarantine(), QUARANTINE.name, app_id, batch_id)
+                events = plan.events()
+                with _phase(phases, "events"):
+                    if counts["events_written"]:
+                        self.write_events(events, app_id, batch_id)
+                with _phase(phases, "merge"):
+                    touched = (
+                        self.write_interactions(events, app_id, batch_id) if counts["events_written"] else 0
+                    )
+            finally:
+                decided.unpersist()
+        finally:
+            parsed.unpersist()
+        newest = max(
+            (t for t in (self._max_event_time, counts["max_event_time"]) if t is not None), default=None
+        )
+        figures = {
+            **counts,
+            "interactions_touched": touched,
+            "max_event_time": newest,
+            "ingest_app_id": app_id,
+            "batch_id": batch_id,
+            "started_at": datetime.fromtimestamp(started, tz=timezone.utc).replace(tzinfo=None),
+            "duration_seconds": round(time.time() - started, 3),
+            "phase_seconds": phases,
+        }
+        self.append(_metrics_row(spark, figures), INGEST_METRICS.name, app_id, batch_id)
+        self._max_event_time = newest
+        _log_batch(figures)
+
+    def forgotten_users(self, spark: SparkSession) -> DataFrame:
+        self.lake.ensure(spark, FORGOTTEN_USERS)
+        return self.lake.read(spark, FORGOTTEN_USERS)
+
+    def write_events(self, events: DataFrame, app_id: str, batch_id: int) -> None:
+        """One file per month of events, sorted by time (so each file's event_date range is
+        narrow and dedup skips it): a backfill of years writes a file per month, not one per
+        day and task."""
+        self.append(
+            events.repartition("event_month").sortWithinPartitions("event_month", "event_time"),
+            EVENTS.name,
+            app_id,
+            batch_id,
+        )
+
+    def write_interactions(self, events: DataFrame, app_id: str, batch_id: int) -> int:
+        spark = events.sparkSession
+        increments = aggregate_events(events, self.config.interactions)
+        with idempotent_session_writes(spark, app_id, batch_id):
+            return merge_increments(
+                self.lake.delta(spark, INTERACTIONS), increments, self.config.interactions
+            )
+
+    def append(self, frame: DataFrame, table: str, app_id: str, batch_id: int) -> None:
+        append_once(frame, self.lake.path(table), app_id, batch_id, stamp=table != INGEST_METRICS.name)
+
+
+@contextmanager
+def _phase(phases: dict[str, float], name: str) -> Iterator[None]:
+    began = time.time()
+    try:
+        yield
+    finally:
+        phases[name] = round(time.time() - began, 2)
+
+
+def _event_dates(parsed: DataFrame) -> list[date]:
+    """The dates of the batch's valid events (bounded times only: a year-0 date never reaches
+    Python, which could not hold it)."""
+    row = parsed.agg(F.collect_set(F.when(F.col("reason").isNull(), F.to_date("event_time")))).first()
+    return sorted(row[0]) if row and row[0] else []
+
+
+def _metrics_row(spark: SparkSession, figures: dict) -> DataFrame:
+    """The batch's ``ingest_metrics`` row (any figure the table has no column for is left out)."""
+    columns = INGEST_METRICS.schema.fieldNames()
+    return spark.createDataFrame([tuple(figures.get(c) for c in columns)], INGEST_METRICS.schema)
+
+
+def stored_events(
+    events: DataFrame, dates: list[date], lateness_hours: float, app_id: str, batch_id: int
+) -> DataFrame:
+    """Stored events the batch could repeat: those dated within the allowed lateness of any of
+    the batch's event dates (a retry may carry a slightly different time, across midnight),
+    minus this very batch's own earlier attempt. The cost follows the batch's dates, not the
+    table."""
+    days = max(1, math.ceil(lateness_hours / 24))
+    window = sorted({d + timedelta(days=k) for d in dates for k in range(-days, days + 1)})
+    months = sorted({d.replace(day=1) for d in window})
+    return (
+        # Partition pruning (month), then file skipping (date); older lakes have no month.
+        events.where(F.col("event_month").isin(months) | F.col("event_month").isNull())
+        .where(F.col("event_date").isin(window))
+        .where(~((F.col("ingest_app_id") == app_id) & (F.col("ingest_batch_id") == batch_id)))
+        .select("event_id", *CONTENT)
+    )
+
+
+def append_once(frame: DataFrame, path: str, app_id: str, batch_id: int, stamp: bool) -> None:
+    """Append ``frame`` unless this (query, batch) already did (Delta ``txnAppId``/``txnVersion``);
+    ``stamp`` adds the ``ingest_app_id`` and ``ingest_batch_id`` columns."""
+    if stamp:
+        frame = frame.select(
+            *frame.columns,
+            F.lit(app_id).alias("ingest_app_id"),
+            F.lit(batch_id).cast("long").alias("ingest_batch_id"),
+        )
+    frame.write.format("delta").mode("append").option("txnAppId", app_id).option("txnVersion", batch_id).save(
+        path
+    )
+
+
+def _log_batch(figures: dict) -> None:
+    log.info(
+        "ingest batch %d: input=%d quarantined=%d duplicates=%d late=%d forgotten=%d written=%d "
+        "interactions=%d in %.1fs %s",
+        figures["batch_id"],
+        figures["input_rows"],
+        figures["quarantined_rows"],
+        figures["duplicate_rows"],
+        figures["late_rows"],
+        figures["forgotten_rows"],
+        figures["events_written"],
+        figures["interactions_touched"],
+        figures["duration_seconds"],
+        figures["phase_seconds"],
+    )

@@ -1,0 +1,135 @@
+"""The item-item family: EASE weights from Spark co-occurrences, and scoring histories with them."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from pyspark.sql import SparkSession
+
+from recspark.model.itemitem import ItemGram
+from recspark.model.topn import recommend_item_item
+
+# 6 users x 5 items, one row per user: which items they interacted with.
+MATRIX = np.array(
+    [
+        [1, 1, 0, 0, 1],
+        [1, 0, 1, 0, 0],
+        [0, 1, 1, 1, 0],
+        [1, 1, 1, 0, 0],
+        [0, 0, 1, 1, 1],
+        [1, 0, 0, 1, 0],
+    ],
+    dtype=np.float64,
+)
+ITEMS = ["a", "b", "c", "d", "e"]
+
+
+def brute_force_ease(x: np.ndarray, l2: float) -> np.ndarray:
+    p = np.linalg.inv(x.T @ x + l2 * np.eye(x.shape[1]))
+    b = np.eye(x.shape[1]) - p / np.diag(p)[None, :]
+    np.fill_diagonal(b, 0.0)
+    return b
+
+
+def positives(spark: SparkSession):
+    rows = [(f"u{u}", ITEMS[i], 1.0) for u, i in zip(*np.nonzero(MATRIX), strict=True)]
+    return spark.createDataFrame(rows, "user_id string, item_id string, weight double")
+
+
+def test_ease_weights_equal_the_closed_form_on_a_tiny_example(spark: SparkSession) -> None:
+    gram = ItemGram.compute(spark, positives(spark).repartition(3), max_items=10, min_item_users=1)
+    assert list(gram.item_ids) == ITEMS
+    np.testing.assert_allclose(gram.gram, MATRIX.T @ MATRIX)  # summed over three partitions
+    expected = brute_force_ease(MATRIX, 2.0)
+    np.testing.assert_allclose(gram.ease_weights(2.0), expected, rtol=1e-4, atol=1e-6)
+
+    kept = gram.similarity(2.0, neighbours=2)
+    for i, item in enumerate(ITEMS):
+        mine = kept[kept["item_id"] == item].set_index("similar_item_id")["weight"]
+        strongest = np.argsort(-np.abs(expected[i]))[:2]
+        assert set(mine.index) == {ITEMS[j] for j in strongest}
+        for j in strongest:
+            assert mine[ITEMS[j]] == pytest.approx(expected[i, j], rel=1e-4)
+
+
+def test_only_the_most_popular_items_with_enough_users_are_modelled(spark: SparkSession) -> None:
+    # Users per item: a 4, b 3, c 4, d 3, e 2.
+    gram = ItemGram.compute(spark, positives(spark), max_items=3, min_item_users=3)
+    assert list(gram.item_ids) == ["a", "b", "c"]  # the 3 most popular (b before d by id)
+    gram = ItemGram.compute(spark, positives(spark), max_items=10, min_item_users=3)
+    assert list(gram.item_ids) == ["a", "b", "c", "d"]
+
+
+def test_scoring_histories_equals_history_times_weights(spark: SparkSession) -> None:
+    weights = brute_force_ease(MATRIX, 1.0)
+    similarity = spark.createDataFrame(
+        [(ITEMS[i], ITEMS[j], float(weights[i, j])) for i in range(5) for j in range(5) if i != j],
+        "item_id string, similar_item_id string, weight float",
+    )
+    eligible = spark.createDataFrame([(i,) for i in ITEMS if i != "d"], "item_id string")  # d unavailable
+    users = spark.createDataFrame(
+        [("u0", ["a", "b"], ["e"]), ("u1", ["c"], None), ("u2", ["zz"], None)],
+        "user_id string, history array<string>, exclude array<string>",
+    )
+    got = recommend_item_item(spark, users, similarity, eligible, n=3, users_per_block=2, explain=True)
+    lists: dict[str, list] = {}
+    for row in got.orderBy("user_id", "rank").collect():
+        lists.setdefault(row["user_id"], []).append(row)
+    for user, history, excluded in (("u0", ["a", "b"], {"e", "d"}), ("u1", ["c"], {"d"})):
+        rows = [ITEMS.index(i) for i in history]
+        scores = weights[rows].sum(axis=0)
+        order = [j for j in np.argsort(-scores, kind="stable") if ITEMS[j] not in excluded and scores[j] != 0]
+        assert [r["item_id"] for r in lists[user]] == [ITEMS[j] for j in order[:3]]
+        assert [r["score"] for r in lists[user]] == pytest.approx([scores[j] for j in order[:3]], rel=1e-4)
+        for r in lists[user]:  # the history item with the largest weight towards it
+            j = ITEMS.index(r["item_id"])
+            assert r["because_item_id"] == history[int(np.argmax(weights[rows, j]))]
+    assert "u2" not in lists  # a history the model does not know reaches nothing
+
+
+def test_a_blend_mixes_each_users_standardised_scores(spark: SparkSession) -> None:
+    weights = brute_force_ease(MATRIX, 1.0)
+    similarity = spark.createDataFrame(
+        [(ITEMS[i], ITEMS[j], float(weights[i, j])) for i in range(5) for j in range(5) if i != j],
+        "item_id string, similar_item_id string, weight float",
+    )
+    rng = np.random.default_rng(3)
+    factors = rng.normal(size=(5, 3)).astype(np.float32)
+    vector = rng.normal(size=3).astype(np.float32)
+    items = spark.createDataFrame(
+        [(ITEMS[i], factors[i].tolist()) for i in range(5)], "item_id string, features array<float>"
+    )
+    users = spark.createDataFrame(
+        [("u0", ["a"], None, vector.tolist())],
+        "user_id string, history array<string>, exclude array<string>, features array<float>",
+    )
+    got = recommend_item_item(spark, users, similarity, items, n=5, users_per_block=8, als_weight=0.3)
+    als, item_item = factors @ vector, weights[0]
+
+    def z(v: np.ndarray) -> np.ndarray:
+        return (v - v.mean()) / v.std()
+
+    expected = 0.3 * z(als) + 0.7 * z(item_item)
+    rows = got.orderBy("rank").collect()
+    assert [r["item_id"] for r in rows] == [ITEMS[j] for j in np.argsort(-expected)]
+    assert [r["score"] for r in rows] == pytest.approx(sorted(expected, reverse=True), rel=1e-4, abs=1e-5)
+
+
+def test_weighted_histories_score_with_their_preference(spark: SparkSession) -> None:
+    weights = brute_force_ease(MATRIX, 1.0)
+    similarity = spark.createDataFrame(
+        [(ITEMS[i], ITEMS[j], float(weights[i, j])) for i in range(5) for j in range(5) if i != j],
+        "item_id string, similar_item_id string, weight float",
+    )
+    eligible = spark.createDataFrame([(i,) for i in ITEMS], "item_id string")
+    users = spark.createDataFrame(
+        [("u0", ["a", "b"], [2.0, 0.5], None)],
+        "user_id string, history array<string>, history_weight array<double>, exclude array<string>",
+    )
+    got = (
+        recommend_item_item(spark, users, similarity, eligible, n=5, weighted=True).orderBy("rank").collect()
+    )
+    scores = 2.0 * weights[0] + 0.5 * weights[1]
+    order = [j for j in np.argsort(-scores, kind="stable") if scores[j] != 0]
+    assert [r["item_id"] for r in got] == [ITEMS[j] for j in order]
+    assert [r["score"] for r in got] == pytest.approx([scores[j] for j in order], rel=1e-4)

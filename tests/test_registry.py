@@ -1,0 +1,117 @@
+"""The registry: faults are never read as "no champion", and every alias move is on record."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import mlflow
+import pytest
+from mlflow import MlflowClient
+from pyspark.sql import SparkSession
+
+from recspark.cli import main
+from recspark.core.config import Config
+from recspark.core.gates import no_gate
+from recspark.core.registry import (
+    TrackingError,
+    alias_version,
+    champion_move,
+    champion_version,
+    configure_mlflow,
+    move_alias,
+    rollback,
+)
+from recspark.core.tables import CHAMPION_HISTORY, JOB_RUNS, Lake
+from recspark.serve.refresh import RefreshBatchWriter
+from tests.conftest import config_under
+
+
+def register_versions(config: Config, count: int) -> None:
+    """``count`` versions of the configured model, each from a run of its own."""
+    configure_mlflow(config.mlflow)
+    client = MlflowClient()
+    client.create_registered_model(config.mlflow.model_name)
+    for _ in range(count):
+        with mlflow.start_run() as run:
+            mlflow.log_text("weights", "model/weights.txt")
+        client.create_model_version(
+            config.mlflow.model_name, f"{run.info.artifact_uri}/model", run.info.run_id
+        )
+
+
+@contextmanager
+def locked(config: Config) -> Iterator[None]:
+    """Another process holds the SQLite store's write lock (a long migration, a stuck writer)."""
+    connection = sqlite3.connect(config.mlflow.tracking_uri.removeprefix("sqlite:///"), timeout=0.1)
+    connection.execute("BEGIN EXCLUSIVE")
+    try:
+        yield
+    finally:
+        connection.rollback()
+        connection.close()
+
+
+def cli_settings(config: Config) -> list[str]:
+    settings = [f"mlflow.tracking_uri={config.mlflow.tracking_uri}", f"lake.root={config.lake.root}"]
+    return [arg for setting in settings for arg in ("--set", setting)]
+
+
+def test_rollback_undoes_promotions_made_by_train_and_records_every_move(
+    spark: SparkSession, tmp_path: Path
+) -> None:
+    config = config_under(tmp_path)
+    lake = Lake.at(config.lake.root)
+    register_versions(config, 3)
+    for version in ("1", "2", "3"):  # what train does when a candidate earns promotion
+        move_alias(spark, lake, config.mlflow, champion_move(config.mlflow, version, "train", "beat v-1"))
+
+    assert rollback(spark, lake, config.mlflow) == "2"
+    assert main(["rollback", *cli_settings(config)]) == 0
+    assert str(champion_version(config.mlflow).version) == "1"
+    with pytest.raises(TrackingError, match="no earlier champion"):
+        rollback(spark, lake, config.mlflow)
+
+    history = lake.read(spark, CHAMPION_HISTORY).orderBy("moved_at").collect()
+    assert [(r.version, r.previous_version, r.action) for r in history] == [
+        ("1", None, "train"),
+        ("2", "1", "train"),
+        ("3", "2", "train"),
+        ("2", "3", "rollback"),
+        ("1", "2", "rollback"),
+    ]
+    assert all(r.moved_by and r.reason and r.moved_at for r in history)
+
+
+def test_a_registry_fault_is_an_error_not_an_absent_champion(
+    spark: SparkSession, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = config_under(tmp_path)
+    configure_mlflow(config.mlflow)
+    assert alias_version(config.mlflow, "champion") is None  # nothing registered: truly absent
+    register_versions(config, 1)
+
+    with locked(config), pytest.raises(TrackingError, match="locked"):
+        alias_version(config.mlflow, "champion")
+
+    with locked(config):
+        code = main(["promote", "1", *cli_settings(config)])
+    assert code == 2
+    assert "database is locked" in capsys.readouterr().err
+    run = Lake.at(config.lake.root).read(spark, JOB_RUNS).first()
+    assert run.job == "promote" and run.status == "failed" and "locked" in run.error
+    assert champion_version(config.mlflow) is None
+
+
+def test_a_registry_fault_fails_the_refresh_batch_so_spark_runs_it_again(
+    spark: SparkSession, tmp_path: Path
+) -> None:
+    config = config_under(tmp_path)
+    register_versions(config, 1)
+    lake = Lake.at(config.lake.root)
+    writer = RefreshBatchWriter(config, lake, str(tmp_path / "checkpoint"), no_gate)
+    changes = spark.createDataFrame([], "user_id string, _change_type string, _commit_version long")
+    with locked(config), pytest.raises(TrackingError, match="locked"):
+        writer(changes, 0)  # raised out of foreachBatch: the batch is not committed
