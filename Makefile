@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install jars demo test lint clean zip airflow-venv
+.PHONY: install jars demo test test-random lint clean zip airflow-venv
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,7 +25,12 @@ demo: install
 
 test: install
 	$(BIN)/lint-imports
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -p no:randomly
+
+# The same suite in a random order (pytest-randomly; the seed is printed, rerun one with
+# --randomly-seed=N): tests must not depend on each other's order.
+test-random: install
+	$(BIN)/python -m pytest -p randomly
 
 # ruff, and the import contract of the stage packages (pyproject.toml, [tool.importlinter]).
 lint: install
