@@ -155,6 +155,7 @@ def test_a_missing_tracking_store_stops_training_with_a_clear_error(
         (tmp_path / "a-file").write_text("not a directory")
         uri = f"sqlite:///{tmp_path / 'a-file' / 'mlflow.db'}"
     config = copy_shop(shop, tmp_path / "shop")
+    configure_mlflow(config.mlflow)  # MLflow's store is process-wide: point it at this copy
     champion_before = str(champion_version(config.mlflow).version)
     code = main(
         [
