@@ -25,7 +25,7 @@ demo: install
 
 test: install
 	$(BIN)/lint-imports
-	$(BIN)/python -m pytest -q -p no:randomly
+	$(BIN)/python -m pytest -q -p no:randomly --durations=25
 
 # The same suite in a random order (pytest-randomly; the seed is printed, rerun one with
 # --randomly-seed=N): tests must not depend on each other's order.

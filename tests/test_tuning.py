@@ -63,6 +63,13 @@ def test_tune_picks_the_best_validation_trial_and_train_uses_it(
         shop,
         tmp_path / "shop",
         "train.families=[als, ease]",
+        # The configured points are pinned so the trial count follows from this test alone.
+        "train.rank=8",
+        "train.reg_param=0.1",
+        "train.alpha=10",
+        "ease.l2=300",
+        "ease.signal=preference",
+        "tune.ease_signal=[preference]",
         "tune.rank=[1, 8]",
         "tune.reg_param=[0.1]",
         "tune.alpha=[10]",
@@ -78,8 +85,8 @@ def test_tune_picks_the_best_validation_trial_and_train_uses_it(
         [mlflow.get_run(result.run_id).info.experiment_id],
         filter_string=f"tags.mlflow.parentRunId = '{result.run_id}'",
     )
-    # ALS: the configured point (rank 8, reg 0.1, alpha 10) and rank 1; EASE: 300 (configured),
-    # 50, 500; one blend of the best two.
+    # ALS: the configured point (rank 8, reg 0.1, alpha 10; the grid's rank 8 is the same point)
+    # and rank 1; EASE: 300 (configured), 50, 500; one blend of the best two.
     assert len(children) == 6
     scores: dict[tuple, float] = {}
     for child in children:
