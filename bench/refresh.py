@@ -20,7 +20,7 @@ from pyspark.sql import functions as F
 
 from recspark.core.config import load_config
 from recspark.core.session import build_spark
-from recspark.core.tables import INTERACTIONS, ITEM_IDS, RECOMMENDATIONS, USER_IDS, Lake
+from recspark.core.tables import INTERACTIONS, ITEM_IDS, RECOMMENDATIONS, USER_IDS, Lake, serving_table
 from recspark.model.families import ALS, FittedModel, ModelSpec
 from recspark.model.sources import newest_event_time
 from recspark.serve.publish import Champion
@@ -42,6 +42,12 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=10)
     parser.add_argument("--root", default="/tmp/recspark-bench-refresh")
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument(
+        "--deletion-vectors",
+        choices=("true", "false"),
+        default="true",
+        help="serve.deletion_vectors: MERGE marks old rows deleted (true) or rewrites files (false)",
+    )
     args = parser.parse_args()
 
     shutil.rmtree(args.root, ignore_errors=True)
@@ -55,12 +61,13 @@ def main() -> None:
             f"lake.root={args.root}/lake",
             "catalog.path=null",
             f"serve.top_n={args.n}",
+            f"serve.deletion_vectors={args.deletion_vectors}",
         ],
     )
     spark = build_spark(config, "bench-refresh")
     lake = Lake.at(config.lake.root)
     started = time.time()
-    for spec in (USER_IDS, ITEM_IDS, INTERACTIONS, RECOMMENDATIONS):
+    for spec in (USER_IDS, ITEM_IDS, INTERACTIONS, serving_table(config.serve.deletion_vectors)):
         lake.ensure(spark, spec)
     user_key = F.format_string("u%07d", "id").alias("user_id")
     spark.range(args.users).select(user_key, F.col("id").cast("int").alias("user_idx")).write.format(
@@ -132,6 +139,7 @@ def main() -> None:
             f"(MERGE inserted {metrics.get('numTargetRowsInserted')}, "
             f"deleted {metrics.get('numTargetRowsDeleted')}, "
             f"deletion vectors added {metrics.get('numTargetDeletionVectorsAdded')}, "
+            f"files added {metrics.get('numTargetFilesAdded')}, "
             f"MERGE itself {int(metrics.get('executionTimeMs', 0)) / 1000:.1f} s)",
             flush=True,
         )

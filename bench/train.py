@@ -30,7 +30,7 @@ from recspark.core.session import build_spark
 from recspark.core.tables import EVENTS, Lake
 from recspark.ingest.history import load_history
 from recspark.model.als import als_ratings, factor_tables, fit_als
-from recspark.model.data import events_period
+from recspark.model.data import split_period
 from recspark.model.families import ALS, FittedModel, ModelSpec
 from recspark.model.holdout import Holdout
 from recspark.model.inputs import read_inputs
@@ -56,9 +56,7 @@ def peer_comparison(spark: SparkSession, config: Config, lake: Lake) -> dict[str
     settings = config.train
     inputs = read_inputs(spark, config, lake)
     split = inputs.split
-    data = events_period(
-        spark, config, lake, split.train_events, split.as_of, inputs.interactions, "the split"
-    )
+    data = split_period(spark, config, lake, split, all_interactions=inputs.interactions, period="the split")
     holdout = Holdout(spark, config, split, data, inputs.catalog, inputs.eligible)
     ratings = als_ratings(data.interactions, data.user_ids, data.item_ids, settings).persist()
     n_ratings = ratings.count()

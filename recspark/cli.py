@@ -113,24 +113,16 @@ def _gate(spark, config: Config, lake, spec, job: str, **kwargs) -> None:
     from recspark.ops.quality import run_gate
 
     version = lake.version(spark, spec)
-    run_gate(spark, config, lake, spec.name, lake.read(spark, spec, version), job, version, **kwargs)
+    frame = lake.read(spark, spec, version)
+    run_gate(spark, config, lake, spec.name, frame, job=job, table_version=version, **kwargs)
 
 
 def cmd_generate(args: argparse.Namespace, config: Config) -> None:
     from recspark.ops.generate import ShopSpec, write_shop
 
-    g = config.generate
+    sizes = {name: getattr(args, name) for name in ("users", "items", "events", "days", "seed")}
     try:
-        spec = ShopSpec(
-            users=args.users or g.users,
-            items=args.items or g.items,
-            categories=g.categories,
-            events=args.events or g.events,
-            days=args.days or g.days,
-            seed=args.seed if args.seed is not None else g.seed,
-            bad_fraction=g.bad_fraction,
-            duplicate_fraction=g.duplicate_fraction,
-        )
+        spec = ShopSpec.from_config(config.generate, **{k: v for k, v in sizes.items() if v is not None})
     except ValueError as exc:
         raise UsageError(str(exc)) from exc
     if config.catalog.path is None:

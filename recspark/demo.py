@@ -119,19 +119,9 @@ def reset_local_state(config: Config) -> None:
 
 def _write_demo_shop(config: Config) -> ShopSummary:
     assert config.catalog.path is not None, "the demo needs catalog.path"
-    g = config.generate
     try:
         return write_shop(
-            ShopSpec(
-                users=g.users,
-                items=g.items,
-                categories=g.categories,
-                events=g.events,
-                days=g.days,
-                seed=g.seed,
-                bad_fraction=g.bad_fraction,
-                duplicate_fraction=g.duplicate_fraction,
-            ),
+            ShopSpec.from_config(config.generate),
             Path(config.ingest.path),
             Path(config.catalog.path),
         )

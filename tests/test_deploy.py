@@ -21,6 +21,7 @@ import sys
 import textwrap
 import time
 import zipfile
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
@@ -555,14 +556,8 @@ def write_config(root: Path, catalog: bool = False) -> Path:
     return conf
 
 
-def needs_spark_submit() -> None:
-    if not (VENV_BIN / "spark-submit").is_file() or shutil.which("java") is None:
-        pytest.skip("spark-submit or java is not available")
-
-
-def test_cron_daily_runs_all_three_jobs_through_spark_submit(tmp_path: Path, spark) -> None:
-    needs_spark_submit()
-    conf = write_config(tmp_path, catalog=True)
+def generate_tiny_shop(root: Path, conf: Path) -> None:
+    """A few thousand events for 60 users, written by ``recspark generate`` under ``root``."""
     generate = subprocess.run(
         [
             str(VENV_BIN / "recspark"),
@@ -578,13 +573,24 @@ def test_cron_daily_runs_all_three_jobs_through_spark_submit(tmp_path: Path, spa
             "--days",
             "20",
         ],
-        cwd=tmp_path,
+        cwd=root,
         env=clean_env(),
         capture_output=True,
         text=True,
         timeout=300,
     )
     assert generate.returncode == 0, generate.stderr[-3000:]
+
+
+def needs_spark_submit() -> None:
+    if not (VENV_BIN / "spark-submit").is_file() or shutil.which("java") is None:
+        pytest.skip("spark-submit or java is not available")
+
+
+def test_cron_daily_runs_all_three_jobs_through_spark_submit(tmp_path: Path, spark) -> None:
+    needs_spark_submit()
+    conf = write_config(tmp_path, catalog=True)
+    generate_tiny_shop(tmp_path, conf)
 
     started = time.monotonic()
     daily = subprocess.run(
@@ -602,6 +608,8 @@ def test_cron_daily_runs_all_three_jobs_through_spark_submit(tmp_path: Path, spa
             "train.max_iter=3",
             "--set",
             "tune.auto=false",  # the schedule is under test here, not the search
+            "--set",
+            "quality.enabled=false",  # nor the gates
         ],
         cwd=tmp_path,
         # run-locked.sh's own timeout kills the whole chain (a job that, say, forgot --once
@@ -631,3 +639,109 @@ def test_cron_daily_runs_all_three_jobs_through_spark_submit(tmp_path: Path, spa
     assert recs.count() > 0
     per_user = {r["count"] for r in recs.groupBy("user_id").count().collect()}
     assert len(per_user) == 1, f"every user should get the same number of rows: {per_user}"
+
+
+# --------------------------------------------------------------------------- Airflow runs the DAGs
+
+# Small and quick: one family, no search, no Great Expectations runs (tested on their own); the
+# schedule is under test here.
+FAST_JOBS = """\
+quality:
+  enabled: false
+train:
+  families: [als]
+  min_train_interactions: 10
+  rank: 4
+  max_iter: 3
+tune:
+  auto: false
+"""
+
+
+def airflow_env(home: Path, conf: Path, py_files: Path) -> dict[str, str]:
+    """An Airflow home of its own, the DAGs of this checkout, the job config and code artifact
+    as Airflow Variables, and ``spark_default`` submitting to local[2] with this venv's
+    spark-submit (as a worker with pyspark installed would)."""
+    return clean_env(
+        AIRFLOW_HOME=str(home),
+        AIRFLOW__CORE__LOAD_EXAMPLES="False",
+        AIRFLOW__CORE__DAGS_FOLDER=str(DAG_FOLDER),
+        AIRFLOW_VAR_RECSPARK_CONF=str(conf),
+        AIRFLOW_VAR_RECSPARK_PY_FILES=str(py_files),
+        AIRFLOW_VAR_RECSPARK_PYSPARK_PYTHON=sys.executable,
+        AIRFLOW_CONN_SPARK_DEFAULT=json.dumps({"conn_type": "spark", "host": "local[2]"}),
+        PATH=f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+    )
+
+
+def airflow(venv: Path, env: dict[str, str], *args: str, timeout: int = 1200) -> subprocess.CompletedProcess:
+    started = time.monotonic()
+    done = subprocess.run(
+        [str(venv / "bin" / "airflow"), *args],
+        cwd=env["AIRFLOW_HOME"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    print(f"airflow {' '.join(args)}: exit {done.returncode} in {time.monotonic() - started:.0f}s")
+    return done
+
+
+def migrated_airflow(tmp_path: Path, conf: Path) -> tuple[Path, dict[str, str]]:
+    needs_spark_submit()
+    venv = airflow_venv()
+    built = subprocess.run(
+        [str(BUILD_ZIP), str(tmp_path / "recspark.zip")], check=True, capture_output=True, text=True
+    )
+    zip_path = Path(built.stdout.strip())
+    home = tmp_path / "airflow"
+    home.mkdir()
+    env = airflow_env(home, conf, zip_path)
+    migrate = airflow(venv, env, "db", "migrate", timeout=600)
+    assert migrate.returncode == 0, migrate.stdout[-3000:] + migrate.stderr[-3000:]
+    return venv, env
+
+
+def test_airflow_dags_test_runs_the_daily_dag_against_a_tiny_lake(tmp_path: Path, spark) -> None:
+    conf = write_config(tmp_path, catalog=True)
+    conf.write_text(conf.read_text() + FAST_JOBS)
+    generate_tiny_shop(tmp_path, conf)
+    venv, env = migrated_airflow(tmp_path, conf)
+    now = datetime.now(timezone.utc)
+    ingest_slot = now.replace(minute=now.minute - now.minute % 10, second=0, microsecond=0)
+
+    # An ingest run in the current slot: what the daily DAG's sensor waits for.
+    ingest = airflow(venv, env, "dags", "test", "recspark_ingest", ingest_slot.isoformat())
+    assert ingest.returncode == 0, ingest.stdout[-5000:] + ingest.stderr[-3000:]
+    lake = tmp_path / "lake"
+    events = spark.read.format("delta").load(str(lake / "events"))
+    assert events.count() > 0
+
+    # The daily DAG: the sensor finds that ingest run, train_als submits the training job. Its
+    # last task triggers a run of recspark_refresh and waits for it; `dags test` runs no
+    # scheduler that would execute a triggered run, so that task is marked successful and the
+    # refresh DAG runs next, by `dags test` too.
+    daily = airflow(
+        venv, env, "dags", "test", "recspark_daily", "--mark-success-pattern", "^refresh_recommendations$"
+    )
+    assert daily.returncode == 0, daily.stdout[-5000:] + daily.stderr[-3000:]
+    assert "Success criteria met" in daily.stdout  # the sensor, not a timeout
+    assert "promoted to champion" in daily.stdout
+    assert not (lake / "recommendations").exists()
+    refresh = airflow(venv, env, "dags", "test", "recspark_refresh")
+    assert refresh.returncode == 0, refresh.stdout[-5000:] + refresh.stderr[-3000:]
+    recs = spark.read.format("delta").load(str(lake / "recommendations"))
+    assert recs.select("user_id").distinct().count() == 60
+    assert {r["model_version"] for r in recs.select("model_version").distinct().collect()} == {"1"}
+
+
+def test_a_failing_airflow_task_fails_the_run_with_the_jobs_error(tmp_path: Path) -> None:
+    conf = tmp_path / "broken.yaml"
+    conf.write_text("train:\n  rank: -3\n")
+    venv, env = migrated_airflow(tmp_path, conf)
+    run = airflow(venv, env, "dags", "test", "recspark_ingest")
+    assert run.returncode != 0
+    assert "DagRun failed" in run.stdout + run.stderr
+    # The job's own one-line error reaches the task log (here, dags test's output).
+    assert "recspark ingest: error: train.rank must be > 0" in run.stdout + run.stderr

@@ -17,7 +17,7 @@ from delta.tables import DeltaTable as SparkDeltaTable
 from deltalake import DeltaTable, QueryBuilder
 from pyspark.sql import DataFrame, SparkSession
 
-from recspark.core.tables import INTERACTIONS, RECOMMENDATIONS, SIMILAR_ITEMS, Lake, TableSpec
+from recspark.core.tables import INTERACTIONS, RECOMMENDATIONS, SIMILAR_ITEMS, Lake, TableSpec, serving_table
 
 AT = datetime(2026, 11, 30, 12, 0, tzinfo=timezone.utc)
 LATER = AT + timedelta(hours=1)
@@ -165,3 +165,32 @@ def test_delta_rs_to_pandas_refuses_deletion_vectors(lake: Lake) -> None:
     """The README's known limit: the plain reader refuses the table (QueryBuilder reads it)."""
     with pytest.raises(Exception, match="deletionVectors"):
         DeltaTable(lake.path(RECOMMENDATIONS.name)).to_pandas()
+
+
+def test_serve_deletion_vectors_off_makes_the_serving_table_plain_for_every_reader(
+    spark: SparkSession, tmp_path
+) -> None:
+    """``serve.deletion_vectors: false`` on a serving table that already has them: the feature
+    is dropped (rows marked deleted are purged), later refreshes rewrite files instead, and
+    delta-rs' plain reader, which refuses deletion vectors, reads it as Spark does."""
+    lake = Lake.at(str(tmp_path / "lake"))
+    path = lake.path(RECOMMENDATIONS.name)
+    lake.ensure(spark, serving_table(deletion_vectors=True))
+    rows = spark.createDataFrame(_recommendation_rows(), RECOMMENDATIONS.schema).coalesce(1)
+    rows.write.format("delta").mode("append").save(path)
+    _refresh_u1_and_forget_u2(spark, path)
+    assert _deletion_vectors_added(spark, path) > 0
+    with pytest.raises(Exception, match="deletionVectors"):
+        DeltaTable(path).to_pandas()
+
+    lake.ensure(spark, serving_table(deletion_vectors=False))
+    before = _deletion_vectors_added(spark, path)
+    _refresh_u1_and_forget_u2(spark, path)  # the next refresh: no new deletion vectors
+    assert _deletion_vectors_added(spark, path) == before
+    features = spark.sql(f"DESCRIBE DETAIL delta.`{path}`").first()["tableFeatures"]
+    assert "deletionVectors" not in features
+
+    expected = spark.read.format("delta").load(path)
+    assert expected.where("user_id = 'u2'").count() == 0
+    actual = _as_spark(spark, DeltaTable(path).to_pandas(), expected)
+    assert_df_equality(actual, expected, ignore_row_order=True, ignore_nullable=True)

@@ -27,6 +27,7 @@ from recspark.core.tables import (
     Lake,
 )
 from recspark.ops.runs import (
+    JobRun,
     active_spark,
     error_text,
     format_age,
@@ -134,19 +135,11 @@ def _seed_lake(spark: SparkSession, lake: Lake) -> None:
             ("train", "failed", None, "TrainingError: only 3 positive interactions"),
         ]
     ):
-        record_job_run(
-            spark,
-            lake,
-            run_id=f"run{i}",
-            job=job,
-            started_at=start + timedelta(minutes=10 * i),
-            ended_at=start + timedelta(minutes=10 * i, seconds=95),
-            status=status,
-            rows_in=None,
-            rows_out=rows_out,
-            model_version=None,
-            error=error,
+        run = JobRun(
+            job=job, run_id=f"run{i}", started_at=start + timedelta(minutes=10 * i), rows_out=rows_out
         )
+        ended_at = start + timedelta(minutes=10 * i, seconds=95)
+        record_job_run(spark, lake, run, ended_at=ended_at, status=status, error=error)
 
 
 def test_status_report_shows_tables_runs_and_no_champion(spark: SparkSession, config: Config) -> None:

@@ -397,6 +397,10 @@ class ServeConfig:
     new_item_max_users: int = 5
     # Name on each personalised row the interacted item that contributed most (because_item_id).
     explain: bool = True
+    # Deletion vectors on the serving table: a refresh marks a few users' old rows deleted
+    # instead of rewriting the files they sit in. Off for shops whose readers cannot read them
+    # (e.g. delta-rs' to_pandas); turning it off drops the feature from an existing table.
+    deletion_vectors: bool = True
 
     def __post_init__(self) -> None:
         _require(self.top_n > 0, "serve.top_n must be > 0")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from delta.tables import DeltaTable
@@ -239,6 +239,9 @@ def with_event_partitions(events: DataFrame) -> DataFrame:
     return events.withColumn("event_date", day).withColumn("event_month", F.trunc(day, "month"))
 
 
+# The table property behind deletion vectors (rows marked deleted rather than files rewritten).
+DELETION_VECTORS = "delta.enableDeletionVectors"
+
 QUARANTINE = TableSpec("events_quarantine", QUARANTINE_SCHEMA)
 INTERACTIONS = TableSpec(
     "interactions",
@@ -252,8 +255,15 @@ RECOMMENDATIONS = TableSpec(
     # The refresh MERGEs a few users' rows into a table of all users: with deletion vectors it
     # marks their old rows deleted instead of rewriting every file those rows sit in.
     # `recspark maintain` purges them (REORG ... APPLY (PURGE)) before VACUUM.
-    properties={"delta.enableDeletionVectors": "true"},
+    properties={DELETION_VECTORS: "true"},
 )
+
+
+def serving_table(deletion_vectors: bool) -> TableSpec:
+    """The recommendations table as configured (``serve.deletion_vectors``)."""
+    return replace(RECOMMENDATIONS, properties={DELETION_VECTORS: "true" if deletion_vectors else "false"})
+
+
 USER_IDS = TableSpec("user_ids", USER_IDS_SCHEMA)
 ITEM_IDS = TableSpec("item_ids", ITEM_IDS_SCHEMA)
 INGEST_METRICS = TableSpec("ingest_metrics", INGEST_METRICS_SCHEMA)
@@ -343,8 +353,14 @@ class Lake:
             spark.sql(f"ALTER TABLE delta.`{path}` ADD COLUMNS ({columns})")
             log.info("table %s: added columns %s", spec.name, columns)
         if spec.properties:
-            detail = table.detail().select("properties").first()
+            detail = table.detail().select("properties", "tableFeatures").first()
             current = detail[0] if detail else {}
+            if spec.properties.get(DELETION_VECTORS) == "false" and "deletionVectors" in (detail[1] or []):
+                # Setting the property only stops new deletion vectors; dropping the feature also
+                # purges the existing ones and lifts the reader requirement from the protocol.
+                spark.sql(f"ALTER TABLE delta.`{path}` DROP FEATURE deletionVectors")
+                log.info("table %s: dropped the deletionVectors feature", spec.name)
+                current = {**current, DELETION_VECTORS: "false"}
             changed = {k: v for k, v in spec.properties.items() if current.get(k) != v}
             if changed:
                 assignments = ", ".join(f"'{k}' = '{v}'" for k, v in changed.items())

@@ -31,6 +31,37 @@ from recspark.ingest.plan import CONTENT, plan_batch
 log = logging.getLogger(__name__)
 
 
+class IngestProgress:
+    """What ingestion carries from batch to batch: the stream's id and the newest event time
+    seen so far, which after a restart is read back from ``ingest_metrics``."""
+
+    def __init__(self, lake: Lake, checkpoint: str, allowed_lateness_hours: float) -> None:
+        self.lake = lake
+        self.checkpoint = checkpoint
+        self.allowed_lateness = timedelta(hours=allowed_lateness_hours)
+        self.app_id: str | None = None
+        self.max_event_time: datetime | None = None
+
+    def resume(self, spark: SparkSession) -> str:
+        """The stream's app id; on the first batch after a (re)start, also the newest event
+        time the metrics recorded."""
+        if self.app_id is None:
+            self.app_id = streaming_app_id(spark, self.checkpoint, "ingest")
+            row = self.lake.read(spark, INGEST_METRICS).agg(F.max("max_event_time")).first()
+            self.max_event_time = row[0] if row else None
+        return self.app_id
+
+    def watermark(self) -> datetime | None:
+        """Events older than this are late: the newest event time of earlier batches minus the
+        allowed lateness (Spark's definition of an event-time watermark)."""
+        return None if self.max_event_time is None else self.max_event_time - self.allowed_lateness
+
+    def newest_with(self, batch_newest: datetime | None) -> datetime | None:
+        """The newest event time once a batch whose newest is ``batch_newest`` is stored."""
+        known = [t for t in (self.max_event_time, batch_newest) if t is not None]
+        return max(known, default=None)
+
+
 class EventBatchWriter:
     """The ``foreachBatch`` function: one micro-batch into all ingestion tables.
 
@@ -40,42 +71,15 @@ class EventBatchWriter:
     def __init__(self, config: Config, lake: Lake, checkpoint: str) -> None:
         self.config = config
         self.lake = lake
-        self.checkpoint = checkpoint
         self.bounds = TimeBounds(config.ingest.earliest_event_time, config.ingest.max_future_minutes)
-        self._app_id: str | None = None
-        self._max_event_time: datetime | None = None
-        self._max_event_time_loaded = False
-
-    # -- state carried across batches ---------------------------------------------------------
-
-    def _watermark(self) -> datetime | None:
-        """Events older than this are late: the newest event time of earlier batches minus the
-        allowed lateness (Spark's definition of an event-time watermark)."""
-        if self._max_event_time is None:
-            return None
-        return self._max_event_time - timedelta(hours=self.config.ingest.allowed_lateness_hours)
-
-    def _load_max_event_time(self, spark: SparkSession) -> None:
-        """After a restart, carry on from the newest event time the metrics recorded."""
-        if not self._max_event_time_loaded:
-            row = self.lake.read(spark, INGEST_METRICS).agg(F.max("max_event_time")).first()
-            self._max_event_time = row[0] if row else None
-            self._max_event_time_loaded = True
-
-    def app_id(self, spark: SparkSession) -> str:
-        if self._app_id is None:
-            self._app_id = streaming_app_id(spark, self.checkpoint, "ingest")
-        return self._app_id
-
-    # -- the batch ----------------------------------------------------------------------------
+        self.progress = IngestProgress(lake, checkpoint, config.ingest.allowed_lateness_hours)
 
     def __call__(self, batch: DataFrame, batch_id: int) -> None:
         started = time.time()
         spark = batch.sparkSession
         phases: dict[str, float] = {}
         with _phase(phases, "state"):
-            app_id = self.app_id(spark)
-            self._load_max_event_time(spark)
+            app_id = self.progress.resume(spark)
             forgotten = self.forgotten_users(spark)
         parsed = parse_events(batch, self.bounds).withColumn("ingested_at", F.current_timestamp()).persist()
         try:
@@ -92,7 +96,7 @@ class EventBatchWriter:
             plan.decided = decided = plan.decided.persist()
             try:
                 with _phase(phases, "dedup"):
-                    counts = plan.counts(self._watermark())
+                    counts = plan.counts(self.progress.watermark())
                 with _phase(phases, "quarantine"):
                     if counts["quarantined_rows"]:
                         self.append(plan.quarantine(), QUARANTINE.name, app_id, batch_id)
@@ -108,9 +112,7 @@ class EventBatchWriter:
                 decided.unpersist()
         finally:
             parsed.unpersist()
-        newest = max(
-            (t for t in (self._max_event_time, counts["max_event_time"]) if t is not None), default=None
-        )
+        newest = self.progress.newest_with(counts["max_event_time"])
         figures = {
             **counts,
             "interactions_touched": touched,
@@ -122,7 +124,7 @@ class EventBatchWriter:
             "phase_seconds": phases,
         }
         self.append(_metrics_row(spark, figures), INGEST_METRICS.name, app_id, batch_id)
-        self._max_event_time = newest
+        self.progress.max_event_time = newest
         _log_batch(figures)
 
     def forgotten_users(self, spark: SparkSession) -> DataFrame:

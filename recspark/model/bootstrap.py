@@ -73,6 +73,7 @@ class PairedComparison:
 def paired_comparison(
     candidate: np.ndarray,
     reference: np.ndarray,
+    *,
     margin: float = 0.0,
     strict: bool = False,
     resamples: int = RESAMPLES,
@@ -82,7 +83,8 @@ def paired_comparison(
     """Compare per-user metrics of two models aligned on the same users (same order).
 
     ``strict``: the candidate must exceed the reference (times ``1 + margin``); otherwise a tie
-    counts as beating it."""
+    counts as beating it. Two inputs; the other five parameters are keyword-only settings with
+    defaults (the promotion rule passes two of them)."""
     a = np.asarray(candidate, dtype=np.float64)
     b = np.asarray(reference, dtype=np.float64)
     if a.shape != b.shape:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -13,6 +14,9 @@ from recspark.core.interactions import aggregate_events, strength_as_of
 from recspark.core.tables import Lake
 from recspark.model.idmap import extend_user_and_item_maps
 from recspark.model.itemitem import ItemGram
+
+if TYPE_CHECKING:
+    from recspark.model.splits import Split
 
 
 class TrainingError(RuntimeError):
@@ -50,13 +54,16 @@ def training_data(
     config: Config,
     lake: Lake,
     interactions: DataFrame,
+    *,
     as_of: datetime,
     all_interactions: DataFrame,
     period: str,
 ) -> TrainingData:
     """``interactions`` (in the interactions schema) with ``strength`` decayed to ``as_of``,
     persisted, and the id maps extended to every user and item of ``all_interactions``; refuses
-    a period with fewer positive pairs than ``train.min_train_interactions``."""
+    a period with fewer positive pairs than ``train.min_train_interactions``. Seven parameters:
+    the session, config and lake every stage takes, the pairs, and three keyword-only facts
+    about the period (when it ends, the id universe, its name for messages)."""
     decayed = strength_as_of(interactions, as_of, config.interactions).persist()
     positives = decayed.where("strength > 0").count()
     least = config.train.min_train_interactions
@@ -70,15 +77,18 @@ def training_data(
     return TrainingData(decayed, user_ids.persist(), item_ids.persist(), as_of, positives)
 
 
-def events_period(
+def split_period(
     spark: SparkSession,
     config: Config,
     lake: Lake,
-    events: DataFrame,
-    as_of: datetime,
+    split: Split,
+    *,
     all_interactions: DataFrame,
     period: str,
 ) -> TrainingData:
-    """A training period from raw events (the part of a split before its held-out events)."""
-    aggregated = aggregate_events(events, config.interactions)
-    return training_data(spark, config, lake, aggregated, as_of, all_interactions, period)
+    """The training side of ``split``: its events before the held-out ones, aggregated and
+    decayed to the split's cutoff (see :func:`training_data`)."""
+    aggregated = aggregate_events(split.train_events, config.interactions)
+    return training_data(
+        spark, config, lake, aggregated, as_of=split.as_of, all_interactions=all_interactions, period=period
+    )

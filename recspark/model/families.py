@@ -146,7 +146,14 @@ class FittedModel:
         targets = eligible.select("item_id")
         if self.family == EASE:
             return recommend_item_item(
-                spark, users, similarity, targets, n, users_per_block, explain, weighted=self.weighted_history
+                spark,
+                users,
+                similarity,
+                targets,
+                n,
+                users_per_block=users_per_block,
+                explain=explain,
+                weighted=self.weighted_history,
             )
         assert self.item_factors is not None
         items = self.item_factors.join(eligible, "item_id")
@@ -156,8 +163,8 @@ class FittedModel:
             similarity,
             items,
             n,
-            users_per_block,
-            explain,
+            users_per_block=users_per_block,
+            explain=explain,
             als_weight=self.spec.blend_weight,
             weighted=self.weighted_history,
         )
@@ -168,8 +175,8 @@ class FittedModel:
             similarity,
             targets,
             n,
-            users_per_block,
-            explain,
+            users_per_block=users_per_block,
+            explain=explain,
             weighted=self.weighted_history,
         )
         return blended.unionByName(history_only)

@@ -47,7 +47,10 @@ class Scored:
 
 
 class Holdout:
-    """Everything about one split that does not depend on the recommender, computed once."""
+    """Everything about one split that does not depend on the recommender, computed once.
+
+    Built from the session, config, the split and its training data, the catalog and the
+    eligible items (six inputs, each needed once here), plus the keyword-only fallback chain."""
 
     def __init__(
         self,
@@ -57,6 +60,7 @@ class Holdout:
         data: TrainingData,
         catalog: DataFrame | None,
         eligible: DataFrame,
+        *,
         chain: tuple[str, ...] = FALLBACK_CHAIN,
     ) -> None:
         self.spark = spark

@@ -75,7 +75,7 @@ def decide_promotion(
     if champion is not None:
         references.append(("champion", np.asarray(champion), False))
     for name, reference, strict in references:
-        comparison = paired_comparison(values, reference, rule.margin, strict=strict)
+        comparison = paired_comparison(values, reference, margin=rule.margin, strict=strict)
         comparisons[name] = comparison
         if comparison.probability < rule.confidence or math.isnan(comparison.probability):
             return PromotionDecision(

@@ -178,15 +178,7 @@ def recommend_top_n(
                     part = batch.iloc[start : start + ROWS_PER_PRODUCT]
                     user_matrix = np.stack(part["features"].to_numpy()).astype(np.float32, copy=False)
                     cols, best = score_block(user_matrix, part["exclude"].to_numpy(), item_columns, buffer)
-                    keep = np.isfinite(best)
-                    ranks = np.broadcast_to(np.arange(1, cols.shape[1] + 1, dtype=np.int32), cols.shape)
-                    user_ids = np.repeat(part["user_id"].to_numpy(), cols.shape[1]).reshape(cols.shape)
-                    out = {
-                        "user_id": user_ids[keep],
-                        "rank": ranks[keep],
-                        "item_id": ids[cols[keep]],
-                        "score": best[keep].astype(np.float64),
-                    }
+                    keep, out = _ranked_rows(part["user_id"].to_numpy(), cols, best, ids)
                     if explain:
                         out["because_item_id"] = explain_block(part, cols, keep, unit)[keep]
                     yield pd.DataFrame(out)
@@ -247,6 +239,7 @@ def recommend_item_item(
     similarity: DataFrame | pd.DataFrame,
     items: DataFrame,
     n: int,
+    *,
     users_per_block: int = 2048,
     explain: bool = False,
     als_weight: float = 0.0,
@@ -267,6 +260,9 @@ def recommend_item_item(
     candidates, so a user with a thin history gets a short list (the caller fills it). A blend
     mixes the two models' per-user z-scores, ``als_weight`` x ALS + (1 - ``als_weight``) x
     item-item, over every eligible item.
+
+    Nine parameters: the session, the three inputs and ``n``; the other four are keyword-only
+    options with defaults, which each family's caller sets by name.
     """
     blend = als_weight > 0
     if blend:
@@ -316,15 +312,7 @@ def recommend_item_item(
                         if excluded is not None and len(excluded):
                             scores[row, [pos[i] for i in excluded if i in pos]] = -np.inf
                     cols, best = top_n_scores(scores, n)
-                    keep = np.isfinite(best)
-                    ranks = np.broadcast_to(np.arange(1, cols.shape[1] + 1, dtype=np.int32), cols.shape)
-                    user_ids = np.repeat(part["user_id"].to_numpy(), cols.shape[1]).reshape(cols.shape)
-                    out = {
-                        "user_id": user_ids[keep],
-                        "rank": ranks[keep],
-                        "item_id": ids[cols[keep]],
-                        "score": best[keep].astype(np.float64),
-                    }
+                    keep, out = _ranked_rows(part["user_id"].to_numpy(), cols, best, ids)
                     if explain:
                         because = _item_item_because(history, matrix, cols, keep, source_ids)
                         out["because_item_id"] = because[keep]
@@ -335,6 +323,23 @@ def recommend_item_item(
     columns = ["user_id", "history", "exclude"] + (["history_weight"] if weighted else [])
     columns += ["features"] if blend else []
     return users.select(*columns).mapInPandas(score_blocks, schema)
+
+
+def _ranked_rows(
+    user_ids: np.ndarray, cols: np.ndarray, best: np.ndarray, ids: np.ndarray
+) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """One output row per finite score of a block's top-N (user, rank, item, score), and the
+    mask that picked them, so explanations can be cut the same way."""
+    keep = np.isfinite(best)
+    ranks = np.broadcast_to(np.arange(1, cols.shape[1] + 1, dtype=np.int32), cols.shape)
+    users = np.repeat(user_ids, cols.shape[1]).reshape(cols.shape)
+    rows = {
+        "user_id": users[keep],
+        "rank": ranks[keep],
+        "item_id": ids[cols[keep]],
+        "score": best[keep].astype(np.float64),
+    }
+    return keep, rows
 
 
 def _item_item_because(

@@ -28,7 +28,7 @@ from recspark.core.registry import (
     move_alias,
 )
 from recspark.core.tables import EVENTS, INTERACTIONS, Lake
-from recspark.model.data import TrainingError, events_period, training_data
+from recspark.model.data import TrainingError, split_period, training_data
 from recspark.model.families import ALS, FittedModel, ModelSpec, fit_model, write_model_tables
 from recspark.model.holdout import Holdout, Scored, metrics_of
 from recspark.model.inputs import TrainInputs, read_inputs
@@ -204,11 +204,11 @@ def train(spark: SparkSession, config: Config, lake: Lake, *, gate: Gate) -> Tra
         log.info("train: candidate %s: %s", spec.label(), why)
     split = inputs.split
     with _phase(timings, "evaluate"):
-        data = events_period(
-            spark, config, lake, split.train_events, split.as_of, inputs.interactions, "the training period"
+        data = split_period(
+            spark, config, lake, split, all_interactions=inputs.interactions, period="the training period"
         )
         chain = fallback_chain(config.serve, plan.fallback if plan is not None else None)
-        holdout = Holdout(spark, config, split, data, inputs.catalog, inputs.eligible, chain)
+        holdout = Holdout(spark, config, split, data, inputs.catalog, inputs.eligible, chain=chain)
         try:
             judgement = judge(spark, config, holdout, spec, champion)
         finally:
@@ -222,9 +222,9 @@ def train(spark: SparkSession, config: Config, lake: Lake, *, gate: Gate) -> Tra
             config,
             lake,
             inputs.interactions,
-            newest_event_time(inputs.interactions),
-            inputs.interactions,
-            "all interactions",
+            as_of=newest_event_time(inputs.interactions),
+            all_interactions=inputs.interactions,
+            period="all interactions",
         )
         final = fit_model(spark, spec, full, config.ease)
     metrics = judgement.metrics(config.mlflow.promotion_metric)
@@ -267,7 +267,9 @@ def _log_run(
     timings: dict[str, float],
 ) -> tuple[str, str]:
     """One MLflow run: settings, data versions, metrics with intervals, the decision, the report
-    and the registered model version. Returns (run id, version)."""
+    and the registered model version. Returns (run id, version). Seven parameters: each is one
+    part of what `train` did (config, lake, model, judgement, inputs, plan, timings) and the run
+    logs all of them."""
     spec, decision, split = final.spec, judgement.decision, inputs.split
     metric = config.mlflow.promotion_metric
     metrics = judgement.metrics(metric)

@@ -25,7 +25,7 @@ from pyspark.sql import SparkSession
 from recspark.core.config import Config, TuneConfig
 from recspark.core.registry import configure_mlflow
 from recspark.core.tables import Lake
-from recspark.model.data import TrainingError, events_period
+from recspark.model.data import TrainingError, split_period
 from recspark.model.families import ALS, BLEND, EASE, FittedModel, ModelSpec, fit_model
 from recspark.model.holdout import Holdout
 from recspark.model.inputs import TrainInputs, read_inputs
@@ -213,14 +213,13 @@ def tune_on(spark: SparkSession, config: Config, lake: Lake, inputs: TrainInputs
         validation = choose_split(test_split.train_events, validation_policy(config, test_split))
     except SplitError as exc:
         raise TrainingError(f"cannot carve a validation period out of the training period: {exc}") from exc
-    data = events_period(
+    data = split_period(
         spark,
         config,
         lake,
-        validation.train_events,
-        validation.as_of,
-        all_interactions,
-        "the validation training period",
+        validation,
+        all_interactions=all_interactions,
+        period="the validation training period",
     )
     holdout = Holdout(spark, config, validation, data, catalog, eligible)
     path = tuned_params_path(config, lake)

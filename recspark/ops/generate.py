@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from recspark.core.config import EVENT_TYPES, REQUIRED_FIELDS
+from recspark.core.config import EVENT_TYPES, REQUIRED_FIELDS, GenerateConfig
 
 logger = logging.getLogger(__name__)
 
@@ -96,6 +96,22 @@ class ShopSpec:
     files_per_day: int = 1
     bad_fraction: float = 0.002
     duplicate_fraction: float = 0.01
+
+    @classmethod
+    def from_config(cls, generate: GenerateConfig, **overrides: int) -> ShopSpec:
+        """The shop the ``generate`` section describes; ``overrides`` (e.g. command-line sizes)
+        win over it, so every caller builds the spec the same way."""
+        settings = {
+            "users": generate.users,
+            "items": generate.items,
+            "categories": generate.categories,
+            "events": generate.events,
+            "days": generate.days,
+            "seed": generate.seed,
+            "bad_fraction": generate.bad_fraction,
+            "duplicate_fraction": generate.duplicate_fraction,
+        }
+        return cls(**{**settings, **overrides})
 
     def __post_init__(self) -> None:
         """Reject specs that cannot produce a sensible shop, with a one-line reason."""
@@ -328,7 +344,9 @@ def _pick_items(
     """Per session, draw its views with P(item) ~ popularity^a * exp(taste * affinity).
 
     Items are restricted to the session's category and to what is on the shelf that day.
-    Returns (item, affinity) per view, views grouped by session in session order.
+    Returns (item, affinity) per view, views grouped by session in session order. The four
+    ``s_*`` arrays are the sessions' columns (user, day, category, views), kept as arrays for
+    numpy; with the spec, the world and the random generator that makes seven parameters.
     """
     n_sessions = s_user.size
     offsets = np.r_[0, np.cumsum(s_views)]

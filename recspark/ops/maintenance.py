@@ -11,6 +11,7 @@ from recspark.core.config import Config
 from recspark.core.interactions import aggregate_events
 from recspark.core.tables import (
     ALL_TABLES,
+    DELETION_VECTORS,
     EVENTS,
     INTERACTIONS,
     Lake,
@@ -46,7 +47,8 @@ def maintain(spark: SparkSession, lake: Lake, retention_hours: float) -> dict[st
         table = DeltaTable.forPath(spark, lake.path(spec.name))
         metrics = table.optimize().executeCompaction().select("metrics.numFilesRemoved").first()
         done[spec.name] = f"compacted {metrics[0] if metrics else 0} files"
-        if spec.properties.get("delta.enableDeletionVectors") == "true":
+        properties = table.detail().select("properties").first()[0] or {}
+        if properties.get(DELETION_VECTORS) == "true":
             # Rows marked deleted (refresh MERGEs, forget-user) are still in their data files
             # until those files are rewritten; VACUUM then removes the old files.
             spark.sql(f"REORG TABLE delta.`{lake.path(spec.name)}` APPLY (PURGE)")

@@ -512,9 +512,9 @@ def run_gate(
     lake: Lake,
     suite: str,
     df: DataFrame,
+    *,
     job: str,
     table_version: int | None = None,
-    *,
     table_name: str | None = None,
     **kwargs: Any,
 ) -> QualityResult:
@@ -523,7 +523,8 @@ def run_gate(
     ``kwargs`` go to the suite's validator (``top_n``, ``unavailable_items`` and ``min_rows``
     for recommendations; ``top_n`` defaults to ``serve.top_n``). Raises QualityGateError when the
     suite fails and ``quality.on_failure[suite]`` is ``fail`` (the default), after the result
-    row has been written.
+    row has been written. Beyond the session, config and lake, the suite and the frame, every
+    parameter is keyword-only (what the result row records, and the validator's checks).
     """
     if suite not in _BATCHES:
         raise ValueError(f"unknown quality suite {suite!r}; known: {', '.join(SUITES)}")
@@ -567,7 +568,7 @@ def gate_for(spark: SparkSession, config: Config, lake: Lake, job: str) -> Gate:
     """The gate a job hands to the stages: :func:`run_gate` on this lake, recorded under ``job``."""
 
     def gate(suite: str, frame: DataFrame, table_version: int | None = None, **checks: Any) -> None:
-        run_gate(spark, config, lake, suite, frame, job, table_version, **checks)
+        run_gate(spark, config, lake, suite, frame, job=job, table_version=table_version, **checks)
 
     return gate
 

@@ -14,7 +14,7 @@ import os
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -75,27 +75,22 @@ def error_text(exc: BaseException) -> str:
 def record_job_run(
     spark: SparkSession,
     lake: Lake,
+    run: JobRun,
     *,
-    run_id: str,
-    job: str,
-    started_at: datetime,
     ended_at: datetime,
     status: str,
-    rows_in: int | None,
-    rows_out: int | None,
-    model_version: str | None,
     error: str | None,
 ) -> None:
-    """Append one row to ``job_runs`` (blind appends: concurrent jobs never conflict)."""
+    """Append ``run``'s row to ``job_runs`` (blind appends: concurrent jobs never conflict)."""
     row = (
-        run_id,
-        job,
-        started_at,
+        run.run_id,
+        run.job,
+        run.started_at,
         ended_at,
         status,
-        None if rows_in is None else int(rows_in),
-        None if rows_out is None else int(rows_out),
-        None if model_version is None else str(model_version),
+        None if run.rows_in is None else int(run.rows_in),
+        None if run.rows_out is None else int(run.rows_out),
+        None if run.model_version is None else str(run.model_version),
         None if error is None else redact(error)[:ERROR_LIMIT],
     )
     lake.append_row(spark, JOB_RUNS, row)
@@ -139,19 +134,7 @@ def _record_safely(
         )
         return
     try:
-        record_job_run(
-            spark,
-            lake,
-            run_id=run.run_id,
-            job=run.job,
-            started_at=run.started_at,
-            ended_at=ended_at,
-            status=status,
-            rows_in=run.rows_in,
-            rows_out=run.rows_out,
-            model_version=run.model_version,
-            error=error,
-        )
+        record_job_run(spark, lake, run, ended_at=ended_at, status=status, error=error)
     except Exception as exc:
         log.warning(
             "job run %s (%s, %s) not recorded in %s: %s",
@@ -590,58 +573,20 @@ def _redacted(value: Any) -> Any:
     return value
 
 
-def _table_json(t: TableState, now: float) -> dict[str, Any]:
-    return {
-        "name": t.name,
-        "exists": t.exists,
-        "rows": t.rows,
-        "version": t.version,
-        "last_commit": _iso(t.last_commit),
-        "age_seconds": None if t.last_commit is None else round(now - t.last_commit, 3),
-        "error": t.error,
-    }
+# The fields that hold epoch seconds; JSON carries them as ISO 8601 UTC.
+_EPOCH_FIELDS = frozenset(
+    {"last_commit", "registered_at", "promoted_at", "started_at", "ended_at", "validated_at"}
+)
 
 
-def _champion_json(c: ChampionState) -> dict[str, Any]:
-    return {
-        "model_name": c.model_name,
-        "tracking_uri": c.tracking_uri,
-        "state": c.state,
-        "message": c.message,
-        "version": c.version,
-        "run_id": c.run_id,
-        "family": c.family,
-        "registered_at": _iso(c.registered_at),
-        "promoted_at": _iso(c.promoted_at),
-        "metrics": dict(c.metrics),
-    }
+def _as_json(state: TableState | ChampionState | RunState | GateState, **derived: Any) -> dict[str, Any]:
+    """A state's fields, its times as ISO text, plus ``derived`` values computed from them."""
+    fields = {k: _iso(v) if k in _EPOCH_FIELDS else v for k, v in asdict(state).items()}
+    return {**fields, **derived}
 
 
-def _run_json(r: RunState) -> dict[str, Any]:
-    return {
-        "run_id": r.run_id,
-        "job": r.job,
-        "status": r.status,
-        "started_at": _iso(r.started_at),
-        "ended_at": _iso(r.ended_at),
-        "duration_seconds": None if r.duration is None else round(r.duration, 3),
-        "rows_in": r.rows_in,
-        "rows_out": r.rows_out,
-        "model_version": r.model_version,
-        "error": r.error,
-    }
-
-
-def _gate_json(g: GateState) -> dict[str, Any]:
-    return {
-        "suite": g.suite,
-        "table": g.table,
-        "table_version": g.table_version,
-        "validated_at": _iso(g.validated_at),
-        "success": g.success,
-        "action": g.action,
-        "failures": g.failures,
-    }
+def _rounded(seconds: float | None) -> float | None:
+    return None if seconds is None else round(seconds, 3)
 
 
 def status_json(snapshot: StatusSnapshot) -> dict[str, Any]:
@@ -651,9 +596,14 @@ def status_json(snapshot: StatusSnapshot) -> dict[str, Any]:
         {
             "generated_at": _iso(snapshot.at),
             "lake_root": snapshot.lake_root,
-            "tables": [_table_json(t, snapshot.at) for t in snapshot.tables],
-            "champion": _champion_json(snapshot.champion),
-            "job_runs": [_run_json(r) for r in snapshot.runs],
-            "quality_gates": [_gate_json(g) for g in snapshot.gates],
+            "tables": [
+                _as_json(
+                    t, age_seconds=_rounded(None if t.last_commit is None else snapshot.at - t.last_commit)
+                )
+                for t in snapshot.tables
+            ],
+            "champion": _as_json(snapshot.champion),
+            "job_runs": [_as_json(r, duration_seconds=_rounded(r.duration)) for r in snapshot.runs],
+            "quality_gates": [_as_json(g) for g in snapshot.gates],
         }
     )

@@ -16,7 +16,7 @@ from recspark.core.catalog import read_catalog
 from recspark.core.config import AUTO, Config
 from recspark.core.gates import Gate
 from recspark.core.registry import champion_version, configure_mlflow
-from recspark.core.tables import INTERACTIONS, RECOMMENDATIONS, SIMILAR_ITEMS, Lake
+from recspark.core.tables import INTERACTIONS, RECOMMENDATIONS, SIMILAR_ITEMS, Lake, serving_table
 from recspark.model.families import FittedModel, ModelSpec, read_model_tables
 from recspark.model.lists import ListInputs, build_lists, fallback_chain
 from recspark.model.sources import eligible_items, newest_event_time
@@ -247,7 +247,7 @@ def publish_full(
     """Every user's list (from ``champion``, or fallback lists without one), validated, then
     written in one commit, and ``similar_items`` with it: the one full publish of `recommend`
     and the refresh job. Returns the number of users served."""
-    lake.ensure(spark, RECOMMENDATIONS)
+    lake.ensure(spark, serving_table(config.serve.deletion_vectors))
     # Read before the lists are built: they include at least this version's interactions.
     interactions_version = lake.version(spark, INTERACTIONS)
     recommendations = build_recommendations(spark, config, lake, champion).persist()

@@ -30,7 +30,7 @@ from recspark.core.streaming import (
     start_query,
     streaming_app_id,
 )
-from recspark.core.tables import INTERACTIONS, RECOMMENDATIONS, Lake
+from recspark.core.tables import INTERACTIONS, RECOMMENDATIONS, Lake, serving_table
 from recspark.model.als import preference
 from recspark.model.foldin import fold_in_users
 from recspark.model.sources import newest_event_time
@@ -250,7 +250,7 @@ def start_refresh(
     """Start the refresh query. A first run publishes a full refresh, then follows new changes."""
     configure_mlflow(config.mlflow)
     lake.require(spark, INTERACTIONS)
-    lake.ensure(spark, RECOMMENDATIONS)
+    lake.ensure(spark, serving_table(config.serve.deletion_vectors))
     checkpoint = lake.checkpoint(QUERY_NAME)
     changes = (
         spark.readStream.format("delta")
