@@ -404,14 +404,21 @@ def airflow_venv() -> Path:
     return venv
 
 
-def dag_report(venv: Path, home: Path, **variables: str) -> dict:
-    home.mkdir(parents=True, exist_ok=True)
-    env = clean_env(
+def airflow_home_env(home: Path, variables: dict[str, str], **extra: str) -> dict[str, str]:
+    """An Airflow home of its own with this checkout's DAGs and ``variables`` as Airflow
+    Variables (``AIRFLOW_VAR_<NAME>``)."""
+    return clean_env(
         AIRFLOW_HOME=str(home),
         AIRFLOW__CORE__LOAD_EXAMPLES="False",
         AIRFLOW__CORE__DAGS_FOLDER=str(DAG_FOLDER),
         **{f"AIRFLOW_VAR_{k.upper()}": v for k, v in variables.items()},
+        **extra,
     )
+
+
+def dag_report(venv: Path, home: Path, **variables: str) -> dict:
+    home.mkdir(parents=True, exist_ok=True)
+    env = airflow_home_env(home, variables)
     done = subprocess.run(
         [str(venv / "bin" / "python"), "-c", DAG_REPORT, str(DAG_FOLDER)],
         cwd=home,
@@ -659,16 +666,17 @@ tune:
 
 
 def airflow_env(home: Path, conf: Path, py_files: Path) -> dict[str, str]:
-    """An Airflow home of its own, the DAGs of this checkout, the job config and code artifact
-    as Airflow Variables, and ``spark_default`` submitting to local[2] with this venv's
-    spark-submit (as a worker with pyspark installed would)."""
-    return clean_env(
-        AIRFLOW_HOME=str(home),
-        AIRFLOW__CORE__LOAD_EXAMPLES="False",
-        AIRFLOW__CORE__DAGS_FOLDER=str(DAG_FOLDER),
-        AIRFLOW_VAR_RECSPARK_CONF=str(conf),
-        AIRFLOW_VAR_RECSPARK_PY_FILES=str(py_files),
-        AIRFLOW_VAR_RECSPARK_PYSPARK_PYTHON=sys.executable,
+    """:func:`airflow_home_env` with the job config and code artifact as Variables, and
+    ``spark_default`` submitting to local[2] with this venv's spark-submit (as a worker with
+    pyspark installed would)."""
+    variables = {
+        "recspark_conf": str(conf),
+        "recspark_py_files": str(py_files),
+        "recspark_pyspark_python": sys.executable,
+    }
+    return airflow_home_env(
+        home,
+        variables,
         AIRFLOW_CONN_SPARK_DEFAULT=json.dumps({"conn_type": "spark", "host": "local[2]"}),
         PATH=f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}",
     )

@@ -19,7 +19,7 @@ import logging
 import math
 import numbers
 import os
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -101,17 +101,7 @@ class ShopSpec:
     def from_config(cls, generate: GenerateConfig, **overrides: int) -> ShopSpec:
         """The shop the ``generate`` section describes; ``overrides`` (e.g. command-line sizes)
         win over it, so every caller builds the spec the same way."""
-        settings = {
-            "users": generate.users,
-            "items": generate.items,
-            "categories": generate.categories,
-            "events": generate.events,
-            "days": generate.days,
-            "seed": generate.seed,
-            "bad_fraction": generate.bad_fraction,
-            "duplicate_fraction": generate.duplicate_fraction,
-        }
-        return cls(**{**settings, **overrides})
+        return cls(**{**asdict(generate), **overrides})
 
     def __post_init__(self) -> None:
         """Reject specs that cannot produce a sensible shop, with a one-line reason."""
