@@ -27,10 +27,11 @@ test: install
 	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -q -p no:randomly --durations=25
 
-# The same suite in a random order (pytest-randomly; the seed is printed, rerun one with
-# --randomly-seed=N): tests must not depend on each other's order.
+# The same suite in a random order (pytest-randomly): tests must not depend on each other's
+# order. The seed is printed; `make test-random SEED=N` replays that order.
 test-random: install
-	$(BIN)/python -m pytest -p randomly
+	$(BIN)/lint-imports
+	$(BIN)/python -m pytest -q -p randomly $(if $(SEED),--randomly-seed=$(SEED)) --durations=25
 
 # ruff, and the import contract of the stage packages (pyproject.toml, [tool.importlinter]).
 lint: install

@@ -187,31 +187,52 @@ def test_events_beyond_the_watermark_are_flagged_late_yet_stored_and_counted(
     assert len(late) == 1 and late[0]["event_date"].isoformat() == "2026-10-20"
 
 
-def test_crash_between_writes_then_restart_equals_uninterrupted_run(
+FILE_4 = [event("e9", "2026-11-04T07:00:00Z", "u1", "i1", "view")]  # a pair batch 0 wrote
+
+
+def interactions_writes(spark: SparkSession, config: Config) -> list[str]:
+    """The operations that wrote ``interactions``, oldest first."""
+    history = Lake.at(config.lake.root).delta(spark, INTERACTIONS).history().orderBy("version")
+    return [r["operation"] for r in history.collect() if r["operation"] in ("WRITE", "MERGE")]
+
+
+def test_crashes_around_the_interactions_write_then_restarts_equal_an_uninterrupted_run(
     spark: SparkSession, tmp_path: Path
 ) -> None:
+    """Batches of new pairs only are appended, a batch with a known pair is MERGEd; a crash
+    before or after either write, then a restart, counts every event once."""
     reference = many_batch_config(tmp_path / "reference")
     crashed = many_batch_config(tmp_path / "crashed")
+    files = (("f1.jsonl", FILE_1), ("f2.jsonl", FILE_2), ("f3.jsonl", FILE_3), ("f4.jsonl", FILE_4))
     for config in (reference, crashed):
-        for name, lines in (("f1.jsonl", FILE_1), ("f2.jsonl", FILE_2), ("f3.jsonl", FILE_3)):
+        for name, lines in files:
             drop_file(config, name, lines)
     ingest(spark, reference)
+    assert interactions_writes(spark, reference) == ["WRITE", "WRITE", "WRITE", "MERGE"]
 
     lake = Lake.at(crashed.lake.root)
 
-    class CrashInSecondBatch(EventBatchWriter):
-        """Dies between the events write and the interactions MERGE of batch 1."""
+    class CrashAround(EventBatchWriter):
+        """Dies just before or just after the interactions write of one batch."""
+
+        def __init__(self, batch: int, when: str) -> None:
+            super().__init__(crashed, lake, lake.checkpoint(QUERY_NAME))
+            self.batch, self.when = batch, when
 
         def write_interactions(self, events: DataFrame, app_id: str, batch_id: int) -> int:
-            if batch_id == 1:
-                raise RuntimeError("simulated crash after the events write")
-            return super().write_interactions(events, app_id, batch_id)
+            if (batch_id, self.when) == (self.batch, "before"):
+                raise RuntimeError("simulated crash before the interactions write")
+            written = super().write_interactions(events, app_id, batch_id)
+            if (batch_id, self.when) == (self.batch, "after"):
+                raise RuntimeError("simulated crash after the interactions write")
+            return written
 
-    writer = CrashInSecondBatch(crashed, lake, lake.checkpoint(QUERY_NAME))
-    with pytest.raises(StreamingQueryException, match="simulated crash"):
-        ingest(spark, crashed, writer)
-    # The events of the crashed batch are in, their interactions are not.
-    assert table(spark, crashed, EVENTS).count() == 6
+    # Batch 0 appends its pairs and dies before its metrics; batch 1 dies after its events;
+    # batch 3 MERGEs into a pair of batch 0 and dies before its metrics.
+    for batch, when, events_stored in ((0, "after", 4), (1, "before", 6), (3, "after", 9)):
+        with pytest.raises(StreamingQueryException, match=f"simulated crash {when}"):
+            ingest(spark, crashed, CrashAround(batch, when))
+        assert table(spark, crashed, EVENTS).count() == events_stored
     ingest(spark, crashed)  # restart from the checkpoint with a healthy writer
 
     assert_df_equality(
@@ -227,7 +248,9 @@ def test_crash_between_writes_then_restart_equals_uninterrupted_run(
         ignore_row_order=True,
         ignore_nullable=True,
     )
-    assert table(spark, crashed, INGEST_METRICS).select("batch_id").distinct().count() == 3
+    u1i1 = table(spark, crashed, INTERACTIONS).where("user_id = 'u1' AND item_id = 'i1'").first()
+    assert u1i1["view_count"] == 2  # batch 0's view and batch 3's, each once
+    assert table(spark, crashed, INGEST_METRICS).select("batch_id").distinct().count() == 4
 
 
 def test_incremental_interactions_equal_a_rebuild_from_events(spark: SparkSession, restarted: Config) -> None:

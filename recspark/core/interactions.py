@@ -80,6 +80,13 @@ def aggregate_events(events: DataFrame, config: InteractionsConfig) -> DataFrame
     )
 
 
+def holds_any_pair(interactions: DataFrame, increments: DataFrame) -> bool:
+    """Whether ``interactions`` already holds any (user, item) pair of ``increments``. It stops at
+    the first pair found, so a batch of returning users costs a short scan."""
+    pair = ["user_id", "item_id"]
+    return not interactions.select(*pair).join(increments.select(*pair), pair, "left_semi").isEmpty()
+
+
 def merge_increments(target: DeltaTable, increments: DataFrame, config: InteractionsConfig) -> int:
     """Fold per-pair aggregates of new events into ``interactions`` with one MERGE; return the
     number of pairs it updated or inserted (0 when Delta skipped it as already committed)."""

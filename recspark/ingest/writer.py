@@ -22,7 +22,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from recspark.core.config import Config
-from recspark.core.interactions import aggregate_events, merge_increments
+from recspark.core.interactions import aggregate_events, holds_any_pair, merge_increments
 from recspark.core.streaming import idempotent_session_writes, streaming_app_id
 from recspark.core.tables import EVENTS, FORGOTTEN_USERS, INGEST_METRICS, INTERACTIONS, QUARANTINE, Lake
 from recspark.ingest.parse import TimeBounds, parse_events
@@ -73,6 +73,7 @@ class EventBatchWriter:
         self.lake = lake
         self.bounds = TimeBounds(config.ingest.earliest_event_time, config.ingest.max_future_minutes)
         self.progress = IngestProgress(lake, checkpoint, config.ingest.allowed_lateness_hours)
+        self._tombstones_ensured = False
 
     def __call__(self, batch: DataFrame, batch_id: int) -> None:
         started = time.time()
@@ -128,7 +129,11 @@ class EventBatchWriter:
         _log_batch(figures)
 
     def forgotten_users(self, spark: SparkSession) -> DataFrame:
-        self.lake.ensure(spark, FORGOTTEN_USERS)
+        """The forget-user tombstones. The table is ensured once per stream, not per batch
+        (creating or upgrading it reads its log several times)."""
+        if not self._tombstones_ensured:
+            self.lake.ensure(spark, FORGOTTEN_USERS)
+            self._tombstones_ensured = True
         return self.lake.read(spark, FORGOTTEN_USERS)
 
     def write_events(self, events: DataFrame, app_id: str, batch_id: int) -> None:
@@ -143,12 +148,26 @@ class EventBatchWriter:
         )
 
     def write_interactions(self, events: DataFrame, app_id: str, batch_id: int) -> int:
+        """Fold the batch's per-pair aggregates into ``interactions``; return the pairs written.
+
+        When the table holds none of the batch's pairs yet (a first backfill, a batch of new
+        users only) they are appended: a MERGE would update nothing yet pay for its join,
+        source materialisation and change-data files. Both writes are idempotent under the
+        same (query, batch), so a replay whose append committed finds its pairs, takes the
+        MERGE path, and Delta skips that as already committed."""
         spark = events.sparkSession
-        increments = aggregate_events(events, self.config.interactions)
-        with idempotent_session_writes(spark, app_id, batch_id):
-            return merge_increments(
-                self.lake.delta(spark, INTERACTIONS), increments, self.config.interactions
-            )
+        increments = aggregate_events(events, self.config.interactions).persist()
+        try:
+            if not holds_any_pair(self.lake.read(spark, INTERACTIONS), increments):
+                pairs = increments.count()
+                append_once(increments, self.lake.path(INTERACTIONS.name), app_id, batch_id, stamp=False)
+                return pairs
+            with idempotent_session_writes(spark, app_id, batch_id):
+                return merge_increments(
+                    self.lake.delta(spark, INTERACTIONS), increments, self.config.interactions
+                )
+        finally:
+            increments.unpersist()
 
     def append(self, frame: DataFrame, table: str, app_id: str, batch_id: int) -> None:
         append_once(frame, self.lake.path(table), app_id, batch_id, stamp=table != INGEST_METRICS.name)
