@@ -37,9 +37,16 @@ def event(event_id: str, time: str, user: str, item: str, kind: str, value: floa
 
 
 def drop_file(config: Config, name: str, lines: list[str]) -> None:
+    """Land a file after every file already there. The file source takes files in order of
+    their modification time in milliseconds, and files written within the same millisecond in
+    directory order, so each file's mtime is set a second past the newest one's."""
     folder = Path(config.ingest.path)
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / name).write_text("\n".join(lines) + "\n")
+    path = folder / name
+    newest = max((p.stat().st_mtime for p in folder.iterdir() if p != path), default=None)
+    path.write_text("\n".join(lines) + "\n")
+    if newest is not None and path.stat().st_mtime < newest + 1:
+        os.utime(path, (newest + 1, newest + 1))
 
 
 def ingest(spark: SparkSession, config: Config, writer: EventBatchWriter | None = None) -> None:
