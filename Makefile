@@ -28,10 +28,15 @@ test: install
 	$(BIN)/python -m pytest -q -p no:randomly --durations=25
 
 # The same suite in a random order (pytest-randomly): tests must not depend on each other's
-# order. The seed is printed; `make test-random SEED=N` replays that order.
+# order. The seed is printed first (pytest -q hides pytest-randomly's own header);
+# `make test-random SEED=N` replays that order.
+ifndef SEED
+SEED := $(shell date +%s)
+endif
 test-random: install
+	@echo "test-random: SEED=$(SEED)"
 	$(BIN)/lint-imports
-	$(BIN)/python -m pytest -q -p randomly $(if $(SEED),--randomly-seed=$(SEED)) --durations=25
+	$(BIN)/python -m pytest -q -p randomly --randomly-seed=$(SEED) --durations=25
 
 # ruff, and the import contract of the stage packages (pyproject.toml, [tool.importlinter]).
 lint: install

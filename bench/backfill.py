@@ -86,7 +86,7 @@ def floor(spark: SparkSession, config: Config, history: Path, root: Path) -> dic
             .sortWithinPartitions("event_month", "event_time")
             .write.format("delta")
             .partitionBy("event_month")
-            .save(lake.path("events"))
+            .save(lake.path(EVENTS.name))
         ),
     )
     increments = aggregate_events(events, config.interactions)
