@@ -18,7 +18,7 @@ from recspark.core.tables import EVENTS, Lake
 from recspark.ingest.history import load_history
 from recspark.model.train import TrainResult, train
 from recspark.ops.generate import ShopSpec, generate_events
-from tests.conftest import config_under, copy_shop
+from tests.conftest import config_under, copy_shop, nothing_cached
 
 
 def write_log(spark: SparkSession, config: Config, lake: Lake, spec: ShopSpec) -> None:
@@ -53,6 +53,7 @@ def test_a_sparse_old_log_trains_at_the_defaults(
     assert tags["test_split"] == "per_user" and "each user's newest events" in tags["test_period"]
     assert tags["model_family"] == result.family
     assert any("holding out each user's newest events instead" in r.getMessage() for r in caplog.records)
+    assert nothing_cached(spark)  # train and the tuning it ran released what they cached
 
 
 def test_too_few_test_users_is_insufficient_evidence_and_the_champion_stays(

@@ -25,7 +25,7 @@ from recspark.ops.quality import gate_for
 from recspark.serve.publish import load_champion, recommend
 from recspark.serve.refresh import QUERY_NAME as REFRESH_QUERY
 from recspark.serve.refresh import RefreshBatchWriter, folded_in_vectors, refresh_users, run_refresh
-from tests.conftest import copy_shop
+from tests.conftest import copy_shop, nothing_cached
 
 
 def test_fold_in_reproduces_als_user_factors(
@@ -158,6 +158,20 @@ def test_refresh_applies_the_same_rules_as_the_full_publish(
                 assert r["because_item_id"] in history[user]
     per_user = lake.read(spark, RECOMMENDATIONS).groupBy("user_id").count()
     assert per_user.where(F.col("count") != n).count() == 0
+
+
+def test_a_refresh_leaves_nothing_cached(
+    spark: SparkSession, trained_shop: tuple[Config, TrainResult], tmp_path: Path
+) -> None:
+    # The refresh stream runs for weeks: whatever one batch leaves cached stays for good.
+    config = copy_shop(trained_shop[0], tmp_path)
+    lake = Lake.at(config.lake.root)
+    champion = load_champion(spark, config, lake)
+    users = lake.read(spark, INTERACTIONS).select("user_id").distinct().orderBy("user_id").limit(20)
+    spark.catalog.clearCache()  # whatever the fixtures left: the test measures refresh alone
+    assert refresh_users(spark, config, lake, champion, users) == 20
+    assert lake.read(spark, RECOMMENDATIONS).join(users, "user_id").select("user_id").distinct().count() == 20
+    assert nothing_cached(spark)
 
 
 def test_a_lower_top_n_republishes_every_list_at_the_new_length(

@@ -29,6 +29,7 @@ class TrainInputs:
     def unpersist(self) -> None:
         self.events.unpersist()
         self.eligible.unpersist()
+        self.split.unpersist()
 
 
 def test_policy(config: Config) -> SplitPolicy:

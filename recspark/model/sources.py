@@ -51,10 +51,12 @@ def fallback_popularity(
     if trending_days and as_of is not None:
         since = as_of - timedelta(days=trending_days)
         recent = interactions.where(F.col("last_event_time") >= F.lit(since))
-        trending = item_popularity(recent).join(eligible, "item_id").persist()
+        # Counted, then read again by the caller: computed once. Not cached, which the session
+        # would hold until unpersisted (the refresh stream calls this every batch); a local
+        # checkpoint's blocks go with the last reference to the frame.
+        trending = item_popularity(recent).join(eligible, "item_id").localCheckpoint()
         if trending.count() >= top_n:
             return trending, TRENDING
-        trending.unpersist()
     return available, POPULAR
 
 

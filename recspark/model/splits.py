@@ -11,7 +11,7 @@ newest ``test_fraction`` of events instead. Every refusal names the setting to c
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 import numpy as np
@@ -53,6 +53,12 @@ class Split:
     cutoff: datetime | None  # TIME only
     days: float | None  # TIME only: the length of the held-out period
     test_users: int  # users with a new item in the held-out events (as counted to choose it)
+    held: DataFrame | None = field(default=None, compare=False)  # what the split persisted
+
+    def unpersist(self) -> None:
+        """Release what the split cached (a long-lived session would hold it otherwise)."""
+        if self.held is not None:
+            self.held.unpersist()
 
     def describe(self) -> str:
         if self.policy == TIME:
@@ -207,6 +213,7 @@ def _per_user_split(events: DataFrame, policy: SplitPolicy) -> Split:
         cutoff=None,
         days=None,
         test_users=users,
+        held=ranked,
     )
 
 

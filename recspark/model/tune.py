@@ -261,6 +261,7 @@ def tune_on(spark: SparkSession, config: Config, lake: Lake, inputs: TrainInputs
     finally:
         holdout.unpersist()
         data.unpersist()
+        validation.unpersist()
     log.info(
         "tune: %s wins (%s %.4f on %s), written to %s",
         found.winner.label(),

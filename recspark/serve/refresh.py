@@ -122,25 +122,27 @@ def refresh_users(
             # Their own interactions, read once for the fold-in, exclusions and explanations.
             theirs = interactions.join(F.broadcast(users), "user_id").persist()
             vectors = None
-            if champion is not None and champion.model.spec.uses_als:
-                vectors = folded_in_vectors(config, champion, theirs, as_of).persist()
-            fresh = build_recommendations(
-                spark,
-                config,
-                lake,
-                champion,
-                PublishInputs(
-                    users=users,
-                    interactions=interactions,
-                    users_interactions=theirs,
-                    user_vectors=vectors,
-                    as_of=as_of,
-                ),
-            )
-            merge_user_rows(spark, lake, fresh, users)  # its checkpoint computes fresh once
-            for frame in (vectors, theirs):
-                if frame is not None:
-                    frame.unpersist()
+            try:
+                if champion is not None and champion.model.spec.uses_als:
+                    vectors = folded_in_vectors(config, champion, theirs, as_of).persist()
+                fresh = build_recommendations(
+                    spark,
+                    config,
+                    lake,
+                    champion,
+                    PublishInputs(
+                        users=users,
+                        interactions=interactions,
+                        users_interactions=theirs,
+                        user_vectors=vectors,
+                        as_of=as_of,
+                    ),
+                )
+                merge_user_rows(spark, lake, fresh, users)  # its checkpoint computes fresh once
+            finally:
+                for frame in (vectors, theirs):
+                    if frame is not None:
+                        frame.unpersist()
         return count
     finally:
         users.unpersist()
