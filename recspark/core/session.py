@@ -43,6 +43,10 @@ def build_spark(config: Config, app_suffix: str | None = None) -> SparkSession:
         .config("spark.sql.extensions", "io.delta.sql.DeltaSparkSessionExtension")
         .config("spark.sql.catalog.spark_catalog", "org.apache.spark.sql.delta.catalog.DeltaCatalog")
         .config("spark.sql.shuffle.partitions", str(settings.shuffle_partitions))
+        # Delta replays a table's log in 50 partitions: on a few cores each first read of a new
+        # version (several per ingest batch) then runs 50 tasks. Follow the shuffle partitions,
+        # up to Delta's default.
+        .config("spark.databricks.delta.snapshotPartitions", str(min(50, settings.shuffle_partitions)))
         .config("spark.sql.session.timeZone", "UTC")
         .config("spark.sql.execution.arrow.pyspark.enabled", "true")
         .config("spark.ui.showConsoleProgress", "false")
