@@ -113,39 +113,38 @@ def refresh_users(
     event time in ``interactions`` (read when not given; the refresh job carries it from batch
     to batch instead of scanning the table each time)."""
     users = users.select("user_id").distinct().persist()
+    theirs: DataFrame | None = None
+    vectors: DataFrame | None = None
     try:
         count = users.count()
-        if count:
-            interactions = lake.read(spark, INTERACTIONS)
-            if as_of is None:
-                as_of = newest_event_time(interactions)
-            # Their own interactions, read once for the fold-in, exclusions and explanations.
-            theirs = interactions.join(F.broadcast(users), "user_id").persist()
-            vectors = None
-            try:
-                if champion is not None and champion.model.spec.uses_als:
-                    vectors = folded_in_vectors(config, champion, theirs, as_of).persist()
-                fresh = build_recommendations(
-                    spark,
-                    config,
-                    lake,
-                    champion,
-                    PublishInputs(
-                        users=users,
-                        interactions=interactions,
-                        users_interactions=theirs,
-                        user_vectors=vectors,
-                        as_of=as_of,
-                    ),
-                )
-                merge_user_rows(spark, lake, fresh, users)  # its checkpoint computes fresh once
-            finally:
-                for frame in (vectors, theirs):
-                    if frame is not None:
-                        frame.unpersist()
+        if not count:
+            return 0
+        interactions = lake.read(spark, INTERACTIONS)
+        if as_of is None:
+            as_of = newest_event_time(interactions)
+        # Their own interactions, read once for the fold-in, exclusions and explanations.
+        theirs = interactions.join(F.broadcast(users), "user_id").persist()
+        if champion is not None and champion.model.spec.uses_als:
+            vectors = folded_in_vectors(config, champion, theirs, as_of).persist()
+        fresh = build_recommendations(
+            spark,
+            config,
+            lake,
+            champion,
+            PublishInputs(
+                users=users,
+                interactions=interactions,
+                users_interactions=theirs,
+                user_vectors=vectors,
+                as_of=as_of,
+            ),
+        )
+        merge_user_rows(spark, lake, fresh, users)  # its checkpoint computes fresh once
         return count
     finally:
-        users.unpersist()
+        for frame in (vectors, theirs, users):
+            if frame is not None:
+                frame.unpersist()
 
 
 class RefreshBatchWriter:
