@@ -113,7 +113,7 @@ def test_tune_picks_the_best_validation_trial_and_train_uses_it(
     assert params["family"] == result.plan.family and params["tuned_from_run"] == result.run_id
 
 
-def test_train_tunes_by_itself_when_there_is_no_plan(
+def test_train_tunes_by_itself_when_there_is_no_plan_and_the_budget_bounds_blends_too(
     spark: SparkSession, trained_shop: tuple[Config, TrainResult], tmp_path: Path
 ) -> None:
     shop, _ = trained_shop
@@ -121,14 +121,31 @@ def test_train_tunes_by_itself_when_there_is_no_plan(
         shop,
         tmp_path / "shop",
         "tune.auto=true",
-        "train.families=[ease]",
-        "tune.ease_l2=[50]",
+        "train.families=[als, ease]",
+        "train.blend=true",
+        "train.rank=8",
+        "tune.rank=[4, 8]",
+        "tune.ease_l2=[50, 500]",
+        "tune.ease_signal=[preference]",
+        "tune.blend_weight=[0.25, 0.5, 0.75]",
+        # Spent before the search starts: each family's configured point and one blend, no more.
+        "tune.budget_seconds=0.001",
         f"tune.best_params_path={tmp_path / 'plan.json'}",
     )
     result = train(spark, config, Lake.at(config.lake.root), gate=no_gate)
     assert result.tuned_from_run is not None and (tmp_path / "plan.json").exists()
     plan = json.loads((tmp_path / "plan.json").read_text())
-    assert plan["family"] == EASE and plan["positives"] > 0
+    assert plan["family"] in (ALS, EASE, BLEND) and plan["positives"] > 0
+
+    configure_mlflow(config.mlflow)
+    parent = mlflow.get_run(result.tuned_from_run)
+    trials = MlflowClient().search_runs(
+        [parent.info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'"
+    )
+    families = sorted(t.data.params["family"] for t in trials)
+    assert families == [ALS, BLEND, EASE], families
+    blend = next(t for t in trials if t.data.params["family"] == BLEND)
+    assert float(blend.data.params["blend_weight"]) == 0.25
 
 
 def test_tune_without_room_for_a_validation_period_exits_2(

@@ -4,9 +4,9 @@ The validation period is carved out of the training period the way the test peri
 out of all events, and the models are fitted on what came before it, so choosing settings never
 looks at the test period: the test scores `train` reports stay an honest estimate. Each family's
 configured settings are tried first, then its grid, round robin across families, until the time
-budget is spent; a blend of the best ALS and the best EASE is then scored without another fit
-and wins only when it is measured better than both. One parent MLflow run holds a nested run
-per trial; the plan is written where `train` reads it.
+budget is spent; blends of the best ALS and the best EASE are then scored without another fit,
+within the same budget, and win only when measured better than both. One parent MLflow run
+holds a nested run per trial; the plan is written where `train` reads it.
 """
 
 from __future__ import annotations
@@ -113,7 +113,12 @@ def measure_fallback(config: Config, holdout: Holdout) -> str:
 
 
 def search(spark: SparkSession, config: Config, holdout: Holdout, budget_seconds: float) -> Search:
-    """Score the candidates on ``holdout`` (nested MLflow runs under the active run)."""
+    """Score the candidates on ``holdout`` (nested MLflow runs under the active run).
+
+    ``budget_seconds`` bounds the whole search, blends included: once it is spent, no further
+    point is tried, except each family's configured one and a blend at its first weight, so
+    every configured family (and their blend) is always measured. (Scoring a blend costs as
+    much as a fit at 5M events, and blends used to be scored after the budget, whatever it was.)"""
     metric = config.tune.metric
     started = time.time()
     fallback = measure_fallback(config, holdout) if config.serve.fallback == AUTO else config.serve.fallback
@@ -122,8 +127,12 @@ def search(spark: SparkSession, config: Config, holdout: Holdout, budget_seconds
     best: dict[str, tuple[float, FittedModel]] = {}
     queues = candidate_specs(config)
     total = sum(len(q) for q in queues.values())
+
+    def spent() -> bool:
+        return time.time() - started > budget_seconds
+
     for number, spec in enumerate(_round_robin(queues), start=1):
-        if trials and time.time() - started > budget_seconds:
+        if spec.family in best and spent():
             log.info("tune: budget of %.0fs spent after %d of %d trials", budget_seconds, len(trials), total)
             break
         model = fit_model(spark, spec, holdout.data, config.ease)
@@ -139,7 +148,11 @@ def search(spark: SparkSession, config: Config, holdout: Holdout, budget_seconds
     if config.train.blend and ALS in best and EASE in best:
         als_model, ease_model = best[ALS][1], best[EASE][1]
         blended = None
-        for weight in config.tune.blend_weight:
+        weights = list(config.tune.blend_weight)
+        for index, weight in enumerate(weights):
+            if blended is not None and spent():
+                log.info("tune: budget %.0fs spent: no blend at weights %s", budget_seconds, weights[index:])
+                break
             spec = ModelSpec(
                 BLEND,
                 als=als_model.spec.als,
