@@ -148,6 +148,8 @@ def main() -> None:
         help="any further config override, e.g. train.num_user_blocks=2 (repeatable)",
     )
     args = parser.parse_args()
+    if args.trains < 1:
+        parser.error("--trains must be at least 1")
 
     root = Path(args.workdir or tempfile.mkdtemp(prefix="recspark-bench-train-"))
     config = load_config(
