@@ -173,18 +173,18 @@ def main() -> None:
     )
     spark = build_spark(config, "bench-train")
     lake = Lake.at(config.lake.root)
-    spec = ShopSpec(
-        users=args.users,
-        items=args.items,
-        categories=args.categories,
-        events=args.events,
-        days=args.days,
-        seed=args.seed,
-    )
     if args.reuse:
         pairs = lake.read(spark, INTERACTIONS).count()
         print(f"shop: reusing the tables in {root}", flush=True)
     else:
+        spec = ShopSpec(
+            users=args.users,
+            items=args.items,
+            categories=args.categories,
+            events=args.events,
+            days=args.days,
+            seed=args.seed,
+        )
         started = time.time()
         pairs = write_shop_tables(spark, config, lake, spec, root)
         print(f"shop: {pairs:,} user-item pairs written in {time.time() - started:.0f} s", flush=True)

@@ -114,6 +114,15 @@ class FittedModel:
             known = known.unionByName(part)
         return known.distinct()
 
+    def similarity_on_driver(self) -> pd.DataFrame:
+        """The item-item weights (item_id, similar_item_id, weight) as pandas: as EASE left them
+        on the driver right after fitting, else collected from ``similarity`` (a model read back
+        from its tables)."""
+        assert self.similarity is not None
+        if self.local_similarity is not None:
+            return self.local_similarity
+        return self.similarity.select("item_id", "similar_item_id", "weight").toPandas()
+
     @property
     def weighted_history(self) -> bool:
         """Whether a user's history enters item-item scoring with its preference (else as 1s)."""
@@ -141,8 +150,7 @@ class FittedModel:
             items = self.item_factors.join(eligible, "item_id")
             with_vector = users.where(F.col("features").isNotNull())
             return recommend_top_n(spark, with_vector, items, n, users_per_block, explain=explain)
-        assert self.similarity is not None
-        similarity = self.local_similarity if self.local_similarity is not None else self.similarity
+        similarity = self.similarity_on_driver()  # once for both halves of a blend
         targets = eligible.select("item_id")
         if self.family == EASE:
             return recommend_item_item(

@@ -350,9 +350,7 @@ def _log_model(config: Config, final: FittedModel):  # -> mlflow ModelInfo
         from recspark.model.pyfunc import ItemItemModel
 
         weights = Path(tmp) / "similarity.parquet"
-        # The weights as EASE left them on the driver, not collected back from Spark (5M rows at 10k items).
-        local = final.local_similarity
-        (local if local is not None else final.similarity.toPandas()).to_parquet(weights)
+        final.similarity_on_driver().to_parquet(weights)
         return mlflow.pyfunc.log_model(
             name="model",
             python_model=ItemItemModel(),
