@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install jars demo test test-random lint clean zip airflow-venv
+.PHONY: install jars demo cluster-demo test test-random lint clean zip airflow-venv
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +22,11 @@ jars: $(STAMP)
 
 demo: install
 	$(BIN)/recspark demo --fresh --conf conf/local.yaml
+
+# The same pipeline on a Spark standalone cluster on this machine (master and worker on
+# 127.0.0.1, the jobs through deploy/submit.sh): see deploy/cluster-demo.sh.
+cluster-demo: install
+	deploy/cluster-demo.sh
 
 test: install
 	$(BIN)/lint-imports

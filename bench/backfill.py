@@ -11,6 +11,10 @@ recspark bookkeeping: read it with a schema, write it month-partitioned, and fol
 an empty change-feed table by MERGE and by plain append. That is what a batch cannot go below on
 the machine at hand. It runs once before the batch (as warm as the batch) and once after (the
 JVM warmed by the batch too).
+
+``--gates`` then lands 25 more events, ingests them, and times the quality gates of that run two
+ways: on the rows the run wrote (what `ingest --once` does) and on the whole tables (what it did
+before, and what the scheduled `recspark check` does). Data Docs are off: validation alone.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ from recspark.core.interactions import aggregate_events, merge_increments
 from recspark.core.session import build_spark
 from recspark.core.tables import EVENTS, INGEST_METRICS, INTERACTIONS, Lake, with_event_partitions
 from recspark.ingest.stream import run_ingest
+from recspark.ops.quality import gate_table
 
 
 def write_history(path: Path, events: int, years: int, seed: int, prefix: str = "h") -> None:
@@ -109,6 +114,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--root", type=Path, default=None)
     parser.add_argument("--floor", action="store_true", help="also time the bare Delta steps")
+    parser.add_argument("--gates", action="store_true", help="then time a small run's quality gates")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     root = args.root or Path(tempfile.mkdtemp(prefix="recspark-backfill-"))
@@ -151,7 +157,28 @@ def main() -> None:
         floors["after the batch"] = floor(spark, config, landed, root / "floor-after")
     for when, steps in floors.items():
         print(f"floor {when} (bare Delta steps, same session): {steps}, total {sum(steps.values()):.1f} s")
+    if args.gates:
+        time_gates(spark, config, lake, root, args.seed)
     spark.stop()
+
+
+def time_gates(spark: SparkSession, config: Config, lake: Lake, root: Path, seed: int) -> None:
+    """A 25-event run after the backfill: its gates on the rows it wrote, then on whole tables,
+    then on its rows again (the JVM as warm as for the whole-table pass)."""
+    small = root / "small.jsonl"
+    write_history(small, 25, 1, seed + 2, prefix="s")
+    small.rename(Path(config.ingest.path) / small.name)
+    started = datetime.now(timezone.utc)
+    run_ingest(spark, config, lake, once=True)
+    checking = config.with_overrides(["quality.enabled=true", "quality.data_docs=false"])
+    passes = (("rows the run wrote", started), ("whole tables", None), ("rows the run wrote, again", started))
+    for label, since in passes:
+        began = time.time()
+        rows = [
+            gate_table(spark, checking, lake, spec, job="bench", written_since=since).rows
+            for spec in (EVENTS, INTERACTIONS)
+        ]
+        print(f"gates on {label}: {time.time() - began:.1f} s (events, interactions rows: {rows})")
 
 
 if __name__ == "__main__":

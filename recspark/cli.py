@@ -102,19 +102,11 @@ TRACKED_JOBS = {
     "refresh",
     "rebuild-interactions",
     "maintain",
+    "check",
     "forget-user",
     "promote",
     "rollback",
 }
-
-
-def _gate(spark, config: Config, lake, spec, job: str, **kwargs) -> None:
-    """Validate a table at its current version with the quality suite of the same name."""
-    from recspark.ops.quality import run_gate
-
-    version = lake.version(spark, spec)
-    frame = lake.read(spark, spec, version)
-    run_gate(spark, config, lake, spec.name, frame, job=job, table_version=version, **kwargs)
 
 
 def cmd_generate(args: argparse.Namespace, config: Config) -> None:
@@ -145,6 +137,7 @@ def cmd_ingest(args: argparse.Namespace, config: Config) -> RunFigures:
     ):
         raise UsageError(f"ingest.path {config.ingest.path} is not a directory (run `recspark generate`?)")
     from recspark.core.tables import EVENTS, INTERACTIONS
+    from recspark.ops.quality import gate_table
     from recspark.ops.runs import ingest_counts
 
     started = datetime.now(timezone.utc)
@@ -152,8 +145,9 @@ def cmd_ingest(args: argparse.Namespace, config: Config) -> RunFigures:
     run_ingest(spark, config, lake, once=args.once)
     if not args.once:
         return None
-    _gate(spark, config, lake, EVENTS, "ingest")
-    _gate(spark, config, lake, INTERACTIONS, "ingest")
+    # This run's rows only: the whole tables are checked on a schedule (`recspark check`).
+    for spec in (EVENTS, INTERACTIONS):
+        gate_table(spark, config, lake, spec, job="ingest", written_since=started)
     rows_in, rows_out = ingest_counts(spark, lake, started)  # from the ingest_metrics rows it wrote
     return {"rows_in": rows_in, "rows_out": rows_out}
 
@@ -205,20 +199,22 @@ def cmd_recommend(args: argparse.Namespace, config: Config) -> RunFigures:
 
 def cmd_refresh(args: argparse.Namespace, config: Config) -> RunFigures:
     from recspark.core.tables import RECOMMENDATIONS
-    from recspark.ops.quality import gate_for
+    from recspark.ops.quality import gate_for, gate_table
     from recspark.serve.publish import published_model_version, unavailable_item_ids
     from recspark.serve.refresh import run_refresh
 
+    started = datetime.now(timezone.utc)
     spark, lake = _spark(config, "refresh"), _lake(config)
     run_refresh(spark, config, lake, once=args.once, gate=gate_for(spark, config, lake, "refresh"))
     if args.once:
-        _gate(
+        # The lists this run wrote (every list when it published in full).
+        gate_table(
             spark,
             config,
             lake,
             RECOMMENDATIONS,
-            "refresh",
-            top_n=config.serve.top_n,
+            job="refresh",
+            written_since=started,
             unavailable_items=unavailable_item_ids(spark, config),
         )
         return {"model_version": published_model_version(spark, lake)}
@@ -247,6 +243,21 @@ def cmd_rebuild_interactions(args: argparse.Namespace, config: Config) -> None:
 
     pairs = rebuild_interactions(_spark(config, "rebuild-interactions"), config, _lake(config))
     print(f"interactions rebuilt from events: {pairs} user-item pairs")
+
+
+def cmd_check(args: argparse.Namespace, config: Config) -> RunFigures:
+    from recspark.core.tables import RECOMMENDATIONS
+    from recspark.ops.quality import check_tables
+    from recspark.serve.publish import unavailable_item_ids
+
+    spark, lake = _spark(config, "check"), _lake(config)
+    checks = {}
+    if lake.exists(spark, RECOMMENDATIONS):  # the catalog matters only to the served lists
+        checks[RECOMMENDATIONS.name] = {"unavailable_items": unavailable_item_ids(spark, config)}
+    results = check_tables(spark, config, lake, checks)
+    for result in results:
+        print(result.summary())
+    return {"rows_in": sum(r.rows or 0 for r in results)}
 
 
 def cmd_maintain(args: argparse.Namespace, config: Config) -> None:
@@ -316,6 +327,7 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace, Config], RunFigures], st
         "recompute interactions from all events (after changing weights)",
     ),
     "maintain": (cmd_maintain, "OPTIMIZE and VACUUM every table"),
+    "check": (cmd_check, "run every quality suite on its whole table (the scheduled check)"),
     "forget-user": (cmd_forget_user, "delete one user's rows from every table"),
     "status": (cmd_status, "on-call overview: tables, champion, recent job runs, quality gates"),
     "show": (cmd_show, "one user's current recommendations, recent history and model version"),

@@ -13,7 +13,6 @@ import fcntl
 import hashlib
 import json
 import os
-import re
 import shlex
 import shutil
 import subprocess
@@ -164,7 +163,7 @@ def test_crontab_lines_use_the_lock_wrapper_and_existing_scripts() -> None:
         for line in CRONTAB.read_text().splitlines()
         if line.strip() and not line.startswith("#") and "=" not in line.split()[0]
     ]
-    assert len(lines) == 4
+    assert len(lines) == 5
     for line in lines:
         fields = line.split()
         assert len(fields[:5]) == 5
@@ -173,7 +172,7 @@ def test_crontab_lines_use_the_lock_wrapper_and_existing_scripts() -> None:
         assert command[2] == "--"
         assert "%" not in line
     jobs = {line.split()[6] for line in lines}
-    assert jobs == {"ingest_events", "refresh_recommendations", "daily", "maintenance"}
+    assert jobs == {"ingest_events", "refresh_recommendations", "daily", "maintenance", "quality"}
     for script in (SUBMIT, BUILD_ZIP, RUN_LOCKED, DAILY):
         assert os.access(script, os.X_OK), script
         assert subprocess.run(["bash", "-n", str(script)], check=False).returncode == 0
@@ -452,6 +451,7 @@ def test_airflow_dags_load_with_the_intended_shape(tmp_path: Path) -> None:
         "recspark_daily",
         "recspark_refresh",
         "recspark_maintenance",
+        "recspark_quality",
     }
 
     conf = str(ROOT / "conf" / "cluster.yaml")  # the default; it reads from Kafka
@@ -503,6 +503,13 @@ def test_airflow_dags_load_with_the_intended_shape(tmp_path: Path) -> None:
     assert maintain["type"] == "BashOperator"
     assert " maintain --conf " in maintain["bash_command"]
     assert conf in maintain["bash_command"]
+
+    # Each job's gates see only the rows it wrote; the whole tables are checked daily.
+    quality = dags["recspark_quality"]
+    assert quality["schedule"] == "0 5 * * *"
+    check = quality["tasks"]["check"]
+    assert check["type"] == "BashOperator"
+    assert " check --conf " in check["bash_command"] and conf in check["bash_command"]
 
     # The sensor: succeeds once any ingest slot from an hour before the run on succeeded.
     assert report["sensor"] == [False, True]
@@ -592,60 +599,6 @@ def generate_tiny_shop(root: Path, conf: Path) -> None:
 def needs_spark_submit() -> None:
     if not (VENV_BIN / "spark-submit").is_file() or shutil.which("java") is None:
         pytest.skip("spark-submit or java is not available")
-
-
-def test_cron_daily_runs_all_three_jobs_through_spark_submit(tmp_path: Path, spark) -> None:
-    needs_spark_submit()
-    conf = write_config(tmp_path, catalog=True)
-    generate_tiny_shop(tmp_path, conf)
-
-    started = time.monotonic()
-    daily = subprocess.run(
-        [
-            str(RUN_LOCKED),
-            "daily",
-            "--",
-            str(DAILY),
-            str(conf),
-            "--set",
-            "train.min_train_interactions=10",
-            "--set",
-            "train.rank=4",
-            "--set",
-            "train.max_iter=3",
-            "--set",
-            "tune.auto=false",  # the schedule is under test here, not the search
-            "--set",
-            "quality.enabled=false",  # nor the gates
-        ],
-        cwd=tmp_path,
-        # run-locked.sh's own timeout kills the whole chain (a job that, say, forgot --once
-        # and kept streaming) rather than leave JVMs behind a pytest timeout.
-        env=locked_env(tmp_path, SPARK_MASTER="local[2]", RECSPARK_TIMEOUT=str(DAILY_TIMEOUT)),
-        capture_output=True,
-        text=True,
-        timeout=DAILY_TIMEOUT + 120,
-    )
-    print(f"daily.sh: exit {daily.returncode} in {time.monotonic() - started:.0f}s")
-    logs = tmp_path / "logs"
-    all_logs = "\n".join(f"== {p.name}\n{p.read_text()[-4000:]}" for p in sorted(logs.glob("*.log")))
-    assert daily.returncode == 0, daily.stderr + all_logs
-    for name in ("daily", "ingest_events", "refresh_recommendations"):
-        assert "end: exit 0" in (logs / f"{name}.log").read_text(), all_logs
-    daily_log = (logs / "daily.log").read_text()
-    assert "model version" in daily_log  # train_als's last line
-    assert "daily: done" in daily_log
-    # SPARK_MASTER reaches every job: the config's spark.master does not undo spark-submit's.
-    whole_logs = "\n".join(p.read_text() for p in logs.glob("*.log"))
-    sessions = re.findall(r"spark session \S+ ready \(master=(\S+)\)", whole_logs)
-    assert len(sessions) >= 3 and set(sessions) == {"local[2]"}, sessions
-
-    events = spark.read.format("delta").load(str(tmp_path / "lake" / "events"))
-    assert events.count() == events.select("event_id").distinct().count() > 0
-    recs = spark.read.format("delta").load(str(tmp_path / "lake" / "recommendations"))
-    assert recs.count() > 0
-    per_user = {r["count"] for r in recs.groupBy("user_id").count().collect()}
-    assert len(per_user) == 1, f"every user should get the same number of rows: {per_user}"
 
 
 # --------------------------------------------------------------------------- Airflow runs the DAGs

@@ -12,7 +12,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from recspark.core.config import Config
-from recspark.core.tables import QUALITY_RESULTS, Lake
+from recspark.core.tables import QUALITY_RESULTS, RECOMMENDATIONS, Lake
 from recspark.ops import quality
 from recspark.ops.quality import (
     EVENTS_SUITE,
@@ -20,6 +20,7 @@ from recspark.ops.quality import (
     RECOMMENDATIONS_SUITE,
     QualityGateError,
     QualityResult,
+    gate_table,
     quality_dir,
     run_gate,
     validate,
@@ -264,10 +265,13 @@ def test_failing_gate_raises_after_recording_the_result(spark: SparkSession, con
                 1,
                 "strength is not negative: 1 of 3 rows do not (e.g. -0.5)",
                 "fail",
+                3,
+                "whole table",
             )
         ],
         "job string, suite string, table_name string, table_version long, success boolean, "
-        "evaluated_expectations int, failed_expectations int, failures string, action string",
+        "evaluated_expectations int, failed_expectations int, failures string, action string, "
+        "rows_validated long, scope string",
     )
     recorded = results(spark, lake)
     assert_df_equality(
@@ -343,3 +347,37 @@ def test_data_docs_only_for_local_lakes() -> None:
     assert quality_dir(Lake("s3a://bucket/lake")) is None
     assert quality_dir(Lake("/data/lake")) == Path("/data/lake/_quality")
     assert quality_dir(Lake("file:///data/lake")) == Path("/data/lake/_quality")
+
+
+def test_a_runs_gate_validates_only_the_rows_written_since_it_started(
+    spark: SparkSession, config: Config
+) -> None:
+    """A refresh that rewrote one user's list validates that list, not the whole serving table
+    (whose cost follows the table); the scheduled whole-table check still sees every row."""
+    config = gate_config(config, f"serve.top_n={TOP_N}")
+    lake = lake_of(config)
+    lake.ensure(spark, RECOMMENDATIONS)
+    earlier, started = T0, T0 + timedelta(hours=1)
+    short_list = [
+        ("u1", 1, "i1", 0.9, "als", "1", earlier, None),
+        ("u1", 2, "i2", 0.8, "als", "1", earlier, None),
+    ]
+    fresh_list = [
+        (user, rank, item, score, source, "1", started + timedelta(seconds=5), None)
+        for user, rank, item, score, source in CLEAN_RECOMMENDATIONS
+        if user == "u2"
+    ]
+    spark.createDataFrame(short_list + fresh_list, RECOMMENDATIONS.schema).write.format("delta").mode(
+        "append"
+    ).save(lake.path(RECOMMENDATIONS.name))
+
+    run = gate_table(spark, config, lake, RECOMMENDATIONS, job="refresh", written_since=started)
+    assert (run.success, run.rows, run.scope) == (True, 3, "rows written since 2026-11-01 13:00:00 UTC")
+    with pytest.raises(QualityGateError, match="every user has top_n rows"):
+        gate_table(spark, config, lake, RECOMMENDATIONS, job="check")
+
+    recorded = results(spark, lake).orderBy("validated_at").collect()
+    assert [(r["job"], r["success"], r["rows_validated"], r["scope"]) for r in recorded] == [
+        ("refresh", True, 3, run.scope),
+        ("check", False, 5, "whole table"),
+    ]

@@ -1,6 +1,6 @@
 """recspark's schedules as Airflow DAGs (Airflow 3, see requirements.txt beside this file).
 
-Four DAGs, each job a ``SparkSubmitOperator`` running one of ``jobs/*.py``:
+Five DAGs, each pipeline job a ``SparkSubmitOperator`` running one of ``jobs/*.py``:
 
 ``recspark_ingest``       every N minutes (default 10): ``ingest_events --once`` (availableNow).
 ``recspark_refresh``      every 15 minutes: ``refresh_recommendations --once``.
@@ -12,6 +12,8 @@ Four DAGs, each job a ``SparkSubmitOperator`` running one of ``jobs/*.py``:
                           refresh DAG (max_active_runs=1) means two refreshes never run at
                           once: they are one streaming query with one checkpoint.
 ``recspark_maintenance``  Sundays 04:00 UTC: ``recspark maintain`` (OPTIMIZE / VACUUM).
+``recspark_quality``      05:00 UTC: ``recspark check``, every quality suite on its whole table
+                          (each job's own gates see only the rows it wrote).
 
 Settings are Airflow Variables (set them in the UI, with ``airflow variables set``, or as
 ``AIRFLOW_VAR_<NAME>`` environment variables); every one has a default:
@@ -28,7 +30,7 @@ Settings are Airflow Variables (set them in the UI, with ``airflow variables set
                                      config), ``true`` or ``false``: add the Kafka connector
 ``recspark_pyspark_python``          optional ``spark.pyspark.python`` (executors' Python)
 ``recspark_archives``                optional ``--archives`` (e.g. ``env.tar.gz#environment``)
-``recspark_cli``                     the ``recspark`` command for maintenance (default
+``recspark_cli``                     the ``recspark`` command for maintenance and checks (default
                                      ``<project>/.venv/bin/recspark``)
 ``recspark_ingest_every_minutes``    ingest period, a divisor of 60 (default 10)
 ``recspark_ingest_fresh_minutes``    how recent a successful ingest run must be for the daily
@@ -145,6 +147,13 @@ def spark_job(job: str, *args: str, **kwargs: Any) -> SparkSubmitOperator:
     )
 
 
+def cli_command(command: str) -> str:
+    """A ``recspark`` CLI command on the configured lake, for a BashOperator."""
+    # A trailing space keeps Airflow from reading a command ending in ".sh" as a file.
+    project, cli, conf = (shlex.quote(str(p)) for p in (PROJECT_DIR, RECSPARK_CLI, CONF))
+    return f"cd {project} && {cli} {command} --conf {conf} "
+
+
 def ingest_grid_dates(since: datetime, until: datetime, every_minutes: int) -> list[datetime]:
     """The logical dates the ingest DAG's cron schedule produces in ``[since, until]``."""
     step = timedelta(minutes=every_minutes)
@@ -181,42 +190,47 @@ def ingest_is_fresh(ti: Any, dag_run: Any, **_: Any) -> bool:
     return done > 0
 
 
-with DAG(
-    dag_id=INGEST_DAG_ID,
-    description="Stream new events into the Delta tables (availableNow, then stop)",
-    schedule=every_minutes_cron(INGEST_EVERY_MINUTES),
-    start_date=START_DATE,
-    catchup=False,
-    max_active_runs=1,
-    default_args=FREQUENT_ARGS,
-    tags=TAGS,
+def scheduled(
+    dag_id: str, description: str, schedule: str, default_args: dict[str, Any], **extra: Any
+) -> DAG:
+    """A recspark DAG: no catchup, one run at a time (a job's runs never overlap)."""
+    return DAG(
+        dag_id=dag_id,
+        description=description,
+        schedule=schedule,
+        start_date=START_DATE,
+        catchup=False,
+        max_active_runs=1,
+        default_args=default_args,
+        tags=TAGS,
+        **extra,
+    )
+
+
+with scheduled(
+    INGEST_DAG_ID,
+    "Stream new events into the Delta tables (availableNow, then stop)",
+    every_minutes_cron(INGEST_EVERY_MINUTES),
+    FREQUENT_ARGS,
 ) as ingest_dag:
     spark_job(INGEST_TASK_ID, "--once", execution_timeout=timedelta(hours=1))
 
 
-with DAG(
-    dag_id=REFRESH_DAG_ID,
-    description="Refresh recommendations: all users after a new champion, else the active ones",
-    schedule="*/15 * * * *",
-    start_date=START_DATE,
-    catchup=False,
-    max_active_runs=1,
-    default_args=FREQUENT_ARGS,
-    tags=TAGS,
+with scheduled(
+    REFRESH_DAG_ID,
+    "Refresh recommendations: all users after a new champion, else the active ones",
+    "*/15 * * * *",
+    FREQUENT_ARGS,
 ) as refresh_dag:
     spark_job("refresh_recommendations", "--once", execution_timeout=timedelta(hours=1))
 
 
-with DAG(
-    dag_id="recspark_daily",
-    description="Wait for fresh events, retrain ALS, then recompute every user's top-N",
-    schedule="0 3 * * *",
-    start_date=START_DATE,
-    catchup=False,
-    max_active_runs=1,
+with scheduled(
+    "recspark_daily",
+    "Wait for fresh events, retrain ALS, then recompute every user's top-N",
+    "0 3 * * *",
+    DEFAULT_ARGS,
     dagrun_timeout=timedelta(hours=12),
-    default_args=DEFAULT_ARGS,
-    tags=TAGS,
 ) as daily_dag:
     wait_for_ingest = PythonSensor(
         task_id="wait_for_ingest",
@@ -241,22 +255,24 @@ with DAG(
     wait_for_ingest >> train >> full_refresh
 
 
-with DAG(
-    dag_id="recspark_maintenance",
-    description="OPTIMIZE and VACUUM the Delta tables",
-    schedule="0 4 * * 0",
-    start_date=START_DATE,
-    catchup=False,
-    max_active_runs=1,
-    default_args=DEFAULT_ARGS,
-    tags=TAGS,
-) as maintenance_dag:
-    BashOperator(
-        task_id="maintain",
-        # A trailing space keeps Airflow from reading a command ending in ".sh" as a file.
-        bash_command=(
-            f"cd {shlex.quote(str(PROJECT_DIR))} && "
-            f"{shlex.quote(RECSPARK_CLI)} maintain --conf {shlex.quote(CONF)} "
-        ),
-        execution_timeout=timedelta(hours=6),
-    )
+def cli_dag(dag_id: str, description: str, schedule: str, command: str, timeout: timedelta) -> DAG:
+    """A DAG of one task: a ``recspark`` CLI command on the configured lake."""
+    with scheduled(dag_id, description, schedule, DEFAULT_ARGS) as dag:
+        BashOperator(task_id=command, bash_command=cli_command(command), execution_timeout=timeout)
+    return dag
+
+
+maintenance_dag = cli_dag(
+    "recspark_maintenance",
+    "OPTIMIZE and VACUUM the Delta tables",
+    "0 4 * * 0",
+    "maintain",
+    timedelta(hours=6),
+)
+quality_dag = cli_dag(
+    "recspark_quality",
+    "Every quality suite on its whole table (the per-run gates see only new rows)",
+    "0 5 * * *",
+    "check",
+    timedelta(hours=3),
+)

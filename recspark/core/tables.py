@@ -170,6 +170,10 @@ QUALITY_RESULTS_SCHEMA = T.StructType(
         T.StructField("failed_expectations", T.IntegerType(), False),
         T.StructField("failures", T.StringType(), True),  # short text naming what failed
         T.StructField("action", T.StringType(), False),  # fail | warn
+        # Added later (nullable): how many rows were validated, and which ("whole table", or
+        # the rows a run wrote: "rows written since <time>").
+        T.StructField("rows_validated", T.LongType(), True),
+        T.StructField("scope", T.StringType(), True),
     ]
 )
 
@@ -228,9 +232,13 @@ class TableSpec:
     schema: T.StructType
     partition_by: tuple[str, ...] = ()
     properties: dict[str, str] = field(default_factory=dict)
+    # The column every writer stamps with the time it wrote the row: what a run's quality gate
+    # filters on to validate only the rows that run wrote (Delta's per-file min/max statistics
+    # on it skip the files of earlier runs, so the cost follows the run, not the table).
+    written_at: str | None = None
 
 
-EVENTS = TableSpec("events", EVENTS_SCHEMA, partition_by=("event_month",))
+EVENTS = TableSpec("events", EVENTS_SCHEMA, partition_by=("event_month",), written_at="ingested_at")
 
 
 def with_event_partitions(events: DataFrame) -> DataFrame:
@@ -248,6 +256,7 @@ INTERACTIONS = TableSpec(
     INTERACTIONS_SCHEMA,
     # The refresh job reads the change feed to find users with new activity.
     properties={"delta.enableChangeDataFeed": "true"},
+    written_at="updated_at",
 )
 RECOMMENDATIONS = TableSpec(
     "recommendations",
@@ -256,6 +265,7 @@ RECOMMENDATIONS = TableSpec(
     # marks their old rows deleted instead of rewriting every file those rows sit in.
     # `recspark maintain` purges them (REORG ... APPLY (PURGE)) before VACUUM.
     properties={DELETION_VECTORS: "true"},
+    written_at="generated_at",
 )
 
 

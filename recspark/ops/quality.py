@@ -27,12 +27,22 @@ from pyspark.sql import functions as F
 from recspark.core.config import EVENT_TYPES, QUALITY_SUITES, Config
 from recspark.core.gates import Gate
 from recspark.core.interactions import COUNT_COLUMNS
-from recspark.core.tables import QUALITY_RESULTS, RECOMMENDATION_SOURCES, Lake
+from recspark.core.tables import (
+    EVENTS,
+    INTERACTIONS,
+    QUALITY_RESULTS,
+    RECOMMENDATION_SOURCES,
+    RECOMMENDATIONS,
+    Lake,
+    TableSpec,
+)
 
 log = logging.getLogger(__name__)
 
 SUITES = QUALITY_SUITES
 EVENTS_SUITE, INTERACTIONS_SUITE, RECOMMENDATIONS_SUITE = SUITES
+# The tables the suites of the same name check.
+CHECKED_TABLES = (EVENTS, INTERACTIONS, RECOMMENDATIONS)
 
 EARLIEST_EVENT_TIME = datetime(1970, 1, 1, tzinfo=timezone.utc)  # ingest.min_event_time default
 # Clocks drift and producers buffer; more than this ahead of now is a broken timestamp.
@@ -46,6 +56,7 @@ ITEM_UNAVAILABLE = "item_unavailable"
 # Validation results kept in the file context: the Data Docs index is rebuilt from them on
 # every gate, so an unbounded history (a gate per streaming micro-batch) would slow it down.
 DOCS_HISTORY = 200
+WHOLE_TABLE = "whole table"
 FAILURE_TEXT_LIMIT = 4000
 EXAMPLES_PER_FAILURE = 3
 
@@ -61,13 +72,16 @@ class QualityResult:
     failed: int
     failures: list[str] = field(default_factory=list)
     action: str = "fail"
+    rows: int | None = None  # rows validated (None: not validated at all)
+    scope: str = WHOLE_TABLE  # which rows: the whole table, or the rows a run wrote
 
     def summary(self) -> str:
         """One line for logs and error messages."""
         if self.success:
+            rows = "" if self.rows is None else f" on {self.rows} rows, {self.scope}"
             return (
                 f"quality suite '{self.suite}' passed on table {self.table_name} "
-                f"({self.evaluated} expectations)"
+                f"({self.evaluated} expectations{rows})"
             )
         return (
             f"quality suite '{self.suite}' failed on table {self.table_name}: "
@@ -388,6 +402,7 @@ def _run_suite(
     if owned:
         frame = frame.persist()
     try:
+        rows = frame.count()
         context = _context(project_dir)
         outcome = context.validate(suite, frame, parameters or {})
         if project_dir is None:
@@ -404,6 +419,7 @@ def _run_suite(
         evaluated=int(stats["evaluated_expectations"]),
         failed=int(stats["unsuccessful_expectations"]),
         failures=failures,
+        rows=rows,
     )
 
 
@@ -516,6 +532,7 @@ def run_gate(
     job: str,
     table_version: int | None = None,
     table_name: str | None = None,
+    scope: str = WHOLE_TABLE,
     **kwargs: Any,
 ) -> QualityResult:
     """Validate ``df`` with ``suite``, record the outcome, and stop the job if configured to.
@@ -544,7 +561,7 @@ def run_gate(
     if settings.data_docs and project is None and lake.root not in _DOCS_NOTICE_GIVEN:
         _DOCS_NOTICE_GIVEN.add(lake.root)
         log.info("quality: Data Docs skipped, lake root %s is not a local path", lake.root)
-    result = replace(validate(suite, df, project, **kwargs), table_name=table, action=action)
+    result = replace(validate(suite, df, project, **kwargs), table_name=table, action=action, scope=scope)
     _record(spark, lake, result, job, table_version)
     if project is not None:
         try:
@@ -562,6 +579,55 @@ def run_gate(
     else:
         log.warning("quality: %s%s (on_failure=warn, job continues)", result.summary(), version)
     return result
+
+
+def gate_table(
+    spark: SparkSession,
+    config: Config,
+    lake: Lake,
+    spec: TableSpec,
+    *,
+    job: str,
+    written_since: datetime | None = None,
+    **checks: Any,
+) -> QualityResult:
+    """Validate a table at its current version with the suite of the same name: only the rows
+    written at or after ``written_since`` (the rows a run wrote, found by the table's
+    ``written_at`` column, so the cost follows the run), or the whole table when it is None."""
+    version = lake.version(spark, spec)
+    frame = lake.read(spark, spec, version)
+    scope = WHOLE_TABLE
+    if written_since is not None:
+        if spec.written_at is None:
+            raise ValueError(f"table {spec.name} has no written_at column: it can only be checked whole")
+        frame = frame.where(F.col(spec.written_at) >= F.lit(written_since))
+        scope = f"rows written since {written_since.astimezone(timezone.utc):%Y-%m-%d %H:%M:%S} UTC"
+    return run_gate(
+        spark, config, lake, spec.name, frame, job=job, table_version=version, scope=scope, **checks
+    )
+
+
+def check_tables(
+    spark: SparkSession, config: Config, lake: Lake, checks: dict[str, dict[str, Any]], job: str = "check"
+) -> list[QualityResult]:
+    """Every suite on its whole table (the scheduled check behind the per-run gates, which see
+    only what a run wrote: e.g. an ``event_id`` that repeats one written by an earlier run).
+    Runs them all, records each, then raises the first failure configured to ``fail``.
+    ``checks`` holds each suite's validator arguments (by suite name)."""
+    results: list[QualityResult] = []
+    first_failure: QualityGateError | None = None
+    for spec in CHECKED_TABLES:
+        if not lake.exists(spark, spec):
+            log.info("check: table %s does not exist yet: nothing to check", spec.name)
+            continue
+        try:
+            results.append(gate_table(spark, config, lake, spec, job=job, **checks.get(spec.name, {})))
+        except QualityGateError as exc:
+            results.append(exc.result)
+            first_failure = first_failure or exc
+    if first_failure is not None:
+        raise first_failure
+    return results
 
 
 def gate_for(spark: SparkSession, config: Config, lake: Lake, job: str) -> Gate:
@@ -589,6 +655,8 @@ def _record(
         result.failed,
         failures,
         result.action,
+        result.rows,
+        result.scope,
     )
     lake.append_row(spark, QUALITY_RESULTS, row)
 
