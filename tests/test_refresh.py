@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 from dataclasses import replace
 from datetime import datetime, timedelta
@@ -190,16 +191,14 @@ def test_a_lower_top_n_republishes_every_list_at_the_new_length(
     assert {r["longest"] for r in lengths.select("longest").distinct().collect()} == {shorter.serve.top_n}
 
 
-def test_a_running_refresh_keeps_now_at_the_newest_event_without_rescanning(
-    spark: SparkSession, trained_shop: tuple[Config, TrainResult], tmp_path: Path
-) -> None:
-    """The recency rules (trending, recently viewed, decay) measure from the newest event; a
-    long-running refresh carries it from batch to batch instead of scanning interactions."""
-    config = copy_shop(trained_shop[0], tmp_path / "shop")
+def _refresh_writer(
+    spark: SparkSession, shop: Config, tmp_path: Path
+) -> tuple[Config, Lake, RefreshBatchWriter, str, str]:
+    """A copy of the shop with its serving table published by the champion, a refresh batch
+    writer on it (as the running query holds one), and its first user and one of their items."""
+    config = copy_shop(shop, tmp_path / "shop")
     lake = Lake.at(config.lake.root)
-    run_refresh(
-        spark, config, lake, once=True, gate=no_gate
-    )  # the champion's table: batches only refresh users
+    run_refresh(spark, config, lake, once=True, gate=no_gate)  # the champion's table: batches refresh users
     checkpoint = str(tmp_path / "checkpoint")  # a real query's checkpoint, for the writer's txnAppId
     spark.readStream.format("delta").load(lake.path(INTERACTIONS.name)).writeStream.format("noop").option(
         "checkpointLocation", checkpoint
@@ -208,6 +207,15 @@ def test_a_running_refresh_keeps_now_at_the_newest_event_without_rescanning(
     user, item = (
         lake.read(spark, INTERACTIONS).select("user_id", "item_id").orderBy("user_id", "item_id").first()
     )
+    return config, lake, writer, user, item
+
+
+def test_a_running_refresh_keeps_now_at_the_newest_event_without_rescanning(
+    spark: SparkSession, trained_shop: tuple[Config, TrainResult], tmp_path: Path
+) -> None:
+    """The recency rules (trending, recently viewed, decay) measure from the newest event; a
+    long-running refresh carries it from batch to batch instead of scanning interactions."""
+    config, lake, writer, user, item = _refresh_writer(spark, trained_shop[0], tmp_path)
 
     def land(name: str, when: datetime, who: str = user) -> int:
         """Ingest one view of ``item`` at ``when``; returns the interactions version it made."""
@@ -235,6 +243,61 @@ def test_a_running_refresh_keeps_now_at_the_newest_event_without_rescanning(
     writer(changes_since(land("later-1", second)), 1)
     assert writer.as_of == second
     assert lake.read(spark, RECOMMENDATIONS).where(F.col("user_id") == user).count() == config.serve.top_n
+
+
+def test_a_running_refresh_ranks_the_shop_once_per_period_and_applies_availability_every_batch(
+    spark: SparkSession, trained_shop: tuple[Config, TrainResult], tmp_path: Path, caplog
+) -> None:
+    """Eligible items, trending, popularity and new items follow all interactions: a long-running
+    refresh ranks them once per ``serve.rankings_refresh_minutes``, not in every batch (whose
+    cost would then follow the shop). The catalog still reaches every batch: an item out of stock
+    leaves a refreshed list at once."""
+    config, lake, writer, user, item = _refresh_writer(spark, trained_shop[0], tmp_path)
+    newest = newest_event_time(lake.read(spark, INTERACTIONS)).replace(microsecond=0)
+
+    def refresh_after_a_view(batch_id: int) -> list[str]:
+        """One more view by ``user`` ingested, the writer's batch over its change; the list."""
+        line = _event_line(
+            f"view-{batch_id}",
+            user,
+            item,
+            "view",
+            (newest + timedelta(minutes=batch_id + 1)).isoformat() + "Z",
+        )
+        Path(config.ingest.path, f"events-view-{batch_id}.jsonl").write_text(line + "\n")
+        version = lake.version(spark, INTERACTIONS) + 1
+        run_ingest(spark, config, lake, once=True)
+        changes = (
+            spark.read.format("delta")
+            .option("readChangeFeed", "true")
+            .option("startingVersion", version)
+            .load(lake.path(INTERACTIONS.name))
+        )
+        writer(changes, batch_id)
+        rows = lake.read(spark, RECOMMENDATIONS).where(F.col("user_id") == user).orderBy("rank").collect()
+        return [r["item_id"] for r in rows]
+
+    def rankings_built() -> int:
+        return sum("shop-wide rankings built" in r.getMessage() for r in caplog.records)
+
+    caplog.set_level(logging.INFO, logger="recspark.serve.refresh")
+    caplog.clear()  # run_refresh's own query above ranked the shop for its batch
+    first = refresh_after_a_view(0)
+    assert len(first) == config.serve.top_n and rankings_built() == 1
+    # The list's top item goes out of stock: the next batch drops it without ranking again.
+    catalog = Path(config.catalog.path)
+    records = [json.loads(line) for line in catalog.read_text().splitlines()]
+    for record in records:
+        if record["item_id"] == first[0]:
+            record["available"] = False
+    catalog.write_text("".join(json.dumps(r) + "\n" for r in records))
+    second = refresh_after_a_view(1)
+    assert first[0] not in second and len(second) == config.serve.top_n
+    assert rankings_built() == 1
+    # Once the period is over, the next batch ranks the shop again.
+    writer.config = config.with_overrides(["serve.rankings_refresh_minutes=0.0001"])
+    refresh_after_a_view(2)
+    assert rankings_built() == 2
 
 
 def test_an_item_item_champion_refreshes_from_fresh_history_without_fold_in(

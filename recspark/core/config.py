@@ -401,9 +401,14 @@ class ServeConfig:
     # instead of rewriting the files they sit in. Off for shops whose readers cannot read them
     # (e.g. delta-rs' to_pandas); turning it off drops the feature from an existing table.
     deletion_vectors: bool = True
+    # The refresh job ranks the shop's items (eligible, trending or popular, new items) over all
+    # interactions once per this many minutes, not in every batch; availability in the catalog
+    # is still applied to every batch.
+    rankings_refresh_minutes: float = 60.0
 
     def __post_init__(self) -> None:
         _require(self.top_n > 0, "serve.top_n must be > 0")
+        _require(self.rankings_refresh_minutes > 0, "serve.rankings_refresh_minutes must be > 0")
         _require(
             self.fallback in (AUTO, "trending", "popular"),
             f"serve.fallback must be 'auto', 'trending' or 'popular', got {self.fallback!r}",

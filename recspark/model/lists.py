@@ -52,6 +52,69 @@ def fallback_chain(serve: ServeConfig, measured: str | None) -> tuple[str, ...]:
 
 
 @dataclass
+class ItemRankings:
+    """What lists draw on that follows the whole shop, not the users they are for: the eligible
+    items, the fallback ranking (trending, else popular) and its source, popularity (for
+    popular-in-your-categories) and the new items. One build computes them from all
+    interactions; the refresh job keeps them for a period and reuses them for every batch's few
+    users, so a batch's cost follows its users, not the shop."""
+
+    eligible: DataFrame
+    fallback: DataFrame  # item_id, popularity
+    fallback_source: str  # TRENDING | POPULAR
+    popularity: DataFrame  # item_id, popularity of eligible items
+    new: DataFrame | None  # item_id, category, first_seen of eligible new items (None: no catalog)
+
+    def without(self, items: DataFrame) -> ItemRankings:
+        """These rankings minus ``items`` (item_id): e.g. what became unavailable since."""
+        gone = F.broadcast(items.select("item_id").distinct())
+
+        def kept(frame: DataFrame) -> DataFrame:
+            return frame.join(gone, "item_id", "left_anti")
+
+        new = None if self.new is None else kept(self.new)
+        return ItemRankings(
+            kept(self.eligible), kept(self.fallback), self.fallback_source, kept(self.popularity), new
+        )
+
+    def frames(self) -> list[DataFrame]:
+        return [f for f in (self.eligible, self.fallback, self.popularity, self.new) if f is not None]
+
+    def persist(self) -> ItemRankings:
+        for name in ("eligible", "fallback", "popularity", "new"):
+            frame = getattr(self, name)
+            if frame is not None:
+                setattr(self, name, frame.persist())
+        return self
+
+    def unpersist(self) -> None:
+        for frame in self.frames():
+            frame.unpersist()
+
+
+def item_rankings(
+    serve: ServeConfig,
+    interactions: DataFrame,
+    eligible: DataFrame,
+    catalog: DataFrame | None,
+    as_of: datetime | None,
+    fallbacks: tuple[str, ...],
+) -> ItemRankings:
+    """The shop-wide rankings of ``interactions`` (all of them) restricted to ``eligible``."""
+    popularity = item_popularity(interactions).join(eligible, "item_id")
+    if TRENDING in fallbacks:
+        fallback, source = fallback_popularity(
+            interactions, eligible, as_of, serve.trending_days, serve.top_n
+        )
+    else:
+        fallback, source = popularity, POPULAR
+    new = None
+    if serve.new_item_share > 0 and catalog is not None:
+        new = new_items(serve, interactions, catalog, as_of).join(eligible.select("item_id"), "item_id")
+    return ItemRankings(eligible, fallback, source, popularity, new)
+
+
+@dataclass
 class ListInputs:
     """What lists are built from.
 
@@ -61,7 +124,8 @@ class ListInputs:
     ``eligible``: the items that may be recommended at all (item_id). ``model``: the personal
     model, or None for fallback lists only; ``user_vectors`` (user_id, features) replace the
     model's own ALS vectors (the refresh job's fold-in). ``fallbacks``: the sources that fill
-    lists after the model, in order (POPULAR alone is the most-popular baseline).
+    lists after the model, in order (POPULAR alone is the most-popular baseline). ``rankings``:
+    the shop-wide rankings when the caller keeps them (computed from the rest when None).
     """
 
     users: DataFrame
@@ -73,6 +137,7 @@ class ListInputs:
     user_vectors: DataFrame | None = None
     users_interactions: DataFrame | None = None
     fallbacks: tuple[str, ...] = FALLBACK_CHAIN
+    rankings: ItemRankings | None = None
 
 
 CANDIDATE_COLUMNS = ("user_id", "item_id", "rank", "score", "source", "because_item_id")
@@ -125,17 +190,14 @@ def _fallback_candidates(
     spark: SparkSession, serve: ServeConfig, favourite_categories: int, inputs: ListInputs, scope: _Scope
 ) -> Fallbacks:
     n = serve.top_n
-    if TRENDING in inputs.fallbacks:
-        fallback, source = fallback_popularity(
-            inputs.interactions, inputs.eligible, inputs.as_of, serve.trending_days, n
-        )
-    else:
-        fallback, source = item_popularity(inputs.interactions).join(inputs.eligible, "item_id"), POPULAR
+    rankings = inputs.rankings or item_rankings(
+        serve, inputs.interactions, inputs.eligible, inputs.catalog, inputs.as_of, inputs.fallbacks
+    )
     with_exclusions = scope.users.join(scope.exclusions, "user_id", "left")
     parts = [
-        popular_candidates(spark, with_exclusions, fallback, scope.fetch, serve.users_per_block).withColumn(
-            "source", F.lit(source)
-        )
+        popular_candidates(
+            spark, with_exclusions, rankings.fallback, scope.fetch, serve.users_per_block
+        ).withColumn("source", F.lit(rankings.fallback_source))
     ]
     catalog = inputs.catalog
     wants_categories = CATEGORY_POPULAR in inputs.fallbacks or serve.new_item_share > 0
@@ -145,19 +207,17 @@ def _fallback_candidates(
         else None
     )
     if preferences is not None and CATEGORY_POPULAR in inputs.fallbacks:
-        popularity = item_popularity(inputs.interactions).join(inputs.eligible, "item_id")
         in_categories = category_popular_candidates(
-            preferences, popularity, catalog, scope.exclusions, scope.fetch
+            preferences, rankings.popularity, catalog, scope.exclusions, scope.fetch
         )
         parts.append(in_categories.withColumn("source", F.lit(CATEGORY_POPULAR)))
     new_slots = 0
-    if serve.new_item_share > 0 and catalog is not None and preferences is not None:
+    if rankings.new is not None and preferences is not None:
         new_slots = max(1, round(n * serve.new_item_share))
-        fresh = new_items(serve, inputs.interactions, catalog, inputs.as_of).join(
-            inputs.eligible.select("item_id"), "item_id"
-        )
         parts.append(
-            new_item_candidates(preferences, fresh, scope.exclusions, n).withColumn("source", F.lit(NEW_ITEM))
+            new_item_candidates(preferences, rankings.new, scope.exclusions, n).withColumn(
+                "source", F.lit(NEW_ITEM)
+            )
         )
     return Fallbacks(_union(parts), new_slots)
 

@@ -4,7 +4,8 @@ validated and published in one Delta commit."""
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 import mlflow
@@ -18,7 +19,7 @@ from recspark.core.gates import Gate
 from recspark.core.registry import champion_version, configure_mlflow
 from recspark.core.tables import INTERACTIONS, RECOMMENDATIONS, SIMILAR_ITEMS, Lake, serving_table
 from recspark.model.families import FittedModel, ModelSpec, read_model_tables
-from recspark.model.lists import ListInputs, build_lists, fallback_chain
+from recspark.model.lists import ItemRankings, ListInputs, build_lists, fallback_chain, item_rankings
 from recspark.model.sources import eligible_items, newest_event_time
 from recspark.model.topn import recommend_top_n
 from recspark.model.tuned_params import read_tuned
@@ -60,18 +61,65 @@ def read_catalog_if_any(spark: SparkSession, config: Config) -> DataFrame | None
 
 
 @dataclass
+class ShopContext:
+    """The shop-wide inputs of a build: the catalog, the fallback chain and the item rankings
+    (eligible items, trending or popular, new items). A full publish builds them for its one
+    build; the refresh job keeps them, persisted, for ``serve.rankings_refresh_minutes`` (and
+    until the champion moves) instead of reading the catalog and ranking all interactions again
+    for each batch's few users."""
+
+    catalog: DataFrame | None
+    fallbacks: tuple[str, ...]
+    rankings: ItemRankings
+    built_at: float = field(default_factory=time.monotonic)
+
+    def persist(self) -> ShopContext:
+        """Persist the rankings, never the catalog: Spark serves a cached frame to any frame of
+        the same plan, so a cached catalog would hide every later change to the file."""
+        self.rankings.persist()
+        return self
+
+    def unpersist(self) -> None:
+        self.rankings.unpersist()
+
+    def age_minutes(self) -> float:
+        return (time.monotonic() - self.built_at) / 60
+
+    def with_current_catalog(self, spark: SparkSession, config: Config) -> ShopContext:
+        """This context with the catalog as it is now: availability is never older than the
+        batch (an item out of stock leaves every list at once); the rankings stay as built."""
+        catalog = read_catalog_if_any(spark, config)
+        if catalog is None:
+            return self
+        unavailable = catalog.where(~F.col("available")).select("item_id")
+        return replace(self, catalog=catalog, rankings=self.rankings.without(unavailable))
+
+
+def shop_context(
+    spark: SparkSession, config: Config, lake: Lake, interactions: DataFrame, as_of: datetime | None
+) -> ShopContext:
+    """The catalog, fallback chain and item rankings of all ``interactions`` as of ``as_of``."""
+    catalog = read_catalog_if_any(spark, config)
+    fallbacks = serving_fallbacks(spark, config, lake)
+    eligible = eligible_items(known_items(interactions, catalog), catalog, config.serve)
+    rankings = item_rankings(config.serve, interactions, eligible, catalog, as_of, fallbacks)
+    return ShopContext(catalog, fallbacks, rankings)
+
+
+@dataclass
 class PublishInputs:
     """What a build of serving rows may reuse instead of reading again (the refresh job's cache).
 
     ``users``: whom for (default everyone with interactions); ``users_interactions``: their rows
-    of ``interactions``; ``user_vectors``: folded-in ALS vectors replacing the champion's own."""
+    of ``interactions``; ``user_vectors``: folded-in ALS vectors replacing the champion's own;
+    ``context``: the shop-wide inputs the refresh job keeps (built for this build when None)."""
 
     users: DataFrame | None = None
     interactions: DataFrame | None = None
     users_interactions: DataFrame | None = None
     user_vectors: DataFrame | None = None
     as_of: datetime | None = None
-    fallbacks: tuple[str, ...] | None = None  # default: serving_fallbacks()
+    context: ShopContext | None = None
 
 
 def serving_fallbacks(spark: SparkSession, config: Config, lake: Lake) -> tuple[str, ...]:
@@ -93,7 +141,7 @@ def build_recommendations(
     inputs = inputs or PublishInputs()
     interactions = inputs.interactions if inputs.interactions is not None else lake.read(spark, INTERACTIONS)
     as_of = inputs.as_of if inputs.as_of is not None else newest_event_time(interactions)
-    catalog = read_catalog_if_any(spark, config)
+    context = inputs.context or shop_context(spark, config, lake, interactions, as_of)
     users = inputs.users if inputs.users is not None else interactions.select("user_id").distinct()
     model = champion.model if champion is not None else None
     lists = build_lists(
@@ -103,13 +151,14 @@ def build_recommendations(
         ListInputs(
             users=users,
             interactions=interactions,
-            eligible=eligible_items(known_items(interactions, catalog), catalog, config.serve),
+            eligible=context.rankings.eligible,
             as_of=as_of,
-            catalog=catalog,
+            catalog=context.catalog,
             model=model,
             user_vectors=inputs.user_vectors,
             users_interactions=inputs.users_interactions,
-            fallbacks=inputs.fallbacks or serving_fallbacks(spark, config, lake),
+            fallbacks=context.fallbacks,
+            rankings=context.rankings,
         ),
     )
     return lists.select(

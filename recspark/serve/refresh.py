@@ -37,6 +37,7 @@ from recspark.model.sources import newest_event_time
 from recspark.serve.publish import (
     Champion,
     PublishInputs,
+    ShopContext,
     build_recommendations,
     load_champion,
     publish_full,
@@ -44,6 +45,7 @@ from recspark.serve.publish import (
     recommend,
     reflected_version,
     reflects,
+    shop_context,
 )
 
 log = logging.getLogger(__name__)
@@ -105,13 +107,15 @@ def refresh_users(
     champion: Champion | None,
     users: DataFrame,
     as_of: datetime | None = None,
+    context: ShopContext | None = None,
 ) -> int:
     """Recompute and MERGE the lists of ``users``; returns how many users.
 
     An ALS (or blend) champion folds their vectors in first; an item-item champion needs only
     their fresh history; with no champion they get fresh fallback lists. ``as_of``: the newest
     event time in ``interactions`` (read when not given; the refresh job carries it from batch
-    to batch instead of scanning the table each time)."""
+    to batch instead of scanning the table each time). ``context``: the shop-wide inputs the
+    refresh job keeps between batches (built for these users when None)."""
     users = users.select("user_id").distinct().persist()
     theirs: DataFrame | None = None
     vectors: DataFrame | None = None
@@ -137,6 +141,7 @@ def refresh_users(
                 users_interactions=theirs,
                 user_vectors=vectors,
                 as_of=as_of,
+                context=context,
             ),
         )
         merge_user_rows(spark, lake, fresh, users)  # its checkpoint computes fresh once
@@ -162,6 +167,30 @@ class RefreshBatchWriter:
         # Changes up to this interactions version are already in a full refresh just published.
         self.covered_version = covered_version
         self.as_of: datetime | None = None  # the newest event time in interactions
+        self.context: ShopContext | None = None  # kept for serve.rankings_refresh_minutes
+
+    def _shop_context(self, spark: SparkSession, batch_id: int) -> ShopContext:
+        """The shop-wide rankings, rebuilt when older than ``serve.rankings_refresh_minutes``
+        (or dropped by a champion move), with the catalog read afresh for every batch."""
+        period = self.config.serve.rankings_refresh_minutes
+        if self.context is not None and self.context.age_minutes() >= period:
+            self._drop_context()
+        if self.context is None:
+            started = time.time()
+            interactions = self.lake.read(spark, INTERACTIONS)
+            self.context = shop_context(spark, self.config, self.lake, interactions, self.as_of).persist()
+            log.info(
+                "refresh batch %d: shop-wide rankings built in %.1fs, kept for %g minutes",
+                batch_id,
+                time.time() - started,
+                period,
+            )
+        return self.context.with_current_catalog(spark, self.config)
+
+    def _drop_context(self) -> None:
+        if self.context is not None:
+            self.context.unpersist()
+            self.context = None
 
     def _advance_as_of(self, spark: SparkSession, changes: DataFrame) -> None:
         """Interactions only gain newer events, so the newest so far and the batch's changes
@@ -183,6 +212,7 @@ class RefreshBatchWriter:
             return
         if self.champion is not None:
             self.champion.model.unpersist()
+        self._drop_context()  # a new model comes with a new tuned fallback chain
         self.champion = load_champion(spark, self.config, self.lake)
         if self.champion is not None:
             self.champion.model.persist()
@@ -212,8 +242,9 @@ class RefreshBatchWriter:
             self._app_id = streaming_app_id(spark, self.checkpoint, "refresh")
         newest_change = batch.agg(F.max("_commit_version")).first()[0]
         note = reflects(newest_change) if newest_change is not None else None
+        context = self._shop_context(spark, batch_id)
         with idempotent_session_writes(spark, self._app_id, batch_id), commit_user_metadata(spark, note):
-            users = refresh_users(spark, self.config, self.lake, self.champion, active, self.as_of)
+            users = refresh_users(spark, self.config, self.lake, self.champion, active, self.as_of, context)
         log.info(
             "refresh batch %d: %d active users refreshed by %s as of %s in %.1fs",
             batch_id,
