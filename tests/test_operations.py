@@ -107,7 +107,7 @@ def test_forget_user_leaves_nothing_behind_and_replays_cannot_bring_them_back(
     lake.append_row(
         spark,
         QUALITY_RESULTS,
-        (now, "ingest", "events", "events", 1, False, 3, 1, "user_id u3 unexpected", "warn"),
+        (now, "ingest", "events", "events", 1, False, 3, 1, "user_id u3 unexpected", "warn", 5, "whole"),
     )
     docs = tmp_path / "lake" / "_quality" / "data_docs" / "page.html"
     docs.parent.mkdir(parents=True)

@@ -254,7 +254,7 @@ def _seed_gate(spark: SparkSession, lake: Lake, failures: str) -> None:
     lake.append_row(
         spark,
         QUALITY_RESULTS,
-        (at, "ingest", "interactions", "interactions", 1, False, 6, 1, failures, "warn"),
+        (at, "ingest", "interactions", "interactions", 1, False, 6, 1, failures, "warn", 9, "whole table"),
     )
 
 
