@@ -14,6 +14,7 @@ import pytest
 from chispa import assert_df_equality
 from mlflow.tracking import MlflowClient
 from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql.types import StructType
 
 from recspark.cli import main, setup_logging
 from recspark.core.config import Config
@@ -299,10 +300,31 @@ def test_status_json_holds_what_the_report_shows(spark: SparkSession, config: Co
     assert [
         (g["suite"], g["table"], g["table_version"], g["success"], g["action"], g["failures"]) for g in gate
     ] == [("interactions", "interactions", 1, False, "warn", "strength: 1 null")]
+    # Which rows the gate saw: a run's own, or the whole table (the daily `recspark check`).
+    assert (gate[0]["rows_validated"], gate[0]["scope"]) == (9, "whole table")
     # The text report renders the same snapshot.
     text = render_status(snapshot)
     assert "TrainingError: only 3 positive interactions" in text
-    assert "FAILED (warn)" in text and "strength: 1 null" in text
+    assert "FAILED (warn)" in text and "strength: 1 null" in text and "whole table" in text
+
+
+def test_status_reads_gates_recorded_before_rows_and_scope_existed(
+    spark: SparkSession, config: Config
+) -> None:
+    """A lake whose gates all ran on an older version has no rows_validated or scope column yet
+    (the next gate adds them): status still shows its gates."""
+    lake = lake_of(config)
+    older = StructType([f for f in QUALITY_RESULTS.schema if f.name not in ("rows_validated", "scope")])
+    at = datetime.now(timezone.utc)
+    spark.createDataFrame(
+        [(at, "ingest", "events", "events", 1, True, 9, 0, None, "warn")], older
+    ).write.format("delta").save(lake.path(QUALITY_RESULTS.name))
+
+    gates = status_json(gather_status(spark, config, lake))["quality_gates"]
+
+    assert [(g["suite"], g["success"], g["rows_validated"], g["scope"]) for g in gates] == [
+        ("events", True, None, None)
+    ]
 
 
 def test_status_json_names_the_champion_family_and_when_it_was_promoted(

@@ -225,6 +225,8 @@ class GateState:
     success: bool
     action: str
     failures: str | None
+    rows_validated: int | None  # None: recorded before the column existed
+    scope: str | None  # "whole table", or "rows written since ..." (a run's own rows)
 
 
 @dataclass(frozen=True)
@@ -422,9 +424,14 @@ def _gather_gates(spark: SparkSession, lake: Lake) -> list[GateState]:
         return []
     from recspark.ops.quality import latest_results
 
+    results = latest_results(spark, lake)
+    # Columns added later: a lake whose gates all ran before them has none yet.
+    later = {"rows_validated": "long", "scope": "string"}
+    results = results.withColumns(
+        {c: F.lit(None).cast(t) for c, t in later.items() if c not in results.columns}
+    )
     latest = (
-        latest_results(spark, lake)
-        .select(
+        results.select(
             "suite",
             F.col("table_name").alias("table"),
             "table_version",
@@ -432,6 +439,8 @@ def _gather_gates(spark: SparkSession, lake: Lake) -> list[GateState]:
             "success",
             "action",
             "failures",
+            "rows_validated",
+            "scope",
         )
         .orderBy("suite", "table")
         .collect()
@@ -522,12 +531,14 @@ def _quality_section(gates: list[GateState]) -> list[str]:
             g.table,
             g.table_version,
             _utc(g.validated_at),
+            "-" if g.rows_validated is None else f"{g.rows_validated:,}",
+            g.scope or "-",
             "passed" if g.success else f"FAILED ({g.action})",
             _shorten(g.failures, 120),
         )
         for g in gates
     ]
-    headers = ("suite", "table", "version", "validated (UTC)", "result", "failures")
+    headers = ("suite", "table", "version", "validated (UTC)", "rows", "of", "result", "failures")
     return ["Latest quality gates", *_aligned(headers, rows)] if rows else []
 
 
