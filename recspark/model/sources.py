@@ -174,13 +174,17 @@ def new_item_candidates(
     ).drop("first_seen")
 
 
+def unavailable_items(catalog: DataFrame) -> DataFrame:
+    """The catalog's items marked unavailable (item_id): never recommended."""
+    return catalog.where(~F.col("available")).select("item_id")
+
+
 def eligible_items(items: DataFrame, catalog: DataFrame | None, serve: ServeConfig) -> DataFrame:
     """The items of ``items`` (item_id) that may be recommended at all: not marked unavailable
     by the catalog (no catalog: all), and not on the ``serve.exclude_items`` list."""
     eligible = items.select("item_id").distinct()
     if catalog is not None:
-        unavailable = catalog.where(~F.col("available")).select("item_id")
-        eligible = eligible.join(unavailable, "item_id", "left_anti")
+        eligible = eligible.join(unavailable_items(catalog), "item_id", "left_anti")
     if serve.exclude_items:
         eligible = eligible.where(~F.col("item_id").isin(*serve.exclude_items))
     return eligible

@@ -20,7 +20,7 @@ from recspark.core.registry import champion_version, configure_mlflow
 from recspark.core.tables import INTERACTIONS, RECOMMENDATIONS, SIMILAR_ITEMS, Lake, serving_table
 from recspark.model.families import FittedModel, ModelSpec, read_model_tables
 from recspark.model.lists import ItemRankings, ListInputs, build_lists, fallback_chain, item_rankings
-from recspark.model.sources import eligible_items, newest_event_time
+from recspark.model.sources import eligible_items, newest_event_time, unavailable_items
 from recspark.model.topn import recommend_top_n
 from recspark.model.tuned_params import read_tuned
 
@@ -53,7 +53,7 @@ def load_champion(spark: SparkSession, config: Config, lake: Lake) -> Champion |
 def unavailable_item_ids(spark: SparkSession, config: Config) -> DataFrame | None:
     if config.catalog.path is None:
         return None
-    return read_catalog(spark, config.catalog.path).where(~F.col("available")).select("item_id")
+    return unavailable_items(read_catalog(spark, config.catalog.path))
 
 
 def read_catalog_if_any(spark: SparkSession, config: Config) -> DataFrame | None:
@@ -91,8 +91,7 @@ class ShopContext:
         catalog = read_catalog_if_any(spark, config)
         if catalog is None:
             return self
-        unavailable = catalog.where(~F.col("available")).select("item_id")
-        return replace(self, catalog=catalog, rankings=self.rankings.without(unavailable))
+        return replace(self, catalog=catalog, rankings=self.rankings.without(unavailable_items(catalog)))
 
 
 def shop_context(
