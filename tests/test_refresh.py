@@ -10,6 +10,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 import numpy as np
+import pytest
 from mlflow.tracking import MlflowClient
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -29,10 +30,12 @@ from recspark.serve.refresh import RefreshBatchWriter, folded_in_vectors, refres
 from tests.conftest import copy_shop, nothing_cached
 
 
+@pytest.mark.parametrize("max_items_per_block", [100_000, 7])  # broadcast, or joined in item blocks
 def test_fold_in_reproduces_als_user_factors(
-    spark: SparkSession, trained_shop: tuple[Config, TrainResult]
+    spark: SparkSession, trained_shop: tuple[Config, TrainResult], max_items_per_block: int
 ) -> None:
     config, _ = trained_shop
+    config = replace(config, serve=replace(config.serve, max_items_per_block=max_items_per_block))
     lake = Lake.at(config.lake.root)
     champion = load_champion(spark, config, lake)
     interactions = lake.read(spark, INTERACTIONS)

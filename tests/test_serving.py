@@ -8,6 +8,7 @@ from dataclasses import replace
 from datetime import datetime, timedelta
 from pathlib import Path
 
+import pytest
 from pyspark.sql import DataFrame, Row, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
@@ -146,6 +147,28 @@ def test_business_rules_hold_and_every_user_keeps_n_rows(
         assert [r["score"] for r in rows] == sorted((r["score"] for r in rows), reverse=True)
     sources = {r["source"] for rows in lists.values() for r in rows}
     assert {"als", "trending"} <= sources or {"als", "popular"} <= sources
+
+
+def test_lists_are_the_same_when_the_catalogue_is_scored_in_item_blocks(
+    spark: SparkSession, trained_shop: tuple[Config, TrainResult]
+) -> None:
+    """A catalogue larger than serve.max_items_per_block is scored one item block at a time
+    (model, popularity fallbacks, explanations): the published lists must not change."""
+    config, _ = trained_shop
+    lake = Lake.at(config.lake.root)
+    champion = load_champion(spark, config, lake)
+    whole = _rows_by_user(build_recommendations(spark, config, lake, champion))
+    blocked = _rows_by_user(
+        build_recommendations(spark, _with_serve(config, max_items_per_block=7), lake, champion)
+    )
+    assert set(blocked) == set(whole)
+    for user, rows in whole.items():
+        got = blocked[user]
+        assert [(r["rank"], r["item_id"], r["source"], r["because_item_id"]) for r in got] == [
+            (r["rank"], r["item_id"], r["source"], r["because_item_id"]) for r in rows
+        ], user
+        assert [r["score"] for r in got] == pytest.approx([r["score"] for r in rows], rel=1e-5)
+    assert any(r["source"] == "als" for rows in blocked.values() for r in rows)
 
 
 def test_cold_start_sources_and_new_item_slots(

@@ -372,6 +372,9 @@ class ServeConfig:
     # A rating says the user has had the item: recommending it again wastes a slot.
     exclude_rated: bool = True
     users_per_block: int = 2048
+    # At most this many item vectors in any one process (the driver, each Python worker) when
+    # lists are scored or users folded in: a larger catalogue is scored one item block at a time.
+    max_items_per_block: int = 100_000
     # Users without a personal vector get the items most popular over this many recent days
     # ("trending"), or all-time popular items when that window is too thin; 0: always popular.
     trending_days: float = 7.0
@@ -414,6 +417,7 @@ class ServeConfig:
             f"serve.fallback must be 'auto', 'trending' or 'popular', got {self.fallback!r}",
         )
         _require(self.users_per_block > 0, "serve.users_per_block must be > 0")
+        _require(self.max_items_per_block > 0, "serve.max_items_per_block must be > 0")
         _require(self.exclude_viewed_days >= 0, "serve.exclude_viewed_days must be >= 0")
         _require(self.max_per_category >= 0, "serve.max_per_category must be >= 0 (0: off)")
         _require(

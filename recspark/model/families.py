@@ -23,7 +23,7 @@ from recspark.core.config import Config, EaseConfig, TrainConfig
 from recspark.core.tables import ALS_ITEM_FACTORS, ALS_USER_FACTORS, ITEM_SIMILARITY, Lake, TableSpec
 from recspark.model.als import als_ratings, factor_tables, fit_als, preference
 from recspark.model.data import TrainingData
-from recspark.model.itemitem import SIMILARITY_SCHEMA
+from recspark.model.itemitem import similarity_frame
 from recspark.model.topn import recommend_item_item, recommend_top_n
 
 ALS = "als"
@@ -142,6 +142,7 @@ class FittedModel:
         n: int,
         users_per_block: int,
         explain: bool,
+        items_per_block: int | None = None,
     ) -> DataFrame:
         """Top-n eligible items per user: ``users`` has user_id, history, history_weight,
         exclude and (for ALS and blends) the user's ``features``, null when they have none."""
@@ -149,7 +150,15 @@ class FittedModel:
             assert self.item_factors is not None
             items = self.item_factors.join(eligible, "item_id")
             with_vector = users.where(F.col("features").isNotNull())
-            return recommend_top_n(spark, with_vector, items, n, users_per_block, explain=explain)
+            return recommend_top_n(
+                spark,
+                with_vector,
+                items,
+                n,
+                users_per_block,
+                explain=explain,
+                items_per_block=items_per_block,
+            )
         similarity = self.similarity_on_driver()  # once for both halves of a blend
         targets = eligible.select("item_id")
         if self.family == EASE:
@@ -213,7 +222,7 @@ def fit_model(spark: SparkSession, spec: ModelSpec, data: TrainingData, ease: Ea
         weight = preference(spec.als) if spec.ease_signal == "preference" else F.lit(1.0)
         gram = data.gram(spark, ease, weight, spec.ease_signal)
         model.local_similarity = gram.similarity(spec.ease_l2, ease.neighbours)
-        model.similarity = spark.createDataFrame(model.local_similarity, SIMILARITY_SCHEMA)
+        model.similarity = similarity_frame(spark, model.local_similarity)
     return model.persist()
 
 

@@ -8,6 +8,10 @@ Volinsky 2008, as implemented in Spark MLlib): with c = alpha * r for observed r
 where n_u is the number of observed items (MLlib scales the regularisation by it). Given the
 item factors of a trained model and unchanged data it reproduces the model's own user factors,
 so users with new activity get fresh vectors between retrains without refitting anything.
+
+A catalogue larger than ``items_per_block`` never comes to the driver whole: YᵀY is summed in
+Spark (each partition adds its own, a rank x rank matrix), and each user's item vectors are
+joined to their ratings, so a user row carries what its solve needs.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from recspark.model.topn import collect_factors
+from recspark.model.topn import collect_within
 
 USER_VECTOR_SCHEMA = T.StructType(
     [
@@ -49,13 +53,18 @@ def fold_in_users(
     item_factors: DataFrame,
     alpha: float,
     reg_param: float,
+    items_per_block: int | None = None,
 ) -> DataFrame:
     """User vectors for every user in ``ratings`` (user_id, item_id, rating).
 
     Items without factors (new since training) are ignored; users left with no known item get
-    no vector (they are cold-start users for the caller to handle).
+    no vector (they are cold-start users for the caller to handle). Up to ``items_per_block``
+    item vectors (None: all) are broadcast; beyond it, they are joined (see the module).
     """
-    item_ids, item_matrix = collect_factors(item_factors, "item_id")
+    local = collect_within(item_factors, "item_id", items_per_block)
+    if local is None:
+        return _fold_in_by_join(spark, ratings, item_factors, alpha, reg_param)
+    item_ids, item_matrix = local
     position = {item_id: i for i, item_id in enumerate(item_ids)}
     matrix = item_matrix.astype(np.float64)
     gram = matrix.T @ matrix
@@ -82,5 +91,60 @@ def fold_in_users(
 
     grouped = ratings.groupBy("user_id").agg(
         F.collect_list("item_id").alias("items"), F.collect_list("rating").alias("ratings")
+    )
+    return grouped.mapInPandas(solve, USER_VECTOR_SCHEMA)
+
+
+def factor_gram(item_factors: DataFrame) -> np.ndarray | None:
+    """YᵀY over all of ``item_factors`` (float64), summed from each partition's own; None when
+    there are no items."""
+
+    def partial(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        total = None
+        for batch in batches:
+            if batch.empty:
+                continue
+            y = np.stack(batch["features"].to_numpy()).astype(np.float64)
+            total = y.T @ y if total is None else total + y.T @ y
+        if total is not None:
+            yield pd.DataFrame({"rank": [total.shape[0]], "gram": [total.ravel()]})
+
+    parts = item_factors.select("features").mapInPandas(partial, "rank int, gram array<double>").toPandas()
+    if parts.empty:
+        return None
+    rank = int(parts["rank"].iloc[0])
+    return np.sum(np.stack(parts["gram"].to_numpy()), axis=0).reshape(rank, rank)
+
+
+def _fold_in_by_join(
+    spark: SparkSession, ratings: DataFrame, item_factors: DataFrame, alpha: float, reg_param: float
+) -> DataFrame:
+    """:func:`fold_in_users` for a catalogue too large to broadcast: each user's positive
+    ratings joined to their items' vectors, solved against YᵀY summed in Spark."""
+    gram = factor_gram(item_factors)
+    if gram is None:
+        return spark.createDataFrame([], USER_VECTOR_SCHEMA)
+    shared = spark.sparkContext.broadcast(gram)
+
+    def solve(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        yty = shared.value
+        for batch in batches:
+            vectors = [
+                fold_in_vector(yty, np.stack(v), np.asarray(r, dtype=np.float64), alpha, reg_param).astype(
+                    np.float32
+                )
+                for v, r in zip(batch["vectors"], batch["ratings"], strict=True)
+            ]
+            yield pd.DataFrame(
+                {
+                    "user_id": batch["user_id"],
+                    "features": vectors,
+                    "known_items": batch["vectors"].map(len).astype("int32"),
+                }
+            )
+
+    known = ratings.where(F.col("rating") > 0).join(item_factors.select("item_id", "features"), "item_id")
+    grouped = known.groupBy("user_id").agg(
+        F.collect_list("features").alias("vectors"), F.collect_list("rating").alias("ratings")
     )
     return grouped.mapInPandas(solve, USER_VECTOR_SCHEMA)

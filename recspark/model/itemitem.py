@@ -17,6 +17,7 @@ largest weights (by absolute value: negative weights rank too), which is what is
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -39,6 +40,7 @@ SIMILARITY_SCHEMA = T.StructType(
     ]
 )
 _ROWS_PER_BATCH = 500_000
+_ROWS_PER_PARTITION = 500_000
 _PAIR_COUNTS = T.StructType(
     [
         T.StructField("i", T.IntegerType(), False),
@@ -46,6 +48,14 @@ _PAIR_COUNTS = T.StructType(
         T.StructField("count", T.DoubleType(), False),
     ]
 )
+
+
+def similarity_frame(spark: SparkSession, weights: pd.DataFrame) -> DataFrame:
+    """The driver's weights as a Spark DataFrame in a few large partitions. From pandas, Spark
+    makes one partition per Arrow batch of 10,000 rows: EASE's 5M weights became 500 tasks and
+    500 files per write, and writing them took 17-32 s instead of 6 s."""
+    partitions = min(spark.sparkContext.defaultParallelism, math.ceil(len(weights) / _ROWS_PER_PARTITION))
+    return spark.createDataFrame(weights, SIMILARITY_SCHEMA).coalesce(max(1, partitions))
 
 
 def _partial_gram(width: int):  # -> mapInPandas function

@@ -196,7 +196,12 @@ def _fallback_candidates(
     with_exclusions = scope.users.join(scope.exclusions, "user_id", "left")
     parts = [
         popular_candidates(
-            spark, with_exclusions, rankings.fallback, scope.fetch, serve.users_per_block
+            spark,
+            with_exclusions,
+            rankings.fallback,
+            scope.fetch,
+            serve.users_per_block,
+            items_per_block=serve.max_items_per_block,
         ).withColumn("source", F.lit(rankings.fallback_source))
     ]
     catalog = inputs.catalog
@@ -291,7 +296,13 @@ def model_candidates(spark: SparkSession, serve: ServeConfig, inputs: ListInputs
         assert vectors is not None
         warm = warm.join(vectors.select("user_id", "features"), "user_id", "left")
     personal = model.recommend(
-        spark, warm, inputs.eligible, scope.fetch, serve.users_per_block, serve.explain
+        spark,
+        warm,
+        inputs.eligible,
+        scope.fetch,
+        serve.users_per_block,
+        serve.explain,
+        items_per_block=serve.max_items_per_block,
     )
     if not serve.explain:
         personal = personal.withColumn("because_item_id", F.lit(None).cast("string"))

@@ -92,13 +92,21 @@ def ranked(candidates: DataFrame, fetch: int, *order: Column) -> DataFrame:
 
 
 def popular_candidates(
-    spark: SparkSession, users: DataFrame, popularity: DataFrame, fetch: int, users_per_block: int
+    spark: SparkSession,
+    users: DataFrame,
+    popularity: DataFrame,
+    fetch: int,
+    users_per_block: int,
+    *,
+    items_per_block: int | None = None,
 ) -> DataFrame:
     """The ``fetch`` most popular items per user minus their exclusions (``users``: user_id,
-    exclude), through the same blocked top-N path as the model."""
+    exclude), through the same blocked top-N path as the model (and the same item budget)."""
     user_vectors = users.withColumn("features", F.array(F.lit(1.0).cast("float")))
     item_vectors = popularity.select("item_id", F.array(F.col("popularity").cast("float")).alias("features"))
-    return recommend_top_n(spark, user_vectors, item_vectors, fetch, users_per_block)
+    return recommend_top_n(
+        spark, user_vectors, item_vectors, fetch, users_per_block, items_per_block=items_per_block
+    )
 
 
 def category_preferences(interactions: DataFrame, catalog: DataFrame, favourites: int) -> DataFrame:

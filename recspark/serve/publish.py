@@ -214,7 +214,14 @@ def similar_items(spark: SparkSession, config: Config, champion: Champion) -> Da
             F.col("item_id").alias("user_id"), "features", F.array("item_id").alias("exclude")
         )
         eligible = unit.join(eligible_items(unit, catalog, config.serve), "item_id")
-        pairs = recommend_top_n(spark, items, eligible, n, config.serve.users_per_block).select(
+        pairs = recommend_top_n(
+            spark,
+            items,
+            eligible,
+            n,
+            config.serve.users_per_block,
+            items_per_block=config.serve.max_items_per_block,
+        ).select(
             F.col("user_id").alias("item_id"), "rank", F.col("item_id").alias("similar_item_id"), "score"
         )
     return pairs.select(

@@ -64,7 +64,14 @@ def folded_in_vectors(
         "user_id", "item_id", preference(settings).alias("rating")
     )
     assert champion.model.item_factors is not None
-    return fold_in_users(spark, ratings, champion.model.item_factors, settings.alpha, settings.reg_param)
+    return fold_in_users(
+        spark,
+        ratings,
+        champion.model.item_factors,
+        settings.alpha,
+        settings.reg_param,
+        items_per_block=config.serve.max_items_per_block,
+    )
 
 
 def longest_list(spark: SparkSession, lake: Lake) -> int:
