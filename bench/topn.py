@@ -1,19 +1,26 @@
 """Benchmark: blocked NumPy top-N vs MLlib's recommendForAllUsers vs implicit vs the bare matrix product.
 
     .venv/bin/python bench/topn.py --users 200000 --items 50000 --rank 64 --n 10
+    .venv/bin/python bench/topn.py --users 50000 --items 400000 --rank 64 --n 10 --items-per-block 100000
 
 All three run on the same random factors (an ALS model's factors have the same shape; their
 values do not change the cost). The floor is one BLAS matrix product of all users against all
 items in blocks, without any selection, on the driver with all cores. ``implicit`` (the optional ``bench``
 extra) runs its ``recommend`` for all users on the driver with all cores, outside Spark.
+
+Memory: the peak resident size of any Spark Python worker during the blocked top-N (sampled from
+``/proc`` every 50 ms: ``VmHWM`` of every ``pyspark.daemon`` process), and the largest item
+matrix the driver collects (the largest item block, or the whole catalogue within the budget).
 """
 
 from __future__ import annotations
 
 import argparse
 import platform
+import threading
 import time
 from datetime import date
+from pathlib import Path
 
 import numpy as np
 from pyspark.ml.recommendation import ALSModel
@@ -21,7 +28,38 @@ from pyspark.sql import functions as F
 
 from recspark.core.config import load_config
 from recspark.core.session import build_spark
-from recspark.model.topn import ROWS_PER_PRODUCT, recommend_top_n
+from recspark.model.topn import ROWS_PER_PRODUCT, item_blocks, recommend_top_n
+
+
+class WorkerPeak:
+    """The largest peak RSS (VmHWM) of any Spark Python worker process while it runs."""
+
+    def __init__(self) -> None:
+        self.peak_kib = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def __enter__(self) -> WorkerPeak:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _sample(self) -> None:
+        while not self._stop.wait(0.05):
+            for proc in Path("/proc").iterdir():
+                if not proc.name.isdigit():
+                    continue
+                try:
+                    if b"pyspark.daemon" not in (proc / "cmdline").read_bytes():
+                        continue
+                    for line in (proc / "status").read_text().splitlines():
+                        if line.startswith("VmHWM:"):
+                            self.peak_kib = max(self.peak_kib, int(line.split()[1]))
+                except OSError:  # the process ended while being read
+                    continue
 
 
 def implicit_recommend_all(users: np.ndarray, items: np.ndarray, n: int) -> float:
@@ -44,6 +82,9 @@ def main() -> None:
     parser.add_argument("--rank", type=int, default=64)
     parser.add_argument("--n", type=int, default=10)
     parser.add_argument("--block", type=int, default=2048)
+    parser.add_argument(
+        "--items-per-block", type=int, default=None, help="serve.max_items_per_block (default: no bound)"
+    )
     parser.add_argument("--skip-mllib", action="store_true")
     parser.add_argument("--skip-implicit", action="store_true")
     args = parser.parse_args()
@@ -78,17 +119,29 @@ def main() -> None:
     ).persist()
     user_df.count(), item_df.count()
 
+    item_vectors = item_df.select(F.col("id").cast("string").alias("item_id"), "features")
+    largest_block = args.items
+    if args.items_per_block is not None and args.items > args.items_per_block:
+        keyed, _ = item_blocks(item_vectors, args.items_per_block)
+        largest_block = keyed.groupBy("item_block").count().agg(F.max("count")).first()[0]
     started = time.time()
-    blocked = recommend_top_n(
-        spark,
-        user_df.select(F.col("id").cast("string").alias("user_id"), "features"),
-        item_df.select(F.col("id").cast("string").alias("item_id"), "features"),
-        args.n,
-        args.block,
-    )
-    blocked.write.format("noop").mode("overwrite").save()
+    with WorkerPeak() as worker:
+        blocked = recommend_top_n(
+            spark,
+            user_df.select(F.col("id").cast("string").alias("user_id"), "features"),
+            item_vectors,
+            args.n,
+            args.block,
+            items_per_block=args.items_per_block,
+        )
+        blocked.write.format("noop").mode("overwrite").save()
     blocked_seconds = time.time() - started
-    print(f"blocked top-N: {blocked_seconds:.1f} s", flush=True)
+    driver_mib = largest_block * args.rank * 4 / 2**20
+    print(
+        f"blocked top-N: {blocked_seconds:.1f} s; peak Python worker {worker.peak_kib / 1024:.0f} MiB; "
+        f"largest item matrix on the driver {largest_block:,} items, {driver_mib:.0f} MiB",
+        flush=True,
+    )
 
     mllib_seconds = float("nan")
     if not args.skip_mllib:
@@ -105,7 +158,9 @@ def main() -> None:
     print(
         f"| {date.today()} | {platform.node()} ({__import__('os').cpu_count()} cores) | "
         f"{args.users:,} users x {args.items:,} items, rank {args.rank}, N={args.n} | "
-        f"blocked top-N {blocked_seconds:.1f} s | recommendForAllUsers {mllib_seconds:.1f} s | "
+        f"items per block {args.items_per_block or 'all'} | blocked top-N {blocked_seconds:.1f} s | "
+        f"peak Python worker {worker.peak_kib / 1024:.0f} MiB | driver item matrix {driver_mib:.0f} MiB | "
+        f"recommendForAllUsers {mllib_seconds:.1f} s | "
         f"implicit recommend {implicit_seconds:.1f} s | matrix-product floor {floor:.1f} s |"
     )
 

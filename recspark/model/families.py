@@ -145,7 +145,10 @@ class FittedModel:
         items_per_block: int | None = None,
     ) -> DataFrame:
         """Top-n eligible items per user: ``users`` has user_id, history, history_weight,
-        exclude and (for ALS and blends) the user's ``features``, null when they have none."""
+        exclude and (for ALS and blends) the user's ``features``, null when they have none.
+
+        ``items_per_block`` bounds the item vectors ALS scores against at once; item-item weights
+        are bounded by ``ease.max_items`` instead, and a blend's ALS half is not bounded yet."""
         if self.family == ALS:
             assert self.item_factors is not None
             items = self.item_factors.join(eligible, "item_id")

@@ -27,6 +27,7 @@ from functools import reduce
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 from pyspark import Broadcast
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -192,7 +193,7 @@ def _score_against(
     history_in_rows = _HISTORY_IN_ROWS[0] in users.columns
 
     def score_block(
-        user_matrix: np.ndarray, excluded_lists: np.ndarray, item_columns: np.ndarray, buffer: np.ndarray
+        user_matrix: np.ndarray, excluded_lists: list, item_columns: np.ndarray, buffer: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray]:
         pos = shared.value[2]
         scores = buffer[: len(user_matrix)]
@@ -205,16 +206,18 @@ def _score_against(
         return top_n_scores(scores, n)
 
     def explain_block(
-        batch: pd.DataFrame, cols: np.ndarray, keep: np.ndarray, unit: np.ndarray
+        history: dict[str, list], cols: np.ndarray, keep: np.ndarray, unit: np.ndarray
     ) -> np.ndarray:
         if history_in_rows:
-            return _because_from_rows(batch, cols, keep, unit)
+            return _because_from_rows(history, cols, keep, unit)
         ids, _, pos = shared.value
         because = np.full(cols.shape, None, dtype=object)
-        for row, (history, weights) in enumerate(zip(batch["history"], batch["history_weight"], strict=True)):
-            if history is None or not keep[row].any():
+        for row, (items, weights) in enumerate(
+            zip(history["history"], history["history_weight"], strict=True)
+        ):
+            if items is None or not keep[row].any():
                 continue
-            known = [(pos[i], w) for i, w in zip(history, weights, strict=True) if i in pos]
+            known = [(pos[i], w) for i, w in zip(items, weights, strict=True) if i in pos]
             if not known:
                 continue
             hist = np.fromiter((p for p, _ in known), dtype=np.int64, count=len(known))
@@ -223,23 +226,55 @@ def _score_against(
             because[row, : len(picked)] = ids[_because(unit, picked, hist, wts)]
         return because
 
-    def score_blocks(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+    explain_columns = [c for c in users.columns if c not in ("user_id", "features", "exclude")]
+    step = min(ROWS_PER_PRODUCT, users_per_block)
+
+    def score_batches(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        """Arrow in and out: the vectors arrive as one flat array, and the ids leave by Arrow
+        ``take``, with no Python object per row or per id (what pandas conversion cost)."""
         ids, matrix, _ = shared.value
         item_columns = np.ascontiguousarray(matrix.T)
         buffer = np.empty((ROWS_PER_PRODUCT, len(matrix)), dtype=np.float32)
         unit = _unit_rows(matrix) if explain else None
+        id_array: pa.Array | None = None
         with _single_threaded_blas():
-            for batch in _at_most(batches, users_per_block):
-                for start in range(0, len(batch), ROWS_PER_PRODUCT):
-                    part = batch.iloc[start : start + ROWS_PER_PRODUCT]
-                    user_matrix = np.stack(part["features"].to_numpy()).astype(np.float32, copy=False)
-                    cols, best = score_block(user_matrix, part["exclude"].to_numpy(), item_columns, buffer)
-                    keep, out = _ranked_rows(part["user_id"].to_numpy(), cols, best, ids)
+            for batch in batches:
+                for start in range(0, batch.num_rows, step):
+                    part = batch.slice(start, step)
+                    user_ids = part.column("user_id")
+                    if id_array is None:
+                        id_array = pa.array(ids, type=user_ids.type)
+                    excluded = part.column("exclude").to_pylist()
+                    cols, best = score_block(
+                        _vectors(part.column("features")), excluded, item_columns, buffer
+                    )
+                    keep = np.isfinite(best)
+                    rows, ranks = np.nonzero(keep)
+                    columns = [
+                        user_ids.take(pa.array(rows)),
+                        pa.array(ranks.astype(np.int32) + 1),
+                        id_array.take(pa.array(cols[keep])),
+                        pa.array(best[keep].astype(np.float64)),
+                    ]
                     if explain:
-                        out["because_item_id"] = explain_block(part, cols, keep, unit)[keep]
-                    yield pd.DataFrame(out)
+                        history = {c: part.column(c).to_pylist() for c in explain_columns}
+                        because = explain_block(history, cols, keep, unit)[keep]
+                        columns.append(pa.array(because, type=user_ids.type))
+                    yield pa.RecordBatch.from_arrays(columns, names=schema.fieldNames())
 
-    return users.mapInPandas(score_blocks, schema), shared
+    return users.mapInArrow(score_batches, schema), shared
+
+
+def _vectors(column: pa.Array) -> np.ndarray:
+    """A list<float> column as a (rows, rank) float32 matrix: one flat copy when every row has
+    the same length (factors do), not one NumPy array per row."""
+    rows = len(column)
+    if rows and column.null_count == 0:
+        lengths = np.diff(column.offsets.to_numpy())
+        if (lengths == lengths[0]).all():
+            flat = column.flatten().to_numpy(zero_copy_only=False)
+            return flat.astype(np.float32, copy=False).reshape(rows, int(lengths[0]))
+    return np.array(column.to_pylist(), dtype=np.float32)
 
 
 def _unit_rows(matrix: np.ndarray) -> np.ndarray:
@@ -248,7 +283,7 @@ def _unit_rows(matrix: np.ndarray) -> np.ndarray:
 
 
 def _because_from_rows(
-    batch: pd.DataFrame, cols: np.ndarray, keep: np.ndarray, unit: np.ndarray
+    batch: dict[str, list], cols: np.ndarray, keep: np.ndarray, unit: np.ndarray
 ) -> np.ndarray:
     """:func:`_because` with the history's vectors taken from each user's row (item blocks: the
     block scoring a user may not hold the history items that explain its picks)."""
