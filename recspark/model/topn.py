@@ -14,6 +14,10 @@ strided (chunk c holds columns c, c + C, c + 2C, ... for C chunks), so their max
 element-wise maximum over contiguous rows of memory, which NumPy vectorises, rather than many
 short reductions. Scores are written into one buffer per task, reused for every product: a fresh
 100 MB array per product costs more in page faults than the product's arithmetic.
+
+Item blocks: the item vectors are broadcast whole only up to a budget (``serve.max_items_per_block``).
+A larger catalogue is scored one item block at a time, and each user's per-block top-n are merged,
+so neither the driver nor any Python worker (nor its score buffer) grows with the catalogue.
 """
 
 from __future__ import annotations
