@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from pyspark.sql import SparkSession
 
 from recspark.cli import main
 from recspark.core.config import ConfigError, load_config
@@ -102,7 +103,15 @@ def test_cli_exits_nonzero_with_one_line(tmp_path: Path, capsys: pytest.CaptureF
     assert capsys.readouterr().err.strip() == "recspark recommend: error: serve.top_n must be > 0"
 
 
-def test_cli_missing_input_directory(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    code = main(["ingest", "--once", "--set", f"ingest.path={tmp_path / 'none'}"])
+def test_cli_missing_input_directory(
+    spark: SparkSession, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # With a session active, the failed run is recorded in the lake: the test's own, never the
+    # checkout's default one (a stray .recspark/lake there made `make demo` refuse to start).
+    lake = tmp_path / "lake"
+    code = main(
+        ["ingest", "--once", "--set", f"ingest.path={tmp_path / 'none'}", "--set", f"lake.root={lake}"]
+    )
     assert code == 2
     assert "is not a directory" in capsys.readouterr().err
+    assert (lake / "job_runs" / "_delta_log").is_dir()
