@@ -101,10 +101,11 @@ def _single_threaded_blas() -> AbstractContextManager[object]:
     return threadpool_limits(limits=1, user_api="blas")
 
 
-def _because(unit: np.ndarray, picked: np.ndarray, history: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    """For each picked item, the history item with the highest weight x cosine similarity to it."""
-    similarity = unit[picked] @ unit[history].T  # picked x history
-    return history[np.argmax(similarity * weights[None, :], axis=1)]
+def _because(picked_unit: np.ndarray, history_unit: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """For each picked item (unit vectors), the position of the history item (unit vectors,
+    with their weights) with the highest weight x cosine similarity to it."""
+    similarity = picked_unit @ history_unit.T  # picked x history
+    return np.argmax(similarity * weights[None, :], axis=1)
 
 
 def collect_factors(factors: DataFrame, key: str) -> tuple[np.ndarray, np.ndarray]:
@@ -227,7 +228,7 @@ def _score_against(
             hist = np.fromiter((p for p, _ in known), dtype=np.int64, count=len(known))
             wts = np.fromiter((w for _, w in known), dtype=np.float32, count=len(known))
             picked = cols[row][keep[row]]
-            because[row, : len(picked)] = ids[_because(unit, picked, hist, wts)]
+            because[row, : len(picked)] = ids[hist[_because(unit[picked], unit[hist], wts)]]
         return because
 
     explain_columns = [c for c in users.columns if c not in ("user_id", "features", "exclude")]
@@ -298,8 +299,7 @@ def _because_from_rows(
             continue
         history_unit = _unit_rows(np.stack(vectors).astype(np.float32, copy=False))
         picked = cols[row][keep[row]]
-        similarity = unit[picked] @ history_unit.T
-        best = np.argmax(similarity * np.asarray(weights, dtype=np.float32)[None, :], axis=1)
+        best = _because(unit[picked], history_unit, np.asarray(weights, dtype=np.float32))
         because[row, : len(picked)] = np.asarray(history, dtype=object)[best]
     return because
 
