@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from pyspark.sql import SparkSession
 
+from recspark.model import itemitem
 from recspark.model.itemitem import ItemGram
 from recspark.model.topn import recommend_item_item
 
@@ -50,6 +51,18 @@ def test_ease_weights_equal_the_closed_form_on_a_tiny_example(spark: SparkSessio
         assert set(mine.index) == {ITEMS[j] for j in strongest}
         for j in strongest:
             assert mine[ITEMS[j]] == pytest.approx(expected[i, j], rel=1e-4)
+
+
+def test_co_occurrences_are_summed_over_chunks_of_users(
+    spark: SparkSession, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Chunks of about 3 pairs: the driver never holds all pairs; each user is whole in one chunk.
+    monkeypatch.setattr(itemitem, "_PAIRS_PER_CHUNK", 3)
+    weighted = MATRIX * np.arange(1, MATRIX.shape[0] + 1)[:, None] * 0.5  # each user's own weight
+    rows = [(f"u{u}", ITEMS[i], float(weighted[u, i])) for u, i in zip(*np.nonzero(weighted), strict=True)]
+    frame = spark.createDataFrame(rows, "user_id string, item_id string, weight double")
+    gram = ItemGram.compute(spark, frame, max_items=10, min_item_users=1)
+    np.testing.assert_allclose(gram.gram, weighted.T @ weighted, rtol=1e-6)
 
 
 def test_only_the_most_popular_items_with_enough_users_are_modelled(spark: SparkSession) -> None:
