@@ -40,7 +40,7 @@ def positives(spark: SparkSession):
 def test_ease_weights_equal_the_closed_form_on_a_tiny_example(spark: SparkSession) -> None:
     gram = ItemGram.compute(spark, positives(spark).repartition(3), max_items=10, min_item_users=1)
     assert list(gram.item_ids) == ITEMS
-    np.testing.assert_allclose(gram.gram, MATRIX.T @ MATRIX)  # summed over three partitions
+    np.testing.assert_allclose(gram.gram, MATRIX.T @ MATRIX)  # from three input partitions
     expected = brute_force_ease(MATRIX, 2.0)
     np.testing.assert_allclose(gram.ease_weights(2.0), expected, rtol=1e-4, atol=1e-6)
 
