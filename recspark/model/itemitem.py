@@ -11,11 +11,11 @@ Where the work happens: the user-item pairs are collected to the driver, in chun
 (a budget of pairs per chunk), and each chunk's sparse XᵀX is added into the dense matrix the
 driver inverts anyway. Pairs are the cheap thing to move: on a 5M-event shop, collecting 3M pairs
 and multiplying took 6-10 s, while summing the same co-occurrences in Spark, as rows or as packed
-per-partition matrices, moved 25-50M entries and took 26-68 s. Only the ``max_items`` most
-popular items with at least ``min_item_users`` users are modelled; the inverse of that item x
-item matrix is taken on the driver with LAPACK (about a second for 5,000 items, 10-30 s for
-10,000). Each item keeps its ``neighbours`` largest weights (by absolute value: negative weights
-rank too), which is what is stored and served.
+per-partition matrices, moved tens of millions of entries (37M from 8 partitions) and took
+26-68 s. Only the ``max_items`` most popular items with at least ``min_item_users`` users are
+modelled; the inverse of that item x item matrix is taken on the driver with LAPACK (about a
+second for 5,000 items, 10-30 s for 10,000). Each item keeps its ``neighbours`` largest weights
+(by absolute value: negative weights rank too), which is what is stored and served.
 """
 
 from __future__ import annotations
@@ -105,7 +105,7 @@ class ItemGram:
         gram = np.zeros((width, width), dtype=np.float32)
         for chunk in range(chunks):
             users = F.pmod(F.xxhash64("user_id"), F.lit(chunks)) == chunk
-            _add_co_occurrences(gram, indexed.where(users).toPandas() if chunks > 1 else indexed.toPandas())
+            _add_co_occurrences(gram, indexed.where(users).toPandas())
             if chunks > 1:
                 log.info("item-item: co-occurrences of user chunk %d of %d added", chunk + 1, chunks)
         gram += np.triu(gram, 1).T  # mirror the upper triangle
