@@ -96,25 +96,32 @@ def plan_batch(parsed: DataFrame, stored: DataFrame, forgotten: DataFrame) -> Ba
     """
     bad = parsed.where(F.col("reason").isNotNull())
     valid = parsed.where(F.col("reason").isNull())
+    # One window over the batch's copies of each id gives both the rank and the canonical copy's
+    # content (the first by time, then text): no second window or self-join (a backfill's 80k
+    # lines went through three shuffles by event_id and a sort-merge join before).
     by_id = Window.partitionBy("event_id").orderBy("event_time", "raw")
-    ranked = valid.withColumn("_n", F.row_number().over(by_id))
-    first = ranked.where(F.col("_n") == 1).alias("b")
-    copies = ranked.where(F.col("_n") > 1).alias("c")
-    canonical = first.select("event_id", *CONTENT).alias("f")
-    copy_fates = copies.join(canonical, F.col("c.event_id") == F.col("f.event_id")).select(
-        "c.*",
-        F.when(_same_content("c", "f"), F.lit(DUPLICATE)).otherwise(F.lit(CONFLICT)).alias("fate"),
-    )
+    canonical = [
+        F.first(column, ignorenulls=False).over(by_id).alias(f"_first_{column}") for column in CONTENT
+    ]
+    ranked = valid.select("*", F.row_number().over(by_id).alias("_n"), *canonical)
+    same_as_first = F.lit(True)
+    for column in CONTENT:
+        same_as_first = same_as_first & F.col(f"b.{column}").eqNullSafe(F.col(f"b._first_{column}"))
     known = stored.select("event_id", *CONTENT).dropDuplicates(["event_id"]).alias("s")
-    versus_stored = first.join(known, F.col("b.event_id") == F.col("s.event_id"), "left").select(
-        "b.*",
-        F.when(F.col("s.event_id").isNull(), F.lit(NEW))
-        .when(_same_content("b", "s"), F.lit(DUPLICATE))
-        .otherwise(F.lit(CONFLICT))
-        .alias("fate"),
+    versus_stored = (
+        ranked.alias("b")
+        .join(known, F.col("b.event_id") == F.col("s.event_id"), "left")
+        .select(
+            *[F.col(f"b.{column}") for column in valid.columns],
+            F.when(F.col("b._n") > 1, F.when(same_as_first, F.lit(DUPLICATE)).otherwise(F.lit(CONFLICT)))
+            .when(F.col("s.event_id").isNull(), F.lit(NEW))
+            .when(_same_content("b", "s"), F.lit(DUPLICATE))
+            .otherwise(F.lit(CONFLICT))
+            .alias("fate"),
+        )
     )
     gone = forgotten.groupBy("user_hash").agg(F.max("forgotten_at").alias("_forgotten_at"))
-    firsts = (
+    valid_lines = (
         versus_stored.withColumn("_hash", user_hash(F.col("user_id")))
         .join(F.broadcast(gone), F.col("_hash") == F.col("user_hash"), "left")
         .withColumn(
@@ -133,12 +140,7 @@ def plan_batch(parsed: DataFrame, stored: DataFrame, forgotten: DataFrame) -> Ba
         )
         .drop("_hash", "user_hash", "_forgotten_at")
     )
-    decided = (
-        firsts.drop("_n")
-        .unionByName(copy_fates.drop("_n"))
-        .withColumn(
-            "reason", F.when(F.col("fate") == CONFLICT, F.lit(CONFLICT_REASON)).otherwise(F.col("reason"))
-        )
-        .unionByName(bad_lines)
-    )
+    decided = valid_lines.withColumn(
+        "reason", F.when(F.col("fate") == CONFLICT, F.lit(CONFLICT_REASON)).otherwise(F.col("reason"))
+    ).unionByName(bad_lines)
     return BatchPlan(decided)
