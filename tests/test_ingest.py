@@ -277,6 +277,29 @@ def test_incremental_interactions_equal_a_rebuild_from_events(spark: SparkSessio
     assert u2i1["strength"] == 0.0
 
 
+def test_an_ingest_merge_marks_updated_pairs_deleted_instead_of_rewriting_their_files(
+    spark: SparkSession, tmp_path: Path
+) -> None:
+    """With deletion vectors a batch's MERGE writes its own pairs and a vector per file it
+    touches, instead of rewriting those files: the bytes it writes follow the batch, not the
+    table (#15; docs/benchmarks.md, "The ingest MERGE at three table sizes")."""
+    config = many_batch_config(tmp_path)
+    drop_file(
+        config, "f1.jsonl", [event(f"a{u}", "2026-11-01T10:00:00Z", f"u{u}", "i1", "view") for u in range(6)]
+    )
+    drop_file(config, "f2.jsonl", [event("b1", "2026-11-02T10:00:00Z", "u1", "i1", "purchase", 1)])
+    ingest(spark, config)
+
+    history = Lake.at(config.lake.root).delta(spark, INTERACTIONS).history()
+    merges = [r["operationMetrics"] for r in history.where("operation = 'MERGE'").collect()]
+    assert len(merges) == 1, "the second batch updates a known pair"
+    assert int(merges[0]["numTargetRowsUpdated"]) == 1
+    assert int(merges[0]["numTargetFilesRemoved"]) == 0
+    assert int(merges[0]["numTargetDeletionVectorsAdded"]) == 1
+    pairs = {r["user_id"]: r["purchase_count"] for r in table(spark, config, INTERACTIONS).collect()}
+    assert pairs == {"u0": 0, "u1": 1, "u2": 0, "u3": 0, "u4": 0, "u5": 0}
+
+
 def test_interactions_table_has_change_data_feed(spark: SparkSession, restarted: Config) -> None:
     changes = (
         spark.read.format("delta")

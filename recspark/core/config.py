@@ -89,6 +89,10 @@ class IngestConfig:
     # Event times outside [min_event_time, now + max_future_minutes] are broken clocks: quarantined.
     min_event_time: str = "1970-01-01T00:00:00Z"
     max_future_minutes: float = 1440.0
+    # Deletion vectors on interactions: a batch's MERGE marks the updated pairs' old rows deleted
+    # instead of rewriting every file they sit in. Off for readers without them (delta-rs'
+    # to_pandas); turning it off drops the feature from an existing table.
+    deletion_vectors: bool = True
     kafka: KafkaConfig = field(default_factory=KafkaConfig)
 
     def __post_init__(self) -> None:

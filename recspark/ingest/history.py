@@ -12,7 +12,14 @@ from pyspark.sql import functions as F
 
 from recspark.core.config import Config
 from recspark.core.interactions import aggregate_events
-from recspark.core.tables import EVENTS, EVENTS_SCHEMA, INTERACTIONS, Lake, with_event_partitions
+from recspark.core.tables import (
+    EVENTS,
+    EVENTS_SCHEMA,
+    INTERACTIONS,
+    Lake,
+    interactions_table,
+    with_event_partitions,
+)
 
 
 def load_history(spark: SparkSession, config: Config, lake: Lake, events: DataFrame, loader: str) -> int:
@@ -35,7 +42,7 @@ def load_history(spark: SparkSession, config: Config, lake: Lake, events: DataFr
     with_event_partitions(typed).select(*EVENTS_SCHEMA.fieldNames()).write.format("delta").mode(
         "append"
     ).save(lake.path(EVENTS.name))
-    lake.ensure(spark, INTERACTIONS)
+    lake.ensure(spark, interactions_table(config.ingest.deletion_vectors))
     aggregate_events(lake.read(spark, EVENTS), config.interactions).write.format("delta").mode(
         "overwrite"
     ).save(lake.path(INTERACTIONS.name))

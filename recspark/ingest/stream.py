@@ -24,9 +24,9 @@ from recspark.core.streaming import (
 from recspark.core.tables import (
     EVENTS,
     INGEST_METRICS,
-    INTERACTIONS,
     QUARANTINE,
     Lake,
+    interactions_table,
 )
 from recspark.ingest.writer import EventBatchWriter
 
@@ -61,8 +61,8 @@ def read_raw_stream(spark: SparkSession, config: Config) -> DataFrame:
     )
 
 
-def ensure_ingest_tables(spark: SparkSession, lake: Lake) -> None:
-    for spec in (EVENTS, QUARANTINE, INTERACTIONS, INGEST_METRICS):
+def ensure_ingest_tables(spark: SparkSession, config: Config, lake: Lake) -> None:
+    for spec in (EVENTS, QUARANTINE, interactions_table(config.ingest.deletion_vectors), INGEST_METRICS):
         lake.ensure(spark, spec)
 
 
@@ -74,7 +74,7 @@ def start_ingest(
     writer: EventBatchWriter | None = None,
 ) -> StreamingQuery:
     """Start the ingestion query; ``once`` processes what is available now and then stops."""
-    ensure_ingest_tables(spark, lake)
+    ensure_ingest_tables(spark, config, lake)
     checkpoint = lake.checkpoint(QUERY_NAME)
     batch_writer = writer or EventBatchWriter(config, lake, checkpoint)
     stream = (

@@ -15,6 +15,7 @@ from recspark.core.tables import (
     EVENTS,
     INTERACTIONS,
     Lake,
+    interactions_table,
 )
 
 log = logging.getLogger(__name__)
@@ -28,7 +29,7 @@ def rebuild_interactions(spark: SparkSession, config: Config, lake: Lake) -> int
     """
     events = lake.read(spark, EVENTS)
     rebuilt = aggregate_events(events, config.interactions)
-    lake.ensure(spark, INTERACTIONS)
+    lake.ensure(spark, interactions_table(config.ingest.deletion_vectors))
     rebuilt.write.format("delta").mode("overwrite").save(lake.path(INTERACTIONS.name))
     pairs = lake.read(spark, INTERACTIONS).count()
     log.info("rebuild-interactions: %d user-item pairs from %s", pairs, lake.path(EVENTS.name))

@@ -1,0 +1,168 @@
+"""Benchmark: what one ingest batch costs to fold into ``interactions`` as the table grows.
+
+    .venv/bin/python bench/merge.py --pairs 1000000 --sizes 3 --batch-pairs 20000 --batches 4
+
+Three table designs, each at ``--sizes`` doubling sizes (``--pairs``, 2x, 4x ...):
+
+- ``copy-on-write``: the MERGE as ingestion ran it before #15 (``ingest.deletion_vectors:
+  false``): every data file holding a pair the batch updates is read and rewritten whole;
+- ``deletion vectors``: the same MERGE on a table with ``delta.enableDeletionVectors`` (the
+  default since #15): an updated pair's old row is only marked deleted, its new row lands in a
+  new file;
+- ``increments``: no MERGE at all; each batch is appended to a side table, and readers see
+  base + increments aggregated per pair (their cost is timed too, as one aggregation read).
+
+A batch is ``--batch-pairs`` aggregated pairs, half of them pairs the table holds (random users,
+so a batch touches pairs in every file, as a real shop's batch does) and half new ones. The base
+table is written in one file per 250,000 pairs, random users in each. The figure is the median
+per-batch time over the batches after the first (which pays for planning and the JIT), plus
+the files each MERGE added and removed and the deletion vectors it wrote (Delta's own
+operation metrics). Change data feed is on, as on the real table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import platform
+import statistics
+import tempfile
+import time
+from datetime import datetime
+from pathlib import Path
+
+from delta.tables import DeltaTable
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from recspark.core.config import InteractionsConfig, load_config
+from recspark.core.interactions import aggregate_events, merge_increments
+from recspark.core.session import build_spark
+from recspark.core.tables import Lake, interactions_table
+
+PAIRS_PER_USER = 10
+PAIRS_PER_FILE = 250_000
+ITEMS = 50_000
+DESIGNS = ("copy-on-write", "deletion vectors", "increments")
+
+
+def pair_events(spark: SparkSession, users: DataFrame, slot: F.Column, when: datetime) -> DataFrame:
+    """One view event per (user, slot): slot j of user u is item (31 u + 1009 j) mod ITEMS, so
+    slots below PAIRS_PER_USER are the base table's pairs and higher slots are new pairs."""
+    item = (F.col("u") * 31 + slot * 1009) % ITEMS
+    return users.select(
+        F.concat(F.lit("u"), F.col("u").cast("string")).alias("user_id"),
+        F.concat(F.lit("i"), item.cast("string")).alias("item_id"),
+        F.lit("view").alias("event_type"),
+        F.lit(None).cast("double").alias("value"),
+        F.lit(when).cast("timestamp").alias("event_time"),
+    )
+
+
+def base_table(spark: SparkSession, settings: InteractionsConfig, pairs: int) -> DataFrame:
+    users = pairs // PAIRS_PER_USER
+    grid = (
+        spark.range(users)
+        .select(F.col("id").alias("u"))
+        .crossJoin(spark.range(PAIRS_PER_USER).select(F.col("id").alias("j")))
+    )
+    events = pair_events(spark, grid, F.col("j"), datetime(2026, 11, 1))
+    files = max(2, pairs // PAIRS_PER_FILE)
+    return aggregate_events(events, settings).repartition(files)
+
+
+def batch_increments(
+    spark: SparkSession, settings: InteractionsConfig, pairs: int, batch_pairs: int, batch: int
+) -> DataFrame:
+    """Half known pairs of random users, half new pairs (a slot no earlier batch used)."""
+    users = pairs // PAIRS_PER_USER
+    half = batch_pairs // 2
+    drawn = spark.range(half).select(
+        (F.rand(seed=batch * 2) * users).cast("long").alias("u"),
+        (F.rand(seed=batch * 2 + 1) * PAIRS_PER_USER).cast("long").alias("j"),
+    )
+    known = pair_events(spark, drawn, F.col("j"), datetime(2026, 11, 2 + batch))
+    fresh = pair_events(
+        spark,
+        drawn.select("u"),
+        F.lit(PAIRS_PER_USER + batch),
+        datetime(2026, 11, 2 + batch),
+    )
+    return aggregate_events(known.unionByName(fresh), settings).localCheckpoint(eager=True)
+
+
+def merge_metrics(table: DeltaTable) -> dict[str, int]:
+    metrics = table.history(1).select("operationMetrics").first()[0] or {}
+    keys = ("numTargetFilesAdded", "numTargetFilesRemoved", "numTargetDeletionVectorsAdded")
+    return {key: int(metrics.get(key, 0)) for key in keys}
+
+
+def run_design(
+    spark: SparkSession, settings: InteractionsConfig, root: Path, design: str, pairs: int, args
+) -> dict[str, object]:
+    lake = Lake.at(str(root / design.replace(" ", "-") / str(pairs)))
+    spec = interactions_table(deletion_vectors=design == "deletion vectors")
+    lake.ensure(spark, spec)
+    base_table(spark, settings, pairs).write.format("delta").mode("append").save(lake.path(spec.name))
+    increments_path = lake.path("interactions_increments")
+    seconds: list[float] = []
+    files: list[dict[str, int]] = []
+    for batch in range(args.batches):
+        increments = batch_increments(spark, settings, pairs, args.batch_pairs, batch)
+        began = time.time()
+        if design == "increments":
+            increments.write.format("delta").mode("append").save(increments_path)
+        else:
+            table = lake.delta(spark, spec)
+            merge_increments(table, increments, settings)
+            files.append(merge_metrics(table))
+        seconds.append(time.time() - began)
+        increments.unpersist()
+    result: dict[str, object] = {
+        "design": design,
+        "pairs": pairs,
+        "per batch (median after the first)": round(statistics.median(seconds[1:]), 2),
+        "batches": [round(s, 2) for s in seconds],
+        "files": files[-1] if files else {},
+    }
+    if design == "increments":
+        began = time.time()
+        base = lake.read(spark, spec)
+        pending = spark.read.format("delta").load(increments_path)
+        base.unionByName(pending).groupBy("user_id", "item_id").agg(
+            F.sum("view_count").alias("view_count"), F.max("last_event_time").alias("last_event_time")
+        ).write.format("noop").mode("overwrite").save()
+        result["reader: base + increments per pair"] = round(time.time() - began, 2)
+        began = time.time()
+        lake.read(spark, spec).select("user_id", "item_id", "view_count", "last_event_time").write.format(
+            "noop"
+        ).mode("overwrite").save()
+        result["reader: the table alone"] = round(time.time() - began, 2)
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--pairs", type=int, default=1_000_000, help="the smallest table")
+    parser.add_argument("--sizes", type=int, default=3, help="doubling sizes from --pairs")
+    parser.add_argument("--batch-pairs", type=int, default=20_000)
+    parser.add_argument("--batches", type=int, default=4)
+    parser.add_argument("--designs", default=",".join(DESIGNS))
+    parser.add_argument("--root", type=Path, default=None)
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    root = args.root or Path(tempfile.mkdtemp(prefix="recspark-merge-"))
+    config = load_config(None, [f"lake.root={root}", "spark.shuffle_partitions=4"])
+    spark = build_spark(config, "bench-merge")
+    stamp = f"{datetime.now():%Y-%m-%d %H:%M}"
+    print(f"machine: {platform.machine()}, Python {platform.python_version()}, {stamp}")
+    print(f"batch: {args.batch_pairs:,} pairs (half known, half new), {args.batches} per design and size")
+    for size in range(args.sizes):
+        pairs = args.pairs * 2**size
+        for design in args.designs.split(","):
+            print(run_design(spark, config.interactions, root, design, pairs, args), flush=True)
+    spark.stop()
+
+
+if __name__ == "__main__":
+    main()
