@@ -176,10 +176,11 @@ def test_delta_rs_to_pandas_refuses_deletion_vectors(lake: Lake) -> None:
         DeltaTable(lake.path(RECOMMENDATIONS.name)).to_pandas()
 
 
-# The setting that turns deletion vectors off, per table that has them by default.
-CONFIGURED: dict[str, Callable[[bool], TableSpec]] = {
-    "recommendations": serving_table,  # serve.deletion_vectors
-    "interactions": interactions_table,  # ingest.deletion_vectors
+# Per table with deletion vectors by default: the spec as its setting configures it, and a later
+# change that would add vectors if they were still on.
+CONFIGURED: dict[str, tuple[Callable[[bool], TableSpec], Callable[[SparkSession, str], None]]] = {
+    "recommendations": (serving_table, _delete("rank = 1")),  # serve.deletion_vectors
+    "interactions": (interactions_table, _delete("item_id = 'i1'")),  # ingest.deletion_vectors
 }
 
 
@@ -192,7 +193,7 @@ def test_deletion_vectors_off_makes_the_table_plain_for_every_reader(
     rewrite files instead, and delta-rs' plain reader, which refuses deletion vectors, reads it
     as Spark does."""
     spec, rows, change, removed = CASES[table]
-    configured = CONFIGURED[table]
+    configured, later_change = CONFIGURED[table]
     lake = Lake.at(str(tmp_path / "lake"))
     path = lake.path(spec.name)
     lake.ensure(spark, configured(True))
@@ -204,7 +205,7 @@ def test_deletion_vectors_off_makes_the_table_plain_for_every_reader(
 
     lake.ensure(spark, configured(False))
     before = _deletion_vectors_added(spark, path)
-    _delete("rank = 1" if table == "recommendations" else "item_id = 'i1'")(spark, path)  # no new vectors
+    later_change(spark, path)  # no new vectors
     assert _deletion_vectors_added(spark, path) == before
     features = spark.sql(f"DESCRIBE DETAIL delta.`{path}`").first()["tableFeatures"]
     assert "deletionVectors" not in features
