@@ -31,70 +31,17 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-from delta.tables import DeltaTable
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
+from synthetic import base_pairs, batch_increments, last_commit_metrics
 
 from recspark.core.config import InteractionsConfig, load_config
-from recspark.core.interactions import aggregate_events, merge_increments
+from recspark.core.interactions import merge_increments
 from recspark.core.session import build_spark
 from recspark.core.tables import Lake, interactions_table
 
-PAIRS_PER_USER = 10
-PAIRS_PER_FILE = 250_000
-ITEMS = 50_000
 DESIGNS = ("copy-on-write", "deletion vectors", "increments")
-
-
-def pair_events(spark: SparkSession, users: DataFrame, slot: F.Column, when: datetime) -> DataFrame:
-    """One view event per (user, slot): slot j of user u is item (31 u + 1009 j) mod ITEMS, so
-    slots below PAIRS_PER_USER are the base table's pairs and higher slots are new pairs."""
-    item = (F.col("u") * 31 + slot * 1009) % ITEMS
-    return users.select(
-        F.concat(F.lit("u"), F.col("u").cast("string")).alias("user_id"),
-        F.concat(F.lit("i"), item.cast("string")).alias("item_id"),
-        F.lit("view").alias("event_type"),
-        F.lit(None).cast("double").alias("value"),
-        F.lit(when).cast("timestamp").alias("event_time"),
-    )
-
-
-def base_table(spark: SparkSession, settings: InteractionsConfig, pairs: int) -> DataFrame:
-    users = pairs // PAIRS_PER_USER
-    grid = (
-        spark.range(users)
-        .select(F.col("id").alias("u"))
-        .crossJoin(spark.range(PAIRS_PER_USER).select(F.col("id").alias("j")))
-    )
-    events = pair_events(spark, grid, F.col("j"), datetime(2026, 11, 1))
-    files = max(2, pairs // PAIRS_PER_FILE)
-    return aggregate_events(events, settings).repartition(files)
-
-
-def batch_increments(
-    spark: SparkSession, settings: InteractionsConfig, pairs: int, batch_pairs: int, batch: int
-) -> DataFrame:
-    """Half known pairs of random users, half new pairs (a slot no earlier batch used)."""
-    users = pairs // PAIRS_PER_USER
-    half = batch_pairs // 2
-    drawn = spark.range(half).select(
-        (F.rand(seed=batch * 2) * users).cast("long").alias("u"),
-        (F.rand(seed=batch * 2 + 1) * PAIRS_PER_USER).cast("long").alias("j"),
-    )
-    known = pair_events(spark, drawn, F.col("j"), datetime(2026, 11, 2 + batch))
-    fresh = pair_events(
-        spark,
-        drawn.select("u"),
-        F.lit(PAIRS_PER_USER + batch),
-        datetime(2026, 11, 2 + batch),
-    )
-    return aggregate_events(known.unionByName(fresh), settings).localCheckpoint(eager=True)
-
-
-def merge_metrics(table: DeltaTable) -> dict[str, int]:
-    metrics = table.history(1).select("operationMetrics").first()[0] or {}
-    keys = ("numTargetFilesAdded", "numTargetFilesRemoved", "numTargetDeletionVectorsAdded")
-    return {key: int(metrics.get(key, 0)) for key in keys}
+MERGE_FILE_METRICS = ("numTargetFilesAdded", "numTargetFilesRemoved", "numTargetDeletionVectorsAdded")
 
 
 def run_design(
@@ -103,7 +50,7 @@ def run_design(
     lake = Lake.at(str(root / design.replace(" ", "-") / str(pairs)))
     spec = interactions_table(deletion_vectors=design == "deletion vectors")
     lake.ensure(spark, spec)
-    base_table(spark, settings, pairs).write.format("delta").mode("append").save(lake.path(spec.name))
+    base_pairs(spark, settings, pairs).write.format("delta").mode("append").save(lake.path(spec.name))
     increments_path = lake.path("interactions_increments")
     seconds: list[float] = []
     files: list[dict[str, int]] = []
@@ -115,7 +62,8 @@ def run_design(
         else:
             table = lake.delta(spark, spec)
             merge_increments(table, increments, settings)
-            files.append(merge_metrics(table))
+            metrics = last_commit_metrics(table)
+            files.append({key: int(metrics.get(key, 0)) for key in MERGE_FILE_METRICS})
         seconds.append(time.time() - began)
         increments.unpersist()
     result: dict[str, object] = {

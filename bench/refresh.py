@@ -15,23 +15,15 @@ from __future__ import annotations
 import argparse
 import shutil
 import time
-from datetime import datetime
 
-from pyspark.sql import DataFrame, SparkSession
-from pyspark.sql import functions as F
+from synthetic import last_commit_metrics, random_active_users, write_served_shop
 
 from recspark.core.config import load_config
 from recspark.core.session import build_spark
-from recspark.core.tables import INTERACTIONS, ITEM_IDS, RECOMMENDATIONS, USER_IDS, Lake, serving_table
-from recspark.model.families import ALS, FittedModel, ModelSpec
+from recspark.core.tables import INTERACTIONS, RECOMMENDATIONS, Lake
 from recspark.model.sources import newest_event_time
-from recspark.serve.publish import Champion, shop_context
+from recspark.serve.publish import shop_context
 from recspark.serve.refresh import refresh_users
-
-
-def factors(spark: SparkSession, rows: int, rank: int, seed: int) -> DataFrame:
-    vector = F.array(*[F.randn(seed * 1000 + k) * 0.1 for k in range(rank)]).cast("array<float>")
-    return spark.range(rows).select(F.col("id").cast("int").alias("id"), vector.alias("features"))
 
 
 def main() -> None:
@@ -75,56 +67,7 @@ def main() -> None:
     spark = build_spark(config, "bench-refresh")
     lake = Lake.at(config.lake.root)
     started = time.time()
-    for spec in (USER_IDS, ITEM_IDS, INTERACTIONS, serving_table(config.serve.deletion_vectors)):
-        lake.ensure(spark, spec)
-    user_key = F.format_string("u%07d", "id").alias("user_id")
-    spark.range(args.users).select(user_key, F.col("id").cast("int").alias("user_idx")).write.format(
-        "delta"
-    ).mode("overwrite").save(lake.path(USER_IDS.name))
-    spark.range(args.items).select(
-        F.format_string("i%06d", "id").alias("item_id"), F.col("id").cast("int").alias("item_idx")
-    ).write.format("delta").mode("overwrite").save(lake.path(ITEM_IDS.name))
-    now = datetime(2026, 11, 23, 12, 0)
-    pairs = (
-        spark.range(args.users * args.per_user)
-        .select(
-            F.format_string("u%07d", (F.col("id") / args.per_user).cast("long")).alias("user_id"),
-            F.format_string("i%06d", (F.rand(7) * args.items).cast("long")).alias("item_id"),
-            F.lit(2).cast("long").alias("view_count"),
-            F.lit(0).cast("long").alias("add_to_cart_count"),
-            F.lit(0).cast("long").alias("remove_from_cart_count"),
-            F.when(F.rand(8) < 0.1, 1).otherwise(0).cast("long").alias("purchase_count"),
-            F.lit(0).cast("long").alias("rating_count"),
-            F.lit(None).cast("double").alias("last_rating"),
-            (F.lit(now) - F.expr("make_interval(0, 0, 0, cast(rand(9) * 30 as int))")).alias(
-                "first_event_time"
-            ),
-            F.lit(now).alias("last_event_time"),
-            (F.rand(10) * 5 + 1).alias("signal"),
-        )
-        .dropDuplicates(["user_id", "item_id"])
-    )
-    pairs.select(
-        "*", F.col("signal").alias("strength"), F.current_timestamp().alias("updated_at")
-    ).write.format("delta").mode("overwrite").save(lake.path(INTERACTIONS.name))
-    spark.range(args.users * args.n).select(
-        F.format_string("u%07d", (F.col("id") / args.n).cast("long")).alias("user_id"),
-        ((F.col("id") % args.n) + 1).cast("int").alias("rank"),
-        F.format_string("i%06d", F.col("id") % args.items).alias("item_id"),
-        (F.lit(1.0) / (F.col("id") % args.n + 1)).alias("score"),
-        F.lit("als").alias("source"),
-        F.lit("bench").alias("model_version"),
-        F.current_timestamp().alias("generated_at"),
-        F.lit(None).cast("string").alias("because_item_id"),
-    ).write.format("delta").mode("overwrite").save(lake.path(RECOMMENDATIONS.name))
-    user_factors = factors(spark, args.users, args.rank, 1).select(
-        F.format_string("u%07d", "id").alias("user_id"), "features"
-    )
-    item_factors = factors(spark, args.items, args.rank, 2).select(
-        F.format_string("i%06d", "id").alias("item_id"), "features"
-    )
-    model = FittedModel(ModelSpec(ALS, als=config.train), user_factors, item_factors).persist()
-    champion = Champion(version="bench", model=model)
+    champion = write_served_shop(spark, config, lake, args.users, args.items, args.rank, args.per_user)
     print(f"lake written in {time.time() - started:.1f} s", flush=True)
 
     # As the refresh job, which carries the newest event time from batch to batch and keeps the
@@ -137,17 +80,12 @@ def main() -> None:
         print(f"shop-wide rankings built in {time.time() - began:.1f} s (kept for every batch)", flush=True)
     timings = []
     for attempt in range(args.repeat):
-        active = (
-            lake.read(spark, USER_IDS)
-            .select("user_id")
-            .sample(fraction=2.0 * args.active / args.users, seed=attempt)
-        ).limit(args.active)
-        active = spark.createDataFrame(active.collect(), "user_id string")
+        active = random_active_users(spark, lake, args.active, args.users, seed=attempt)
         started = time.time()
         batch_context = None if context is None else context.with_current_catalog(spark, config)
         refreshed = refresh_users(spark, config, lake, champion, active, as_of, batch_context)
         timings.append(time.time() - started)
-        metrics = lake.delta(spark, RECOMMENDATIONS).history(1).first()["operationMetrics"]
+        metrics = last_commit_metrics(lake.delta(spark, RECOMMENDATIONS))
         print(
             f"refresh {attempt + 1}: {refreshed} users in {timings[-1]:.1f} s "
             f"(MERGE inserted {metrics.get('numTargetRowsInserted')}, "
