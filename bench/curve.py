@@ -127,7 +127,7 @@ def _timed(
         began = time.time()
         files = step(attempt) or {}
         seconds.append(round(time.time() - began, 2))
-    typical = statistics.median(seconds[1:]) if len(seconds) > 1 else seconds[0]
+    typical = round(statistics.median(seconds[1:]), 2) if len(seconds) > 1 else seconds[0]
     return typical, seconds, files
 
 

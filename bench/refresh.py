@@ -48,6 +48,7 @@ def main() -> None:
         default="true",
         help="serve.deletion_vectors: MERGE marks old rows deleted (true) or rewrites files (false)",
     )
+    parser.add_argument("--set", action="append", default=[], help="more config overrides, key=value")
     args = parser.parse_args()
 
     shutil.rmtree(args.root, ignore_errors=True)
@@ -62,6 +63,7 @@ def main() -> None:
             "catalog.path=null",
             f"serve.top_n={args.n}",
             f"serve.deletion_vectors={args.deletion_vectors}",
+            *args.set,
         ],
     )
     spark = build_spark(config, "bench-refresh")

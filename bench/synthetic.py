@@ -18,14 +18,13 @@ from recspark.core.interactions import aggregate_events
 from recspark.core.tables import (
     INTERACTIONS,
     ITEM_IDS,
-    RECOMMENDATIONS,
     USER_IDS,
     Lake,
     TableSpec,
     serving_table,
 )
 from recspark.model.families import ALS, FittedModel, ModelSpec
-from recspark.serve.publish import Champion
+from recspark.serve.publish import Champion, publish_recommendations
 
 PAIRS_PER_USER = 10
 PAIRS_PER_FILE = 250_000
@@ -143,7 +142,7 @@ def write_served_shop(
         F.current_timestamp().alias("generated_at"),
         F.lit(None).cast("string").alias("because_item_id"),
     )
-    _overwrite(lists, lake, RECOMMENDATIONS)
+    publish_recommendations(lake, lists, interactions_version=0)  # laid out as a full publish writes it
     user_factors = random_factors(spark, users, rank, 1).select(user_key().alias("user_id"), "features")
     item_factors = random_factors(spark, items, rank, 2).select(item_key().alias("item_id"), "features")
     model = FittedModel(ModelSpec(ALS, als=config.train), user_factors, item_factors).persist()

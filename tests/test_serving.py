@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+from collections.abc import Iterator
 from dataclasses import replace
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -15,10 +16,11 @@ from pyspark.sql import types as T
 
 from recspark.core.catalog import read_catalog
 from recspark.core.config import Config
-from recspark.core.tables import INTERACTIONS, RECOMMENDATIONS, Lake
+from recspark.core.tables import INTERACTIONS, RECOMMENDATIONS, Lake, any_of
 from recspark.model.lists import assemble_lists
 from recspark.model.sources import fallback_popularity
 from recspark.model.train import TrainResult
+from recspark.ops.maintenance import maintain
 from recspark.serve.publish import build_recommendations, load_champion, publish_recommendations
 from recspark.serve.refresh import merge_user_rows
 
@@ -325,3 +327,62 @@ def test_an_older_serving_table_gets_the_because_item_id_column(spark: SparkSess
     assert {r["because_item_id"] for r in merged.where("user_id = 'u00000'").collect()} == {"i001"}
     publish_recommendations(lake, _published(spark, 4, 3, "3"), 0)  # and what a full refresh does
     assert lake.read(spark, RECOMMENDATIONS).count() == 12
+
+
+@pytest.fixture
+def six_files_per_write(spark: SparkSession) -> Iterator[None]:
+    """Writes after a shuffle make six files, however small (as a large table would)."""
+    keys = {"spark.sql.shuffle.partitions": "6", "spark.sql.adaptive.coalescePartitions.enabled": "false"}
+    before = {key: spark.conf.get(key) for key in keys}
+    for key, value in keys.items():
+        spark.conf.set(key, value)
+    try:
+        yield
+    finally:
+        for key, value in before.items():
+            spark.conf.set(key, value)
+
+
+def test_a_full_publish_clusters_users_so_a_lookup_reads_only_their_files(
+    spark: SparkSession, tmp_path: Path, six_files_per_write: None
+) -> None:
+    lake = Lake.at(str(tmp_path / "lake"))
+    lake.ensure(spark, RECOMMENDATIONS)
+    publish_recommendations(lake, _published(spark, 600, 3, "1"), 0)
+    table = lake.read(spark, RECOMMENDATIONS)
+    assert len(table.inputFiles()) == 6
+    assert len(table.where(F.col("user_id") == "u00007").inputFiles()) == 1
+    # Two users far apart: Delta reads IN as one min..max range (every file between them), the
+    # OR of equalities that any_of builds as two points.
+    apart = ["u00003", "u00590"]
+    assert len(table.where(F.col("user_id").isin(apart)).inputFiles()) == 6
+    assert len(table.where(any_of(F.col("user_id"), apart)).inputFiles()) == 2
+    assert table.where(any_of(F.col("user_id"), [*apart, "u00300"])).count() == 9
+
+    # A refresh appends a file spanning its users' range; maintain's Z-order restores the layout.
+    fresh = _published(spark, 600, 3, "2").where(F.col("user_id").isin(apart))
+    merge_user_rows(spark, lake, fresh, fresh.select("user_id").distinct())
+    lookup = lake.read(spark, RECOMMENDATIONS).where(F.col("user_id") == "u00007")
+    assert len(lookup.inputFiles()) > 1
+    maintain(spark, lake, retention_hours=168)
+    assert len(lake.read(spark, RECOMMENDATIONS).where(F.col("user_id") == "u00007").inputFiles()) == 1
+    assert lake.read(spark, RECOMMENDATIONS).count() == 1800
+
+
+@pytest.mark.parametrize("skip_files_up_to", [0, 2, 64])
+def test_a_refresh_merge_replaces_only_its_users_rows_with_or_without_naming_them(
+    spark: SparkSession, tmp_path: Path, six_files_per_write: None, skip_files_up_to: int
+) -> None:
+    lake = Lake.at(str(tmp_path / "lake"))
+    lake.ensure(spark, RECOMMENDATIONS)
+    publish_recommendations(lake, _published(spark, 600, 3, "1"), 0)
+    fresh = _published(spark, 600, 2, "2").where(F.col("user_id").isin("u00003", "u00590", "u00300"))
+    merge_user_rows(spark, lake, fresh, fresh.select("user_id").distinct(), skip_files_up_to)
+    table = lake.read(spark, RECOMMENDATIONS)
+    versions = {
+        (r["user_id"], r["model_version"]): r["rows"]
+        for r in table.groupBy("user_id", "model_version").agg(F.count(F.lit(1)).alias("rows")).collect()
+    }
+    assert len(versions) == 600
+    assert all(versions[(u, "2")] == 2 for u in ("u00003", "u00590", "u00300"))
+    assert sum(rows for (_, version), rows in versions.items() if version == "1") == 597 * 3

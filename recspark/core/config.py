@@ -412,9 +412,14 @@ class ServeConfig:
     # interactions once per this many minutes, not in every batch; availability in the catalog
     # is still applied to every batch.
     rankings_refresh_minutes: float = 60.0
+    # A refresh batch of at most this many users names them in its MERGE, so Delta reads only the
+    # serving-table files that can hold them (the table is clustered by user); 0: off. Each name
+    # costs planning time, so large batches read every file instead.
+    file_skipping_max_users: int = 64
 
     def __post_init__(self) -> None:
         _require(self.top_n > 0, "serve.top_n must be > 0")
+        _require(self.file_skipping_max_users >= 0, "serve.file_skipping_max_users must be >= 0 (0: off)")
         _require(self.rankings_refresh_minutes > 0, "serve.rankings_refresh_minutes must be > 0")
         _require(
             self.fallback in (AUTO, "trending", "popular"),

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from delta.tables import DeltaTable
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
@@ -236,6 +236,9 @@ class TableSpec:
     # filters on to validate only the rows that run wrote (Delta's per-file min/max statistics
     # on it skip the files of earlier runs, so the cost follows the run, not the table).
     written_at: str | None = None
+    # Columns the table's files are sorted by (a full rewrite sorts by them, and ``maintain``
+    # Z-orders by them), so each file holds a narrow range and a lookup by key skips the rest.
+    cluster_by: tuple[str, ...] = ()
 
 
 EVENTS = TableSpec("events", EVENTS_SCHEMA, partition_by=("event_month",), written_at="ingested_at")
@@ -245,6 +248,26 @@ def with_event_partitions(events: DataFrame) -> DataFrame:
     """``event_date`` and ``event_month`` (the partition column), derived from ``event_time``."""
     day = F.to_date("event_time")
     return events.withColumn("event_date", day).withColumn("event_month", F.trunc(day, "month"))
+
+
+def clustered(frame: DataFrame, spec: TableSpec) -> DataFrame:
+    """``frame`` laid out as ``spec`` clusters its files: ranges of ``cluster_by`` (one per
+    shuffle partition), sorted within each file. Unchanged for a table without ``cluster_by``."""
+    if not spec.cluster_by:
+        return frame
+    return frame.repartitionByRange(*spec.cluster_by).sortWithinPartitions(*spec.cluster_by)
+
+
+def any_of(column: Column, values: list[str]) -> Column:
+    """``column`` equals one of ``values``, as a balanced OR of equalities rather than IN: Delta's
+    data skipping reads an IN list as the one range min(values)..max(values), which covers every
+    file for a few random keys, while it checks each equality against each file's statistics."""
+    terms = [column == F.lit(value) for value in values]
+    if not terms:
+        return F.lit(False)
+    while len(terms) > 1:
+        terms = [terms[k] | terms[k + 1] if k + 1 < len(terms) else terms[k] for k in range(0, len(terms), 2)]
+    return terms[0]
 
 
 # The table property behind deletion vectors (rows marked deleted rather than files rewritten).
@@ -268,6 +291,9 @@ RECOMMENDATIONS = TableSpec(
     # marks their old rows deleted instead of rewriting every file those rows sit in.
     # `recspark maintain` purges them (REORG ... APPLY (PURGE)) before VACUUM.
     properties={DELETION_VECTORS: "true"},
+    # Files hold narrow user ranges: a reader's lookup of a user, and a refresh MERGE of a few
+    # users, read only the files that can hold them.
+    cluster_by=("user_id",),
     written_at="generated_at",
 )
 

@@ -37,7 +37,8 @@ def rebuild_interactions(spark: SparkSession, config: Config, lake: Lake) -> int
 
 
 def maintain(spark: SparkSession, lake: Lake, retention_hours: float) -> dict[str, str]:
-    """OPTIMIZE (compact small files written by micro-batches) and VACUUM every table.
+    """OPTIMIZE (compact small files written by micro-batches; Z-order a clustered table) and
+    VACUUM every table.
 
     The retention (config, at least a week) protects readers and streams on older versions.
     """
@@ -46,7 +47,14 @@ def maintain(spark: SparkSession, lake: Lake, retention_hours: float) -> dict[st
         if not lake.exists(spark, spec):
             continue
         table = DeltaTable.forPath(spark, lake.path(spec.name))
-        metrics = table.optimize().executeCompaction().select("metrics.numFilesRemoved").first()
+        optimize = table.optimize()
+        if spec.cluster_by:
+            # Refresh batches append files of random users; Z-ordering by the clustering columns
+            # restores narrow per-file ranges (it rewrites the whole table, once a week).
+            compacted = optimize.executeZOrderBy(*spec.cluster_by)
+        else:
+            compacted = optimize.executeCompaction()
+        metrics = compacted.select("metrics.numFilesRemoved").first()
         done[spec.name] = f"compacted {metrics[0] if metrics else 0} files"
         properties = table.detail().select("properties").first()[0] or {}
         if properties.get(DELETION_VECTORS) == "true":

@@ -17,7 +17,7 @@ from recspark.core.catalog import read_catalog
 from recspark.core.config import AUTO, Config
 from recspark.core.gates import Gate
 from recspark.core.registry import champion_version, configure_mlflow
-from recspark.core.tables import INTERACTIONS, RECOMMENDATIONS, SIMILAR_ITEMS, Lake, serving_table
+from recspark.core.tables import INTERACTIONS, RECOMMENDATIONS, SIMILAR_ITEMS, Lake, clustered, serving_table
 from recspark.model.families import FittedModel, ModelSpec, read_model_tables
 from recspark.model.lists import ItemRankings, ListInputs, build_lists, fallback_chain, item_rankings
 from recspark.model.sources import eligible_items, newest_event_time, unavailable_items
@@ -238,7 +238,8 @@ def publish_recommendations(lake: Lake, recommendations: DataFrame, interactions
     """Replace the whole serving table in one commit: readers see the old or the new list. The
     commit records the ``interactions`` version the lists reflect (see :func:`reflected_version`)."""
     (
-        recommendations.write.format("delta")
+        clustered(recommendations, RECOMMENDATIONS)
+        .write.format("delta")
         .mode("overwrite")
         .option("overwriteSchema", "false")
         .option("userMetadata", reflects(interactions_version))

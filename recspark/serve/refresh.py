@@ -30,7 +30,7 @@ from recspark.core.streaming import (
     start_query,
     streaming_app_id,
 )
-from recspark.core.tables import INTERACTIONS, RECOMMENDATIONS, Lake, serving_table
+from recspark.core.tables import INTERACTIONS, RECOMMENDATIONS, Lake, any_of, serving_table
 from recspark.model.als import preference
 from recspark.model.foldin import fold_in_users
 from recspark.model.sources import newest_event_time
@@ -79,7 +79,9 @@ def longest_list(spark: SparkSession, lake: Lake) -> int:
     return lake.read(spark, RECOMMENDATIONS).agg(F.max("rank")).first()[0] or 0
 
 
-def merge_user_rows(spark: SparkSession, lake: Lake, fresh: DataFrame, users: DataFrame) -> None:
+def merge_user_rows(
+    spark: SparkSession, lake: Lake, fresh: DataFrame, users: DataFrame, skip_files_up_to: int = 0
+) -> None:
     """Replace the rows of ``users`` (and only theirs) with ``fresh`` in one MERGE.
 
     The source holds each user once as a key, which matches (and deletes) all of their current
@@ -88,16 +90,26 @@ def merge_user_rows(spark: SparkSession, lake: Lake, fresh: DataFrame, users: Da
     marked deleted, and a list that got shorter needs nothing extra. The source is checkpointed
     first: Delta materialises a MERGE source it cannot prove deterministic (Python UDFs), and
     would otherwise run the whole fold-in and scoring plan again to do so.
+
+    The source is broadcast: left to its size estimate, Spark broadcast the serving table's
+    user ids instead, which made every batch send the driver bytes in proportion to the table
+    (15 MiB at 2M rows, docs/scale.md). With at most ``skip_files_up_to`` users, their ids also
+    go into the condition, so Delta reads only the files of the user-clustered table that can
+    hold them (``tables.any_of``).
     """
     source = (
         users.select(F.col("user_id").alias("_replaces"))
         .unionByName(fresh.withColumn("_replaces", F.lit(None).cast("string")), allowMissingColumns=True)
         .localCheckpoint(eager=True)
     )
+    condition = F.col("t.user_id") == F.col("s._replaces")
+    few = users.select("user_id").limit(skip_files_up_to + 1).collect() if skip_files_up_to else []
+    if 0 < len(few) <= skip_files_up_to:
+        condition = condition & any_of(F.col("t.user_id"), sorted(r["user_id"] for r in few))
     (
         lake.delta(spark, RECOMMENDATIONS)
         .alias("t")
-        .merge(source.alias("s"), "t.user_id = s._replaces")
+        .merge(F.broadcast(source).alias("s"), condition)
         .whenMatchedDelete()
         .whenNotMatchedInsert(
             condition="s._replaces IS NULL",
@@ -151,7 +163,8 @@ def refresh_users(
                 context=context,
             ),
         )
-        merge_user_rows(spark, lake, fresh, users)  # its checkpoint computes fresh once
+        # Its checkpoint computes fresh once.
+        merge_user_rows(spark, lake, fresh, users, config.serve.file_skipping_max_users)
         return count
     finally:
         for frame in (vectors, theirs, users):
