@@ -58,10 +58,17 @@ from synthetic import (
 from recspark.core.config import Config, load_config
 from recspark.core.interactions import merge_increments
 from recspark.core.session import build_spark
-from recspark.core.tables import EVENTS, INTERACTIONS, RECOMMENDATIONS, Lake, interactions_table
+from recspark.core.tables import (
+    EVENTS,
+    INTERACTIONS,
+    RECOMMENDATIONS,
+    Lake,
+    interactions_table,
+    with_event_partitions,
+)
 from recspark.ingest.parse import TimeBounds, parse_events
-from recspark.ingest.plan import plan_batch
-from recspark.ingest.writer import stored_events
+from recspark.ingest.plan import CONTENT, plan_batch
+from recspark.ingest.writer import append_once, month_files, stored_events
 from recspark.model.als import fit_als
 from recspark.model.sources import newest_event_time
 from recspark.model.topn import recommend_top_n
@@ -175,27 +182,11 @@ def dedup_stage(spark: SparkSession, config: Config, root: Path, stored: int, ru
     batch_day = date(2026, 11, 20)
     bounds = TimeBounds(config.ingest.earliest_event_time, config.ingest.max_future_minutes)
     lines = _event_lines(spark, 0, stored, batch_day - timedelta(days=3), 72)
-    events = (
-        parse_events(lines, bounds)
-        .where(F.col("reason").isNull())
-        .select(
-            "event_id",
-            "event_time",
-            "user_id",
-            "item_id",
-            "event_type",
-            "value",
-            "session_id",
-            F.current_timestamp().alias("ingested_at"),
-            F.to_date("event_time").alias("event_date"),
-            F.lit("history").alias("ingest_app_id"),
-            F.lit(0).cast("long").alias("ingest_batch_id"),
-            F.trunc(F.to_date("event_time"), "month").alias("event_month"),
-        )
+    history = parse_events(lines, bounds).where(F.col("reason").isNull())
+    events = with_event_partitions(
+        history.select("event_id", *CONTENT, F.current_timestamp().alias("ingested_at"))
     )
-    events.repartition("event_month").sortWithinPartitions("event_time").write.format("delta").mode(
-        "append"
-    ).save(lake.path(EVENTS.name))
+    append_once(month_files(events), lake.path(EVENTS.name), "history", 0, stamp=True)
     forgotten = spark.createDataFrame([], "user_hash string, forgotten_at timestamp")
 
     def one_batch(attempt: int) -> None:

@@ -137,15 +137,7 @@ class EventBatchWriter:
         return self.lake.read(spark, FORGOTTEN_USERS)
 
     def write_events(self, events: DataFrame, app_id: str, batch_id: int) -> None:
-        """One file per month of events, sorted by time (so each file's event_date range is
-        narrow and dedup skips it): a backfill of years writes a file per month, not one per
-        day and task."""
-        self.append(
-            events.repartition("event_month").sortWithinPartitions("event_month", "event_time"),
-            EVENTS.name,
-            app_id,
-            batch_id,
-        )
+        self.append(month_files(events), EVENTS.name, app_id, batch_id)
 
     def write_interactions(self, events: DataFrame, app_id: str, batch_id: int) -> int:
         """Fold the batch's per-pair aggregates into ``interactions``; return the pairs written.
@@ -193,6 +185,13 @@ def _metrics_row(spark: SparkSession, figures: dict) -> DataFrame:
     """The batch's ``ingest_metrics`` row (any figure the table has no column for is left out)."""
     columns = INGEST_METRICS.schema.fieldNames()
     return spark.createDataFrame([tuple(figures.get(c) for c in columns)], INGEST_METRICS.schema)
+
+
+def month_files(events: DataFrame) -> DataFrame:
+    """``events`` laid out as one file per month, sorted by time (so each file's event_date range
+    is narrow and dedup skips it): a backfill of years writes a file per month, not one per day
+    and task."""
+    return events.repartition("event_month").sortWithinPartitions("event_month", "event_time")
 
 
 def stored_events(
