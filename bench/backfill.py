@@ -36,7 +36,7 @@ from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
 from recspark.core.config import Config, load_config
-from recspark.core.interactions import aggregate_events, merge_increments
+from recspark.core.interactions import aggregate_events
 from recspark.core.session import build_spark
 from recspark.core.tables import EVENTS, INGEST_METRICS, INTERACTIONS, Lake, with_event_partitions
 from recspark.ingest.stream import run_ingest
@@ -97,8 +97,12 @@ def floor(spark: SparkSession, config: Config, history: Path, root: Path) -> dic
         ),
     )
     increments = aggregate_events(events, config.interactions)
-    merged = lake.ensure(spark, INTERACTIONS)
-    timed("pairs MERGE", lambda: merge_increments(merged, increments, config.interactions))
+    merged = lake.ensure(spark, INTERACTIONS).alias("t")
+    on_pair = "t.user_id = s.user_id AND t.item_id = s.item_id"
+    timed(
+        "pairs MERGE",
+        lambda: merged.merge(increments.alias("s"), on_pair).whenNotMatchedInsertAll().execute(),
+    )
     appended = Lake.at(str(root / "append"))
     appended.ensure(spark, INTERACTIONS)
     timed(

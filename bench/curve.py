@@ -56,7 +56,7 @@ from synthetic import (
 )
 
 from recspark.core.config import Config, load_config
-from recspark.core.interactions import merge_increments
+from recspark.core.interactions import fold_increments
 from recspark.core.session import build_spark
 from recspark.core.tables import (
     EVENTS,
@@ -152,9 +152,8 @@ def merge_stage(spark: SparkSession, config: Config, root: Path, pairs: int, run
     batches = [batch_increments(spark, config.interactions, pairs, BATCH_PAIRS, b) for b in range(runs)]
 
     def one_batch(attempt: int) -> dict[str, int]:
-        table = lake.delta(spark, spec)
-        merge_increments(table, batches[attempt], config.interactions)
-        return _file_metrics(last_commit_metrics(table))
+        fold_increments(spark, lake.path(spec.name), batches[attempt], config.interactions, "curve", attempt)
+        return _file_metrics(last_commit_metrics(lake.delta(spark, spec), "MERGE"))
 
     return lake, one_batch
 

@@ -4,19 +4,24 @@
 
 Three table designs, each at ``--sizes`` doubling sizes (``--pairs``, 2x, 4x ...):
 
-- ``copy-on-write``: the MERGE as ingestion ran it before #15 (``ingest.deletion_vectors:
-  false``): every data file holding a pair the batch updates is read and rewritten whole;
-- ``deletion vectors``: the same MERGE on a table with ``delta.enableDeletionVectors`` (the
+- ``copy-on-write``: a batch folded as ingestion folds it (``fold_increments``: a MERGE that
+  updates the known pairs, an append of the new ones) into a table without deletion vectors
+  (``ingest.deletion_vectors: false``): every data file holding a pair the batch updates is read
+  and rewritten whole;
+- ``deletion vectors``: the same fold into a table with ``delta.enableDeletionVectors`` (the
   default since #15): an updated pair's old row is only marked deleted, its new row lands in a
   new file;
 - ``increments``: no MERGE at all; each batch is appended to a side table, and readers see
   base + increments aggregated per pair (their cost is timed too, as one aggregation read).
 
+Until 2026-12-06 the fold was one MERGE with an insert clause: run this script from a checkout
+of 89488f3 to time that.
+
 A batch is ``--batch-pairs`` aggregated pairs, half of them pairs the table holds (random users,
 so a batch touches pairs in every file, as a real shop's batch does) and half new ones. The base
 table is written in one file per 250,000 pairs, random users in each. The figure is the median
 per-batch time over the batches after the first (which pays for planning and the JIT), plus
-the files each MERGE added and removed and the deletion vectors it wrote (Delta's own
+the files each batch's MERGE added and removed and the deletion vectors it wrote (Delta's own
 operation metrics). Change data feed is on, as on the real table.
 """
 
@@ -36,7 +41,7 @@ from pyspark.sql import functions as F
 from synthetic import base_pairs, batch_increments, last_commit_metrics
 
 from recspark.core.config import InteractionsConfig, load_config
-from recspark.core.interactions import merge_increments
+from recspark.core.interactions import fold_increments
 from recspark.core.session import build_spark
 from recspark.core.tables import Lake, interactions_table
 
@@ -60,9 +65,8 @@ def run_design(
         if design == "increments":
             increments.write.format("delta").mode("append").save(increments_path)
         else:
-            table = lake.delta(spark, spec)
-            merge_increments(table, increments, settings)
-            metrics = last_commit_metrics(table)
+            fold_increments(spark, lake.path(spec.name), increments, settings, "bench-merge", batch)
+            metrics = last_commit_metrics(lake.delta(spark, spec), "MERGE")
             files.append({key: int(metrics.get(key, 0)) for key in MERGE_FILE_METRICS})
         seconds.append(time.time() - began)
         increments.unpersist()

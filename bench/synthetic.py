@@ -32,9 +32,14 @@ ITEMS = 50_000
 SHOP_NOW = datetime(2026, 11, 23, 12, 0)
 
 
-def last_commit_metrics(table: DeltaTable) -> dict[str, str]:
-    """Delta's own operation metrics of the table's newest commit (files added, removed...)."""
-    return table.history(1).select("operationMetrics").first()[0] or {}
+def last_commit_metrics(table: DeltaTable, operation: str | None = None) -> dict[str, str]:
+    """Delta's own operation metrics of the table's newest commit (files added, removed...), or
+    of its newest ``operation`` commit (an ingest batch MERGEs, then appends its new pairs)."""
+    history = table.history(10)
+    if operation is not None:
+        history = history.where(F.col("operation") == operation)
+    newest = history.orderBy(F.col("version").desc()).select("operationMetrics").first()
+    return (newest[0] if newest else None) or {}
 
 
 # ---- interactions as ingestion folds them (bench/merge.py, the curve's MERGE stage) ----

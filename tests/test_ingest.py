@@ -13,9 +13,10 @@ from pyspark.errors import StreamingQueryException
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+import recspark.core.interactions as interactions_module
 from recspark.cli import main
 from recspark.core.config import Config
-from recspark.core.interactions import aggregate_events
+from recspark.core.interactions import NEW_PAIRS_APP_SUFFIX, aggregate_events, fold_increments
 from recspark.core.tables import EVENTS, INGEST_METRICS, INTERACTIONS, QUALITY_RESULTS, QUARANTINE, Lake
 from recspark.ingest.plan import CONFLICT_REASON
 from recspark.ingest.stream import QUERY_NAME, start_ingest
@@ -298,6 +299,109 @@ def test_an_ingest_merge_marks_updated_pairs_deleted_instead_of_rewriting_their_
     assert int(merges[0]["numTargetDeletionVectorsAdded"]) == 1
     pairs = {r["user_id"]: r["purchase_count"] for r in table(spark, config, INTERACTIONS).collect()}
     assert pairs == {"u0": 0, "u1": 1, "u2": 0, "u3": 0, "u4": 0, "u5": 0}
+
+
+def shuffled_rows(spark: SparkSession, after_stage: int) -> tuple[int, int]:
+    """(rows written to shuffles by stages after ``after_stage``, the newest stage id), from
+    Spark's own status store (it is there with the UI off)."""
+    sc = spark.sparkContext
+    no_quantiles = sc._gateway.new_array(sc._jvm.double, 0)
+    any_task = sc._jvm.java.util.ArrayList()
+    stages = sc._jsc.sc().statusStore().stageList(None, False, False, no_quantiles, any_task)
+    written, newest = 0, after_stage
+    for index in range(stages.size()):
+        stage = stages.apply(index)
+        if stage.stageId() > after_stage:
+            written += stage.shuffleWriteRecords()
+            newest = max(newest, stage.stageId())
+    return written, newest
+
+
+def test_a_batch_folds_into_interactions_without_shuffling_the_table(
+    spark: SparkSession, tmp_path: Path
+) -> None:
+    """A batch that updates a few known pairs and adds a few new ones shuffles rows that follow
+    the batch. One MERGE with an insert clause joined the batch LEFT OUTER the whole table, a
+    join Spark cannot broadcast, so every batch shuffled every pair the table held (#15)."""
+    config = many_batch_config(tmp_path)
+    day = "2026-10-01T10:00:00Z"
+    history = [event(f"h{u}-{i}", day, f"u{u}", f"i{i}", "view") for u in range(100) for i in range(30)]
+    drop_file(config, "f1.jsonl", history)
+    ingest(spark, config)
+    drop_file(
+        config,
+        "f2.jsonl",
+        [
+            event("n1", "2026-11-02T10:00:00Z", "u1", "i1", "purchase", 1),
+            event("n2", "2026-11-02T10:00:00Z", "u2", "i2", "view"),
+            event("n3", "2026-11-02T10:00:00Z", "u1", "i99", "view"),
+            event("n4", "2026-11-02T10:00:00Z", "new", "i1", "view"),
+        ],
+    )
+    _, before = shuffled_rows(spark, -1)
+    # As for a table of many megabytes: Spark broadcasts the batch, not the table.
+    spark.conf.set("spark.sql.autoBroadcastJoinThreshold", "1024")
+    try:
+        ingest(spark, config)
+    finally:
+        spark.conf.unset("spark.sql.autoBroadcastJoinThreshold")
+    shuffled, _ = shuffled_rows(spark, before)
+
+    assert shuffled < 300, f"the batch of 4 events shuffled {shuffled} rows; the table holds 3,000 pairs"
+    pairs = table(spark, config, INTERACTIONS)
+    assert pairs.count() == 3_002
+    assert pairs.where("user_id = 'u1' AND item_id = 'i1'").first()["purchase_count"] == 1
+
+
+def test_a_crash_between_the_update_of_known_pairs_and_the_append_of_new_ones_counts_each_event_once(
+    spark: SparkSession, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A batch's known pairs and its new pairs are two commits; a replay after the first, or
+    after both, leaves what one uninterrupted fold leaves."""
+    config = many_batch_config(tmp_path)
+    lake = Lake.at(config.lake.root)
+    lake.ensure(spark, INTERACTIONS)
+    path = lake.path(INTERACTIONS.name)
+    first = [
+        ("u1", "i1", "view", None, "2026-11-01 10:00:00"),
+        ("u2", "i2", "rating", 4.0, "2026-11-01 11:00:00"),
+    ]
+    second = [  # u1-i1 is known, u3-i3 new
+        ("u1", "i1", "purchase", 1.0, "2026-11-02 10:00:00"),
+        ("u3", "i3", "view", None, "2026-11-02 10:00:00"),
+    ]
+
+    def events_of(rows: list[tuple]) -> DataFrame:
+        schema = "user_id string, item_id string, event_type string, value double, event_time string"
+        return spark.createDataFrame(rows, schema).withColumn("event_time", F.to_timestamp("event_time"))
+
+    def fold(rows: list[tuple], version: int) -> int:
+        increments = aggregate_events(events_of(rows), config.interactions).localCheckpoint(eager=True)
+        return fold_increments(spark, path, increments, config.interactions, "query", version)
+
+    assert fold(first, 0) == 2
+    real_append = interactions_module.append_idempotent
+
+    def crash_before_new_pairs(frame: DataFrame, to: str, app_id: str, version: int) -> None:
+        if app_id.endswith(NEW_PAIRS_APP_SUFFIX):
+            raise RuntimeError("simulated crash before the new pairs' commit")
+        real_append(frame, to, app_id, version)
+
+    monkeypatch.setattr(interactions_module, "append_idempotent", crash_before_new_pairs)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        fold(second, 1)
+    assert lake.read(spark, INTERACTIONS).count() == 2  # u1-i1 updated, u3-i3 not there yet
+    monkeypatch.setattr(interactions_module, "append_idempotent", real_append)
+    assert fold(second, 1) == 1  # the MERGE is skipped as committed; the new pair lands
+    assert fold(second, 1) == 0  # a replay after both commits changes nothing
+
+    once = aggregate_events(events_of(first + second), config.interactions).drop("updated_at")
+    assert_approx_df_equality(
+        lake.read(spark, INTERACTIONS).drop("updated_at").orderBy("user_id", "item_id"),
+        once.orderBy("user_id", "item_id"),
+        1e-9,
+        ignore_nullable=True,
+    )
 
 
 def test_interactions_table_has_change_data_feed(spark: SparkSession, restarted: Config) -> None:

@@ -6,7 +6,7 @@ import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from pyspark.sql import SparkSession
+from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql.streaming import DataStreamWriter, StreamingQuery
 
 
@@ -59,3 +59,11 @@ def idempotent_session_writes(spark: SparkSession, app_id: str, version: int) ->
     finally:
         spark.conf.unset("spark.databricks.delta.write.txnAppId")
         spark.conf.unset("spark.databricks.delta.write.txnVersion")
+
+
+def append_idempotent(frame: DataFrame, path: str, app_id: str, version: int) -> None:
+    """Append ``frame`` to the Delta table at ``path`` unless (``app_id``, ``version``) already
+    committed there (Delta's ``txnAppId``/``txnVersion``)."""
+    frame.write.format("delta").mode("append").option("txnAppId", app_id).option("txnVersion", version).save(
+        path
+    )

@@ -22,8 +22,8 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from recspark.core.config import Config
-from recspark.core.interactions import aggregate_events, holds_any_pair, merge_increments
-from recspark.core.streaming import idempotent_session_writes, streaming_app_id
+from recspark.core.interactions import aggregate_events, fold_increments
+from recspark.core.streaming import append_idempotent, streaming_app_id
 from recspark.core.tables import EVENTS, FORGOTTEN_USERS, INGEST_METRICS, INTERACTIONS, QUARANTINE, Lake
 from recspark.ingest.parse import TimeBounds, parse_events
 from recspark.ingest.plan import CONTENT, plan_batch
@@ -140,26 +140,17 @@ class EventBatchWriter:
         self.append(month_files(events), EVENTS.name, app_id, batch_id)
 
     def write_interactions(self, events: DataFrame, app_id: str, batch_id: int) -> int:
-        """Fold the batch's per-pair aggregates into ``interactions``; return the pairs written.
-
-        When the table holds none of the batch's pairs yet (a first backfill, a batch of new
-        users only) they are appended: a MERGE would update nothing yet pay for its join,
-        source materialisation and change-data files. Both writes are idempotent under the
-        same (query, batch), so a replay whose append committed finds its pairs, takes the
-        MERGE path, and Delta skips that as already committed.
+        """Fold the batch's per-pair aggregates into ``interactions``; return the pairs written
+        (``fold_increments`` says why a replay counts each event once).
 
         The aggregates are checkpointed, not cached: Delta materialises a MERGE source it cannot
         prove deterministic, and did so from the plan, not the cache. A backfill's MERGE ran the
         whole parse and dedup of the batch again; checkpointed, its MERGE took 7 s."""
         spark = events.sparkSession
         increments = aggregate_events(events, self.config.interactions).localCheckpoint(eager=True)
-        if not holds_any_pair(self.lake.read(spark, INTERACTIONS), increments):
-            pairs = increments.count()
-            append_once(increments, self.lake.path(INTERACTIONS.name), app_id, batch_id, stamp=False)
-            return pairs
-        with idempotent_session_writes(spark, app_id, batch_id):
-            target = self.lake.delta(spark, INTERACTIONS)
-            return merge_increments(target, increments, self.config.interactions)
+        self.lake.require(spark, INTERACTIONS)
+        path = self.lake.path(INTERACTIONS.name)
+        return fold_increments(spark, path, increments, self.config.interactions, app_id, batch_id)
 
     def append(self, frame: DataFrame, table: str, app_id: str, batch_id: int) -> None:
         append_once(frame, self.lake.path(table), app_id, batch_id, stamp=table != INGEST_METRICS.name)
@@ -228,9 +219,7 @@ def append_once(frame: DataFrame, path: str, app_id: str, batch_id: int, stamp: 
             F.lit(app_id).alias("ingest_app_id"),
             F.lit(batch_id).cast("long").alias("ingest_batch_id"),
         )
-    frame.write.format("delta").mode("append").option("txnAppId", app_id).option("txnVersion", batch_id).save(
-        path
-    )
+    append_idempotent(frame, path, app_id, batch_id)
 
 
 def _log_batch(figures: dict) -> None:
