@@ -120,16 +120,15 @@ def fold_increments(
     MERGE as committed; the new pairs are then the batch's pairs the table lacks (a scan, on
     replays only), which is none if their append (``app_id`` + ``NEW_PAIRS_APP_SUFFIX``, or the
     first commit) is there."""
-    if not holds_any_pair(spark.read.format("delta").load(path), increments):
+    table = spark.read.format("delta").load(path)
+    if not holds_any_pair(table, increments):
         append_idempotent(increments, path, app_id, version)
         return increments.count()
     marker = f"recspark fold {app_id} {version}"
     with idempotent_session_writes(spark, app_id, version), commit_user_metadata(spark, marker):
         updated = _update_known_pairs(DeltaTable.forPath(spark, path), increments, config)
-    if updated is None:
-        held = spark.read.format("delta").load(path).select(*PAIR_KEYS)
-    else:
-        held = _updated_pairs(spark, path, marker)
+    # A skipped MERGE committed nothing, so ``table`` still shows what the replay needs to scan.
+    held = table.select(*PAIR_KEYS) if updated is None else _updated_pairs(spark, path, marker)
     new = increments.join(held, PAIR_KEYS, "left_anti").localCheckpoint(eager=True)
     new_pairs = new.count()
     if new_pairs:
