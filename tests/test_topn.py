@@ -41,8 +41,9 @@ def test_blocked_top_n_equals_brute_force(
     }
     exclusions["u0"] = [f"i{i}" for i in range(n_items - 3)]  # only 3 eligible items left
     exclusions["u1"] = [*exclusions["u1"], "not-an-item"]
+    exclusions["u2"] = []  # ... and given as null, below
     users = spark.createDataFrame(
-        [(f"u{u}", user_vectors[u].tolist(), exclusions[f"u{u}"]) for u in range(n_users)],
+        [(f"u{u}", user_vectors[u].tolist(), exclusions[f"u{u}"] or None) for u in range(n_users)],
         "user_id string, features array<float>, exclude array<string>",
     )
     items = spark.createDataFrame(
