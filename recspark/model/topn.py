@@ -116,8 +116,9 @@ def _because(picked_unit: np.ndarray, history_unit: np.ndarray, weights: np.ndar
 
 def collect_factors(factors: DataFrame, key: str) -> tuple[np.ndarray, np.ndarray]:
     """``key`` ids (sorted, so ties break the same way every run) and their ``features`` as a
-    float32 matrix, on the driver. Through Arrow: Row objects cost seconds for 50k vectors."""
-    return _factor_matrix(factors.select(key, "features").toPandas(), key)
+    float32 matrix, on the driver. As one Arrow table: Row objects cost seconds for 50k
+    vectors, and pandas one NumPy array per vector (0.22 against 0.14 s for 20k)."""
+    return _factor_matrix(factors.select(key, "features").toArrow(), key)
 
 
 def collect_within(factors: DataFrame, key: str, budget: int | None) -> tuple[np.ndarray, np.ndarray] | None:
@@ -125,17 +126,16 @@ def collect_within(factors: DataFrame, key: str, budget: int | None) -> tuple[np
     ``budget + 1`` of them ever reach the driver); no budget: all of them."""
     if budget is None:
         return collect_factors(factors, key)
-    frame = factors.select(key, "features").limit(budget + 1).toPandas()
-    return None if len(frame) > budget else _factor_matrix(frame, key)
+    table = factors.select(key, "features").limit(budget + 1).toArrow()
+    return None if table.num_rows > budget else _factor_matrix(table, key)
 
 
-def _factor_matrix(frame: pd.DataFrame, key: str) -> tuple[np.ndarray, np.ndarray]:
-    if frame.empty:
+def _factor_matrix(table: pa.Table, key: str) -> tuple[np.ndarray, np.ndarray]:
+    if table.num_rows == 0:
         return np.empty(0, dtype=object), np.empty((0, 0), dtype=np.float32)
-    order = np.argsort(frame[key].to_numpy(dtype=object), kind="stable")
-    ids = frame[key].to_numpy(dtype=object)[order]
-    matrix = np.stack(frame["features"].to_numpy()[order]).astype(np.float32, copy=False)
-    return ids, matrix
+    ids = table.column(key).to_numpy()
+    order = np.argsort(ids, kind="stable")
+    return ids[order], _vectors(table.column("features").combine_chunks())[order]
 
 
 def recommend_top_n(
