@@ -67,23 +67,33 @@ class WorkerPeak:
                     continue
 
 
-def product_and_selection_floor(users: np.ndarray, items: np.ndarray, n: int) -> float:
-    """What the blocked top-N computes, outside Spark: the product and the selection
-    (``top_n_scores``, as served) for every user on one thread, divided by the cores, as if the
-    users were split evenly between them. No Spark tasks, Arrow or output rows; no exclusions."""
-    padded = -(-len(items) // CHUNK) * CHUNK
-    item_columns = np.zeros((items.shape[1], padded), dtype=np.float32)
+def blocked_pass_seconds(users: np.ndarray, items: np.ndarray, n: int | None = None) -> float:
+    """Wall time of one pass of all users against all items in ``ROWS_PER_PRODUCT`` blocks,
+    outside Spark: the product alone, or with ``n`` also the selection (``top_n_scores``, as
+    served, over a matrix padded as the scorer pads it). It gets the same help as the blocked
+    top-N: a contiguous item matrix and one reused output block, built before the clock starts
+    (fresh 100 MB arrays per product cost page faults, not arithmetic)."""
+    width = len(items) if n is None else -(-len(items) // CHUNK) * CHUNK
+    item_columns = np.zeros((items.shape[1], width), dtype=np.float32)
     item_columns[:, : len(items)] = items.T
-    out = np.empty((ROWS_PER_PRODUCT, padded), dtype=np.float32)
-    with threadpool_limits(limits=1, user_api="blas"):
-        started = time.time()
-        for start in range(0, len(users), ROWS_PER_PRODUCT):
-            block = users[start : start + ROWS_PER_PRODUCT]
-            scores = out[: len(block)]
-            np.matmul(block, item_columns, out=scores)
+    out = np.empty((ROWS_PER_PRODUCT, width), dtype=np.float32)
+    started = time.time()
+    for start in range(0, len(users), ROWS_PER_PRODUCT):
+        block = users[start : start + ROWS_PER_PRODUCT]
+        scores = out[: len(block)]
+        np.matmul(block, item_columns, out=scores)
+        if n is not None:
             scores[:, len(items) :] = -np.inf
             top_n_scores(scores, n)
-        return (time.time() - started) / (os.cpu_count() or 1)
+    return time.time() - started
+
+
+def product_and_selection_floor(users: np.ndarray, items: np.ndarray, n: int) -> float:
+    """What the blocked top-N computes, outside Spark: the product and the selection for every
+    user on one thread, divided by the cores, as if the users were split evenly between them.
+    No Spark tasks, Arrow or output rows; no exclusions."""
+    with threadpool_limits(limits=1, user_api="blas"):
+        return blocked_pass_seconds(users, items, n) / (os.cpu_count() or 1)
 
 
 def implicit_recommend_all(users: np.ndarray, items: np.ndarray, n: int) -> float:
@@ -126,18 +136,8 @@ def main() -> None:
     users = rng.normal(size=(args.users, args.rank)).astype(np.float32)
     items = rng.normal(size=(args.items, args.rank)).astype(np.float32)
 
-    # The floor gets the same help as the blocked top-N: a contiguous item matrix and one reused
-    # output block (fresh 100 MB arrays per product cost page faults, not arithmetic).
-    item_columns = np.ascontiguousarray(items.T)
-    out = np.empty((ROWS_PER_PRODUCT, args.items), dtype=np.float32)
-    floors = []
-    for _ in range(3):  # the median of three, as for the warm top-N runs below
-        started = time.time()
-        for start in range(0, args.users, ROWS_PER_PRODUCT):
-            block = users[start : start + ROWS_PER_PRODUCT]
-            np.matmul(block, item_columns, out=out[: len(block)])
-        floors.append(time.time() - started)
-    floor = statistics.median(floors)
+    # The median of three, as for the warm top-N runs below; all cores (BLAS's own threads).
+    floor = statistics.median(blocked_pass_seconds(users, items) for _ in range(3))
     print(f"matrix-product floor: {floor:.2f} s", flush=True)
     selection_floor = product_and_selection_floor(users, items, args.n)
     print(f"product-and-selection floor: {selection_floor:.2f} s", flush=True)
