@@ -146,3 +146,93 @@ def test_weighted_histories_score_with_their_preference(spark: SparkSession) -> 
     order = [j for j in np.argsort(-scores, kind="stable") if scores[j] != 0]
     assert [r["item_id"] for r in got] == [ITEMS[j] for j in order]
     assert [r["score"] for r in got] == pytest.approx([scores[j] for j in order], rel=1e-4)
+
+
+@pytest.mark.parametrize(
+    ("n_items", "als_weight"),
+    [
+        (30, 0.0),  # narrower than the chunks: the direct partial sort
+        (2 * 4 * 3 * 64 + 13, 0.0),  # the two-stage selection over a width padded past the items
+        (2 * 4 * 3 * 64 + 13, 0.4),  # a blend: the padding takes no part in the z-scores
+    ],
+)
+def test_item_item_top_n_equals_brute_force(spark: SparkSession, n_items: int, als_weight: float) -> None:
+    rng = np.random.default_rng(5)
+    n_users, rank, n = 41, 4, 3
+    ids = [f"i{i}" for i in range(n_items)]
+    weights = np.where(rng.random((n_items, n_items)) < 0.05, rng.normal(size=(n_items, n_items)), 0.0)
+    weights = weights.astype(np.float32)
+    sources, targets = np.nonzero(weights)
+    similarity = spark.createDataFrame(
+        [(ids[s], ids[t], float(weights[s, t])) for s, t in zip(sources, targets, strict=True)],
+        "item_id string, similar_item_id string, weight float",
+    )
+    item_vectors = rng.normal(size=(n_items, rank)).astype(np.float32)
+    user_vectors = rng.normal(size=(n_users, rank)).astype(np.float32)
+    users = []
+    for u in range(n_users):
+        history = [ids[i] for i in rng.choice(n_items, size=int(rng.integers(0, 6)), replace=False)]
+        history_weight = rng.uniform(0.5, 3.0, size=len(history)).tolist()
+        if u % 5 == 1 and history:  # an item listed twice counts once, with its last weight
+            history, history_weight = [*history, history[0]], [*history_weight, 2.5]
+        if u % 7 == 2:
+            history_weight = None  # every item weighs 1
+        exclude = [ids[i] for i in rng.choice(n_items, size=int(rng.integers(0, 4)), replace=False)]
+        exclude = None if u % 4 == 3 else [*exclude, "not-an-item"]
+        users.append((f"u{u}", history, history_weight, exclude, user_vectors[u].tolist()))
+    frame = spark.createDataFrame(
+        users,
+        "user_id string, history array<string>, history_weight array<double>, "
+        "exclude array<string>, features array<float>",
+    )
+    items = spark.createDataFrame(
+        [(ids[i], item_vectors[i].tolist()) for i in range(n_items)], "item_id string, features array<float>"
+    )
+    blend = als_weight > 0
+    got = recommend_item_item(
+        spark,
+        frame if blend else frame.drop("features"),
+        similarity,
+        items if blend else items.select("item_id"),
+        n,
+        users_per_block=16,
+        als_weight=als_weight,
+        weighted=True,
+    )
+    lists: dict[str, list] = {}
+    for row in got.orderBy("user_id", "rank").collect():
+        lists.setdefault(row["user_id"], []).append((row["item_id"], row["score"]))
+
+    def z(v: np.ndarray) -> np.ndarray:
+        return (v - v.mean()) / v.std() if v.std() > 0 else np.zeros_like(v)
+
+    for user, history, history_weight, exclude, _ in users:
+        counted = dict(zip(history, history_weight or [1.0] * len(history), strict=True))
+        rows = [ids.index(i) for i in counted]
+        item_item = np.asarray(list(counted.values())) @ weights[rows] if rows else np.zeros(n_items)
+        if blend:
+            scores = als_weight * z(item_vectors @ user_vectors[int(user[1:])]) + (1 - als_weight) * z(
+                item_item
+            )
+            candidates = np.ones(n_items, dtype=bool)
+        else:
+            scores, candidates = item_item, (weights[rows] != 0).any(axis=0)
+        candidates &= ~np.isin(ids, exclude or [])
+        order = [j for j in np.argsort(-scores, kind="stable") if candidates[j]][:n]
+        expected = [(ids[j], float(scores[j])) for j in order]
+        mine = lists.get(user, [])
+        assert [item for item, _ in mine] == [item for item, _ in expected], user
+        assert [s for _, s in mine] == pytest.approx([s for _, s in expected], rel=1e-4, abs=1e-5)
+
+
+def test_a_history_weight_list_of_another_length_is_a_clear_error(spark: SparkSession) -> None:
+    similarity = spark.createDataFrame(
+        [("a", "b", 1.0)], "item_id string, similar_item_id string, weight float"
+    )
+    eligible = spark.createDataFrame([("a",), ("b",)], "item_id string")
+    users = spark.createDataFrame(
+        [("u0", ["a", "b"], [2.0], None)],
+        "user_id string, history array<string>, history_weight array<double>, exclude array<string>",
+    )
+    with pytest.raises(Exception, match="history_weight must hold one weight per history item"):
+        recommend_item_item(spark, users, similarity, eligible, n=2, weighted=True).collect()

@@ -102,6 +102,14 @@ def top_n_scores(scores: np.ndarray, n: int, chunk: int = CHUNK) -> tuple[np.nda
     return np.take_along_axis(part, order, axis=1), np.take_along_axis(part_scores, order, axis=1)
 
 
+def selection_width(items: int, n: int) -> int:
+    """Columns of the score matrix for ``items`` items: padded to a multiple of ``CHUNK`` where
+    the two-stage selection pays (the padding scores -inf), else the items alone. A width the
+    chunks do not divide falls back to a full partial sort: 13 ms against 3.8 ms per 256 users
+    at 10k items (docs/benchmarks.md)."""
+    return -(-items // CHUNK) * CHUNK if items >= 4 * n * CHUNK else items
+
+
 def _single_threaded_blas() -> AbstractContextManager[object]:
     """Spark runs one task per core: a multithreaded BLAS in every task only oversubscribes them."""
     return threadpool_limits(limits=1, user_api="blas")
@@ -209,7 +217,7 @@ def _score_against(
     if len(item_ids) == 0:
         return spark.createDataFrame([], schema), None
     real = len(item_ids)
-    padded = -(-real // CHUNK) * CHUNK if real >= 4 * n * CHUNK else real
+    padded = selection_width(real, n)
     item_matrix = np.zeros((padded, real_matrix.shape[1]), dtype=np.float32)
     item_matrix[:real] = real_matrix
     position = {item_id: i for i, item_id in enumerate(item_ids)}
@@ -273,14 +281,7 @@ def _score_against(
                     cols, best = score_block(
                         _vectors(part.column("features")), excluded, item_columns, buffer
                     )
-                    keep = np.isfinite(best)
-                    rows, ranks = np.nonzero(keep)
-                    columns = [
-                        user_ids.take(pa.array(rows)),
-                        pa.array(ranks.astype(np.int32) + 1),
-                        id_array.take(pa.array(cols[keep])),
-                        pa.array(best[keep].astype(np.float64)),
-                    ]
+                    columns, keep = _ranked_columns(user_ids, id_array, cols, best)
                     if explain:
                         history = {c: part.column(c).to_pylist() for c in explain_columns}
                         because = explain_block(history, cols, keep, unit)[keep]
@@ -302,16 +303,62 @@ def _vectors(column: pa.Array) -> np.ndarray:
     return np.array(column.to_pylist(), dtype=np.float32)
 
 
-def _excluded_cells(excluded: pa.ListArray, item_ids: pa.Array) -> tuple[np.ndarray, np.ndarray]:
-    """Row (ascending) and item column of every excluded item the matrix holds, for a whole
-    Arrow batch: one hashed lookup of its flattened lists, no Python object per id. A Python
-    list and a dict lookup per id made 100k users with 20 exclusions each 0.7-1.2 s slower
-    (docs/benchmarks.md)."""
-    lengths = pc.fill_null(pc.list_value_length(excluded), 0).to_numpy()
-    positions = pc.index_in(excluded.flatten(), value_set=item_ids.cast(excluded.type.value_type))
+def _list_cells(lists: pa.ListArray, ids: pa.Array) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Row (ascending) and position in ``ids`` of every element of ``lists`` that ``ids`` holds,
+    and which of the flattened elements those are: one hashed lookup for a whole Arrow batch, no
+    Python object per id. A Python list and a dict lookup per id made 100k users with 20
+    exclusions each 0.7-1.2 s slower (docs/benchmarks.md)."""
+    lengths = pc.fill_null(pc.list_value_length(lists), 0).to_numpy()
+    positions = pc.index_in(lists.flatten(), value_set=ids.cast(lists.type.value_type))
     known = pc.is_valid(positions).to_numpy(zero_copy_only=False)
-    rows = np.repeat(np.arange(len(excluded)), lengths)[known]
-    return rows, pc.drop_null(positions).to_numpy().astype(np.int64)
+    rows = np.repeat(np.arange(len(lists)), lengths)[known]
+    return rows, pc.drop_null(positions).to_numpy().astype(np.int64), known
+
+
+def _excluded_cells(excluded: pa.ListArray, item_ids: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """Row (ascending) and item column of every excluded item the matrix holds, for a whole batch."""
+    rows, columns, _ = _list_cells(excluded, item_ids)
+    return rows, columns
+
+
+def _history_cells(
+    history: pa.ListArray, weights: pa.ListArray | None, sources: pa.Array
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Row, source column and weight of each user's history items that ``sources`` holds, for a
+    whole Arrow batch, ordered by row then column (as a CSR matrix stores them). A history item
+    weighs its ``weights`` entry, or 1 where the user's weights are null; an item listed twice
+    counts once, with its last weight."""
+    rows, columns, known = _list_cells(history, sources)
+    values = np.ones(len(known), dtype=np.float32)
+    if weights is not None and weights.null_count < len(weights):
+        has_weights = weights.is_valid().to_numpy(zero_copy_only=False)
+        lengths = pc.fill_null(pc.list_value_length(history), 0).to_numpy()
+        if (pc.fill_null(pc.list_value_length(weights), 0).to_numpy() != lengths)[has_weights].any():
+            raise ValueError("history_weight must hold one weight per history item")
+        flat = weights.flatten().to_numpy(zero_copy_only=False)
+        values[np.repeat(has_weights, lengths)] = flat
+    values = values[known]
+    key = rows * len(sources) + columns
+    _, last_from_end = np.unique(key[::-1], return_index=True)
+    last = len(key) - 1 - last_from_end  # sorted by key: by row, then column
+    return rows[last], columns[last], values[last]
+
+
+def _ranked_columns(
+    user_ids: pa.Array, item_ids: pa.Array, cols: np.ndarray, best: np.ndarray
+) -> tuple[list[pa.Array], np.ndarray]:
+    """A block's top-N as Arrow columns (user, rank, item, score), one row per finite score, and
+    the mask that picked them, so explanations can be cut the same way. Ids leave by Arrow
+    ``take``, with no Python object per row."""
+    keep = np.isfinite(best)
+    rows, ranks = np.nonzero(keep)
+    columns = [
+        user_ids.take(pa.array(rows)),
+        pa.array(ranks.astype(np.int32) + 1),
+        item_ids.take(pa.array(cols[keep])),
+        pa.array(best[keep].astype(np.float64)),
+    ]
+    return columns, keep
 
 
 def _unit_rows(matrix: np.ndarray) -> np.ndarray:
@@ -424,25 +471,39 @@ def _top_n_by_item_block(
     )
 
 
-def _at_most(batches: Iterator[pd.DataFrame], rows: int) -> Iterator[pd.DataFrame]:
-    """The Arrow batches Spark hands over, cut to at most ``rows`` users each: the block size
-    bounds each output frame without changing the session's Arrow settings for everyone."""
-    for batch in batches:
-        for start in range(0, len(batch), rows):
-            yield batch.iloc[start : start + rows]
+def _blend_into(item_item: np.ndarray, als: np.ndarray, als_weight: float) -> None:
+    """``item_item`` becomes ``als_weight`` x z(``als``) + (1 - ``als_weight``) x z(``item_item``),
+    with z each row's z-scores (rows without spread count zero), so two models' scores can be
+    mixed. Done as two scaled matrices and a shift per row, in place: z-scores as separate
+    arrays cost three full-size temporaries per block. ``als`` is overwritten."""
+
+    def scale_and_shift(scores: np.ndarray, weight: float) -> tuple[np.ndarray, np.ndarray]:
+        mean = scores.mean(axis=1, keepdims=True)
+        spread = scores.std(axis=1, keepdims=True)
+        scale = np.divide(weight, spread, out=np.zeros_like(spread), where=spread > 0)
+        return scale, scale * mean
+
+    als_scale, als_shift = scale_and_shift(als, als_weight)
+    item_scale, item_shift = scale_and_shift(item_item, 1.0 - als_weight)
+    item_item *= item_scale
+    als *= als_scale
+    item_item += als
+    item_item -= als_shift + item_shift
 
 
-def _standardised(scores: np.ndarray) -> np.ndarray:
-    """Each row as z-scores (rows without spread become zeros), so two models' scores can be mixed."""
-    mean = scores.mean(axis=1, keepdims=True)
-    spread = scores.std(axis=1, keepdims=True)
-    return np.divide(scores - mean, spread, out=np.zeros_like(scores), where=spread > 0)
+def _scatter_scores(product: sparse.csr_matrix, scores: np.ndarray) -> None:
+    """``scores`` holds the sparse ``product`` where it has entries and -inf elsewhere: one
+    scatter into a flat view (a dense copy, then a mask of its zeros, took twice as long)."""
+    scores.fill(-np.inf)
+    rows = np.repeat(np.arange(product.shape[0]) * scores.shape[1], np.diff(product.indptr))
+    scores.ravel()[rows + product.indices] = product.data
 
 
 def _similarity_matrix(
-    similarity: DataFrame | pd.DataFrame, targets: np.ndarray
-) -> tuple[np.ndarray, dict[str, int], sparse.csr_matrix]:
-    """The item-item weights towards ``targets`` as a sparse (source items x targets) matrix."""
+    similarity: DataFrame | pd.DataFrame, targets: np.ndarray, width: int
+) -> tuple[np.ndarray, sparse.csr_matrix]:
+    """The item-item weights towards ``targets`` as a sparse (source items x ``width``) matrix:
+    the columns past the targets are padding for the selection and hold no weight."""
     if isinstance(similarity, pd.DataFrame):
         frame = similarity
     else:
@@ -455,10 +516,11 @@ def _similarity_matrix(
     sources = np.asarray(unique_sources, dtype=object)
     matrix = sparse.csr_matrix(
         (frame["weight"].to_numpy(np.float32)[known], (codes, column[known])),
-        shape=(len(sources), len(targets)),
+        shape=(len(sources), width),
         dtype=np.float32,
     )
-    return sources, {item_id: i for i, item_id in enumerate(sources)}, matrix
+    matrix.eliminate_zeros()  # a zero weight speaks for nothing: its item is no candidate
+    return sources, matrix
 
 
 def recommend_item_item(
@@ -501,75 +563,62 @@ def recommend_item_item(
     schema = EXPLAINED_SCHEMA if explain else TOPN_SCHEMA
     if len(targets) == 0:
         return spark.createDataFrame([], schema)
-    sources, source_row, weights = _similarity_matrix(similarity, targets)
-    position = {item_id: i for i, item_id in enumerate(targets)}
-    shared = spark.sparkContext.broadcast((targets, position, sources, source_row, weights, factor_matrix))
+    real, width = len(targets), selection_width(len(targets), n)
+    sources, weights = _similarity_matrix(similarity, targets, width)
+    shared = spark.sparkContext.broadcast((targets, sources, weights, factor_matrix))
+    step = min(ROWS_PER_PRODUCT, users_per_block)
 
-    def history_matrix(part: pd.DataFrame, rows: dict[str, int], width: int) -> sparse.csr_matrix:
-        indptr, indices, values = [0], [], []
-        weights = part["history_weight"] if weighted else [None] * len(part)
-        for history, weight in zip(part["history"], weights, strict=True):
-            known: dict[int, float] = {}
-            for n_item, item in enumerate(history if history is not None else ()):
-                if item in rows:
-                    known[rows[item]] = 1.0 if weight is None else float(weight[n_item])
-            for column in sorted(known):
-                indices.append(column)
-                values.append(known[column])
-            indptr.append(len(indices))
-        data = np.asarray(values, dtype=np.float32)
-        return sparse.csr_matrix((data, indices, indptr), shape=(len(part), width))
-
-    def score_blocks(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
-        ids, pos, source_ids, rows, matrix, factors = shared.value
+    def score_batches(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        """Arrow in and out, as the ALS scorer: each batch's histories and exclusions are looked
+        up in one hashed pass, and ids leave by Arrow ``take``."""
+        ids, source_ids, matrix, factors = shared.value
         item_columns = np.ascontiguousarray(factors.T) if factors is not None else None
+        id_array: pa.Array | None = None
+        source_array: pa.Array | None = None
+        buffer = np.empty((step, width), dtype=np.float32)
         with _single_threaded_blas():
-            for batch in _at_most(batches, users_per_block):
-                for start in range(0, len(batch), ROWS_PER_PRODUCT):
-                    part = batch.iloc[start : start + ROWS_PER_PRODUCT]
-                    history = history_matrix(part, rows, matrix.shape[0])
-                    item_item = (history @ matrix).toarray()
-                    if item_columns is not None:
-                        user_matrix = np.stack(part["features"].to_numpy()).astype(np.float32, copy=False)
-                        scores = als_weight * _standardised(user_matrix @ item_columns) + (
-                            1.0 - als_weight
-                        ) * _standardised(item_item)
-                    else:
-                        scores = np.where(item_item != 0, item_item, -np.inf).astype(np.float32)
-                    for row, excluded in enumerate(part["exclude"].to_numpy()):
-                        if excluded is not None and len(excluded):
-                            scores[row, [pos[i] for i in excluded if i in pos]] = -np.inf
+            for batch in batches:
+                if id_array is None:
+                    id_array = pa.array(ids, type=batch.column("user_id").type)
+                    source_array = pa.array(source_ids, type=batch.column("user_id").type)
+                history_weight = batch.column("history_weight") if weighted else None
+                history_rows, history_cols, history_values = _history_cells(
+                    batch.column("history"), history_weight, source_array
+                )
+                excluded_rows, excluded_cols = _excluded_cells(batch.column("exclude"), id_array)
+                for start in range(0, batch.num_rows, step):
+                    part = batch.slice(start, step)
+                    first, end = np.searchsorted(history_rows, [start, start + part.num_rows])
+                    indptr = np.searchsorted(history_rows[first:end] - start, np.arange(part.num_rows + 1))
+                    history = sparse.csr_matrix(
+                        (history_values[first:end], history_cols[first:end], indptr),
+                        shape=(part.num_rows, matrix.shape[0]),
+                    )
+                    scores = buffer[: part.num_rows]
+                    if item_columns is None:  # candidates: the items some history item weighs
+                        _scatter_scores(history @ matrix, scores)
+                    else:  # every eligible item, with item-item's zeros counted
+                        scores.fill(0.0)
+                        (history @ matrix).toarray(out=scores)
+                        als = _vectors(part.column("features")) @ item_columns
+                        _blend_into(scores[:, :real], als, als_weight)
+                        scores[:, real:] = -np.inf
+                    first, end = np.searchsorted(excluded_rows, [start, start + part.num_rows])
+                    scores[excluded_rows[first:end] - start, excluded_cols[first:end]] = -np.inf
                     cols, best = top_n_scores(scores, n)
-                    keep, out = _ranked_rows(part["user_id"].to_numpy(), cols, best, ids)
+                    columns, keep = _ranked_columns(part.column("user_id"), id_array, cols, best)
                     if explain:
                         because = _item_item_because(history, matrix, cols, keep, source_ids)
-                        out["because_item_id"] = because[keep]
-                    yield pd.DataFrame(out)
+                        columns.append(pa.array(because[keep], type=id_array.type))
+                    yield pa.RecordBatch.from_arrays(columns, names=schema.fieldNames())
 
     columns = ["user_id", "history", "exclude"] + (["history_weight"] if weighted else [])
     columns += ["features"] if blend else []
     return (
         _empty_for_null(_with_exclusions(users), ["exclude"])
         .select(*columns)
-        .mapInPandas(score_blocks, schema)
+        .mapInArrow(score_batches, schema)
     )
-
-
-def _ranked_rows(
-    user_ids: np.ndarray, cols: np.ndarray, best: np.ndarray, ids: np.ndarray
-) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    """One output row per finite score of a block's top-N (user, rank, item, score), and the
-    mask that picked them, so explanations can be cut the same way."""
-    keep = np.isfinite(best)
-    ranks = np.broadcast_to(np.arange(1, cols.shape[1] + 1, dtype=np.int32), cols.shape)
-    users = np.repeat(user_ids, cols.shape[1]).reshape(cols.shape)
-    rows = {
-        "user_id": users[keep],
-        "rank": ranks[keep],
-        "item_id": ids[cols[keep]],
-        "score": best[keep].astype(np.float64),
-    }
-    return keep, rows
 
 
 def _item_item_because(
