@@ -1,6 +1,7 @@
 """Benchmark: item-item top-N (EASE) and the ALS + item-item blend, as the serving job scores them.
 
     .venv/bin/python bench/itemitem.py --users 100000 --items 10000 --history 20 --neighbours 500
+    .venv/bin/python bench/itemitem.py --users 1000 --weights table   # a refresh batch's fixed cost
 
 Synthetic inputs of the shape a shop's EASE champion serves: ``--items`` modelled items, each with
 ``--neighbours`` weights (``ease.neighbours``), and users with ``--history`` history items each,
@@ -8,7 +9,10 @@ which are also their exclusions (already bought), as serving passes them. Item p
 skewed (a Zipf-like draw), so histories overlap as real ones do. The blend adds ALS vectors of
 ``--rank`` to users and items. Each mode runs once cold and ``--warm-runs`` times warm; the median
 of the warm runs is reported. The output is written to Spark's ``noop`` sink, so every row is
-built and nothing is stored.
+built and nothing is stored. Each run is timed from the call, so the driver's share counts too:
+``--weights`` says what it gets (weights prepared once, as a serving champion keeps them; a pandas
+frame; or a Spark table collected on every call, as each refresh batch did before), and a small
+``--users`` makes that share a refresh batch's fixed cost.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from pyspark.sql import DataFrame, SparkSession
 
 from recspark.core.config import load_config
 from recspark.core.session import build_spark
+from recspark.model.item_weights import ItemWeights
 from recspark.model.topn import recommend_item_item
 
 
@@ -87,12 +92,29 @@ def main() -> None:
     parser.add_argument("--block", type=int, default=2048)
     parser.add_argument("--warm-runs", type=int, default=3)
     parser.add_argument("--modes", default="ease,blend", help="comma-separated: ease, blend")
+    parser.add_argument(
+        "--weights",
+        default="prepared",
+        choices=["prepared", "frame", "table"],
+        help="what each call gets: the weights prepared once (ItemWeights, as a champion keeps "
+        "them), a pandas frame built into a matrix per call, or a Spark table collected and built "
+        "per call (what a refresh batch paid before)",
+    )
     args = parser.parse_args()
 
     config = load_config(None, ["spark.shuffle_partitions=8", "spark.driver_memory=12g"])
     spark = build_spark(config, "bench-itemitem")
     rng = np.random.default_rng(0)
-    similarity = similarity_weights(rng, args.items, args.neighbours)
+    frame = similarity_weights(rng, args.items, args.neighbours)
+    if args.weights == "table":
+        similarity = spark.createDataFrame(frame).persist()
+        similarity.count()
+    elif args.weights == "frame":
+        similarity = frame
+    else:
+        started = time.time()
+        similarity = ItemWeights.from_frame(frame)
+        print(f"weights prepared once in {time.time() - started:.2f} s", flush=True)
     users = user_frame(spark, rng, args.users, args.items, args.history, args.rank)
     users.count()
     item_vectors = rng.normal(size=(args.items, args.rank)).astype(np.float32)
@@ -120,7 +142,7 @@ def main() -> None:
         print(
             f"| {date.today()} | {platform.node()} ({os.cpu_count()} cores) | {mode} | "
             f"{args.users:,} users x {args.items:,} items, {args.history} history and excluded per user, "
-            f"{len(similarity):,} weights{f', rank {args.rank}' if blend else ''}, N={args.n} | "
+            f"{len(frame):,} weights ({args.weights}){f', rank {args.rank}' if blend else ''}, N={args.n} | "
             f"{cold:.1f} s cold, {statistics.median(warm):.2f} s warm "
             f"({', '.join(f'{r:.2f}' for r in warm)}) |",
             flush=True,

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 from pyspark.sql import SparkSession
 
 from recspark.model import itemitem
+from recspark.model.item_weights import ItemWeights
 from recspark.model.itemitem import ItemGram
 from recspark.model.topn import recommend_item_item
 
@@ -236,3 +238,25 @@ def test_a_history_weight_list_of_another_length_is_a_clear_error(spark: SparkSe
     )
     with pytest.raises(Exception, match="history_weight must hold one weight per history item"):
         recommend_item_item(spark, users, similarity, eligible, n=2, weighted=True).collect()
+
+
+def test_prepared_weights_towards_any_eligible_items_equal_the_weights_rows() -> None:
+    rng = np.random.default_rng(8)
+    ids = [f"i{i}" for i in range(40)]
+    dense = np.where(rng.random((40, 40)) < 0.2, rng.normal(size=(40, 40)), 0.0).astype(np.float32)
+    dense[3, 5] = 0.0
+    rows = [(ids[s], ids[t], float(dense[s, t])) for s, t in zip(*np.nonzero(dense), strict=True)]
+    rows.append((ids[3], ids[5], 0.0))  # a zero weight speaks for nothing
+    frame = pd.DataFrame(rows, columns=["item_id", "similar_item_id", "weight"]).sample(
+        frac=1.0, random_state=1
+    )
+    weights = ItemWeights.from_frame(frame)
+    assert 0.0 not in weights.matrix.data
+
+    targets = np.array([ids[7], "not-weighted", ids[0], ids[39], ids[5]], dtype=object)
+    got = weights.towards(targets, width=8).toarray()  # 3 columns of padding
+    assert got.shape == (len(weights.sources), 8)
+    for row, source in enumerate(weights.sources):
+        s = ids.index(source)
+        expected = [dense[s, ids.index(t)] if t in ids else 0.0 for t in targets] + [0.0] * 3
+        np.testing.assert_array_equal(got[row], np.asarray(expected, dtype=np.float32))

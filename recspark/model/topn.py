@@ -41,6 +41,8 @@ from pyspark.sql.window import Window
 from scipy import sparse
 from threadpoolctl import threadpool_limits
 
+from recspark.model.item_weights import ItemWeights
+
 TOPN_SCHEMA = T.StructType(
     [
         T.StructField("user_id", T.StringType(), False),
@@ -499,34 +501,18 @@ def _scatter_scores(product: sparse.csr_matrix, scores: np.ndarray) -> None:
     scores.ravel()[rows + product.indices] = product.data
 
 
-def _similarity_matrix(
-    similarity: DataFrame | pd.DataFrame, targets: np.ndarray, width: int
-) -> tuple[np.ndarray, sparse.csr_matrix]:
-    """The item-item weights towards ``targets`` as a sparse (source items x ``width``) matrix:
-    the columns past the targets are padding for the selection and hold no weight."""
+def _item_weights(similarity: DataFrame | pd.DataFrame | ItemWeights) -> ItemWeights:
+    if isinstance(similarity, ItemWeights):
+        return similarity
     if isinstance(similarity, pd.DataFrame):
-        frame = similarity
-    else:
-        frame = similarity.select("item_id", "similar_item_id", "weight").toPandas()
-    # Positions by hashing, not by binary search in object arrays: 5M weights towards 10k
-    # targets took 5 s to place by searchsorted, 0.5 s by a hash index.
-    column = pd.Index(targets).get_indexer(frame["similar_item_id"])
-    known = column >= 0
-    codes, unique_sources = pd.factorize(frame["item_id"].to_numpy(dtype=object)[known], sort=True)
-    sources = np.asarray(unique_sources, dtype=object)
-    matrix = sparse.csr_matrix(
-        (frame["weight"].to_numpy(np.float32)[known], (codes, column[known])),
-        shape=(len(sources), width),
-        dtype=np.float32,
-    )
-    matrix.eliminate_zeros()  # a zero weight speaks for nothing: its item is no candidate
-    return sources, matrix
+        return ItemWeights.from_frame(similarity)
+    return ItemWeights.from_frame(similarity.select("item_id", "similar_item_id", "weight").toPandas())
 
 
 def recommend_item_item(
     spark: SparkSession,
     users: DataFrame,
-    similarity: DataFrame | pd.DataFrame,
+    similarity: DataFrame | pd.DataFrame | ItemWeights,
     items: DataFrame,
     n: int,
     *,
@@ -542,8 +528,9 @@ def recommend_item_item(
     ``weighted``, also ``history_weight`` (array<double>: what each history item counts, as the
     weights were learned with), else every history item counts 1.
     ``similarity``: ``item_id``, ``similar_item_id``, ``weight`` (how much interacting with
-    ``item_id`` speaks for ``similar_item_id``). ``items``: the eligible items, ``item_id`` and,
-    for a blend, their ALS ``features``. Returns ``user_id, rank, item_id, score`` (plus
+    ``item_id`` speaks for ``similar_item_id``), or those weights prepared once as
+    :class:`ItemWeights` by a caller that scores with them again. ``items``: the eligible items,
+    ``item_id`` and, for a blend, their ALS ``features``. Returns ``user_id, rank, item_id, score`` (plus
     ``because_item_id``: the history item with the largest weight towards it, with ``explain``).
 
     Without ALS (``als_weight`` 0) only items some history item has a weight towards are
@@ -564,7 +551,8 @@ def recommend_item_item(
     if len(targets) == 0:
         return spark.createDataFrame([], schema)
     real, width = len(targets), selection_width(len(targets), n)
-    sources, weights = _similarity_matrix(similarity, targets, width)
+    prepared = _item_weights(similarity)
+    sources, weights = prepared.sources, prepared.towards(targets, width)
     shared = spark.sparkContext.broadcast((targets, sources, weights, factor_matrix))
     step = min(ROWS_PER_PRODUCT, users_per_block)
 

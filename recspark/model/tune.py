@@ -166,6 +166,7 @@ def search(spark: SparkSession, config: Config, holdout: Holdout, budget_seconds
                 als_model.item_factors,
                 ease_model.similarity,
                 local_similarity=ease_model.local_similarity,
+                prepared_weights=ease_model.prepared_weights,  # built once, for every blend weight
             )
             score = _trial(holdout, spec, model, metric, len(trials) + 1)
             trials.append((spec, score))
