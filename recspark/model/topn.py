@@ -502,6 +502,7 @@ def _scatter_scores(product: sparse.csr_matrix, scores: np.ndarray) -> None:
 
 
 def _item_weights(similarity: DataFrame | pd.DataFrame | ItemWeights) -> ItemWeights:
+    """The weights as a matrix: as given when prepared, else built from their rows."""
     if isinstance(similarity, ItemWeights):
         return similarity
     if isinstance(similarity, pd.DataFrame):
