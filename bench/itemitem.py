@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/itemitem.py --users 100000 --items 10000 --history 20 --neighbours 500
     .venv/bin/python bench/itemitem.py --users 1000 --weights table   # a refresh batch's fixed cost
+    .venv/bin/python bench/itemitem.py --users 20000 --catalogue 400000 --items-per-block 100000 --modes blend
 
 Synthetic inputs of the shape a shop's EASE champion serves: ``--items`` modelled items, each with
 ``--neighbours`` weights (``ease.neighbours``), and users with ``--history`` history items each,
@@ -28,6 +29,7 @@ from datetime import date
 import numpy as np
 import pandas as pd
 from pyspark.sql import DataFrame, SparkSession
+from topn import WorkerPeak  # bench/topn.py, next to this script
 
 from recspark.core.config import load_config
 from recspark.core.session import build_spark
@@ -93,6 +95,15 @@ def main() -> None:
     parser.add_argument("--warm-runs", type=int, default=3)
     parser.add_argument("--modes", default="ease,blend", help="comma-separated: ease, blend")
     parser.add_argument(
+        "--catalogue",
+        type=int,
+        default=None,
+        help="eligible items with ALS vectors (default --items); the weights span the first --items",
+    )
+    parser.add_argument(
+        "--items-per-block", type=int, default=None, help="serve.max_items_per_block (default: no bound)"
+    )
+    parser.add_argument(
         "--weights",
         default="prepared",
         choices=["prepared", "frame", "table"],
@@ -117,34 +128,39 @@ def main() -> None:
         print(f"weights prepared once in {time.time() - started:.2f} s", flush=True)
     users = user_frame(spark, rng, args.users, args.items, args.history, args.rank)
     users.count()
-    item_vectors = rng.normal(size=(args.items, args.rank)).astype(np.float32)
+    catalogue = args.catalogue or args.items
+    item_vectors = rng.normal(size=(catalogue, args.rank)).astype(np.float32)
     items = spark.createDataFrame(
-        [(str(i), item_vectors[i].tolist()) for i in range(args.items)],
+        [(str(i), item_vectors[i].tolist()) for i in range(catalogue)],
         "item_id string, features array<float>",
     ).persist()
     items.count()
 
     for mode in args.modes.split(","):
         blend = mode == "blend"
-        cold, warm = timed_runs(
-            lambda blend=blend: recommend_item_item(
-                spark,
-                users if blend else users.drop("features"),
-                similarity,
-                items if blend else items.select("item_id"),
-                args.n,
-                users_per_block=args.block,
-                als_weight=0.3 if blend else 0.0,
-                weighted=True,
-            ),
-            args.warm_runs,
-        )
+        with WorkerPeak() as worker:
+            cold, warm = timed_runs(
+                lambda blend=blend: recommend_item_item(
+                    spark,
+                    users if blend else users.drop("features"),
+                    similarity,
+                    items if blend else items.select("item_id"),
+                    args.n,
+                    users_per_block=args.block,
+                    als_weight=0.3 if blend else 0.0,
+                    weighted=True,
+                    items_per_block=args.items_per_block,
+                ),
+                args.warm_runs,
+            )
         print(
             f"| {date.today()} | {platform.node()} ({os.cpu_count()} cores) | {mode} | "
-            f"{args.users:,} users x {args.items:,} items, {args.history} history and excluded per user, "
-            f"{len(frame):,} weights ({args.weights}){f', rank {args.rank}' if blend else ''}, N={args.n} | "
-            f"{cold:.1f} s cold, {statistics.median(warm):.2f} s warm "
-            f"({', '.join(f'{r:.2f}' for r in warm)}) |",
+            f"{args.users:,} users x {catalogue:,} items ({args.items:,} weighted), "
+            f"{args.history} history and excluded per user, {len(frame):,} weights ({args.weights})"
+            f"{f', rank {args.rank}' if blend else ''}, N={args.n}, items per block "
+            f"{args.items_per_block or 'all'} | {cold:.1f} s cold, {statistics.median(warm):.2f} s warm "
+            f"({', '.join(f'{r:.2f}' for r in warm)}) | "
+            f"peak Python worker {worker.peak_kib / 1024:.0f} MiB |",
             flush=True,
         )
 

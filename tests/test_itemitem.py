@@ -10,7 +10,7 @@ from pyspark.sql import SparkSession
 from recspark.model import itemitem
 from recspark.model.item_weights import ItemWeights
 from recspark.model.itemitem import ItemGram
-from recspark.model.topn import recommend_item_item
+from recspark.model.topn import recommend_item_item, weighted_targets
 
 # 6 users x 5 items, one row per user: which items they interacted with.
 MATRIX = np.array(
@@ -151,14 +151,17 @@ def test_weighted_histories_score_with_their_preference(spark: SparkSession) -> 
 
 
 @pytest.mark.parametrize(
-    ("n_items", "als_weight"),
+    ("n_items", "als_weight", "items_per_block"),
     [
-        (30, 0.0),  # narrower than the chunks: the direct partial sort
-        (2 * 4 * 3 * 64 + 13, 0.0),  # the two-stage selection over a width padded past the items
-        (2 * 4 * 3 * 64 + 13, 0.4),  # a blend: the padding takes no part in the z-scores
+        (30, 0.0, None),  # narrower than the chunks: the direct partial sort
+        (2 * 4 * 3 * 64 + 13, 0.0, None),  # the two-stage selection over a width padded past the items
+        (2 * 4 * 3 * 64 + 13, 0.4, None),  # a blend: the padding takes no part in the z-scores
+        (2 * 4 * 3 * 64 + 13, 0.4, 600),  # a blend one item block at a time: z-scores over all items
     ],
 )
-def test_item_item_top_n_equals_brute_force(spark: SparkSession, n_items: int, als_weight: float) -> None:
+def test_item_item_top_n_equals_brute_force(
+    spark: SparkSession, n_items: int, als_weight: float, items_per_block: int | None
+) -> None:
     rng = np.random.default_rng(5)
     n_users, rank, n = 41, 4, 3
     ids = [f"i{i}" for i in range(n_items)]
@@ -191,15 +194,18 @@ def test_item_item_top_n_equals_brute_force(spark: SparkSession, n_items: int, a
         [(ids[i], item_vectors[i].tolist()) for i in range(n_items)], "item_id string, features array<float>"
     )
     blend = als_weight > 0
+    # Without ALS, catalogue items no weight points to are eligible but can never be picked.
+    unweighted = spark.createDataFrame([(f"x{i}",) for i in range(50)], "item_id string")
     got = recommend_item_item(
         spark,
         frame if blend else frame.drop("features"),
         similarity,
-        items if blend else items.select("item_id"),
+        items if blend else items.select("item_id").unionByName(unweighted),
         n,
         users_per_block=16,
         als_weight=als_weight,
         weighted=True,
+        items_per_block=items_per_block,
     )
     lists: dict[str, list] = {}
     for row in got.orderBy("user_id", "rank").collect():
@@ -260,3 +266,46 @@ def test_prepared_weights_towards_any_eligible_items_equal_the_weights_rows() ->
         s = ids.index(source)
         expected = [dense[s, ids.index(t)] if t in ids else 0.0 for t in targets] + [0.0] * 3
         np.testing.assert_array_equal(got[row], np.asarray(expected, dtype=np.float32))
+
+
+def test_without_als_only_eligible_items_some_weight_points_to_are_scored(spark: SparkSession) -> None:
+    frame = pd.DataFrame(
+        {"item_id": ["a", "a", "b"], "similar_item_id": ["b", "c", "d"], "weight": [1.0, 0.5, 2.0]}
+    )
+    catalogue = spark.createDataFrame([(i,) for i in ["d", "a", "b", "e", "f"]], "item_id string")
+    # c is weighted but not eligible; a, e and f are eligible but nothing points to them.
+    assert list(weighted_targets(spark, catalogue, ItemWeights.from_frame(frame))) == ["b", "d"]
+
+
+def test_a_blend_explains_the_same_whether_items_are_blocked_or_not(spark: SparkSession) -> None:
+    rng = np.random.default_rng(9)
+    n_items, rank = 90, 3
+    ids = [f"i{i}" for i in range(n_items)]
+    weights = np.where(rng.random((n_items, n_items)) < 0.1, rng.normal(size=(n_items, n_items)), 0.0)
+    similarity = spark.createDataFrame(
+        [(ids[s], ids[t], float(weights[s, t])) for s, t in zip(*np.nonzero(weights), strict=True)],
+        "item_id string, similar_item_id string, weight float",
+    )
+    items = spark.createDataFrame(
+        [(i, rng.normal(size=rank).tolist()) for i in ids], "item_id string, features array<float>"
+    )
+    users = spark.createDataFrame(
+        [
+            (
+                f"u{u}",
+                [ids[i] for i in rng.choice(n_items, size=4, replace=False)],
+                None,
+                rng.normal(size=rank).tolist(),
+            )
+            for u in range(12)
+        ],
+        "user_id string, history array<string>, exclude array<string>, features array<float>",
+    )
+
+    def lists(items_per_block: int | None) -> list[tuple]:
+        got = recommend_item_item(
+            spark, users, similarity, items, 4, explain=True, als_weight=0.5, items_per_block=items_per_block
+        )
+        return sorted((r["user_id"], r["rank"], r["item_id"], r["because_item_id"]) for r in got.collect())
+
+    assert lists(25) == lists(None)

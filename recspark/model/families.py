@@ -158,8 +158,8 @@ class FittedModel:
         """Top-n eligible items per user: ``users`` has user_id, history, history_weight,
         exclude and (for ALS and blends) the user's ``features``, null when they have none.
 
-        ``items_per_block`` bounds the item vectors ALS scores against at once; item-item weights
-        are bounded by ``ease.max_items`` instead, and a blend's ALS half is not bounded yet."""
+        ``items_per_block`` bounds the item vectors ALS and a blend's ALS half score against at
+        once; item-item weights, and the items EASE scores, are bounded by ``ease.max_items``."""
         if self.family == ALS:
             assert self.item_factors is not None
             items = self.item_factors.join(eligible, "item_id")
@@ -198,6 +198,7 @@ class FittedModel:
             explain=explain,
             als_weight=self.spec.blend_weight,
             weighted=self.weighted_history,
+            items_per_block=items_per_block,
         )
         # Users with no ALS vector yet still have a history: the item-item half speaks for them.
         history_only = recommend_item_item(

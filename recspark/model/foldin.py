@@ -24,7 +24,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from recspark.model.topn import collect_within
+from recspark.model.topn import collect_within, factor_moments
 
 USER_VECTOR_SCHEMA = T.StructType(
     [
@@ -96,24 +96,10 @@ def fold_in_users(
 
 
 def factor_gram(item_factors: DataFrame) -> np.ndarray | None:
-    """YᵀY over all of ``item_factors`` (float64), summed from each partition's own; None when
-    there are no items."""
-
-    def partial(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
-        total = None
-        for batch in batches:
-            if batch.empty:
-                continue
-            y = np.stack(batch["features"].to_numpy()).astype(np.float64)
-            total = y.T @ y if total is None else total + y.T @ y
-        if total is not None:
-            yield pd.DataFrame({"rank": [total.shape[0]], "gram": [total.ravel()]})
-
-    parts = item_factors.select("features").mapInPandas(partial, "rank int, gram array<double>").toPandas()
-    if parts.empty:
-        return None
-    rank = int(parts["rank"].iloc[0])
-    return np.sum(np.stack(parts["gram"].to_numpy()), axis=0).reshape(rank, rank)
+    """YᵀY over all of ``item_factors`` (float64), summed in Spark from each partition's own;
+    None when there are no items."""
+    moments = factor_moments(item_factors)
+    return None if moments is None else moments.second * moments.count
 
 
 def _fold_in_by_join(

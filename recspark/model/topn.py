@@ -25,8 +25,9 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
+from dataclasses import dataclass
 from functools import reduce
 
 import numpy as np
@@ -442,17 +443,36 @@ def _top_n_by_item_block(
     keeps that block's top-n, and the blocks' lists are merged per user. A true top-n item is in
     its own block's top-n, so the merge equals scoring the whole catalogue at once.
 
-    Each block's lists are computed (checkpointed) before the next block is collected and its
-    broadcast freed, so the driver never holds two blocks; the merge itself stays lazy. Seven
-    parameters: :func:`recommend_top_n`'s own."""
+    Seven parameters: :func:`recommend_top_n`'s own."""
     keyed, blocks = item_blocks(items, items_per_block)
     scored_users = _with_history_vectors(users, keyed) if explain else users
     scored_users = _scoring_columns(scored_users, explain).localCheckpoint(eager=True)
+    return _scored_by_item_block(
+        keyed,
+        blocks,
+        lambda local: _score_against(spark, scored_users, local, n, users_per_block, explain),
+        n,
+        explain,
+    )
+
+
+def _scored_by_item_block(
+    keyed: DataFrame,
+    blocks: int,
+    score: Callable[[tuple[np.ndarray, np.ndarray]], tuple[DataFrame, Broadcast | None]],
+    n: int,
+    explain: bool,
+) -> DataFrame:
+    """Each item block of ``keyed`` (``item_block``) collected in turn and scored by ``score``
+    (its ids and factors -> its lists and broadcast), then each user's n best of the blocks'
+    lists. A block's lists are computed (checkpointed) and its broadcast freed before the next
+    block is collected, so the driver never holds two blocks; the merge itself stays lazy. A
+    true top-n item is in its own block's top-n, so the merge equals scoring all at once."""
     partials = []
     for block in range(blocks):
         started = time.time()
         local = collect_factors(keyed.where(F.col("item_block") == block), "item_id")
-        lists, shared = _score_against(spark, scored_users, local, n, users_per_block, explain)
+        lists, shared = score(local)
         partials.append(lists.localCheckpoint(eager=True))
         if shared is not None:
             shared.destroy()
@@ -473,20 +493,94 @@ def _top_n_by_item_block(
     )
 
 
-def _blend_into(item_item: np.ndarray, als: np.ndarray, als_weight: float) -> None:
+@dataclass(frozen=True)
+class FactorMoments:
+    """The eligible items' ALS factors summed up: how many, their mean vector and their second
+    moment (YᵀY / count), float64. From these each user's ALS scores over all the items have a
+    known mean (u·mean) and variance (uᵀ second u - mean²) without scoring all the items at once,
+    which is what lets a blend score one item block at a time."""
+
+    count: int
+    mean: np.ndarray
+    second: np.ndarray
+
+    @classmethod
+    def of(cls, factors: np.ndarray) -> FactorMoments:
+        y = factors.astype(np.float64)
+        return cls(len(y), y.mean(axis=0), y.T @ y / max(len(y), 1))
+
+    def user_moments(self, users: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Each user's mean and standard deviation of u·v over the items."""
+        u = users.astype(np.float64)
+        mean = u @ self.mean
+        variance = np.einsum("ij,jk,ik->i", u, self.second, u) - mean**2
+        return mean, np.sqrt(np.maximum(variance, 0.0))
+
+
+def factor_moments(item_factors: DataFrame) -> FactorMoments | None:
+    """:class:`FactorMoments` of ``item_factors`` (``features``), summed in Spark from each
+    partition's own, so no process holds all the vectors; None when there are no items."""
+
+    def partial(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        count, total, gram = 0, None, None
+        for batch in batches:
+            if batch.num_rows == 0:
+                continue
+            y = _vectors(batch.column("features")).astype(np.float64)
+            count += len(y)
+            total = y.sum(axis=0) if total is None else total + y.sum(axis=0)
+            gram = y.T @ y if gram is None else gram + y.T @ y
+        if total is not None and gram is not None:
+            yield pa.RecordBatch.from_pydict(
+                {"count": [count], "total": [total.tolist()], "gram": [gram.ravel().tolist()]}
+            )
+
+    schema = "count long, total array<double>, gram array<double>"
+    parts = item_factors.select("features").mapInArrow(partial, schema).collect()
+    if not parts:
+        return None
+    count = sum(int(part["count"]) for part in parts)
+    total = np.sum([np.asarray(part["total"]) for part in parts], axis=0)
+    gram = np.sum([np.asarray(part["gram"]) for part in parts], axis=0).reshape(len(total), len(total))
+    return FactorMoments(count, total / count, gram / count)
+
+
+def _row_moments(scores: sparse.csr_matrix | np.ndarray, count: int) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's mean and standard deviation over ``count`` items, of which ``scores`` holds
+    the non-zero ones (an item it leaves out scores 0)."""
+    if sparse.issparse(scores):
+        total = np.asarray(scores.sum(axis=1), dtype=np.float64).ravel()
+        squares = np.asarray(scores.multiply(scores).sum(axis=1), dtype=np.float64).ravel()
+    else:
+        total = scores.sum(axis=1, dtype=np.float64)
+        squares = np.einsum("ij,ij->i", scores, scores, dtype=np.float64)
+    mean = total / count
+    return mean, np.sqrt(np.maximum(squares / count - mean**2, 0.0))
+
+
+def _blend_into(
+    item_item: np.ndarray,
+    als: np.ndarray,
+    als_weight: float,
+    als_moments: tuple[np.ndarray, np.ndarray],
+    item_moments: tuple[np.ndarray, np.ndarray],
+) -> None:
     """``item_item`` becomes ``als_weight`` x z(``als``) + (1 - ``als_weight``) x z(``item_item``),
-    with z each row's z-scores (rows without spread count zero), so two models' scores can be
-    mixed. Done as two scaled matrices and a shift per row, in place: z-scores as separate
-    arrays cost three full-size temporaries per block. ``als`` is overwritten."""
+    with z each user's z-scores over all eligible items (``*_moments``: each row's mean and
+    standard deviation over them; a row without spread counts zero), so two models' scores can
+    be mixed, also when ``item_item`` and ``als`` hold one item block. Done as two scaled
+    matrices and a shift per row, in place: z-scores as separate arrays cost three full-size
+    temporaries per block. ``als`` is overwritten."""
 
-    def scale_and_shift(scores: np.ndarray, weight: float) -> tuple[np.ndarray, np.ndarray]:
-        mean = scores.mean(axis=1, keepdims=True)
-        spread = scores.std(axis=1, keepdims=True)
+    def scale_and_shift(
+        moments: tuple[np.ndarray, np.ndarray], weight: float
+    ) -> tuple[np.ndarray, np.ndarray]:
+        mean, spread = moments
         scale = np.divide(weight, spread, out=np.zeros_like(spread), where=spread > 0)
-        return scale, scale * mean
+        return scale[:, None].astype(np.float32), (scale * mean)[:, None].astype(np.float32)
 
-    als_scale, als_shift = scale_and_shift(als, als_weight)
-    item_scale, item_shift = scale_and_shift(item_item, 1.0 - als_weight)
+    als_scale, als_shift = scale_and_shift(als_moments, als_weight)
+    item_scale, item_shift = scale_and_shift(item_moments, 1.0 - als_weight)
     item_item *= item_scale
     als *= als_scale
     item_item += als
@@ -510,6 +604,28 @@ def _item_weights(similarity: DataFrame | pd.DataFrame | ItemWeights) -> ItemWei
     return ItemWeights.from_frame(similarity.select("item_id", "similar_item_id", "weight").toPandas())
 
 
+def weighted_targets(spark: SparkSession, items: DataFrame, weights: ItemWeights) -> np.ndarray:
+    """The ids of ``items`` (``item_id``) some weight points to, sorted: without ALS only these
+    can be candidates, so scoring them alone bounds the driver's ids and every task's score
+    matrix by the modelled items (``ease.max_items``) instead of the catalogue (5M items would
+    be a 5 GB score buffer per task). The catalogue is filtered in Spark, not collected."""
+    pointed_to = spark.createDataFrame(pd.DataFrame({"item_id": weights.targets}), "item_id string")
+    eligible = items.select("item_id").join(F.broadcast(pointed_to), "item_id", "left_semi")
+    return np.sort(eligible.toPandas()["item_id"].to_numpy(dtype=object))
+
+
+@dataclass(frozen=True)
+class ItemItemOptions:
+    """How :func:`recommend_item_item` scores: list length, users per output block, whether to
+    explain, whether history items carry their weights, and the blend's ALS weight (0: none)."""
+
+    n: int
+    users_per_block: int = 2048
+    explain: bool = False
+    weighted: bool = False
+    als_weight: float = 0.0
+
+
 def recommend_item_item(
     spark: SparkSession,
     users: DataFrame,
@@ -521,41 +637,163 @@ def recommend_item_item(
     explain: bool = False,
     als_weight: float = 0.0,
     weighted: bool = False,
+    items_per_block: int | None = None,
 ) -> DataFrame:
     """Top-n items per user from their history times item-item weights, optionally blended with ALS.
 
     ``users``: ``user_id``, ``history`` (array<string>: the items the user interacted with
     positively), ``exclude`` (array<string> or null) and, for a blend, ``features``; with
-    ``weighted``, also ``history_weight`` (array<double>: what each history item counts, as the
-    weights were learned with), else every history item counts 1.
+    ``weighted``, also ``history_weight`` (array<double>: what each history item counts,
+    as the weights were learned with), else every history item counts 1.
     ``similarity``: ``item_id``, ``similar_item_id``, ``weight`` (how much interacting with
     ``item_id`` speaks for ``similar_item_id``), or those weights prepared once as
     :class:`ItemWeights` by a caller that scores with them again. ``items``: the eligible items,
-    ``item_id`` and, for a blend, their ALS ``features``. Returns ``user_id, rank, item_id, score`` (plus
-    ``because_item_id``: the history item with the largest weight towards it, with ``explain``).
+    ``item_id`` and, for a blend, their ALS ``features``. Returns ``user_id, rank, item_id,
+    score`` (plus ``because_item_id``: the history item with the largest weight towards it, with
+    ``explain``).
 
     Without ALS (``als_weight`` 0) only items some history item has a weight towards are
-    candidates, so a user with a thin history gets a short list (the caller fills it). A blend
-    mixes the two models' per-user z-scores, ``als_weight`` x ALS + (1 - ``als_weight``) x
-    item-item, over every eligible item.
+    candidates, so a user with a thin history gets a short list (the caller fills it), and only
+    those are scored. A blend mixes the two models' per-user z-scores over every eligible item,
+    ``als_weight`` x ALS + (1 - ``als_weight``) x item-item. ``items_per_block`` bounds a blend's
+    item vectors as :func:`recommend_top_n` bounds ALS's: a larger catalogue is scored one item
+    block at a time, with each user's z-score statistics over all items computed first.
 
-    Nine parameters: the session, the three inputs and ``n``; the other four are keyword-only
+    Ten parameters: the session, the three inputs and ``n``; the other five are keyword-only
     options with defaults, which each family's caller sets by name.
     """
-    blend = als_weight > 0
-    if blend:
-        targets, factor_matrix = collect_factors(items, "item_id")
-    else:
-        targets = np.sort(items.select("item_id").toPandas()["item_id"].to_numpy(dtype=object))
-        factor_matrix = None
+    options = ItemItemOptions(n, users_per_block, explain, weighted, als_weight)
+    prepared = _item_weights(similarity)
+    scoring = _item_item_columns(users, options)
+    if als_weight <= 0:
+        lists, _ = _score_item_item(
+            spark, scoring, prepared, (weighted_targets(spark, items, prepared), None), options, None
+        )
+        return lists
+    local = collect_within(items, "item_id", items_per_block)
+    if local is None:
+        assert items_per_block is not None
+        return _blend_by_item_block(spark, scoring, prepared, items, options, items_per_block)
+    lists, _ = _score_item_item(spark, scoring, prepared, local, options, FactorMoments.of(local[1]))
+    return lists
+
+
+def _item_item_columns(users: DataFrame, options: ItemItemOptions) -> DataFrame:
+    columns = ["user_id", "history", "exclude"] + (["history_weight"] if options.weighted else [])
+    columns += ["features"] if options.als_weight > 0 else []
+    return _empty_for_null(_with_exclusions(users), ["exclude"]).select(*columns)
+
+
+def _blend_by_item_block(
+    spark: SparkSession,
+    users: DataFrame,
+    prepared: ItemWeights,
+    items: DataFrame,
+    options: ItemItemOptions,
+    items_per_block: int,
+) -> DataFrame:
+    """A blend over a catalogue larger than ``items_per_block``, as :func:`_top_n_by_item_block`
+    scores ALS. A z-score needs the user's mean and spread over every item, so those come
+    first: the ALS half's from the items' factor moments (summed in Spark), the item-item half's
+    from each user's scores over the weighted items alone (``ease.max_items`` bounds them; every
+    other item scores 0), kept in the user rows."""
+    keyed, blocks = item_blocks(items, items_per_block)
+    moments = factor_moments(keyed)
+    assert moments is not None  # item_blocks found items
+    with_moments, shared = _with_item_item_moments(
+        spark, users, prepared, weighted_targets(spark, keyed, prepared), moments.count, options.weighted
+    )
+    scored_users = with_moments.localCheckpoint(eager=True)
+    shared.destroy()
+    return _scored_by_item_block(
+        keyed,
+        blocks,
+        lambda local: _score_item_item(spark, scored_users, prepared, local, options, moments),
+        options.n,
+        options.explain,
+    )
+
+
+def _history_slices(
+    batch: pa.RecordBatch, weighted: bool, source_array: pa.Array, sources: int, step: int
+) -> Iterator[tuple[int, pa.RecordBatch, sparse.csr_matrix]]:
+    """Each slice of at most ``step`` users of ``batch``: its start, its rows and their
+    histories as a sparse (users x ``sources``) matrix, looked up once for the whole batch."""
+    history_weight = batch.column("history_weight") if weighted else None
+    rows, cols, values = _history_cells(batch.column("history"), history_weight, source_array)
+    for start in range(0, batch.num_rows, step):
+        part = batch.slice(start, step)
+        first, end = np.searchsorted(rows, [start, start + part.num_rows])
+        indptr = np.searchsorted(rows[first:end] - start, np.arange(part.num_rows + 1))
+        history = sparse.csr_matrix(
+            (values[first:end], cols[first:end], indptr), shape=(part.num_rows, sources)
+        )
+        yield start, part, history
+
+
+def _with_item_item_moments(
+    spark: SparkSession,
+    users: DataFrame,
+    prepared: ItemWeights,
+    targets: np.ndarray,
+    count: int,
+    weighted: bool,
+) -> tuple[DataFrame, Broadcast]:
+    """``users`` with ``item_mean`` and ``item_spread``: the mean and standard deviation of each
+    user's item-item scores over ``count`` items, of which ``targets`` are all that can score
+    other than 0. Returns the broadcast too, to free once the rows are computed."""
+    shared = spark.sparkContext.broadcast((prepared.sources, prepared.towards(targets, len(targets))))
+
+    def with_moments(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        sources, matrix = shared.value
+        source_array: pa.Array | None = None
+        for batch in batches:
+            if source_array is None:
+                source_array = pa.array(sources, type=batch.column("user_id").type)
+            means, spreads = [], []
+            for _, _, history in _history_slices(
+                batch, weighted, source_array, matrix.shape[0], ROWS_PER_PRODUCT
+            ):
+                mean, spread = _row_moments(history @ matrix, count)
+                means.append(mean)
+                spreads.append(spread)
+            extra = [pa.array(np.concatenate(means)), pa.array(np.concatenate(spreads))]
+            yield pa.RecordBatch.from_arrays(
+                [*batch.columns, *extra], names=[*batch.schema.names, "item_mean", "item_spread"]
+            )
+
+    schema = T.StructType(
+        [
+            *users.schema.fields,
+            T.StructField("item_mean", T.DoubleType(), False),
+            T.StructField("item_spread", T.DoubleType(), False),
+        ]
+    )
+    return users.mapInArrow(with_moments, schema), shared
+
+
+def _score_item_item(
+    spark: SparkSession,
+    users: DataFrame,
+    prepared: ItemWeights,
+    local: tuple[np.ndarray, np.ndarray | None],
+    options: ItemItemOptions,
+    moments: FactorMoments | None,
+) -> tuple[DataFrame, Broadcast | None]:
+    """``users`` (as :func:`_item_item_columns` left them, plus ``item_mean``/``item_spread``
+    when the items are one block of many) scored against the items ``local`` holds (ids and,
+    for a blend, their factors, whose ``moments`` over all eligible items scale the ALS half).
+    Returns the lists and the broadcast, for a caller that wants to free it."""
+    targets, factor_matrix = local
+    n, explain, als_weight = options.n, options.explain, options.als_weight
     schema = EXPLAINED_SCHEMA if explain else TOPN_SCHEMA
     if len(targets) == 0:
-        return spark.createDataFrame([], schema)
+        return spark.createDataFrame([], schema), None
     real, width = len(targets), selection_width(len(targets), n)
-    prepared = _item_weights(similarity)
-    sources, weights = prepared.sources, prepared.towards(targets, width)
-    shared = spark.sparkContext.broadcast((targets, sources, weights, factor_matrix))
-    step = min(ROWS_PER_PRODUCT, users_per_block)
+    weights = prepared.towards(targets, width)
+    shared = spark.sparkContext.broadcast((targets, prepared.sources, weights, factor_matrix))
+    step = min(ROWS_PER_PRODUCT, options.users_per_block)
+    moments_in_rows = "item_mean" in users.columns
 
     def score_batches(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         """Arrow in and out, as the ALS scorer: each batch's histories and exclusions are looked
@@ -570,27 +808,27 @@ def recommend_item_item(
                 if id_array is None:
                     id_array = pa.array(ids, type=batch.column("user_id").type)
                     source_array = pa.array(source_ids, type=batch.column("user_id").type)
-                history_weight = batch.column("history_weight") if weighted else None
-                history_rows, history_cols, history_values = _history_cells(
-                    batch.column("history"), history_weight, source_array
-                )
                 excluded_rows, excluded_cols = _excluded_cells(batch.column("exclude"), id_array)
-                for start in range(0, batch.num_rows, step):
-                    part = batch.slice(start, step)
-                    first, end = np.searchsorted(history_rows, [start, start + part.num_rows])
-                    indptr = np.searchsorted(history_rows[first:end] - start, np.arange(part.num_rows + 1))
-                    history = sparse.csr_matrix(
-                        (history_values[first:end], history_cols[first:end], indptr),
-                        shape=(part.num_rows, matrix.shape[0]),
-                    )
+                for start, part, history in _history_slices(
+                    batch, options.weighted, source_array, matrix.shape[0], step
+                ):
                     scores = buffer[: part.num_rows]
                     if item_columns is None:  # candidates: the items some history item weighs
                         _scatter_scores(history @ matrix, scores)
                     else:  # every eligible item, with item-item's zeros counted
+                        assert moments is not None
                         scores.fill(0.0)
                         (history @ matrix).toarray(out=scores)
-                        als = _vectors(part.column("features")) @ item_columns
-                        _blend_into(scores[:, :real], als, als_weight)
+                        user_matrix = _vectors(part.column("features"))
+                        item_moments = (
+                            (part.column("item_mean").to_numpy(), part.column("item_spread").to_numpy())
+                            if moments_in_rows
+                            else _row_moments(scores[:, :real], real)
+                        )
+                        als = user_matrix @ item_columns
+                        _blend_into(
+                            scores[:, :real], als, als_weight, moments.user_moments(user_matrix), item_moments
+                        )
                         scores[:, real:] = -np.inf
                     first, end = np.searchsorted(excluded_rows, [start, start + part.num_rows])
                     scores[excluded_rows[first:end] - start, excluded_cols[first:end]] = -np.inf
@@ -601,13 +839,7 @@ def recommend_item_item(
                         columns.append(pa.array(because[keep], type=id_array.type))
                     yield pa.RecordBatch.from_arrays(columns, names=schema.fieldNames())
 
-    columns = ["user_id", "history", "exclude"] + (["history_weight"] if weighted else [])
-    columns += ["features"] if blend else []
-    return (
-        _empty_for_null(_with_exclusions(users), ["exclude"])
-        .select(*columns)
-        .mapInArrow(score_batches, schema)
-    )
+    return users.mapInArrow(score_batches, schema), shared
 
 
 def _item_item_because(
