@@ -15,9 +15,12 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import yaml
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
 
 ENV_PREFIX = "RECSPARK__"
 EVENT_TYPES = ("view", "add_to_cart", "remove_from_cart", "purchase", "rating")
@@ -518,6 +521,9 @@ class Config:
         return _build(Config, raw, "")
 
 
+_Section = TypeVar("_Section", bound="DataclassInstance")
+
+
 def _require(condition: bool, message: str) -> None:
     if not condition:
         raise ConfigError(message)
@@ -571,7 +577,7 @@ def _env_overrides(environ: Mapping[str, str]) -> list[str]:
     return assignments
 
 
-def _build(cls: type, raw: Any, where: str) -> Any:
+def _build(cls: type[_Section], raw: Any, where: str) -> _Section:
     if not isinstance(raw, Mapping):
         raise ConfigError(f"config section {where or '<root>'!r} must be a mapping")
     hints = typing.get_type_hints(cls)
@@ -596,7 +602,7 @@ def _coerce(hint: Any, value: Any, where: str) -> Any:
             return None
         inner = [a for a in args if a is not type(None)]
         return _coerce(inner[0], value, where)
-    if dataclasses.is_dataclass(hint):
+    if isinstance(hint, type) and dataclasses.is_dataclass(hint):
         return _build(hint, value if value is not None else {}, where)
     if origin is dict:
         if not isinstance(value, Mapping):

@@ -163,7 +163,7 @@ def _update_known_pairs(target: DeltaTable, increments: DataFrame, config: Inter
     t, s = "t", "s"
     last = f"greatest({t}.last_event_time, {s}.last_event_time)"
     combined_signal = _combine_signal_sql(t, s, last, config)
-    updates = {c: f"{t}.{c} + {s}.{c}" for c in COUNT_COLUMNS.values()}
+    updates: dict[str, str | Column] = {c: f"{t}.{c} + {s}.{c}" for c in COUNT_COLUMNS.values()}
     updates |= {
         "last_rating": (
             f"CASE WHEN {s}.last_rating IS NOT NULL AND ({t}.last_rating IS NULL "

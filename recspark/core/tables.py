@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 from delta.tables import DeltaTable
 from pyspark.sql import Column, DataFrame, SparkSession
@@ -402,8 +403,8 @@ class Lake:
             log.info("table %s: added columns %s", spec.name, columns)
         if spec.properties:
             detail = table.detail().select("properties", "tableFeatures").first()
-            current = detail[0] if detail else {}
-            if spec.properties.get(DELETION_VECTORS) == "false" and "deletionVectors" in (detail[1] or []):
+            current, features = (detail[0], detail[1] or []) if detail else ({}, [])
+            if spec.properties.get(DELETION_VECTORS) == "false" and "deletionVectors" in features:
                 # Setting the property only stops new deletion vectors; dropping the feature also
                 # purges the existing ones and lifts the reader requirement from the protocol.
                 spark.sql(f"ALTER TABLE delta.`{path}` DROP FEATURE deletionVectors")
@@ -415,7 +416,7 @@ class Lake:
                 spark.sql(f"ALTER TABLE delta.`{path}` SET TBLPROPERTIES ({assignments})")
                 log.info("table %s: set properties %s", spec.name, assignments)
 
-    def append_row(self, spark: SparkSession, spec: TableSpec, row: tuple) -> None:
+    def append_row(self, spark: SparkSession, spec: TableSpec, row: tuple[Any, ...]) -> None:
         """Append one row (a tuple in the spec's column order): a blind append, which never
         conflicts with a concurrent writer. Creates the table first if needed."""
         self.ensure(spark, spec)
