@@ -117,12 +117,12 @@ def catalog_metrics(
     """Coverage (share of the catalog recommended to anyone) and novelty (mean self-information
     of recommended items, -log2 of their share of training interactions)."""
     top = recommendations.where(F.col("rank") <= k)
-    total = popularity.agg(F.sum("popularity")).first()[0] or 1.0
+    total = popularity.agg(F.sum("popularity")).collect()[0][0] or 1.0
     scored = top.join(popularity, "item_id", "left").fillna({"popularity": 0.0})
     row = scored.agg(
         F.countDistinct("item_id").alias("distinct_items"),
         F.avg(-F.log2((F.col("popularity") + 1.0) / F.lit(total + 1.0))).alias("novelty"),
-    ).first()
+    ).collect()[0]
     return {
         "coverage": float(row["distinct_items"]) / max(catalog_size, 1),
         "novelty": float(row["novelty"] or 0.0),

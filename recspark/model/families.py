@@ -68,7 +68,7 @@ class ModelSpec:
         return ", ".join(f"{k}={v}" for k, v in self.params().items())
 
     @classmethod
-    def from_params(cls, params: Mapping[str, object], config: Config) -> ModelSpec:
+    def from_params(cls, params: Mapping[str, str | int | float], config: Config) -> ModelSpec:
         """A spec from logged or stored params (strings or numbers); the config fills the rest.
 
         Runs logged before model families existed have no ``family``: they were ALS."""

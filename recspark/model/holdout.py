@@ -149,4 +149,4 @@ def metrics_of(scored: Scored, prefix: str = "") -> dict[str, float]:
 
 
 def test_user_count(holdout: Holdout) -> int:
-    return int(holdout.users.agg(F.count(F.lit(1))).first()[0])
+    return int(holdout.users.agg(F.count(F.lit(1))).collect()[0][0])

@@ -45,7 +45,7 @@ class ItemWeights:
         model has no weights towards), as a (sources x ``width``) matrix: the columns past the
         targets are padding for the selection and hold nothing. One sparse product with a
         column-selection matrix, so the cost follows the weights, not a rebuild from rows."""
-        position = pd.Index(self.targets).get_indexer(targets)
+        position = pd.Index(self.targets).get_indexer(pd.Index(targets))
         known = np.flatnonzero(position >= 0)
         if len(known) == len(self.targets) == width and (position == np.arange(width)).all():
             return self.matrix

@@ -211,7 +211,7 @@ def _fallback_candidates(
         if catalog is not None and wants_categories
         else None
     )
-    if preferences is not None and CATEGORY_POPULAR in inputs.fallbacks:
+    if catalog is not None and preferences is not None and CATEGORY_POPULAR in inputs.fallbacks:
         in_categories = category_popular_candidates(
             preferences, rankings.popularity, catalog, scope.exclusions, scope.fetch
         )

@@ -8,15 +8,15 @@ from __future__ import annotations
 
 from typing import Any
 
-import mlflow.pyfunc
 import numpy as np
 import pandas as pd
+from mlflow.pyfunc import PythonModel
 from scipy import sparse
 
 TOP_N = 10
 
 
-class ItemItemModel(mlflow.pyfunc.PythonModel):
+class ItemItemModel(PythonModel):
     """``predict``: a frame with a ``history`` column (lists of item ids) -> ``items`` (top ids)."""
 
     def load_context(self, context: Any) -> None:
@@ -33,7 +33,7 @@ class ItemItemModel(mlflow.pyfunc.PythonModel):
 
     def predict(self, context: Any, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
         n = int((params or {}).get("n", TOP_N))
-        out = []
+        out: list[list[str]] = []
         for history in model_input["history"]:
             known = sorted({self.position[i] for i in history if i in self.position})
             if not known:

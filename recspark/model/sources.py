@@ -34,7 +34,7 @@ def item_popularity(interactions: DataFrame) -> DataFrame:
 
 def newest_event_time(interactions: DataFrame) -> datetime | None:
     """ "Now" for the recency rules: the newest event seen, so a replay of old data behaves alike."""
-    return interactions.agg(F.max("last_event_time")).first()[0]
+    return interactions.agg(F.max("last_event_time")).collect()[0][0]
 
 
 def fallback_popularity(
@@ -85,7 +85,7 @@ def excluding(candidates: DataFrame, exclusions: DataFrame) -> DataFrame:
     return candidates.join(pairs, ["user_id", "item_id"], "left_anti")
 
 
-def ranked(candidates: DataFrame, fetch: int, *order: Column) -> DataFrame:
+def ranked(candidates: DataFrame, fetch: int, *order: Column | str) -> DataFrame:
     """Keep each user's ``fetch`` best candidates in ``order``, numbered as ``rank``."""
     position = F.row_number().over(Window.partitionBy("user_id").orderBy(*order))
     return candidates.withColumn("rank", position).where(F.col("rank") <= fetch)

@@ -285,7 +285,7 @@ def _score_against(
                         _vectors(part.column("features")), excluded, item_columns, buffer
                     )
                     columns, keep = _ranked_columns(user_ids, id_array, cols, best)
-                    if explain:
+                    if unit is not None:  # explain
                         history = {c: part.column(c).to_pylist() for c in explain_columns}
                         because = explain_block(history, cols, keep, unit)[keep]
                         columns.append(pa.array(because, type=user_ids.type))
@@ -394,7 +394,7 @@ def item_blocks(items: DataFrame, budget: int) -> tuple[DataFrame, int]:
     blocks = max(1, math.ceil(items.count() / budget))
     while True:
         keyed = items.withColumn("item_block", F.pmod(F.xxhash64("item_id"), F.lit(blocks)).cast("int"))
-        largest = keyed.groupBy("item_block").count().agg(F.max("count")).first()[0] or 0
+        largest = keyed.groupBy("item_block").count().agg(F.max("count")).collect()[0][0] or 0
         if largest <= budget:
             return keyed, blocks
         blocks += max(1, blocks // 4)

@@ -217,12 +217,14 @@ def train(spark: SparkSession, config: Config, lake: Lake, *, gate: Gate) -> Tra
     decision = judgement.decision
     log.info("train: %s: %s", decision.status, decision.reason)
     with _phase(timings, "fit"):
+        as_of = newest_event_time(inputs.interactions)
+        assert as_of is not None, "the training period above held min_train_interactions pairs"
         full = training_data(
             spark,
             config,
             lake,
             inputs.interactions,
-            as_of=newest_event_time(inputs.interactions),
+            as_of=as_of,
             all_interactions=inputs.interactions,
             period="all interactions",
         )

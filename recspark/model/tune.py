@@ -18,6 +18,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
+from typing import TypedDict
 
 import mlflow
 from pyspark.sql import SparkSession
@@ -35,15 +36,21 @@ from recspark.model.tuned_params import TunedPlan, tuned_params_path, write_tune
 
 log = logging.getLogger(__name__)
 
-ALS_GRID_KEYS = ("rank", "reg_param", "alpha")
+
+class AlsPoint(TypedDict):
+    """One point of the ALS grid: the ``train`` settings tuning varies."""
+
+    rank: int
+    reg_param: float
+    alpha: float
 
 
-def search_space(tune: TuneConfig) -> list[dict[str, float]]:
+def search_space(tune: TuneConfig) -> list[AlsPoint]:
     """The ALS grid of rank x reg_param x alpha; ``max_trials`` points of it drawn with ``seed``
     when it is larger (kept in grid order, so a run is reproducible)."""
     grid = [
-        dict(zip(ALS_GRID_KEYS, point, strict=True))
-        for point in itertools.product(tune.rank, tune.reg_param, tune.alpha)
+        AlsPoint(rank=rank, reg_param=reg_param, alpha=alpha)
+        for rank, reg_param, alpha in itertools.product(tune.rank, tune.reg_param, tune.alpha)
     ]
     if len(grid) <= tune.max_trials:
         return grid

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta, timezone
+from typing import Any
 
 from pyspark.sql import SparkSession
 
@@ -23,7 +24,7 @@ from recspark.model.sources import POPULAR, TRENDING
 @dataclass(frozen=True)
 class TunedPlan:
     family: str  # the family that won on the validation period
-    params: dict[str, dict[str, object]]  # family -> its best settings (ModelSpec.params())
+    params: dict[str, dict[str, str | int | float]]  # family -> its best settings (ModelSpec.params())
     scores: dict[str, float]  # family -> its best validation score
     metric: str
     run_id: str  # the MLflow run of the search
@@ -57,9 +58,16 @@ def tuned_params_path(config: Config, lake: Lake) -> str:
     return config.tune.best_params_path or lake.path("_tuning/best_params.json")
 
 
-def _hadoop_file(spark: SparkSession, path: str):  # -> (FileSystem, Path) JVM objects
+def _jvm(spark: SparkSession) -> Any:
+    """The session's view of the JVM (py4j); there is none once the session has stopped."""
     jvm = spark.sparkContext._jvm
-    hadoop_path = jvm.org.apache.hadoop.fs.Path(path)
+    if jvm is None:
+        raise RuntimeError("the SparkSession has stopped: no JVM to read or write files with")
+    return jvm
+
+
+def _hadoop_file(spark: SparkSession, path: str):  # -> (FileSystem, Path) JVM objects
+    hadoop_path = _jvm(spark).org.apache.hadoop.fs.Path(path)
     return hadoop_path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration()), hadoop_path
 
 
@@ -83,7 +91,7 @@ def read_tuned(spark: SparkSession, config: Config, lake: Lake) -> TunedPlan | N
         return None
     stream = fs.open(hadoop_path)
     try:
-        raw = bytes(spark.sparkContext._jvm.org.apache.commons.io.IOUtils.toByteArray(stream))
+        raw = bytes(_jvm(spark).org.apache.commons.io.IOUtils.toByteArray(stream))
     finally:
         stream.close()
     hint = "rerun `recspark tune` or set train.use_tuned=false"

@@ -368,7 +368,7 @@ def _gather_champion(spark: SparkSession, config: Config, lake: Lake) -> Champio
     from recspark.core.registry import champion_version, configure_mlflow
 
     settings = config.mlflow
-    base = {"model_name": settings.model_name, "tracking_uri": settings.tracking_uri}
+    base: dict[str, Any] = {"model_name": settings.model_name, "tracking_uri": settings.tracking_uri}
     uri = settings.tracking_uri
     if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).exists():
         return ChampionState(**base, state="no_store", message="the tracking store does not exist yet")

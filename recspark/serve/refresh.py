@@ -76,7 +76,7 @@ def folded_in_vectors(
 
 def longest_list(spark: SparkSession, lake: Lake) -> int:
     """The highest rank in the serving table (a scan: the refresh does it once, at start)."""
-    return lake.read(spark, RECOMMENDATIONS).agg(F.max("rank")).first()[0] or 0
+    return lake.read(spark, RECOMMENDATIONS).agg(F.max("rank")).collect()[0][0] or 0
 
 
 def merge_user_rows(
@@ -148,6 +148,7 @@ def refresh_users(
         # Their own interactions, read once for the fold-in, exclusions and explanations.
         theirs = interactions.join(F.broadcast(users), "user_id").persist()
         if champion is not None and champion.model.spec.uses_als:
+            assert as_of is not None, "the users' changed interactions are in the table"
             vectors = folded_in_vectors(config, champion, theirs, as_of).persist()
         fresh = build_recommendations(
             spark,
@@ -218,7 +219,7 @@ class RefreshBatchWriter:
         if self.as_of is None:
             self.as_of = newest_event_time(self.lake.read(spark, INTERACTIONS))
             return
-        newest = changes.agg(F.max("last_event_time")).first()[0]
+        newest = changes.agg(F.max("last_event_time")).collect()[0][0]
         if newest is not None and newest > self.as_of:
             self.as_of = newest
 
@@ -260,7 +261,7 @@ class RefreshBatchWriter:
         self._advance_as_of(spark, active)
         if self._app_id is None:
             self._app_id = streaming_app_id(spark, self.checkpoint, "refresh")
-        newest_change = batch.agg(F.max("_commit_version")).first()[0]
+        newest_change = batch.agg(F.max("_commit_version")).collect()[0][0]
         note = reflects(newest_change) if newest_change is not None else None
         context = self._shop_context(spark, batch_id)
         with idempotent_session_writes(spark, self._app_id, batch_id), commit_user_metadata(spark, note):
