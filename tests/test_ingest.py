@@ -17,6 +17,7 @@ import recspark.core.interactions as interactions_module
 from recspark.cli import main
 from recspark.core.config import Config
 from recspark.core.interactions import NEW_PAIRS_APP_SUFFIX, aggregate_events, fold_increments
+from recspark.core.streaming import append_idempotent
 from recspark.core.tables import EVENTS, INGEST_METRICS, INTERACTIONS, QUALITY_RESULTS, QUARANTINE, Lake
 from recspark.ingest.plan import CONFLICT_REASON
 from recspark.ingest.stream import QUERY_NAME, start_ingest
@@ -380,7 +381,7 @@ def test_a_crash_between_the_update_of_known_pairs_and_the_append_of_new_ones_co
         return fold_increments(spark, path, increments, config.interactions, "query", version)
 
     assert fold(first, 0) == 2
-    real_append = interactions_module.append_idempotent
+    real_append = append_idempotent
 
     def crash_before_new_pairs(frame: DataFrame, to: str, app_id: str, version: int) -> None:
         if app_id.endswith(NEW_PAIRS_APP_SUFFIX):

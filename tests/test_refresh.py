@@ -313,7 +313,7 @@ def test_an_item_item_champion_refreshes_from_fresh_history_without_fold_in(
     run_refresh(spark, config, lake, once=True, gate=no_gate)
     weights = champion.model.similarity.toPandas()
     # A newcomer who bought one item: its strongest positive neighbours are their list.
-    bought = weights.groupby("item_id")["weight"].apply(lambda w: (w > 0).sum()).idxmax()
+    bought = str(weights.groupby("item_id")["weight"].apply(lambda w: (w > 0).sum()).idxmax())
     last = newest_event_time(lake.read(spark, INTERACTIONS))
     Path(config.ingest.path, "events-new.jsonl").write_text(
         _event_line("new-1", "newcomer", bought, "purchase", last.replace(microsecond=0).isoformat() + "Z")
