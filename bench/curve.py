@@ -111,6 +111,7 @@ class DriverBytes:
     def since_last(self) -> int:
         context = self._spark.sparkContext
         jvm = context._jvm
+        assert jvm is not None and context._gateway is not None, "a live session has a JVM"
         none = jvm.java.util.ArrayList()
         quantiles = context._gateway.new_array(jvm.double, 0)
         stages = context._jsc.sc().statusStore().stageList(none, False, False, quantiles, none)
@@ -352,10 +353,10 @@ def main() -> None:
     print("|---|---|---|---|---|")
     for stage, entry in report.items():
         for p in entry["points"]:
-            files = " / ".join(str(v) for v in p["files"].values()) or "—"
-            runs = ", ".join(f"{s:.1f}" for s in p["runs"])
+            file_ops = " / ".join(str(v) for v in p["files"].values()) or "—"
+            times = ", ".join(f"{s:.1f}" for s in p["runs"])
             print(
-                f"| {stage} | {p['n']:,} {entry['n counts']} | {p['seconds']:.2f} s ({runs}) | {files} | "
+                f"| {stage} | {p['n']:,} {entry['n counts']} | {p['seconds']:.2f} s ({times}) | {file_ops} | "
                 f"{p['driver_bytes'] / 2**20:.1f} MiB |"
             )
     if args.json:

@@ -29,6 +29,7 @@ import tempfile
 import time
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -82,7 +83,6 @@ def generated_events(users: int, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]
         ShopSpec(users=users, items=1000, events=users * 30, days=60, seed=seed)
     )
     events = events.drop(columns=["session_id"])
-    events["value"] = events["value"].where(events["value"].notna(), None)
     return catalog, events
 
 
@@ -101,10 +101,11 @@ def write_event_files(events: pd.DataFrame, folder: Path) -> None:
     months = events["event_time"].dt.strftime("%Y%m")
     for month, part in events.groupby(months):
         lines = []
-        for row in part.itertuples(index=False):
+        stamps = part["event_time"].dt.strftime("%Y-%m-%dT%H:%M:%SZ")
+        for row, stamp in zip(part.itertuples(index=False), stamps, strict=True):
             record = {
                 "event_id": row.event_id,
-                "event_time": row.event_time.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                "event_time": stamp,
                 "user_id": row.user_id,
                 "item_id": row.item_id,
                 "event_type": row.event_type,
@@ -123,8 +124,8 @@ def write_event_files(events: pd.DataFrame, folder: Path) -> None:
 
 def relevance(past: pd.DataFrame, future: pd.DataFrame) -> tuple[dict[str, set], dict[str, set]]:
     """Per user: future items new to them, and all future items."""
-    seen = past.groupby("user_id")["item_id"].agg(set).to_dict()
-    every = future.groupby("user_id")["item_id"].agg(set).to_dict()
+    seen = {str(u): s for u, s in past.groupby("user_id")["item_id"].agg(set).items()}
+    every = {str(u): s for u, s in future.groupby("user_id")["item_id"].agg(set).items()}
     new = {u: items - seen.get(u, set()) for u, items in every.items()}
     return {u: s for u, s in new.items() if s}, every
 
@@ -196,7 +197,11 @@ def implicit_lists(
     return m.top(model.user_factors[rows] @ model.item_factors.T, rows)
 
 
-IMPLICIT_GRID = {"factors": [32, 64, 128], "reg": [0.01, 0.1, 1.0, 10.0], "alpha": [1.0, 5.0, 20.0]}
+IMPLICIT_GRID: dict[str, list[Any]] = {  # factors are whole numbers
+    "factors": [32, 64, 128],
+    "reg": [0.01, 0.1, 1.0, 10.0],
+    "alpha": [1.0, 5.0, 20.0],
+}
 EASE_GRID = [100.0, 300.0, 1000.0, 3000.0]
 
 
@@ -264,6 +269,7 @@ def run_recspark(
     from pyspark.sql import SparkSession
 
     spark = SparkSession.getActiveSession()
+    assert spark is not None, "the commands above left their session active"
     served = spark.read.format("delta").load(str(workdir / "lake" / "recommendations")).toPandas()
     lists = {user: list(group.sort_values("rank")["item_id"]) for user, group in served.groupby("user_id")}
     import mlflow

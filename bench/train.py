@@ -77,11 +77,12 @@ def peer_comparison(spark: SparkSession, config: Config, lake: Lake) -> dict[str
     # What using `implicit` from this pipeline would add: the ratings collected into a CSR matrix.
     started = time.time()
     local = ratings.toPandas()
-    n_users = int(data.user_ids.agg(F.max("user_idx")).first()[0]) + 1
-    n_items = int(data.item_ids.agg(F.max("item_idx")).first()[0]) + 1
+    n_users = int(data.user_ids.agg(F.max("user_idx")).collect()[0][0]) + 1
+    n_items = int(data.item_ids.agg(F.max("item_idx")).collect()[0][0]) + 1
     # implicit's confidence is alpha * value: feed it 1 + alpha * r with alpha = 1, as MLlib uses.
+    values = (1.0 + settings.alpha * local["rating"].to_numpy(np.float32)).astype(np.float32)
     confidence = csr_matrix(
-        (1.0 + settings.alpha * local["rating"].to_numpy(np.float32), (local["user_idx"], local["item_idx"])),
+        (values, (local["user_idx"].to_numpy(np.int64), local["item_idx"].to_numpy(np.int64))),
         shape=(n_users, n_items),
         dtype=np.float32,
     )
