@@ -6,6 +6,9 @@ STAMP := $(VENV)/.installed
 
 .PHONY: install jars demo cluster-demo test test-random lint clean zip airflow-venv
 
+# What ruff checks and formats; mypy's files are in pyproject.toml ([tool.mypy]).
+PY_DIRS := recspark jobs tests bench deploy
+
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
@@ -28,8 +31,8 @@ demo: install
 cluster-demo: install
 	deploy/cluster-demo.sh
 
-test: install
-	$(BIN)/lint-imports
+# The static checks, then every test, in file order.
+test: lint
 	$(BIN)/python -m pytest -q -p no:randomly --durations=25
 
 # The same suite in a random order (pytest-randomly): tests must not depend on each other's
@@ -38,14 +41,16 @@ test: install
 ifndef SEED
 SEED := $(shell date +%s)
 endif
-test-random: install
+test-random: lint
 	@echo "test-random: SEED=$(SEED)"
-	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -q -p randomly --randomly-seed=$(SEED) --durations=25
 
-# ruff, and the import contract of the stage packages (pyproject.toml, [tool.importlinter]).
+# ruff (lint and format), mypy (strict on recspark/core) and the import contract of the stage
+# packages (pyproject.toml: [tool.ruff], [tool.mypy], [tool.importlinter]).
 lint: install
-	$(BIN)/ruff check recspark jobs tests bench deploy
+	$(BIN)/ruff check $(PY_DIRS)
+	$(BIN)/ruff format --check $(PY_DIRS)
+	$(BIN)/mypy
 	$(BIN)/lint-imports
 
 # The code artifact spark-submit ships with --py-files (deploy/submit.sh builds it too).
