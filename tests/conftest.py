@@ -32,6 +32,18 @@ TEST_SETTINGS = (
 )
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The ``spark`` tier: every test whose fixtures include ``spark``, directly or through other
+    fixtures (``trained_shop``, ``shop``...), so a new test lands in its tier by what it uses.
+    What no shared fixture names carries its marker itself: ``kafka`` (test_kafka.py),
+    ``cluster`` (test_cluster.py), ``airflow`` and ``notebooks`` (the tests that start them),
+    ``slow`` (a single test too long for ``make test-fast``). The markers are registered in
+    pyproject.toml; ``make test-fast`` runs all but kafka, cluster, airflow, notebooks and slow."""
+    for item in items:
+        if "spark" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.spark)
+
+
 def config_under(root: Path, *overrides: str) -> Config:
     """A config whose lake, inputs and MLflow store all live under ``root``."""
     return load_config(
