@@ -32,6 +32,7 @@ TEST_SETTINGS = (
 )
 
 
+@pytest.hookimpl(tryfirst=True)  # before `-m` deselects by marker
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """The ``spark`` tier: every test whose fixtures include ``spark``, directly or through other
     fixtures (``trained_shop``, ``shop``...), so a new test lands in its tier by what it uses.
