@@ -69,9 +69,9 @@ from recspark.core.tables import (
 from recspark.ingest.parse import TimeBounds, parse_events
 from recspark.ingest.plan import CONTENT, plan_batch
 from recspark.ingest.writer import append_once, month_files, stored_events
-from recspark.model.als import fit_als
-from recspark.model.sources import newest_event_time
-from recspark.model.topn import recommend_top_n
+from recspark.model.candidates.sources import newest_event_time
+from recspark.model.families.als import fit_als
+from recspark.model.scoring.als import recommend_top_n
 from recspark.serve.publish import shop_context
 from recspark.serve.refresh import refresh_users
 

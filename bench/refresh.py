@@ -21,7 +21,7 @@ from synthetic import last_commit_metrics, random_active_users, write_served_sho
 from recspark.core.config import load_config
 from recspark.core.session import build_spark
 from recspark.core.tables import INTERACTIONS, RECOMMENDATIONS, Lake
-from recspark.model.sources import newest_event_time
+from recspark.model.candidates.sources import newest_event_time
 from recspark.serve.publish import shop_context
 from recspark.serve.refresh import refresh_users
 

@@ -8,9 +8,9 @@ import pytest
 from pyspark.sql import SparkSession
 
 from recspark.model import itemitem
-from recspark.model.item_weights import ItemWeights
-from recspark.model.itemitem import ItemGram
-from recspark.model.topn import recommend_item_item, weighted_targets
+from recspark.model.families.ease import ItemGram
+from recspark.model.scoring.item_item import recommend_item_item
+from recspark.model.scoring.weights import ItemWeights, weighted_targets
 
 # 6 users x 5 items, one row per user: which items they interacted with.
 MATRIX = np.array(
