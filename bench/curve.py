@@ -56,7 +56,6 @@ from synthetic import (
 )
 
 from recspark.core.config import Config, load_config
-from recspark.core.interactions import fold_increments
 from recspark.core.session import build_spark
 from recspark.core.tables import (
     EVENTS,
@@ -66,6 +65,7 @@ from recspark.core.tables import (
     interactions_table,
     with_event_partitions,
 )
+from recspark.ingest.fold import fold_increments
 from recspark.ingest.parse import TimeBounds, parse_events
 from recspark.ingest.plan import CONTENT, plan_batch
 from recspark.ingest.writer import append_once, month_files, stored_events
