@@ -42,18 +42,6 @@ from pathlib import Path
 import numpy as np
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
-from synthetic import (
-    ITEMS,
-    PAIRS_PER_USER,
-    base_pairs,
-    batch_increments,
-    item_key,
-    last_commit_metrics,
-    random_active_users,
-    random_factors,
-    user_key,
-    write_served_shop,
-)
 
 from recspark.core.config import Config, load_config
 from recspark.core.session import build_spark
@@ -64,6 +52,18 @@ from recspark.core.tables import (
     Lake,
     interactions_table,
     with_event_partitions,
+)
+from recspark.datasets.lakes import (
+    ITEMS,
+    PAIRS_PER_USER,
+    base_pairs,
+    batch_increments,
+    item_key,
+    last_commit_metrics,
+    random_active_users,
+    random_factors,
+    user_key,
+    write_served_shop,
 )
 from recspark.ingest.fold import fold_increments
 from recspark.ingest.parse import TimeBounds, parse_events

@@ -32,9 +32,9 @@ def _expected_errors() -> tuple[type[BaseException], ...]:
     from recspark.core.catalog import CatalogError
     from recspark.core.registry import TrackingError
     from recspark.core.tables import MissingTableError
+    from recspark.datasets.shop import LandingNotEmptyError
     from recspark.model.evaluation.metrics import EvaluationError
     from recspark.model.families.data import TrainingError
-    from recspark.ops.generate import LandingNotEmptyError
     from recspark.ops.quality import QualityGateError
 
     return (
@@ -110,7 +110,7 @@ TRACKED_JOBS = {
 
 
 def cmd_generate(args: argparse.Namespace, config: Config) -> None:
-    from recspark.ops.generate import ShopSpec, write_shop
+    from recspark.datasets.shop import ShopSpec, write_shop
 
     sizes = {name: getattr(args, name) for name in ("users", "items", "events", "days", "seed")}
     try:
