@@ -42,7 +42,18 @@ from pathlib import Path
 import numpy as np
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
-from synthetic import (
+
+from recspark.core.config import Config, load_config
+from recspark.core.session import build_spark
+from recspark.core.tables import (
+    EVENTS,
+    INTERACTIONS,
+    RECOMMENDATIONS,
+    Lake,
+    interactions_table,
+    with_event_partitions,
+)
+from recspark.datasets.lakes import (
     ITEMS,
     PAIRS_PER_USER,
     base_pairs,
@@ -54,24 +65,13 @@ from synthetic import (
     user_key,
     write_served_shop,
 )
-
-from recspark.core.config import Config, load_config
-from recspark.core.interactions import fold_increments
-from recspark.core.session import build_spark
-from recspark.core.tables import (
-    EVENTS,
-    INTERACTIONS,
-    RECOMMENDATIONS,
-    Lake,
-    interactions_table,
-    with_event_partitions,
-)
+from recspark.ingest.fold import fold_increments
 from recspark.ingest.parse import TimeBounds, parse_events
 from recspark.ingest.plan import CONTENT, plan_batch
 from recspark.ingest.writer import append_once, month_files, stored_events
-from recspark.model.als import fit_als
-from recspark.model.sources import newest_event_time
-from recspark.model.topn import recommend_top_n
+from recspark.model.candidates.sources import newest_event_time
+from recspark.model.families.als import fit_als
+from recspark.model.scoring.als import recommend_top_n
 from recspark.serve.publish import shop_context
 from recspark.serve.refresh import refresh_users
 

@@ -33,8 +33,8 @@ from topn import WorkerPeak  # bench/topn.py, next to this script
 
 from recspark.core.config import load_config
 from recspark.core.session import build_spark
-from recspark.model.item_weights import ItemWeights
-from recspark.model.topn import recommend_item_item
+from recspark.model.scoring.item_item import recommend_item_item
+from recspark.model.scoring.weights import ItemWeights
 
 
 def skewed_items(rng: np.random.Generator, items: int, size: tuple[int, int]) -> np.ndarray:

@@ -77,7 +77,7 @@ def ratings_events(path: Path) -> pd.DataFrame:
 
 
 def generated_events(users: int, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
-    from recspark.ops.generate import ShopSpec, generate_events
+    from recspark.datasets.shop import ShopSpec, generate_events
 
     catalog, events = generate_events(
         ShopSpec(users=users, items=1000, events=users * 30, days=60, seed=seed)

@@ -33,7 +33,9 @@ from threadpoolctl import threadpool_limits
 
 from recspark.core.config import load_config
 from recspark.core.session import build_spark
-from recspark.model.topn import CHUNK, ROWS_PER_PRODUCT, item_blocks, recommend_top_n, top_n_scores
+from recspark.model.scoring.als import recommend_top_n
+from recspark.model.scoring.blocks import item_blocks
+from recspark.model.scoring.selection import CHUNK, ROWS_PER_PRODUCT, top_n_scores
 
 
 class WorkerPeak:

@@ -15,7 +15,7 @@ from recspark.core.session import build_spark
 from recspark.packages import spark_packages
 
 if TYPE_CHECKING:
-    from recspark.model.train import TrainResult
+    from recspark.model.training.train import TrainResult
 
 TEST_SETTINGS = (
     "spark.master=local[2]",
@@ -112,9 +112,9 @@ def shop_config(root: Path, family: str, *overrides: str) -> Config:
 
 def _trained_shop(spark: SparkSession, root: Path, family: str):
     from recspark.core.tables import Lake
+    from recspark.datasets.shop import ShopSpec, write_shop
     from recspark.ingest.stream import run_ingest
-    from recspark.model.train import train
-    from recspark.ops.generate import ShopSpec, write_shop
+    from recspark.model.training.train import train
     from recspark.ops.quality import gate_for
     from recspark.serve.publish import recommend
 

@@ -27,7 +27,7 @@ from recspark.ingest.plan import (
     NEW,
     plan_batch,
 )
-from recspark.model.idmap import extend_id_map
+from recspark.model.families.idmap import extend_id_map
 from recspark.ops.forget import forget_user
 
 BOUNDS = TimeBounds(datetime(2000, 1, 1), ahead_minutes=60)

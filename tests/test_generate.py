@@ -19,7 +19,7 @@ import pandas as pd
 import pytest
 
 from recspark.cli import main
-from recspark.ops.generate import LandingNotEmptyError, ShopSpec, ShopSummary, generate_events, write_shop
+from recspark.datasets.shop import LandingNotEmptyError, ShopSpec, ShopSummary, generate_events, write_shop
 
 EVENT_TYPES = {"view", "add_to_cart", "remove_from_cart", "purchase", "rating"}
 REQUIRED = ("event_id", "event_time", "user_id", "item_id", "event_type")

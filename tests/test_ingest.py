@@ -13,12 +13,13 @@ from pyspark.errors import StreamingQueryException
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-import recspark.core.interactions as interactions_module
+import recspark.ingest.fold as fold_module
 from recspark.cli import main
 from recspark.core.config import Config
-from recspark.core.interactions import NEW_PAIRS_APP_SUFFIX, aggregate_events, fold_increments
+from recspark.core.interactions import aggregate_events
 from recspark.core.streaming import append_idempotent
 from recspark.core.tables import EVENTS, INGEST_METRICS, INTERACTIONS, QUALITY_RESULTS, QUARANTINE, Lake
+from recspark.ingest.fold import NEW_PAIRS_APP_SUFFIX, fold_increments
 from recspark.ingest.plan import CONFLICT_REASON
 from recspark.ingest.stream import QUERY_NAME, start_ingest
 from recspark.ingest.writer import EventBatchWriter
@@ -388,11 +389,11 @@ def test_a_crash_between_the_update_of_known_pairs_and_the_append_of_new_ones_co
             raise RuntimeError("simulated crash before the new pairs' commit")
         real_append(frame, to, app_id, version)
 
-    monkeypatch.setattr(interactions_module, "append_idempotent", crash_before_new_pairs)
+    monkeypatch.setattr(fold_module, "append_idempotent", crash_before_new_pairs)
     with pytest.raises(RuntimeError, match="simulated crash"):
         fold(second, 1)
     assert lake.read(spark, INTERACTIONS).count() == 2  # u1-i1 updated, u3-i3 not there yet
-    monkeypatch.setattr(interactions_module, "append_idempotent", real_append)
+    monkeypatch.setattr(fold_module, "append_idempotent", real_append)
     assert fold(second, 1) == 1  # the MERGE is skipped as committed; the new pair lands
     assert fold(second, 1) == 0  # a replay after both commits changes nothing
 

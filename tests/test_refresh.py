@@ -21,8 +21,8 @@ from recspark.core.gates import no_gate
 from recspark.core.registry import champion_version, configure_mlflow, promote
 from recspark.core.tables import INTERACTIONS, ITEM_IDS, RECOMMENDATIONS, Lake
 from recspark.ingest.stream import run_ingest
-from recspark.model.sources import newest_event_time
-from recspark.model.train import TrainResult, train
+from recspark.model.candidates.sources import newest_event_time
+from recspark.model.training.train import TrainResult, train
 from recspark.ops.quality import gate_for
 from recspark.serve.publish import load_champion, recommend
 from recspark.serve.refresh import QUERY_NAME as REFRESH_QUERY

@@ -18,9 +18,9 @@ from pyspark.sql import types as T
 from recspark.core.catalog import read_catalog
 from recspark.core.config import Config
 from recspark.core.tables import INTERACTIONS, RECOMMENDATIONS, Lake, any_of
-from recspark.model.lists import assemble_lists
-from recspark.model.sources import fallback_popularity
-from recspark.model.train import TrainResult
+from recspark.model.candidates.lists import assemble_lists
+from recspark.model.candidates.sources import fallback_popularity
+from recspark.model.training.train import TrainResult
 from recspark.ops.maintenance import maintain
 from recspark.serve.publish import build_recommendations, load_champion, publish_recommendations
 from recspark.serve.refresh import merge_user_rows

@@ -8,7 +8,7 @@ from datetime import datetime, timedelta
 import pytest
 from pyspark.sql import DataFrame, SparkSession
 
-from recspark.model.splits import PER_USER, TIME, SplitError, SplitPolicy, choose_split
+from recspark.model.evaluation.splits import PER_USER, TIME, SplitError, SplitPolicy, choose_split
 
 END = datetime(2026, 11, 30)
 

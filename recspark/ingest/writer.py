@@ -22,9 +22,10 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from recspark.core.config import Config
-from recspark.core.interactions import aggregate_events, fold_increments
+from recspark.core.interactions import aggregate_events
 from recspark.core.streaming import append_idempotent, streaming_app_id
 from recspark.core.tables import EVENTS, FORGOTTEN_USERS, INGEST_METRICS, INTERACTIONS, QUARANTINE, Lake
+from recspark.ingest.fold import fold_increments
 from recspark.ingest.parse import TimeBounds, parse_events
 from recspark.ingest.plan import CONTENT, plan_batch
 

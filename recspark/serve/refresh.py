@@ -31,9 +31,9 @@ from recspark.core.streaming import (
     streaming_app_id,
 )
 from recspark.core.tables import INTERACTIONS, RECOMMENDATIONS, Lake, any_of, serving_table
-from recspark.model.als import preference
-from recspark.model.foldin import fold_in_users
-from recspark.model.sources import newest_event_time
+from recspark.model.candidates.sources import newest_event_time
+from recspark.model.families.als import preference
+from recspark.model.families.foldin import fold_in_users
 from recspark.serve.publish import (
     Champion,
     PublishInputs,

@@ -10,9 +10,16 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from recspark.core.config import Config
-from recspark.model.bootstrap import Interval
-from recspark.model.data import TrainingData
-from recspark.model.evaluation import (
+from recspark.model.candidates.lists import (
+    FALLBACK_CHAIN,
+    Fallbacks,
+    ListInputs,
+    build_lists,
+    fallback_candidates,
+)
+from recspark.model.candidates.sources import CATEGORY_POPULAR, POPULAR, item_popularity
+from recspark.model.evaluation.bootstrap import Interval
+from recspark.model.evaluation.metrics import (
     catalog_metrics,
     metrics_by_k,
     per_user_table,
@@ -20,10 +27,9 @@ from recspark.model.evaluation import (
     relevant_items,
     summarise,
 )
-from recspark.model.families import FittedModel
-from recspark.model.lists import FALLBACK_CHAIN, Fallbacks, ListInputs, build_lists, fallback_candidates
-from recspark.model.sources import CATEGORY_POPULAR, POPULAR, item_popularity
-from recspark.model.splits import Split
+from recspark.model.evaluation.splits import Split
+from recspark.model.families.data import TrainingData
+from recspark.model.families.model import FittedModel
 
 # The baselines every model is compared with, as the sources a list is built from (the category
 # baseline is the fallback chain itself, whichever fill it uses).

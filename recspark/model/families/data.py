@@ -4,19 +4,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING
 
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from recspark.core.config import Config, EaseConfig
-from recspark.core.interactions import aggregate_events, strength_as_of
+from recspark.core.interactions import strength_as_of
 from recspark.core.tables import Lake
-from recspark.model.idmap import extend_user_and_item_maps
-from recspark.model.itemitem import ItemGram
-
-if TYPE_CHECKING:
-    from recspark.model.splits import Split
+from recspark.model.families.ease import ItemGram
+from recspark.model.families.idmap import extend_user_and_item_maps
 
 
 class TrainingError(RuntimeError):
@@ -75,20 +71,3 @@ def training_data(
         )
     user_ids, item_ids = extend_user_and_item_maps(spark, lake, all_interactions)
     return TrainingData(decayed, user_ids.persist(), item_ids.persist(), as_of, positives)
-
-
-def split_period(
-    spark: SparkSession,
-    config: Config,
-    lake: Lake,
-    split: Split,
-    *,
-    all_interactions: DataFrame,
-    period: str,
-) -> TrainingData:
-    """The training side of ``split``: its events before the held-out ones, aggregated and
-    decayed to the split's cutoff (see :func:`training_data`)."""
-    aggregated = aggregate_events(split.train_events, config.interactions)
-    return training_data(
-        spark, config, lake, aggregated, as_of=split.as_of, all_interactions=all_interactions, period=period
-    )

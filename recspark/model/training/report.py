@@ -12,8 +12,8 @@ import html
 from collections.abc import Mapping, Sequence
 
 from recspark.core.config import BASELINE_LABELS, RANKING_METRICS
-from recspark.model.holdout import Scored
-from recspark.model.promotion import PromotionDecision
+from recspark.model.evaluation.holdout import Scored
+from recspark.model.training.promotion import PromotionDecision
 
 COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd")
 LABELS = {

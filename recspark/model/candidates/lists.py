@@ -15,8 +15,7 @@ from pyspark.sql import functions as F
 from pyspark.sql.window import Window
 
 from recspark.core.config import AUTO, ServeConfig
-from recspark.model.families import ALL_FAMILIES, FittedModel
-from recspark.model.sources import (
+from recspark.model.candidates.sources import (
     CATEGORY_POPULAR,
     NEW_ITEM,
     POPULAR,
@@ -30,6 +29,7 @@ from recspark.model.sources import (
     popular_candidates,
     user_exclusions,
 )
+from recspark.model.families.model import ALL_FAMILIES, FittedModel
 
 # The order sources fill a list in: the model, then popular in the user's categories, then
 # trending (else popular); new items take reserved slots at the end.

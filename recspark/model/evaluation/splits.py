@@ -15,9 +15,14 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 import numpy as np
-from pyspark.sql import DataFrame
+from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.window import Window
+
+from recspark.core.config import Config
+from recspark.core.interactions import aggregate_events
+from recspark.core.tables import Lake
+from recspark.model.families.data import TrainingData, training_data
 
 log = logging.getLogger(__name__)
 
@@ -239,3 +244,20 @@ def choose_split(events: DataFrame, policy: SplitPolicy) -> Split:
             split = _per_user_split(events, policy)
     log.info("split: held out %s", split.describe())
     return split
+
+
+def split_period(
+    spark: SparkSession,
+    config: Config,
+    lake: Lake,
+    split: Split,
+    *,
+    all_interactions: DataFrame,
+    period: str,
+) -> TrainingData:
+    """The training side of ``split``: its events before the held-out ones, aggregated and
+    decayed to the split's cutoff (see :func:`training_data`)."""
+    aggregated = aggregate_events(split.train_events, config.interactions)
+    return training_data(
+        spark, config, lake, aggregated, as_of=split.as_of, all_interactions=all_interactions, period=period
+    )

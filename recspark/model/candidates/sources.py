@@ -15,7 +15,7 @@ from pyspark.sql import functions as F
 from pyspark.sql.window import Window
 
 from recspark.core.config import ServeConfig
-from recspark.model.topn import recommend_top_n
+from recspark.model.scoring.als import recommend_top_n
 
 POPULAR = "popular"
 TRENDING = "trending"

@@ -28,16 +28,17 @@ from recspark.core.registry import (
     move_alias,
 )
 from recspark.core.tables import EVENTS, INTERACTIONS, Lake
-from recspark.model.data import TrainingError, split_period, training_data
-from recspark.model.families import ALS, FittedModel, ModelSpec, fit_model, write_model_tables
-from recspark.model.holdout import Holdout, Scored, metrics_of
-from recspark.model.inputs import TrainInputs, read_inputs
-from recspark.model.lists import fallback_chain
-from recspark.model.promotion import PromotionDecision, PromotionRule, decide_promotion
-from recspark.model.report import evaluation_report
-from recspark.model.sources import CATEGORY_POPULAR, newest_event_time
-from recspark.model.tune import tune_on
-from recspark.model.tuned_params import TunedPlan, read_tuned
+from recspark.model.candidates.lists import fallback_chain
+from recspark.model.candidates.sources import CATEGORY_POPULAR, newest_event_time
+from recspark.model.evaluation.holdout import Holdout, Scored, metrics_of
+from recspark.model.evaluation.inputs import TrainInputs, read_inputs
+from recspark.model.evaluation.splits import split_period
+from recspark.model.families.data import TrainingError, training_data
+from recspark.model.families.model import ALS, FittedModel, ModelSpec, fit_model, write_model_tables
+from recspark.model.training.promotion import PromotionDecision, PromotionRule, decide_promotion
+from recspark.model.training.report import evaluation_report
+from recspark.model.tuning.plan import TunedPlan, read_tuned
+from recspark.model.tuning.search import tune_on
 
 log = logging.getLogger(__name__)
 
@@ -349,7 +350,7 @@ def _log_model(config: Config, final: FittedModel):  # -> mlflow ModelInfo
             mlflow.spark.log_model(
                 final.als_model, "als_model", dfs_tmpdir=tmp, pip_requirements=["pyspark==4.2.0"]
             )
-        from recspark.model.pyfunc import ItemItemModel
+        from recspark.model.families.pyfunc import ItemItemModel
 
         weights = Path(tmp) / "similarity.parquet"
         final.similarity_on_driver().to_parquet(weights)

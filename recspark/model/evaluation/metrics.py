@@ -1,6 +1,6 @@
 """Ranking metrics on held-out events, computed in Spark, with bootstrap intervals.
 
-A model only ever sees the events before the held-out ones (:mod:`recspark.model.splits`).
+A model only ever sees the events before the held-out ones (:mod:`recspark.model.evaluation.splits`).
 What a user interacted with positively in the held-out events — minus what the serving stage
 would exclude anyway (items already bought or rated) — is what a good top-K list should contain.
 """
@@ -17,8 +17,8 @@ from pyspark.sql.window import Window
 
 from recspark.core.config import RANKING_METRICS, InteractionsConfig, ServeConfig
 from recspark.core.interactions import aggregate_events
-from recspark.model.bootstrap import Interval, mean_interval
-from recspark.model.sources import user_exclusions
+from recspark.model.candidates.sources import user_exclusions
+from recspark.model.evaluation.bootstrap import Interval, mean_interval
 
 
 class EvaluationError(ValueError):

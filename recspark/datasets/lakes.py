@@ -23,7 +23,7 @@ from recspark.core.tables import (
     TableSpec,
     serving_table,
 )
-from recspark.model.families import ALS, FittedModel, ModelSpec
+from recspark.model.families.model import ALS, FittedModel, ModelSpec
 from recspark.serve.publish import Champion, publish_recommendations
 
 PAIRS_PER_USER = 10

@@ -24,7 +24,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from recspark.model.topn import collect_within, factor_moments
+from recspark.model.scoring.factors import collect_within, factor_moments
 
 USER_VECTOR_SCHEMA = T.StructType(
     [

@@ -21,11 +21,12 @@ from pyspark.sql import functions as F
 
 from recspark.core.config import Config, EaseConfig, TrainConfig
 from recspark.core.tables import ALS_ITEM_FACTORS, ALS_USER_FACTORS, ITEM_SIMILARITY, Lake, TableSpec
-from recspark.model.als import als_ratings, factor_tables, fit_als, preference
-from recspark.model.data import TrainingData
-from recspark.model.item_weights import ItemWeights
-from recspark.model.itemitem import similarity_frame
-from recspark.model.topn import recommend_item_item, recommend_top_n
+from recspark.model.families.als import als_ratings, factor_tables, fit_als, preference
+from recspark.model.families.data import TrainingData
+from recspark.model.families.ease import similarity_frame
+from recspark.model.scoring.als import recommend_top_n
+from recspark.model.scoring.item_item import recommend_item_item
+from recspark.model.scoring.weights import ItemWeights
 
 ALS = "als"
 EASE = "ease"

@@ -17,8 +17,8 @@ from pyspark.sql import SparkSession
 
 from recspark.core.config import Config, ConfigError, TuneConfig
 from recspark.core.tables import Lake
-from recspark.model.families import ALL_FAMILIES, ALS, ModelSpec
-from recspark.model.sources import POPULAR, TRENDING
+from recspark.model.candidates.sources import POPULAR, TRENDING
+from recspark.model.families.model import ALL_FAMILIES, ALS, ModelSpec
 
 
 @dataclass(frozen=True)

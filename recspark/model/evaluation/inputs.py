@@ -11,9 +11,9 @@ from recspark.core.catalog import read_catalog
 from recspark.core.config import Config
 from recspark.core.gates import Gate, no_gate
 from recspark.core.tables import EVENTS, INTERACTIONS, Lake
-from recspark.model.data import TrainingError
-from recspark.model.sources import eligible_items
-from recspark.model.splits import Split, SplitError, SplitPolicy, choose_split
+from recspark.model.candidates.sources import eligible_items
+from recspark.model.evaluation.splits import Split, SplitError, SplitPolicy, choose_split
+from recspark.model.families.data import TrainingError
 
 
 @dataclass

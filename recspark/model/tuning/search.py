@@ -26,13 +26,21 @@ from pyspark.sql import SparkSession
 from recspark.core.config import Config, TuneConfig
 from recspark.core.registry import configure_mlflow
 from recspark.core.tables import Lake
-from recspark.model.data import TrainingError, split_period
-from recspark.model.families import ALS, BLEND, EASE, FittedModel, ModelSpec, fit_model
-from recspark.model.holdout import Holdout
-from recspark.model.inputs import TrainInputs, read_inputs
-from recspark.model.sources import CATEGORY_POPULAR, POPULAR, TRENDING
-from recspark.model.splits import AUTO, PER_USER, Split, SplitError, SplitPolicy, choose_split
-from recspark.model.tuned_params import TunedPlan, tuned_params_path, write_tuned
+from recspark.model.candidates.sources import CATEGORY_POPULAR, POPULAR, TRENDING
+from recspark.model.evaluation.holdout import Holdout
+from recspark.model.evaluation.inputs import TrainInputs, read_inputs
+from recspark.model.evaluation.splits import (
+    AUTO,
+    PER_USER,
+    Split,
+    SplitError,
+    SplitPolicy,
+    choose_split,
+    split_period,
+)
+from recspark.model.families.data import TrainingError
+from recspark.model.families.model import ALS, BLEND, EASE, FittedModel, ModelSpec, fit_model
+from recspark.model.tuning.plan import TunedPlan, tuned_params_path, write_tuned
 
 log = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from recspark.core.config import BASELINE_LABELS
-from recspark.model.bootstrap import PairedComparison, mean_interval, paired_comparison
+from recspark.model.evaluation.bootstrap import PairedComparison, mean_interval, paired_comparison
 
 PROMOTED = "promoted"
 CHALLENGER = "challenger"

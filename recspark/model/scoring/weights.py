@@ -4,7 +4,7 @@ A model's weights are millions of (item, similar item, weight) rows. Scoring nee
 sparse (source items x eligible items) matrix, and the eligible items change between calls (a
 refresh batch reads the catalogue afresh). Building that matrix from the rows takes 0.9 s at
 4.9M weights; picking the eligible columns from a matrix built once takes a small part of that
-(docs/benchmarks.md), so a serving stream pays the build once per champion, not per batch.
+so a serving stream pays the build once per champion, not per batch.
 """
 
 from __future__ import annotations
@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
 from scipy import sparse
 
 
@@ -54,3 +56,22 @@ class ItemWeights:
             shape=(len(self.targets), width),
         )
         return (self.matrix @ selection).tocsr()
+
+
+def as_item_weights(similarity: DataFrame | pd.DataFrame | ItemWeights) -> ItemWeights:
+    """The weights as a matrix: as given when prepared, else built from their rows."""
+    if isinstance(similarity, ItemWeights):
+        return similarity
+    if isinstance(similarity, pd.DataFrame):
+        return ItemWeights.from_frame(similarity)
+    return ItemWeights.from_frame(similarity.select("item_id", "similar_item_id", "weight").toPandas())
+
+
+def weighted_targets(spark: SparkSession, items: DataFrame, weights: ItemWeights) -> np.ndarray:
+    """The ids of ``items`` (``item_id``) some weight points to, sorted: without ALS only these
+    can be candidates, so scoring them alone bounds the driver's ids and every task's score
+    matrix by the modelled items (``ease.max_items``) instead of the catalogue (5M items would
+    be a 5 GB score buffer per task). The catalogue is filtered in Spark, not collected."""
+    pointed_to = spark.createDataFrame(pd.DataFrame({"item_id": weights.targets}), "item_id string")
+    eligible = items.select("item_id").join(F.broadcast(pointed_to), "item_id", "left_semi")
+    return np.sort(eligible.toPandas()["item_id"].to_numpy(dtype=object))
