@@ -20,9 +20,20 @@ from typing import Any
 import yaml
 
 ENV_PREFIX = "RECSPARK__"
-EVENT_TYPES = ("view", "add_to_cart", "remove_from_cart", "purchase", "rating")
-# The fields every event must carry (data contract §1).
+# The event types that say something about a user's interest in an item (what interactions fold).
+INTEREST_EVENT_TYPES = ("view", "add_to_cart", "remove_from_cart", "purchase", "rating")
+# A served list shown to a user: never interest in an item (data contract §1).
+IMPRESSION = "impression"
+EVENT_TYPES = (*INTEREST_EVENT_TYPES, IMPRESSION)
+# The fields every event must carry (data contract §1); an impression may leave item_id empty.
 REQUIRED_FIELDS = ("event_id", "event_time", "user_id", "item_id", "event_type")
+IMPRESSION_REQUIRED_FIELDS = ("recommendation_id", "items")
+# The events an impression's recommendation_id attributes to it: a click (a view), an add-to-cart,
+# a purchase of one of its items (recommendation_outcomes' clicks, add_to_carts, purchases).
+ATTRIBUTED_EVENT_TYPES = ("view", "add_to_cart", "purchase")
+# Which list an impression shows (its optional ``list`` field): a user's recommendations, or an
+# item's similar items (the serving tables' names).
+SERVED_LISTS = ("recommendations", "similar_items")
 
 
 class ConfigError(ValueError):
@@ -146,9 +157,13 @@ class InteractionsConfig:
     half_life_days: float | None = None
 
     def __post_init__(self) -> None:
-        unknown = sorted(set(self.weights) - set(EVENT_TYPES))
+        _require(
+            IMPRESSION not in self.weights,
+            "interactions.weights cannot weigh impressions: a list shown is never interest in an item",
+        )
+        unknown = sorted(set(self.weights) - set(INTEREST_EVENT_TYPES))
         _require(not unknown, f"interactions.weights has unknown event types: {unknown}")
-        missing = sorted(set(EVENT_TYPES) - set(self.weights))
+        missing = sorted(set(INTEREST_EVENT_TYPES) - set(self.weights))
         _require(not missing, f"interactions.weights misses event types: {missing}")
         _require(0 <= self.rating_center < 5, "interactions.rating_center must be in [0, 5)")
         _require(

@@ -33,6 +33,17 @@ EVENTS_SCHEMA = T.StructType(
         # (dedup still reads only the days it needs: event_date min/max skip the other files).
         # Null in lakes created before it existed, which stay partitioned by event_date.
         T.StructField("event_month", T.DateType(), True),
+        # Added with impressions (nullable; Lake.ensure adds them to an older table). The id of
+        # the served list an event followed (impressions: the list shown) ...
+        T.StructField("recommendation_id", T.StringType(), True),
+        # ... and, on impressions only: the items shown (position 1 first), which list
+        # (recommendations | similar_items), the model version and experiment variant that
+        # filled it, and per position the source that filled the slot (als, ease, popular...).
+        T.StructField("items", T.ArrayType(T.StringType(), True), True),
+        T.StructField("list", T.StringType(), True),
+        T.StructField("model_version", T.StringType(), True),
+        T.StructField("variant", T.StringType(), True),
+        T.StructField("sources", T.ArrayType(T.StringType(), True), True),
     ]
 )
 
