@@ -498,6 +498,39 @@ class MaintenanceConfig:
 
 
 @dataclass(frozen=True)
+class OutcomesConfig:
+    """How ingest attributes shoppers' events to the lists they were shown (recommendation_outcomes)."""
+
+    # A view, add-to-cart or purchase counts for the list its recommendation_id names when it
+    # happens within this many hours after the list was served (the id's time).
+    attribution_window_hours: float = 24.0
+
+    def __post_init__(self) -> None:
+        _require(self.attribution_window_hours > 0, "outcomes.attribution_window_hours must be > 0")
+
+
+@dataclass(frozen=True)
+class ImpressionsConfig:
+    """The lookup service's impression log: batched, off the request path, into the ingest source
+    (the landing folder ``ingest.path`` or the topic ``ingest.kafka.topic``)."""
+
+    enabled: bool = True
+    # Served lists waiting to be written; when full, new ones are dropped and counted.
+    queue_size: int = 10_000
+    # A batch is written when it holds this many impressions or is this old, and on shutdown.
+    batch_size: int = 1_000
+    flush_seconds: float = 1.0
+    # Kafka: how long the client may retry a message before it counts as dropped.
+    delivery_timeout_seconds: float = 30.0
+
+    def __post_init__(self) -> None:
+        _require(self.queue_size > 0, "impressions.queue_size must be > 0")
+        _require(self.batch_size > 0, "impressions.batch_size must be > 0")
+        _require(self.flush_seconds > 0, "impressions.flush_seconds must be > 0")
+        _require(self.delivery_timeout_seconds > 0, "impressions.delivery_timeout_seconds must be > 0")
+
+
+@dataclass(frozen=True)
 class GenerateConfig:
     users: int = 2000
     items: int = 500
@@ -524,6 +557,8 @@ class Config:
     quality: QualityConfig = field(default_factory=QualityConfig)
     maintenance: MaintenanceConfig = field(default_factory=MaintenanceConfig)
     generate: GenerateConfig = field(default_factory=GenerateConfig)
+    outcomes: OutcomesConfig = field(default_factory=OutcomesConfig)
+    impressions: ImpressionsConfig = field(default_factory=ImpressionsConfig)
 
     def with_overrides(self, assignments: Iterable[str]) -> Config:
         """A copy with ``key=value`` assignments applied (values parsed as YAML scalars)."""

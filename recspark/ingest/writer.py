@@ -1,12 +1,15 @@
-"""Write one planned micro-batch into ``events``, ``events_quarantine``, ``interactions`` and
-``ingest_metrics``, exactly once across crashes and restarts.
+"""Write one planned micro-batch into ``events``, ``events_quarantine``, ``interactions``,
+``recommendation_outcomes`` and ``ingest_metrics``, exactly once across crashes and restarts.
 
 Why it is exactly once: the source is replayable and its offsets are in the checkpoint, so a
 restarted query replays an unfinished micro-batch with the same input. Every write of a batch is
 idempotent under the query's id and the batch id (Delta's ``txnAppId``/``txnVersion``), so a
 replayed batch skips the writes that already committed and redoes only the rest. Deduplication
 is against the ``events`` table itself, minus the rows this very batch wrote in an earlier
-attempt, so a replay still counts its events in ``interactions`` exactly once.
+attempt, so a replay still counts its events in ``interactions`` exactly once. Attribution reads
+the stored events the same way (:mod:`recspark.ingest.outcomes`), and its MERGE into
+``recommendation_outcomes`` carries the batch's transaction id too: a replay that finds it
+committed skips it, one that does not computes the same changes again.
 """
 
 from __future__ import annotations
@@ -18,13 +21,34 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import date, datetime, timedelta, timezone
 
+from delta.tables import DeltaTable
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from recspark.core.catalog import CatalogError, read_catalog
 from recspark.core.config import Config
 from recspark.core.interactions import aggregate_events, fold_increments
-from recspark.core.streaming import append_idempotent, streaming_app_id
-from recspark.core.tables import EVENTS, FORGOTTEN_USERS, INGEST_METRICS, INTERACTIONS, QUARANTINE, Lake
+from recspark.core.streaming import append_idempotent, idempotent_session_writes, streaming_app_id
+from recspark.core.tables import (
+    EVENTS,
+    FORGOTTEN_USERS,
+    INGEST_METRICS,
+    INTERACTIONS,
+    QUARANTINE,
+    RECOMMENDATION_OUTCOMES,
+    Lake,
+)
+from recspark.ingest.outcomes import (
+    NAMED_IDS_MAX,
+    OUTSIDE_WINDOW,
+    Window,
+    in_scope,
+    merge_changes,
+    outcome_changes,
+    outside_window,
+    relevant,
+    stored_relevant,
+)
 from recspark.ingest.parse import TimeBounds, parse_events
 from recspark.ingest.plan import CONTENT, plan_batch
 
@@ -106,8 +130,15 @@ class EventBatchWriter:
                     if counts["events_written"]:
                         self.write_events(events, app_id, batch_id)
                 with _phase(phases, "merge"):
+                    # A batch of impressions alone leaves interactions (and the refresh) alone.
                     touched = (
-                        self.write_interactions(events, app_id, batch_id) if counts["events_written"] else 0
+                        self.write_interactions(events, app_id, batch_id) if counts["interest_events"] else 0
+                    )
+                with _phase(phases, "outcomes"):
+                    outcome_rows, outcome_issues = (
+                        self.write_outcomes(events, app_id, batch_id)
+                        if counts["impressions_written"] or counts["attributed_events"]
+                        else (0, {})
                     )
             finally:
                 decided.unpersist()
@@ -117,6 +148,8 @@ class EventBatchWriter:
         figures = {
             **counts,
             "interactions_touched": touched,
+            "outcome_rows": outcome_rows,
+            "outcome_issues": outcome_issues,
             "max_event_time": newest,
             "ingest_app_id": app_id,
             "batch_id": batch_id,
@@ -151,6 +184,44 @@ class EventBatchWriter:
         self.lake.require(spark, INTERACTIONS)
         path = self.lake.path(INTERACTIONS.name)
         return fold_increments(spark, path, increments, self.config.interactions, app_id, batch_id)
+
+    def write_outcomes(self, events: DataFrame, app_id: str, batch_id: int) -> tuple[int, dict[str, int]]:
+        """Credit the batch's new impressions and attributed events in ``recommendation_outcomes``
+        (:mod:`recspark.ingest.outcomes`); return the outcome rows changed and the changes to the
+        issue counts."""
+        spark = events.sparkSession
+        window = Window(timedelta(hours=self.config.outcomes.attribution_window_hours))
+        batch = relevant(events).localCheckpoint(eager=True)
+        issues = {OUTSIDE_WINDOW: outside_window(batch, window).count()}
+        new = in_scope(batch, window)
+        span = new.agg(F.min("served_at"), F.max("served_at"), F.count_distinct("recommendation_id")).first()
+        if span is None or not span[2]:
+            return 0, {k: v for k, v in issues.items() if v}
+        touched = new.select("recommendation_id").distinct()
+        ids = [r[0] for r in touched.collect()] if span[2] <= NAMED_IDS_MAX else None
+        stored = self.lake.read(spark, EVENTS)
+        before = stored_relevant(stored, touched, ids, (span[0], span[1]), window, app_id, batch_id)
+        before = before.localCheckpoint(eager=True)
+        purchases = F.col("event_type") == "purchase"
+        priced = not (new.where(purchases).isEmpty() and before.where(purchases).isEmpty())
+        changes, issue_changes = outcome_changes(before, new, self.prices(spark) if priced else None, window)
+        changes = changes.localCheckpoint(eager=True)
+        issues |= {r["reason"]: int(r["events"]) for r in issue_changes.collect()}
+        path = self.lake.path(RECOMMENDATION_OUTCOMES.name)
+        with idempotent_session_writes(spark, app_id, batch_id):
+            merge_changes(DeltaTable.forPath(spark, path), changes)
+        return changes.count(), {k: v for k, v in issues.items() if v}
+
+    def prices(self, spark: SparkSession) -> DataFrame | None:
+        """The catalog's price per item, or None without a readable catalog (a broken catalog
+        must not stall ingest: its purchases count as unpriced, and the log says why)."""
+        if self.config.catalog.path is None:
+            return None
+        try:
+            return read_catalog(spark, self.config.catalog.path).select("item_id", "price").localCheckpoint()
+        except CatalogError as exc:
+            log.warning("ingest: no prices for attributed purchases: %s", exc)
+            return None
 
     def append(self, frame: DataFrame, table: str, app_id: str, batch_id: int) -> None:
         append_once(frame, self.lake.path(table), app_id, batch_id, stamp=table != INGEST_METRICS.name)
@@ -225,7 +296,7 @@ def append_once(frame: DataFrame, path: str, app_id: str, batch_id: int, stamp: 
 def _log_batch(figures: dict) -> None:
     log.info(
         "ingest batch %d: input=%d quarantined=%d duplicates=%d late=%d forgotten=%d written=%d "
-        "interactions=%d in %.1fs %s",
+        "interactions=%d impressions=%d attributed=%d outcome_rows=%d issues=%s in %.1fs %s",
         figures["batch_id"],
         figures["input_rows"],
         figures["quarantined_rows"],
@@ -234,6 +305,10 @@ def _log_batch(figures: dict) -> None:
         figures["forgotten_rows"],
         figures["events_written"],
         figures["interactions_touched"],
+        figures["impressions_written"],
+        figures["attributed_events"],
+        figures["outcome_rows"],
+        figures["outcome_issues"],
         figures["duration_seconds"],
         figures["phase_seconds"],
     )
