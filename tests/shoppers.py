@@ -79,7 +79,7 @@ def simulate(
         arm = arms[k % len(arms)]
         shown_at = start + timedelta(seconds=rng.uniform(0, hours * 3600))
         shown_at = shown_at.replace(microsecond=shown_at.microsecond // 1000 * 1000)
-        rid = new_recommendation_id(int(shown_at.timestamp() * 1000))
+        rid = new_recommendation_id(int(shown_at.timestamp() * 1000), rng.randbytes(10))
         user = f"u{rng.randrange(users):03d}"
         shown = rng.sample(catalog, length)
         kind = rng.choice(["recommendations", "recommendations", "similar_items"])

@@ -15,7 +15,7 @@ from pyspark.errors import StreamingQueryException
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from recspark.core.config import Config, ConfigError, load_config
+from recspark.core.config import Config
 from recspark.core.interactions import aggregate_events
 from recspark.core.recommendation_ids import (
     is_recommendation_id,
@@ -28,6 +28,7 @@ from recspark.core.tables import (
     INGEST_METRICS,
     INTERACTIONS,
     RECOMMENDATION_OUTCOMES,
+    RECOMMENDATIONS,
     Lake,
 )
 from recspark.ingest.outcomes import KEY
@@ -55,12 +56,6 @@ def test_recommendation_ids_are_uuid7_that_carry_their_time() -> None:
         assert not is_recommendation_id(bad)
     with pytest.raises(ValueError, match="not a recommendation_id"):
         served_at_ms("not-an-id")
-
-
-def test_impressions_carry_no_weight_in_interactions(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="cannot weigh impressions"):
-        config_under(tmp_path, "interactions.weights.impression=1")
-    assert "impression" not in load_config(None, environ={}).interactions.weights
 
 
 def impression(rid: str, items: object, **fields: object) -> dict:
@@ -255,13 +250,20 @@ def test_impressions_never_reach_interactions(spark: SparkSession, attributed) -
     )
 
 
-def test_a_batch_of_impressions_alone_leaves_interactions_untouched(
+def click(rid: str, item: str, at: datetime) -> str:
+    return json.dumps(
+        json.loads(event(f"c-{rid}-{item}", iso(at), "u1", item, "view")) | {"recommendation_id": rid}
+    )
+
+
+def test_impressions_alone_leave_interactions_untouched_and_ended_variants_keep_their_credit(
     spark: SparkSession, tmp_path: Path
 ) -> None:
     config = outcome_config(tmp_path)
+    lake = Lake.at(config.lake.root)
+    lake.ensure(spark, RECOMMENDATIONS)  # lists published outside any experiment: no variant now
     drop_file(config, "views.jsonl", [event("v1", iso(NOW - timedelta(hours=2)), "u1", "i1", "view")])
     ingest(spark, config)
-    lake = Lake.at(config.lake.root)
     version = lake.version(spark, INTERACTIONS)
     rid = new_recommendation_id(int((NOW - timedelta(hours=1)).timestamp() * 1000))
     drop_file(config, "shown.jsonl", [json.dumps(impression(rid, ["i1", "i2"], model_version="1"))])
@@ -273,6 +275,19 @@ def test_a_batch_of_impressions_alone_leaves_interactions_untouched(
         0,
         2,
     )
+
+    ended = new_recommendation_id(int((NOW - timedelta(hours=3)).timestamp() * 1000))
+    lines = [
+        json.dumps(impression(ended, ["i3"], model_version="2", variant="challenger")),
+        click(ended, "i3", NOW - timedelta(minutes=170)),
+        click(rid, "i2", NOW - timedelta(minutes=50)),
+    ]
+    drop_file(config, "clicks.jsonl", lines)
+    ingest(spark, config)
+    metrics = table(spark, config, INGEST_METRICS).orderBy("started_at").collect()[-1]
+    assert metrics["outcome_issues"] == {"credited to a variant no longer served": 1}
+    clicks = {(k[1], k[2], k[5]): m["clicks"] for k, m in outcomes_of(spark, config).items()}
+    assert clicks == {("1", None, 1): 0, ("1", None, 2): 1, ("2", "challenger", 1): 1}
 
 
 def stable_outcomes(spark: SparkSession, config: Config) -> DataFrame:

@@ -32,12 +32,13 @@ RECOMMENDATION_ID_LENGTH = 36
 SERVED_AT_TOLERANCE = timedelta(hours=1)
 
 
-def new_recommendation_id(served_at_ms: int | None = None) -> str:
-    """A fresh id for a list served at ``served_at_ms`` (Unix milliseconds; now by default)."""
+def new_recommendation_id(served_at_ms: int | None = None, entropy: bytes | None = None) -> str:
+    """A fresh id for a list served at ``served_at_ms`` (Unix milliseconds; now by default).
+    ``entropy``: 10 bytes to use instead of fresh random ones (reproducible simulations)."""
     ms = time.time_ns() // 1_000_000 if served_at_ms is None else served_at_ms
     if not 0 <= ms < 1 << 48:
         raise ValueError(f"served_at_ms out of range: {ms}")
-    rand = int.from_bytes(os.urandom(10), "big")  # 80 bits, of which 74 are used
+    rand = int.from_bytes(entropy if entropy is not None else os.urandom(10), "big")  # 74 bits used
     value = (ms << 80) | (0x7 << 76) | ((rand >> 68) & 0xFFF) << 64 | (0b10 << 62) | (rand & ((1 << 62) - 1))
     h = f"{value:032x}"
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"

@@ -26,7 +26,8 @@ window), so *before* is read from a few days of ``events``, not the whole table.
 Issues, as the change in how many stored events are in each state (ingest_metrics.outcome_issues;
 summed over batches, the standing count): attributed events with no impression yet, for an item
 not in the list, purchases without a catalog price. Events outside the window are counted when
-they arrive (their state never changes).
+they arrive (their state never changes), and so are credits to a variant the serving table no
+longer has (an ended experiment: the credit stays with that variant's own rows).
 """
 
 from __future__ import annotations
@@ -53,7 +54,8 @@ NO_IMPRESSION = "no impression (yet)"
 NOT_IN_LIST = "item not in the list"
 NO_PRICE = "purchase without a catalog price"
 OUTSIDE_WINDOW = "outside the attribution window"
-ISSUES = (NO_IMPRESSION, NOT_IN_LIST, NO_PRICE, OUTSIDE_WINDOW)
+ENDED_VARIANT = "credited to a variant no longer served"
+ISSUES = (NO_IMPRESSION, NOT_IN_LIST, NO_PRICE, OUTSIDE_WINDOW, ENDED_VARIANT)
 
 # The columns attribution reads from events.
 COLUMNS = (
@@ -75,7 +77,7 @@ NAMED_IDS_MAX = 64
 
 
 @dataclass(frozen=True)
-class Window:
+class AttributionWindow:
     """When an attributed event counts for the list it names: within [served - tolerance,
     served + after] of the list's time."""
 
@@ -103,17 +105,11 @@ def relevant(events: DataFrame) -> DataFrame:
     )
 
 
-def in_scope(events: DataFrame, window: Window) -> DataFrame:
-    """The events of :func:`relevant` that can count: impressions and attributed events within
-    the window (the others never count, whatever else arrives)."""
+def attributable(window: AttributionWindow) -> Column:
+    """Whether an event of :func:`relevant` can count: an impression, or an attributed event
+    within its list's window (the others never count, whatever else arrives)."""
     kind = F.col("event_type")
-    return events.where((kind == IMPRESSION) | window.contains(F.col("event_time"), F.col("served_at")))
-
-
-def outside_window(events: DataFrame, window: Window) -> DataFrame:
-    """The attributed events of :func:`relevant` outside their list's window."""
-    kind = F.col("event_type")
-    return events.where((kind != IMPRESSION) & ~window.contains(F.col("event_time"), F.col("served_at")))
+    return (kind == IMPRESSION) | window.contains(F.col("event_time"), F.col("served_at"))
 
 
 def stored_relevant(
@@ -121,7 +117,7 @@ def stored_relevant(
     touched: DataFrame,
     ids: list[str] | None,
     times: tuple[datetime, datetime],
-    window: Window,
+    window: AttributionWindow,
     app_id: str,
     batch_id: int,
 ) -> DataFrame:
@@ -149,7 +145,9 @@ def _day(served_at: Column) -> Column:
     return F.to_date(served_at)
 
 
-def contributions(events: DataFrame, prices: DataFrame | None, window: Window) -> tuple[DataFrame, DataFrame]:
+def contributions(
+    events: DataFrame, prices: DataFrame | None, window: AttributionWindow
+) -> tuple[DataFrame, DataFrame]:
     """``f``: the outcome rows (KEY + METRICS) and the issue counts (``reason``, ``events``) of the
     lists whose events ``events`` (the output of :func:`relevant`) holds, exactly as if nothing
     else were stored. Events outside the window are left out (they never count; see the module)."""
@@ -171,7 +169,7 @@ def contributions(events: DataFrame, prices: DataFrame | None, window: Window) -
             "model_version",
             "variant",
             "list",
-            F.element_at("sources", F.col("position")).alias("source"),
+            F.try_element_at("sources", F.col("position")).alias("source"),
             F.col("position").cast("int").alias("position"),
             F.col("lists").alias("impressions"),
         )
@@ -192,7 +190,7 @@ def contributions(events: DataFrame, prices: DataFrame | None, window: Window) -
         "i.model_version",
         "i.variant",
         "i.list",
-        F.element_at(F.col("i.sources"), F.when(position > 0, position)).alias("source"),
+        F.try_element_at(F.col("i.sources"), F.when(position > 0, position)).alias("source"),
     )
     credited = located.where(F.col("position") > 0)
     purchase = F.col("event_type") == "purchase"
@@ -232,28 +230,56 @@ def contributions(events: DataFrame, prices: DataFrame | None, window: Window) -
 
 
 def outcome_changes(
-    before: DataFrame, new: DataFrame, prices: DataFrame | None, window: Window
-) -> tuple[DataFrame, DataFrame]:
-    """``f(before + new) - f(before)``: the changes to the outcome rows (only rows that change)
-    and to the issue counts a batch of ``new`` events (:func:`in_scope`) makes, ``before`` being
-    the stored events of the lists it touches."""
-    after = before.unionByName(new)
-    rows_after, issues_after = contributions(after, prices, window)
-    rows_before, issues_before = contributions(before, prices, window)
-    signed = rows_after.withColumn("_sign", F.lit(1)).unionByName(rows_before.withColumn("_sign", F.lit(-1)))
-    changes = signed.groupBy(*KEY).agg(
-        *[F.sum(F.col(m) * F.col("_sign")).cast("long").alias(m) for m in COUNTS],
+    before: DataFrame, new: DataFrame, prices: DataFrame | None, window: AttributionWindow
+) -> DataFrame:
+    """``f(before + new) - f(before)``, the change a batch of ``new`` events (:func:`attributable`)
+    makes, ``before`` being the stored events of the lists it touches: in one frame (one pass),
+    the changed outcome rows (KEY + METRICS, ``reason`` null) and the changes of the issue
+    counts (``reason``, ``events``); :func:`changed_rows` and :func:`issue_changes` split it."""
+
+    def facts(events: DataFrame, sign: int) -> DataFrame:
+        rows, issues = contributions(events, prices, window)
+        return (
+            rows.withColumn("reason", F.lit(None).cast("string"))
+            .unionByName(issues, allowMissingColumns=True)
+            .withColumn("_sign", F.lit(sign))
+        )
+
+    signed = facts(before.unionByName(new), 1).unionByName(facts(before, -1))
+    return signed.groupBy(*KEY, "reason").agg(
+        *[F.sum(F.col(m) * F.col("_sign")).cast("long").alias(m) for m in (*COUNTS, "events")],
         F.sum(F.col("revenue") * F.col("_sign")).alias("revenue"),
     )
+
+
+def changed_rows(changes: DataFrame) -> DataFrame:
+    """The outcome rows :func:`outcome_changes` changes (KEY + METRICS)."""
     changed = F.lit(False)
     for metric in METRICS:
         changed = changed | (F.col(metric) != 0)
-    issues = (
-        issues_after.unionByName(issues_before.select("reason", (-F.col("events")).alias("events")))
-        .groupBy("reason")
-        .agg(F.sum("events").alias("events"))
+    return changes.where(F.col("reason").isNull() & changed).select(*KEY, *METRICS)
+
+
+def issue_changes(changes: DataFrame) -> dict[str, int]:
+    """The changes of the issue counts in :func:`outcome_changes`' result, by reason."""
+    rows = changes.where(F.col("reason").isNotNull()).select("reason", "events").collect()
+    return {r["reason"]: int(r["events"] or 0) for r in rows}
+
+
+def ended_variant_credits(changes: DataFrame, live: set[str | None]) -> int:
+    """The attributed events in ``changes`` credited to a variant the serving table no longer has
+    (an experiment that ended after the list was served). They stay credited to their own
+    variant; this only counts them."""
+    named = [v for v in live if v is not None]
+    ended = (
+        F.col("variant").isNotNull() & ~F.col("variant").isin(*named)
+        if named
+        else F.col("variant").isNotNull()
     )
-    return changes.where(changed), issues
+    row = (
+        changes.where(ended).agg(F.sum(F.col("clicks") + F.col("add_to_carts") + F.col("purchases"))).first()
+    )
+    return int(row[0] or 0) if row is not None else 0
 
 
 def merge_changes(target: DeltaTable, changes: DataFrame) -> int | None:

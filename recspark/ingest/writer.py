@@ -36,16 +36,20 @@ from recspark.core.tables import (
     INTERACTIONS,
     QUARANTINE,
     RECOMMENDATION_OUTCOMES,
+    RECOMMENDATIONS,
     Lake,
 )
 from recspark.ingest.outcomes import (
+    ENDED_VARIANT,
     NAMED_IDS_MAX,
     OUTSIDE_WINDOW,
-    Window,
-    in_scope,
+    AttributionWindow,
+    attributable,
+    changed_rows,
+    ended_variant_credits,
+    issue_changes,
     merge_changes,
     outcome_changes,
-    outside_window,
     relevant,
     stored_relevant,
 )
@@ -53,6 +57,9 @@ from recspark.ingest.parse import TimeBounds, parse_events
 from recspark.ingest.plan import CONTENT, plan_batch
 
 log = logging.getLogger(__name__)
+
+# How long ingest trusts its reading of the variants the serving table holds.
+LIVE_VARIANTS_SECONDS = 600.0
 
 
 class IngestProgress:
@@ -98,6 +105,7 @@ class EventBatchWriter:
         self.bounds = TimeBounds(config.ingest.earliest_event_time, config.ingest.max_future_minutes)
         self.progress = IngestProgress(lake, checkpoint, config.ingest.allowed_lateness_hours)
         self._tombstones_ensured = False
+        self._live_variants: tuple[float, set[str | None]] | None = None
 
     def __call__(self, batch: DataFrame, batch_id: int) -> None:
         started = time.time()
@@ -190,27 +198,54 @@ class EventBatchWriter:
         (:mod:`recspark.ingest.outcomes`); return the outcome rows changed and the changes to the
         issue counts."""
         spark = events.sparkSession
-        window = Window(timedelta(hours=self.config.outcomes.attribution_window_hours))
+        window = AttributionWindow(timedelta(hours=self.config.outcomes.attribution_window_hours))
         batch = relevant(events).localCheckpoint(eager=True)
-        issues = {OUTSIDE_WINDOW: outside_window(batch, window).count()}
-        new = in_scope(batch, window)
-        span = new.agg(F.min("served_at"), F.max("served_at"), F.count_distinct("recommendation_id")).first()
-        if span is None or not span[2]:
+        scope = attributable(window)
+        span = batch.agg(
+            F.count_if(~scope),
+            F.min(F.when(scope, F.col("served_at"))),
+            F.max(F.when(scope, F.col("served_at"))),
+            F.count_distinct(F.when(scope, F.col("recommendation_id"))),
+        ).first()
+        assert span is not None  # a global aggregate has one row
+        issues = {OUTSIDE_WINDOW: int(span[0])}
+        if not span[3]:
             return 0, {k: v for k, v in issues.items() if v}
+        new = batch.where(scope)
         touched = new.select("recommendation_id").distinct()
-        ids = [r[0] for r in touched.collect()] if span[2] <= NAMED_IDS_MAX else None
+        ids = [r[0] for r in touched.collect()] if span[3] <= NAMED_IDS_MAX else None
         stored = self.lake.read(spark, EVENTS)
-        before = stored_relevant(stored, touched, ids, (span[0], span[1]), window, app_id, batch_id)
+        before = stored_relevant(stored, touched, ids, (span[1], span[2]), window, app_id, batch_id)
         before = before.localCheckpoint(eager=True)
         purchases = F.col("event_type") == "purchase"
         priced = not (new.where(purchases).isEmpty() and before.where(purchases).isEmpty())
-        changes, issue_changes = outcome_changes(before, new, self.prices(spark) if priced else None, window)
-        changes = changes.localCheckpoint(eager=True)
-        issues |= {r["reason"]: int(r["events"]) for r in issue_changes.collect()}
+        prices = self.prices(spark) if priced else None
+        computed = outcome_changes(before, new, prices, window).localCheckpoint(eager=True)
+        issues |= issue_changes(computed)
+        changes = changed_rows(computed)
+        live = self.live_variants(spark)
+        if live is not None:
+            issues[ENDED_VARIANT] = ended_variant_credits(changes, live)
         path = self.lake.path(RECOMMENDATION_OUTCOMES.name)
         with idempotent_session_writes(spark, app_id, batch_id):
             merge_changes(DeltaTable.forPath(spark, path), changes)
         return changes.count(), {k: v for k, v in issues.items() if v}
+
+    def live_variants(self, spark: SparkSession) -> set[str | None] | None:
+        """The variants the serving table holds now (None before anything is published), read
+        at most once per ``LIVE_VARIANTS_SECONDS``: a scan of one column of every list."""
+        now = time.monotonic()
+        if self._live_variants is None or now - self._live_variants[0] > LIVE_VARIANTS_SECONDS:
+            if not self.lake.exists(spark, RECOMMENDATIONS):
+                return None
+            lists = self.lake.read(spark, RECOMMENDATIONS)
+            variants = (
+                {r[0] for r in lists.select("variant").distinct().collect()}
+                if "variant" in lists.columns
+                else {None}
+            )
+            self._live_variants = (now, variants)
+        return self._live_variants[1]
 
     def prices(self, spark: SparkSession) -> DataFrame | None:
         """The catalog's price per item, or None without a readable catalog (a broken catalog
