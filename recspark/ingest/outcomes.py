@@ -288,8 +288,8 @@ def merge_changes(target: DeltaTable, changes: DataFrame) -> int | None:
     caller sets the batch's txnAppId/txnVersion)."""
     t, s = "t", "s"
     condition = " AND ".join(f"{t}.`{k}` <=> {s}.`{k}`" for k in KEY)
-    updates = {f"`{m}`": f"{t}.`{m}` + {s}.`{m}`" for m in METRICS} | {"updated_at": f"{s}.updated_at"}
-    inserts = {f"`{c}`": f"{s}.`{c}`" for c in RECOMMENDATION_OUTCOMES_SCHEMA.fieldNames()}
+    updates = {m: f"{t}.`{m}` + {s}.`{m}`" for m in METRICS} | {"updated_at": f"{s}.updated_at"}
+    inserts = {c: f"{s}.`{c}`" for c in RECOMMENDATION_OUTCOMES_SCHEMA.fieldNames()}
     source = changes.select(*[F.col(c) for c in (*KEY, *METRICS)], F.current_timestamp().alias("updated_at"))
     metrics = (
         target.alias(t)
