@@ -207,7 +207,7 @@ def main() -> None:
 
     for r in range(args.repeats):
         late = impressions(spark, 30 * n + r * 10_000, 2_000, day_ms)
-        store(followers(late, 0.1, f"l{r}"), lake, 300 + r)  # their clicks, stored first
+        store(followers(late, 0.1, f"l{r}"), lake, 400 + r)  # their clicks, stored by an earlier batch
         batch = as_batch(late).localCheckpoint(eager=True)
         sizes["late impressions"] = batch.count()
         seconds, rows, issues = timed(writer, batch, 300 + r)
