@@ -72,11 +72,8 @@ COLUMNS = (
     "sources",
 )
 # Up to this many ids, the look-up of stored events names each (Delta checks every name against
-# every file's min/max, and time-ordered ids skip most files).
+# every file's min/max, and time-ordered ids skip most files); more ids are read as a range.
 NAMED_IDS_MAX = 64
-# Up to this many ids, the stored events are joined with them broadcast (no shuffle of the
-# stored side); more (a backfill of whole days) are joined by a shuffle.
-BROADCAST_IDS_MAX = 50_000
 
 
 @dataclass(frozen=True)
@@ -123,13 +120,10 @@ def stored_relevant(
     window: AttributionWindow,
     app_id: str,
     batch_id: int,
-    broadcast: bool = True,
 ) -> DataFrame:
     """The stored events of the ``touched`` lists (a frame of ``recommendation_id``) that can
     count for them, minus this very batch's earlier attempt. ``ids``: the touched ids when few
-    (named one by one for file skipping), else None; ``times``: the first and last served_at;
-    ``broadcast``: whether ``touched`` is small enough to broadcast. Only files whose
-    ``event_time`` range meets the lists' times (minus the tolerance, plus the window) are read."""
+    (named one by one for file skipping), else None; ``times``: the first and last served_at."""
     earliest, latest = window.stored_days(*times)
     first_day, last_day = earliest.date(), latest.date()
     months = sorted(
@@ -140,11 +134,10 @@ def stored_relevant(
     candidates = (
         events.where(F.col("event_month").isin(months) | F.col("event_month").isNull())
         .where(F.col("event_date").between(first_day, last_day))
-        .where(F.col("event_time").between(F.lit(earliest), F.lit(latest)))
         .where(rid.isNotNull() & named)
         .where(~((F.col("ingest_app_id") == app_id) & (F.col("ingest_batch_id") == batch_id)))
     )
-    keys = F.broadcast(touched) if broadcast else touched
+    keys = F.broadcast(touched) if ids is not None else touched
     return relevant(candidates.join(keys, "recommendation_id", "left_semi"))
 
 

@@ -40,7 +40,6 @@ from recspark.core.tables import (
     Lake,
 )
 from recspark.ingest.outcomes import (
-    BROADCAST_IDS_MAX,
     ENDED_VARIANT,
     NAMED_IDS_MAX,
     OUTSIDE_WINDOW,
@@ -206,7 +205,7 @@ class EventBatchWriter:
             F.count_if(~scope),
             F.min(F.when(scope, F.col("served_at"))),
             F.max(F.when(scope, F.col("served_at"))),
-            F.count_if(scope),  # at least the lists touched: no distinct count (a shuffle) needed
+            F.count_distinct(F.when(scope, F.col("recommendation_id"))),
         ).first()
         assert span is not None  # a global aggregate has one row
         issues = {OUTSIDE_WINDOW: int(span[0])}
@@ -216,8 +215,7 @@ class EventBatchWriter:
         touched = new.select("recommendation_id").distinct()
         ids = [r[0] for r in touched.collect()] if span[3] <= NAMED_IDS_MAX else None
         stored = self.lake.read(spark, EVENTS)
-        small = span[3] <= BROADCAST_IDS_MAX
-        before = stored_relevant(stored, touched, ids, (span[1], span[2]), window, app_id, batch_id, small)
+        before = stored_relevant(stored, touched, ids, (span[1], span[2]), window, app_id, batch_id)
         before = before.localCheckpoint(eager=True)
         purchases = F.col("event_type") == "purchase"
         priced = not (new.where(purchases).isEmpty() and before.where(purchases).isEmpty())
