@@ -23,9 +23,20 @@ if TYPE_CHECKING:
     from _typeshed import DataclassInstance
 
 ENV_PREFIX = "RECSPARK__"
-EVENT_TYPES = ("view", "add_to_cart", "remove_from_cart", "purchase", "rating")
-# The fields every event must carry (data contract §1).
+# The event types that say something about a user's interest in an item (what interactions fold).
+INTEREST_EVENT_TYPES = ("view", "add_to_cart", "remove_from_cart", "purchase", "rating")
+# A served list shown to a user: never interest in an item (data contract §1).
+IMPRESSION = "impression"
+EVENT_TYPES = (*INTEREST_EVENT_TYPES, IMPRESSION)
+# The fields every event must carry (data contract §1); an impression may leave item_id empty.
 REQUIRED_FIELDS = ("event_id", "event_time", "user_id", "item_id", "event_type")
+IMPRESSION_REQUIRED_FIELDS = ("recommendation_id", "items")
+# The events an impression's recommendation_id attributes to it: a click (a view), an add-to-cart,
+# a purchase of one of its items (recommendation_outcomes' clicks, add_to_carts, purchases).
+ATTRIBUTED_EVENT_TYPES = ("view", "add_to_cart", "purchase")
+# Which list an impression shows (its optional ``list`` field): a user's recommendations, or an
+# item's similar items (the serving tables' names).
+SERVED_LISTS = ("recommendations", "similar_items")
 
 
 class ConfigError(ValueError):
@@ -175,9 +186,13 @@ class InteractionsConfig:
     """Exponential time decay of old evidence; null: none."""
 
     def __post_init__(self) -> None:
-        unknown = sorted(set(self.weights) - set(EVENT_TYPES))
+        _require(
+            IMPRESSION not in self.weights,
+            "interactions.weights cannot weigh impressions: a list shown is never interest in an item",
+        )
+        unknown = sorted(set(self.weights) - set(INTEREST_EVENT_TYPES))
         _require(not unknown, f"interactions.weights has unknown event types: {unknown}")
-        missing = sorted(set(EVENT_TYPES) - set(self.weights))
+        missing = sorted(set(INTEREST_EVENT_TYPES) - set(self.weights))
         _require(not missing, f"interactions.weights misses event types: {missing}")
         _require(0 <= self.rating_center < 5, "interactions.rating_center must be in [0, 5)")
         _require(
@@ -575,6 +590,45 @@ class MaintenanceConfig:
 
 
 @dataclass(frozen=True)
+class OutcomesConfig:
+    """How ingest attributes shoppers' events to the lists they were shown (recommendation_outcomes)."""
+
+    attribution_window_hours: float = 24.0
+    """A view, add-to-cart or purchase carrying a `recommendation_id` counts for that list when it
+    happens within this many hours after the list was served (and at most an hour before, for
+    clocks that disagree)."""
+
+    def __post_init__(self) -> None:
+        _require(self.attribution_window_hours > 0, "outcomes.attribution_window_hours must be > 0")
+
+
+@dataclass(frozen=True)
+class ImpressionsConfig:
+    """The lookup service's impression log: batched, off the request path, into the ingest source
+    (the landing folder ``ingest.path`` or the topic ``ingest.kafka.topic``)."""
+
+    enabled: bool = True
+    """The lookup service logs an impression for every list it serves, into the ingest source
+    (`ingest.path` or `ingest.kafka.topic`)."""
+    queue_size: int = 10_000
+    """Served lists waiting to be written; when full, new ones are dropped and counted (a slow disk
+    or broker never slows a request)."""
+    batch_size: int = 1_000
+    """A batch (one file, or that many messages) is written when it holds this many lists, when its
+    oldest is `flush_seconds` old, and on shutdown."""
+    flush_seconds: float = 1.0
+    """The longest a served list waits in the queue before its batch is written."""
+    delivery_timeout_seconds: float = 30.0
+    """Kafka: how long the client retries a message before it counts as dropped."""
+
+    def __post_init__(self) -> None:
+        _require(self.queue_size > 0, "impressions.queue_size must be > 0")
+        _require(self.batch_size > 0, "impressions.batch_size must be > 0")
+        _require(self.flush_seconds > 0, "impressions.flush_seconds must be > 0")
+        _require(self.delivery_timeout_seconds > 0, "impressions.delivery_timeout_seconds must be > 0")
+
+
+@dataclass(frozen=True)
 class GenerateConfig:
     """The synthetic shop `recspark generate` (and the demo) writes."""
 
@@ -611,6 +665,8 @@ class Config:
     quality: QualityConfig = field(default_factory=QualityConfig)
     maintenance: MaintenanceConfig = field(default_factory=MaintenanceConfig)
     generate: GenerateConfig = field(default_factory=GenerateConfig)
+    outcomes: OutcomesConfig = field(default_factory=OutcomesConfig)
+    impressions: ImpressionsConfig = field(default_factory=ImpressionsConfig)
 
     def with_overrides(self, assignments: Iterable[str]) -> Config:
         """A copy with ``key=value`` assignments applied (values parsed as YAML scalars)."""

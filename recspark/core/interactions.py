@@ -15,9 +15,9 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql.window import Window
 
-from recspark.core.config import EVENT_TYPES, InteractionsConfig
+from recspark.core.config import INTEREST_EVENT_TYPES, InteractionsConfig
 
-COUNT_COLUMNS = {event_type: f"{event_type}_count" for event_type in EVENT_TYPES}
+COUNT_COLUMNS = {event_type: f"{event_type}_count" for event_type in INTEREST_EVENT_TYPES}
 SECONDS_PER_DAY = 86_400.0
 PAIR_KEYS = ["user_id", "item_id"]
 
@@ -46,13 +46,22 @@ def _seconds_between(later: Column, earlier: Column) -> Column:
     return later.cast("double") - earlier.cast("double")
 
 
+def interest_events(events: DataFrame) -> DataFrame:
+    """The events that say something about a user's interest in an item: every type but
+    impressions (a list shown is not interest in its items, nor in the empty item_id it carries)."""
+    return events.where(F.col("event_type").isin(*INTEREST_EVENT_TYPES))
+
+
 def aggregate_events(events: DataFrame, config: InteractionsConfig) -> DataFrame:
-    """One row per (user, item) from a set of events, in the ``interactions`` schema."""
-    with_last = events.withColumn(
-        "_pair_last", F.max("event_time").over(Window.partitionBy("user_id", "item_id"))
-    ).withColumn(
-        "_contribution",
-        event_weight(config) * _decay(_seconds_between(F.col("_pair_last"), F.col("event_time")), config),
+    """One row per (user, item) from a set of events, in the ``interactions`` schema; events
+    that are not interest (impressions) are left out."""
+    with_last = (
+        interest_events(events)
+        .withColumn("_pair_last", F.max("event_time").over(Window.partitionBy("user_id", "item_id")))
+        .withColumn(
+            "_contribution",
+            event_weight(config) * _decay(_seconds_between(F.col("_pair_last"), F.col("event_time")), config),
+        )
     )
     counts = [
         F.sum(F.when(F.col("event_type") == t, 1).otherwise(0)).cast("long").alias(c)

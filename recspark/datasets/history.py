@@ -39,9 +39,15 @@ def load_history(spark: SparkSession, config: Config, lake: Lake, events: DataFr
         F.lit(0).cast("long").alias("ingest_batch_id"),
     )
     lake.ensure(spark, EVENTS)
-    with_event_partitions(typed).select(*EVENTS_SCHEMA.fieldNames()).write.format("delta").mode(
-        "append"
-    ).save(lake.path(EVENTS.name))
+    partitioned = with_event_partitions(typed)
+    # The columns a history does not carry (impressions' fields) are stored null.
+    stored = partitioned.select(
+        *[
+            F.col(f.name) if f.name in partitioned.columns else F.lit(None).cast(f.dataType).alias(f.name)
+            for f in EVENTS_SCHEMA
+        ]
+    )
+    stored.write.format("delta").mode("append").save(lake.path(EVENTS.name))
     lake.ensure(spark, interactions_table(config.ingest.deletion_vectors))
     aggregate_events(lake.read(spark, EVENTS), config.interactions).write.format("delta").mode(
         "overwrite"

@@ -10,6 +10,7 @@ from pyspark.sql import functions as F
 from recspark.core.catalog import read_catalog
 from recspark.core.config import Config
 from recspark.core.gates import Gate, no_gate
+from recspark.core.interactions import interest_events
 from recspark.core.tables import EVENTS, INTERACTIONS, Lake
 from recspark.model.candidates.sources import eligible_items
 from recspark.model.evaluation.splits import Split, SplitError, SplitPolicy, choose_split
@@ -47,7 +48,8 @@ def read_inputs(spark: SparkSession, config: Config, lake: Lake, gate: Gate = no
     """Pin the tables' versions (logged with the run), gate the interactions, split the events."""
     versions = {"events": lake.version(spark, EVENTS), "interactions": lake.version(spark, INTERACTIONS)}
     # Read several times (the split's counts, then each period): once from storage.
-    events = lake.read(spark, EVENTS, versions["events"]).persist()
+    # Impressions are lists shown, not interest: no split, holdout or model sees them.
+    events = interest_events(lake.read(spark, EVENTS, versions["events"])).persist()
     interactions = lake.read(spark, INTERACTIONS, versions["interactions"])
     gate("interactions", interactions, versions["interactions"])
     try:
