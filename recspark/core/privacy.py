@@ -3,10 +3,13 @@ user's replayed events) and the id map's high-water mark (model never reuses the
 
 from __future__ import annotations
 
-from pyspark.sql import Column, SparkSession
+from dataclasses import dataclass
+from datetime import datetime
+
+from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from recspark.core.tables import Lake, TableSpec
+from recspark.core.tables import FORGOTTEN_USERS, Lake, TableSpec
 
 # A table property of an id map: the highest index ever handed out, even if its row was deleted.
 HIGH_WATER_PROPERTY = "recspark.indexHighWater"
@@ -35,3 +38,48 @@ def raise_index_high_water(spark: SparkSession, lake: Lake, spec: TableSpec) -> 
     spark.sql(
         f"ALTER TABLE delta.`{lake.path(spec.name)}` SET TBLPROPERTIES ('{HIGH_WATER_PROPERTY}' = '{mark}')"
     )
+
+
+@dataclass(frozen=True)
+class Tombstones:
+    """The forget-user tombstones as a writer read them: the table's version (None: it did not
+    exist yet) and its rows at that version (user_hash, forgotten_at).
+
+    A stream filters its batch against these, then commits; an erasure may land in between (its
+    tombstone after this read, its DELETE before the stream's commit), so after committing the
+    stream asks :meth:`added_since` and removes those users' rows itself."""
+
+    version: int | None
+    rows: DataFrame
+
+    @classmethod
+    def read(cls, spark: SparkSession, lake: Lake) -> Tombstones:
+        if not lake.exists(spark, FORGOTTEN_USERS):
+            return cls(None, spark.createDataFrame([], FORGOTTEN_USERS.schema))
+        version = lake.version(spark, FORGOTTEN_USERS)
+        return cls(version, lake.read(spark, FORGOTTEN_USERS, version))
+
+    def added_since(self, spark: SparkSession, lake: Lake) -> list[tuple[str, datetime]]:
+        """Tombstones committed after this read (user_hash, forgotten_at): usually none, and
+        then only the table's version is read."""
+        if not lake.exists(spark, FORGOTTEN_USERS):
+            return []
+        if self.version is not None and lake.version(spark, FORGOTTEN_USERS) == self.version:
+            return []
+        added = lake.read(spark, FORGOTTEN_USERS).join(self.rows, ["user_hash", "forgotten_at"], "left_anti")
+        return [(r["user_hash"], r["forgotten_at"]) for r in added.collect()]
+
+
+def of_forgotten(
+    tombstones: list[tuple[str, datetime]], dated_before: str | None = None, user_column: str = "user_id"
+) -> Column:
+    """Rows of the tombstoned users; with ``dated_before``, only those whose timestamp column of
+    that name is before the user's forget (what ingest drops on replay)."""
+    hashed = user_hash(F.col(user_column))
+    condition = F.lit(False)
+    for hashed_id, forgotten_at in tombstones:
+        term = hashed == F.lit(hashed_id)
+        if dated_before is not None:
+            term = term & (F.col(dated_before) < F.lit(forgotten_at))
+        condition = condition | term
+    return condition

@@ -27,7 +27,9 @@ from pyspark.sql import functions as F
 
 from recspark.core.catalog import CatalogError, read_catalog
 from recspark.core.config import Config
-from recspark.core.interactions import aggregate_events
+from recspark.core.conflicts import retry_on_conflict
+from recspark.core.interactions import PAIR_KEYS, aggregate_events
+from recspark.core.privacy import Tombstones, of_forgotten
 from recspark.core.streaming import append_idempotent, idempotent_session_writes, streaming_app_id
 from recspark.core.tables import (
     EVENTS,
@@ -114,7 +116,8 @@ class EventBatchWriter:
         phases: dict[str, float] = {}
         with _phase(phases, "state"):
             app_id = self.progress.resume(spark)
-            forgotten = self.forgotten_users(spark)
+            tombstones = self.forgotten_users(spark)
+            forgotten = tombstones.rows
         parsed = parse_events(batch, self.bounds).withColumn("ingested_at", F.current_timestamp()).persist()
         try:
             with _phase(phases, "parse"):
@@ -153,6 +156,8 @@ class EventBatchWriter:
                 decided.unpersist()
         finally:
             parsed.unpersist()
+        with _phase(phases, "forget"):
+            self.drop_users_forgotten_meanwhile(spark, tombstones, batch_id)
         newest = self.progress.newest_with(counts["max_event_time"])
         figures = {
             **counts,
@@ -170,13 +175,49 @@ class EventBatchWriter:
         self.progress.max_event_time = newest
         _log_batch(figures)
 
-    def forgotten_users(self, spark: SparkSession) -> DataFrame:
-        """The forget-user tombstones. The table is ensured once per stream, not per batch
-        (creating or upgrading it reads its log several times)."""
+    def forgotten_users(self, spark: SparkSession) -> Tombstones:
+        """The forget-user tombstones, pinned at the version read now. The table is ensured
+        once per stream, not per batch (creating or upgrading it reads its log several times)."""
         if not self._tombstones_ensured:
             self.lake.ensure(spark, FORGOTTEN_USERS)
             self._tombstones_ensured = True
-        return self.lake.read(spark, FORGOTTEN_USERS)
+        return Tombstones.read(spark, self.lake)
+
+    def drop_users_forgotten_meanwhile(self, spark: SparkSession, read: Tombstones, batch_id: int) -> None:
+        """Remove what this batch wrote for users forgotten after it read the tombstones: their
+        erasure may have run its DELETEs before this batch committed. Their events dated before
+        the forget go, and their interactions become those of the events left (one MERGE)."""
+        late = read.added_since(spark, self.lake)
+        if not late:
+            return
+        log.info(
+            "ingest batch %d: %d user(s) forgotten during the batch: removing their rows", batch_id, len(late)
+        )
+        events = self.lake.delta(spark, EVENTS)
+        retry_on_conflict(
+            lambda: events.delete(of_forgotten(late, dated_before="event_time")),
+            f"ingest batch {batch_id}: delete events of users forgotten meanwhile",
+        )
+        remaining = aggregate_events(
+            self.lake.read(spark, EVENTS).where(of_forgotten(late)), self.config.interactions
+        ).localCheckpoint(eager=True)
+        target = self.lake.delta(spark, INTERACTIONS)
+
+        def replace_their_interactions() -> None:
+            condition = " AND ".join(f"t.{k} = s.{k}" for k in PAIR_KEYS)
+            (
+                target.alias("t")
+                .merge(remaining.alias("s"), condition)
+                .whenMatchedUpdateAll()
+                .whenNotMatchedInsertAll()
+                .whenNotMatchedBySourceDelete(of_forgotten(late, user_column="t.user_id"))
+                .execute()
+            )
+
+        retry_on_conflict(
+            replace_their_interactions,
+            f"ingest batch {batch_id}: replace the interactions of users forgotten meanwhile",
+        )
 
     def write_events(self, events: DataFrame, app_id: str, batch_id: int) -> None:
         self.append(month_files(events), EVENTS.name, app_id, batch_id)
@@ -192,7 +233,12 @@ class EventBatchWriter:
         increments = aggregate_events(events, self.config.interactions).localCheckpoint(eager=True)
         self.lake.require(spark, INTERACTIONS)
         path = self.lake.path(INTERACTIONS.name)
-        return fold_increments(spark, path, increments, self.config.interactions, app_id, batch_id)
+        # A lost commit race (maintain's OPTIMIZE, an erasure's DELETE) committed nothing, and
+        # the fold is idempotent per batch: run it again.
+        return retry_on_conflict(
+            lambda: fold_increments(spark, path, increments, self.config.interactions, app_id, batch_id),
+            f"ingest batch {batch_id}: fold into interactions",
+        )
 
     def write_outcomes(self, events: DataFrame, app_id: str, batch_id: int) -> tuple[int, dict[str, int]]:
         """Credit the batch's new impressions and attributed events in ``recommendation_outcomes``
@@ -229,7 +275,10 @@ class EventBatchWriter:
             issues[ENDED_VARIANT] = ended_variant_credits(changes, live)
         path = self.lake.path(RECOMMENDATION_OUTCOMES.name)
         with idempotent_session_writes(spark, app_id, batch_id):
-            merge_changes(DeltaTable.forPath(spark, path), changes)
+            retry_on_conflict(
+                lambda: merge_changes(DeltaTable.forPath(spark, path), changes),
+                f"ingest batch {batch_id}: merge into {RECOMMENDATION_OUTCOMES.name}",
+            )
         return changes.count(), {k: v for k, v in issues.items() if v}
 
     def live_variants(self, spark: SparkSession) -> set[str | None] | None:
@@ -260,7 +309,12 @@ class EventBatchWriter:
             return None
 
     def append(self, frame: DataFrame, table: str, app_id: str, batch_id: int) -> None:
-        append_once(frame, self.lake.path(table), app_id, batch_id, stamp=table != INGEST_METRICS.name)
+        retry_on_conflict(
+            lambda: append_once(
+                frame, self.lake.path(table), app_id, batch_id, stamp=table != INGEST_METRICS.name
+            ),
+            f"ingest batch {batch_id}: append to {table}",
+        )
 
 
 @contextmanager

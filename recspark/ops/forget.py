@@ -26,6 +26,7 @@ from delta.tables import DeltaTable
 from pyspark.sql import Column, SparkSession
 from pyspark.sql import functions as F
 
+from recspark.core.conflicts import retry_on_conflict
 from recspark.core.privacy import raise_index_high_water, user_hash
 from recspark.core.tables import (
     ALS_USER_FACTORS,
@@ -98,14 +99,19 @@ def forget_user(spark: SparkSession, lake: Lake, user_id: str) -> dict[str, int]
 
 
 def _delete(table: DeltaTable, condition: Column) -> int:
-    table.delete(condition)
+    # Streams and maintain write beside an erasure: a DELETE that lost a commit race deleted
+    # nothing, and runs again.
+    retry_on_conflict(lambda: table.delete(condition), "forget-user: delete")
     return _last_operation_rows(table, "numDeletedRows")
 
 
 def _scrub(table: DeltaTable, column: str, user_id: str) -> int:
-    table.update(
-        _mentions(column, user_id),
-        {column: F.regexp_replace(F.col(column), mention_pattern(user_id), REPLACEMENT)},
+    retry_on_conflict(
+        lambda: table.update(
+            _mentions(column, user_id),
+            {column: F.regexp_replace(F.col(column), mention_pattern(user_id), REPLACEMENT)},
+        ),
+        "forget-user: scrub",
     )
     return _last_operation_rows(table, "numUpdatedRows")
 

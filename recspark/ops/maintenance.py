@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import logging
+from functools import partial
 
 from delta.tables import DeltaTable
 from pyspark.sql import SparkSession
 
 from recspark.core.config import Config
+from recspark.core.conflicts import retry_on_conflict
 from recspark.core.interactions import aggregate_events
 from recspark.core.tables import (
     ALL_TABLES,
@@ -15,6 +17,7 @@ from recspark.core.tables import (
     EVENTS,
     INTERACTIONS,
     Lake,
+    TableSpec,
     interactions_table,
 )
 
@@ -41,28 +44,35 @@ def maintain(spark: SparkSession, lake: Lake, retention_hours: float) -> dict[st
     VACUUM every table.
 
     The retention (config, at least a week) protects readers and streams on older versions.
+    The streams keep writing meanwhile: a rewrite that loses a commit race to one of their
+    MERGEs committed nothing and runs again (logged), as does the stream's MERGE that loses.
     """
     done = {}
     for spec in ALL_TABLES:
         if not lake.exists(spark, spec):
             continue
         table = DeltaTable.forPath(spark, lake.path(spec.name))
-        optimize = table.optimize()
-        if spec.cluster_by:
-            # Refresh batches append files of random users; Z-ordering by the clustering columns
-            # restores narrow per-file ranges (it rewrites the whole table, once a week).
-            compacted = optimize.executeZOrderBy(*spec.cluster_by)
-        else:
-            compacted = optimize.executeCompaction()
-        metrics = compacted.select("metrics.numFilesRemoved").first()
-        done[spec.name] = f"compacted {metrics[0] if metrics else 0} files"
+
+        def optimize(table: DeltaTable = table, spec: TableSpec = spec) -> int:
+            if spec.cluster_by:
+                # Refresh batches append files of random users; Z-ordering by the clustering
+                # columns restores narrow per-file ranges (it rewrites the whole table, weekly).
+                compacted = table.optimize().executeZOrderBy(*spec.cluster_by)
+            else:
+                compacted = table.optimize().executeCompaction()
+            metrics = compacted.select("metrics.numFilesRemoved").collect()
+            return int(metrics[0][0]) if metrics else 0
+
+        removed = retry_on_conflict(optimize, f"maintain: OPTIMIZE {spec.name}")
+        done[spec.name] = f"compacted {removed} files"
         properties = table.detail().select("properties").collect()[0][0] or {}
         if properties.get(DELETION_VECTORS) == "true":
             # Rows marked deleted (refresh MERGEs, forget-user) are still in their data files
             # until those files are rewritten; VACUUM then removes the old files.
-            spark.sql(f"REORG TABLE delta.`{lake.path(spec.name)}` APPLY (PURGE)")
+            purge = f"REORG TABLE delta.`{lake.path(spec.name)}` APPLY (PURGE)"
+            retry_on_conflict(partial(spark.sql, purge), f"maintain: REORG {spec.name}")
             done[spec.name] += ", deletion vectors purged"
-        table.vacuum(retention_hours)
+        retry_on_conflict(partial(table.vacuum, retention_hours), f"maintain: VACUUM {spec.name}")
         done[spec.name] += ", vacuumed"
         log.info("maintain: %s %s", spec.name, done[spec.name])
     return done

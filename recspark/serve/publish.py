@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 
@@ -15,7 +17,9 @@ from pyspark.sql.window import Window
 
 from recspark.core.catalog import read_catalog
 from recspark.core.config import AUTO, Config
+from recspark.core.conflicts import retry_on_conflict
 from recspark.core.gates import Gate
+from recspark.core.privacy import Tombstones, of_forgotten
 from recspark.core.registry import champion_version, configure_mlflow
 from recspark.core.tables import INTERACTIONS, RECOMMENDATIONS, SIMILAR_ITEMS, Lake, clustered, serving_table
 from recspark.model.candidates.lists import (
@@ -321,13 +325,18 @@ def publish_full(
             top_n=config.serve.top_n,
             unavailable_items=unavailable_item_ids(spark, config),
         )
-        publish_recommendations(lake, recommendations, interactions_version)
+        retry_on_conflict(
+            lambda: publish_recommendations(lake, recommendations, interactions_version),
+            "recommend: replace the serving table",
+        )
     finally:
         recommendations.unpersist()
     if config.serve.similar_items and champion is not None:
         lake.ensure(spark, SIMILAR_ITEMS)
-        similar_items(spark, config, champion).write.format("delta").mode("overwrite").save(
-            lake.path(SIMILAR_ITEMS.name)
+        pairs = similar_items(spark, config, champion)
+        retry_on_conflict(
+            lambda: pairs.write.format("delta").mode("overwrite").save(lake.path(SIMILAR_ITEMS.name)),
+            "recommend: replace similar_items",
         )
     users = lake.read(spark, RECOMMENDATIONS).select("user_id").distinct().count()
     if champion is None:
@@ -339,6 +348,20 @@ def publish_full(
     return users
 
 
+@contextmanager
+def forgotten_users_removed(spark: SparkSession, lake: Lake, job: str) -> Iterator[None]:
+    """Lists written inside are built from interactions read at the start; an erasure that
+    lands meanwhile may delete a user's list before it is written back. Afterwards, the lists
+    of users forgotten since the start are deleted again."""
+    read = Tombstones.read(spark, lake)
+    yield
+    late = read.added_since(spark, lake)
+    if late:
+        log.info("%s: removing the lists of %d user(s) forgotten meanwhile", job, len(late))
+        table = lake.delta(spark, RECOMMENDATIONS)
+        retry_on_conflict(lambda: table.delete(of_forgotten(late)), f"{job}: delete lists of forgotten users")
+
+
 def recommend(spark: SparkSession, config: Config, lake: Lake, *, gate: Gate) -> int:
     """The full publish job; returns the number of users served. Without a champion every known
     user still gets N rows (category popular, trending, popular): a shop is never left empty."""
@@ -346,7 +369,8 @@ def recommend(spark: SparkSession, config: Config, lake: Lake, *, gate: Gate) ->
     if champion is not None:
         champion.model.persist()
     try:
-        return publish_full(spark, config, lake, champion, gate)
+        with forgotten_users_removed(spark, lake, "recommend"):
+            return publish_full(spark, config, lake, champion, gate)
     finally:
         if champion is not None:
             champion.model.unpersist()

@@ -20,6 +20,7 @@ from pyspark.sql import functions as F
 from pyspark.sql.streaming import StreamingQuery
 
 from recspark.core.config import Config
+from recspark.core.conflicts import retry_on_conflict
 from recspark.core.gates import Gate
 from recspark.core.interactions import strength_as_of
 from recspark.core.registry import champion_version, configure_mlflow
@@ -39,6 +40,7 @@ from recspark.serve.publish import (
     PublishInputs,
     ShopContext,
     build_recommendations,
+    forgotten_users_removed,
     load_champion,
     publish_full,
     published,
@@ -106,7 +108,7 @@ def merge_user_rows(
     few = users.select("user_id").limit(skip_files_up_to + 1).collect() if skip_files_up_to else []
     if 0 < len(few) <= skip_files_up_to:
         condition = condition & any_of(F.col("t.user_id"), sorted(r["user_id"] for r in few))
-    (
+    merge = (
         lake.delta(spark, RECOMMENDATIONS)
         .alias("t")
         .merge(F.broadcast(source).alias("s"), condition)
@@ -115,8 +117,9 @@ def merge_user_rows(
             condition="s._replaces IS NULL",
             values={c: f"s.{c}" for c in RECOMMENDATIONS.schema.fieldNames()},
         )
-        .execute()
     )
+    # A lost commit race (maintain, an erasure) committed nothing: the same MERGE runs again.
+    retry_on_conflict(merge.execute, "refresh: merge the active users' lists")
 
 
 def refresh_users(
@@ -240,6 +243,10 @@ class RefreshBatchWriter:
         log.info("refresh batch %d: champion is now %s", batch_id, version or "none (fallback lists)")
 
     def __call__(self, batch: DataFrame, batch_id: int) -> None:
+        with forgotten_users_removed(batch.sparkSession, self.lake, f"refresh batch {batch_id}"):
+            self._refresh(batch, batch_id)
+
+    def _refresh(self, batch: DataFrame, batch_id: int) -> None:
         started = time.time()
         spark = batch.sparkSession
         self._follow_champion(spark, batch_id)
