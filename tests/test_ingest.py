@@ -285,7 +285,7 @@ def test_an_ingest_merge_marks_updated_pairs_deleted_instead_of_rewriting_their_
 ) -> None:
     """With deletion vectors a batch's MERGE writes its own pairs and a vector per file it
     touches, instead of rewriting those files: the bytes it writes follow the batch, not the
-    table (#15; docs/benchmarks.md, "The ingest MERGE at three table sizes")."""
+    table (#15; docs/history/benchmarks-2026-12.md, "The ingest MERGE at three table sizes")."""
     config = many_batch_config(tmp_path)
     drop_file(
         config, "f1.jsonl", [event(f"a{u}", "2026-11-01T10:00:00Z", f"u{u}", "i1", "view") for u in range(6)]

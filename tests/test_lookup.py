@@ -127,6 +127,7 @@ def _event(user: str, n: int, at: datetime) -> tuple:
         "app",
         0,
         date(at.year, at.month, 1),
+        *(None,) * (len(EVENTS.schema) - 12),  # the optional impression and attribution fields
     )
 
 

@@ -9,10 +9,10 @@ holds ``impressions.batch_size`` lists or its oldest is ``impressions.flush_seco
 what is queued is written on :meth:`ImpressionSink.close` (within its timeout; the rest is counted
 as dropped). :meth:`ImpressionSink.counters` are what the service's health and metrics report.
 
-Files follow the README's producer contract: written under a temporary dot-name in the landing
-folder (Spark's file source ignores dot-files) and renamed into place when complete. Kafka goes
-through confluent-kafka (librdkafka: a producer with its own bounded buffer and per-message
-delivery reports, maintained by Confluent with the broker's releases). A message the client
+Files follow the producer contract (docs/how-it-works.md): written under a temporary dot-name in
+the landing folder (Spark's file source ignores dot-files) and renamed into place when complete.
+Kafka goes through confluent-kafka (librdkafka: a producer with its own bounded buffer and
+per-message delivery reports, maintained by Confluent with the broker's releases). A message the client
 retries may land twice: the impression's event_id makes the second a duplicate ingest drops.
 """
 

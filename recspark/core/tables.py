@@ -319,7 +319,7 @@ INTERACTIONS = TableSpec(
     # The refresh job reads the change feed to find users with new activity. With deletion
     # vectors an ingest MERGE marks the old rows of the pairs it updates deleted instead of
     # rewriting every file they sit in (a batch's users are spread over all files), so the bytes
-    # it writes follow the batch (docs/benchmarks.md, "The ingest MERGE at three table sizes").
+    # it writes follow the batch (docs/benchmarks.md, `bench/merge.py`).
     properties={"delta.enableChangeDataFeed": "true", DELETION_VECTORS: "true"},
     written_at="updated_at",
 )

@@ -334,9 +334,8 @@ def _pick_items(
     """Per session, draw its views with P(item) ~ popularity^a * exp(taste * affinity).
 
     Items are restricted to the session's category and to what is on the shelf that day.
-    Returns (item, affinity) per view, views grouped by session in session order. The four
-    ``s_*`` arrays are the sessions' columns (user, day, category, views), kept as arrays for
-    numpy; with the spec, the world and the random generator that makes seven parameters.
+    The ``s_*`` arrays are the sessions' columns (user, day, category, views). Returns (item,
+    affinity) per view, views grouped by session in session order.
     """
     n_sessions = s_user.size
     offsets = np.r_[0, np.cumsum(s_views)]

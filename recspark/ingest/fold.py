@@ -39,22 +39,15 @@ def fold_increments(
     """Fold per-pair aggregates of new events into the ``interactions`` table at ``path``, once
     per (``app_id``, ``version``); return the pairs updated or added.
 
-    Two commits: a MERGE with a matched clause only updates the pairs the table holds, then the
-    pairs it did not update (read from that commit's change feed) are appended. One MERGE with
-    an insert clause as well joined the batch LEFT OUTER the table, a join Spark cannot
-    broadcast, so every batch shuffled every row of the table (523 MiB at 4M pairs): its cost
-    followed the table. A matched-only MERGE broadcasts the batch, and the table is scanned once.
+    Two commits: a matched-only MERGE updates the pairs the table holds (it broadcasts the batch,
+    so the table is scanned, never shuffled), then the pairs it did not update, read from that
+    commit's change feed, are appended. A batch whose pairs are all new is appended in one commit.
 
-    A batch whose pairs are all new (a first backfill, new users, a new item in a cart) is
-    appended in one commit: nothing to update, so an empty MERGE would only add a scan and a
-    commit to the batch.
-
-    Why a replay counts each event once: the first commit carries (``app_id``, ``version``): the
-    MERGE (which Delta commits even when it matches nothing), or the append of a batch of new
-    pairs. A replay then holds some of its pairs, takes the MERGE path, and Delta skips the
-    MERGE as committed; the new pairs are then the batch's pairs the table lacks (a scan, on
-    replays only), which is none if their append (``app_id`` + ``NEW_PAIRS_APP_SUFFIX``, or the
-    first commit) is there."""
+    Invariant: a replay counts each event once. The batch's first commit (the MERGE, which Delta
+    commits even when it matches nothing, or the all-new append) carries (``app_id``,
+    ``version``); a replay holds some of its pairs, so it takes the MERGE path, Delta skips the
+    MERGE as committed, and the new pairs are the batch's pairs the table lacks: none once their
+    append (``app_id`` + ``NEW_PAIRS_APP_SUFFIX``, or the all-new first commit) is there."""
     table = spark.read.format("delta").load(path)
     if not holds_any_pair(table, increments):
         append_idempotent(increments, path, app_id, version)

@@ -1,6 +1,6 @@
 """Attribution: what shoppers did with the lists they were shown (``recommendation_outcomes``).
 
-The rules (README, "Outcomes"):
+The rules (docs/how-it-works.md, "Outcomes"):
 
 - An **impression** (one per served list: its ``event_id`` is its ``recommendation_id``) counts
   once for each position of its ``items``, on the UTC **day its list was served** (the id's

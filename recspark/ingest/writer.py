@@ -224,11 +224,9 @@ class EventBatchWriter:
 
     def write_interactions(self, events: DataFrame, app_id: str, batch_id: int) -> int:
         """Fold the batch's per-pair aggregates into ``interactions``; return the pairs written
-        (``fold_increments`` says why a replay counts each event once).
-
-        The aggregates are checkpointed, not cached: Delta materialises a MERGE source it cannot
-        prove deterministic, and did so from the plan, not the cache. A backfill's MERGE ran the
-        whole parse and dedup of the batch again; checkpointed, its MERGE took 7 s."""
+        (``fold_increments`` says why a replay counts each event once). The aggregates are
+        checkpointed, not cached: Delta materialises a MERGE source it cannot prove
+        deterministic from its plan, which would parse and dedup the batch again."""
         spark = events.sparkSession
         increments = aggregate_events(events, self.config.interactions).localCheckpoint(eager=True)
         self.lake.require(spark, INTERACTIONS)
@@ -358,8 +356,8 @@ def stored_events(
     if not window:
         return events.where(F.lit(False)).select("event_id", *CONTENT)
     months = sorted({d.replace(day=1) for d in window})
-    # The dates as a small table, not a literal list: a backfill's thousands of dates took 9 s
-    # to pass to the JVM as literals, one by one. Months (a few hundred) stay literal.
+    # The dates as a small table, not a literal list: a backfill's thousands of dates would go to
+    # the JVM as literals one by one (docs/benchmarks.md). Months (a few hundred) stay literal.
     window_dates = events.sparkSession.createDataFrame([(d,) for d in window], "event_date date")
     return (
         # Partition pruning (month), then file skipping (the dates' range); older lakes have no month.

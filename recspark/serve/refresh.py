@@ -93,11 +93,10 @@ def merge_user_rows(
     first: Delta materialises a MERGE source it cannot prove deterministic (Python UDFs), and
     would otherwise run the whole fold-in and scoring plan again to do so.
 
-    The source is broadcast: left to its size estimate, Spark broadcast the serving table's
-    user ids instead, which made every batch send the driver bytes in proportion to the table
-    (15 MiB at 2M rows, docs/scale.md). With at most ``skip_files_up_to`` users, their ids also
-    go into the condition, so Delta reads only the files of the user-clustered table that can
-    hold them (``tables.any_of``).
+    The source is broadcast, so what the driver receives follows the batch, never the table
+    (left to its size estimate, Spark may broadcast the serving table's user ids instead). With
+    at most ``skip_files_up_to`` users, their ids also go into the condition, so Delta reads only
+    the files of the user-clustered table that can hold them (``tables.any_of``).
     """
     source = (
         users.select(F.col("user_id").alias("_replaces"))

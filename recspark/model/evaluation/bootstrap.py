@@ -82,9 +82,10 @@ def paired_comparison(
 ) -> PairedComparison:
     """Compare per-user metrics of two models aligned on the same users (same order).
 
-    ``strict``: the candidate must exceed the reference (times ``1 + margin``); otherwise a tie
-    counts as beating it. Two inputs; the other five parameters are keyword-only settings with
-    defaults (the promotion rule passes two of them)."""
+    Returns the share of ``resamples`` paired resamples of the users (the same for a given
+    ``seed``) in which the candidate beats the reference, and the ``confidence`` interval of the
+    difference of means; no users give NaN. ``strict``: the candidate must exceed the reference
+    (times ``1 + margin``); otherwise a tie counts as beating it."""
     a = np.asarray(candidate, dtype=np.float64)
     b = np.asarray(reference, dtype=np.float64)
     if a.shape != b.shape:

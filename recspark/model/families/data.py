@@ -57,9 +57,8 @@ def training_data(
 ) -> TrainingData:
     """``interactions`` (in the interactions schema) with ``strength`` decayed to ``as_of``,
     persisted, and the id maps extended to every user and item of ``all_interactions``; refuses
-    a period with fewer positive pairs than ``train.min_train_interactions``. Seven parameters:
-    the session, config and lake every stage takes, the pairs, and three keyword-only facts
-    about the period (when it ends, the id universe, its name for messages)."""
+    a period with fewer positive pairs than ``train.min_train_interactions`` (``period`` names it
+    in the message)."""
     decayed = strength_as_of(interactions, as_of, config.interactions).persist()
     positives = decayed.where("strength > 0").count()
     least = config.train.min_train_interactions

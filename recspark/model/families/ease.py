@@ -7,15 +7,14 @@ one of the strongest simple models, and it needs no fold-in: a user's fresh hist
 their score. X is binary, or holds the preference ALS sees (``ease.signal``): on a ratings log
 the preference version is several per cent better, on a purchase log about level.
 
-Where the work happens: the user-item pairs are collected to the driver, in chunks of whole users
-(a budget of pairs per chunk), and each chunk's sparse XᵀX is added into the dense matrix the
-driver inverts anyway. Pairs are the cheap thing to move: on a 5M-event shop, collecting 3M pairs
-and multiplying took 6-10 s, while summing the same co-occurrences in Spark, as rows or as packed
-per-partition matrices, moved tens of millions of entries (37M from 8 partitions) and took
-26-68 s. Only the ``max_items`` most popular items with at least ``min_item_users`` users are
-modelled; the inverse of that item x item matrix is taken on the driver with LAPACK (about a
-second for 5,000 items, 10-30 s for 10,000). Each item keeps its ``neighbours`` largest weights
-(by absolute value: negative weights rank too), which is what is stored and served.
+Where the work happens: the user-item pairs are collected to the driver in chunks of whole users
+(at most ``_PAIRS_PER_CHUNK`` pairs in memory at once), and each chunk's sparse XᵀX is added into
+the dense matrix the driver inverts anyway. Pairs are the cheap thing to move: co-occurrences
+are many times more entries than the pairs they come from (docs/benchmarks.md). Only the
+``max_items`` most popular items with at least ``min_item_users`` users are modelled, so the
+item x item matrix and its inverse (LAPACK, on the driver) stay within that bound. Each item
+keeps its ``neighbours`` largest weights (by absolute value: negative weights rank too), which
+is what is stored and served.
 """
 
 from __future__ import annotations
@@ -49,9 +48,9 @@ _PAIRS_PER_CHUNK = 5_000_000
 
 
 def similarity_frame(spark: SparkSession, weights: pd.DataFrame) -> DataFrame:
-    """The driver's weights as a Spark DataFrame in a few large partitions. From pandas, Spark
-    makes one partition per Arrow batch of 10,000 rows: EASE's 5M weights became 500 tasks and
-    500 files per write, and writing them took 17-32 s instead of 6 s."""
+    """The driver's weights as a Spark DataFrame in a few large partitions: one per
+    ``_ROWS_PER_PARTITION`` rows, at most one per core, at least one. (From pandas, Spark makes a
+    partition, and so a task and a file per write, for every 10,000-row Arrow batch.)"""
     partitions = min(spark.sparkContext.defaultParallelism, math.ceil(len(weights) / _ROWS_PER_PARTITION))
     return spark.createDataFrame(weights, SIMILARITY_SCHEMA).coalesce(max(1, partitions))
 

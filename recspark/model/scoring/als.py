@@ -171,9 +171,7 @@ def top_n_by_item_block(
     """Top-n per user over a catalogue larger than ``items_per_block``: every user is scored
     against one item block at a time (only that block on the driver and in each Python worker),
     keeps that block's top-n, and the blocks' lists are merged per user. A true top-n item is in
-    its own block's top-n, so the merge equals scoring the whole catalogue at once.
-
-    Seven parameters: :func:`recommend_top_n`'s own."""
+    its own block's top-n, so the merge equals scoring the whole catalogue at once."""
     keyed, blocks = item_blocks(items, items_per_block)
     scored_users = with_history_vectors(users, keyed) if explain else users
     scored_users = scoring_columns(scored_users, explain).localCheckpoint(eager=True)

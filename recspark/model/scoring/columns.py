@@ -46,9 +46,8 @@ def with_exclusions(users: DataFrame) -> DataFrame:
 
 def empty_for_null(frame: DataFrame, arrays: list[str]) -> DataFrame:
     """``frame`` with null values of its array columns ``arrays`` as empty arrays, which mean
-    the same to the scorers. Spark's Arrow writer spends about 4.5 µs on each null array and
-    nothing on an empty one: a null ``exclude`` for 100k users cost 0.45 s of a 3.1 s top-N
-    (docs/benchmarks.md)."""
+    the same to the scorers and cost Spark's Arrow writer nothing (a null array costs it time
+    per row)."""
     types = {field.name: field.dataType for field in frame.schema.fields}
     return frame.withColumns({c: F.coalesce(F.col(c), F.array().cast(types[c])) for c in arrays})
 
@@ -68,8 +67,7 @@ def vectors(column: pa.Array) -> np.ndarray:
 def list_cells(lists: pa.ListArray, ids: pa.Array) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Row (ascending) and position in ``ids`` of every element of ``lists`` that ``ids`` holds,
     and which of the flattened elements those are: one hashed lookup for a whole Arrow batch, no
-    Python object per id. A Python list and a dict lookup per id made 100k users with 20
-    exclusions each 0.7-1.2 s slower (docs/benchmarks.md)."""
+    Python object per id. Null lists and unknown ids yield nothing."""
     lengths = pc.fill_null(pc.list_value_length(lists), 0).to_numpy()
     positions = pc.index_in(lists.flatten(), value_set=ids.cast(lists.type.value_type))
     known = pc.is_valid(positions).to_numpy(zero_copy_only=False)

@@ -15,8 +15,7 @@ from recspark.model.scoring.columns import vectors
 
 def collect_factors(factors: DataFrame, key: str) -> tuple[np.ndarray, np.ndarray]:
     """``key`` ids (sorted, so ties break the same way every run) and their ``features`` as a
-    float32 matrix, on the driver. As one Arrow table: Row objects cost seconds for 50k
-    vectors, and pandas one NumPy array per vector (0.22 against 0.14 s for 20k)."""
+    float32 matrix, on the driver, collected as one Arrow table (no Python object per vector)."""
     return _factor_matrix(factors.select(key, "features").toArrow(), key)
 
 

@@ -78,9 +78,6 @@ def recommend_item_item(
     ``als_weight`` x ALS + (1 - ``als_weight``) x item-item. ``items_per_block`` bounds a blend's
     item vectors as :func:`recommend_top_n` bounds ALS's: a larger catalogue is scored one item
     block at a time, with each user's z-score statistics over all items computed first.
-
-    Ten parameters: the session, the three inputs and ``n``; the other five are keyword-only
-    options with defaults, which each family's caller sets by name.
     """
     options = ItemItemOptions(n, users_per_block, explain, weighted, als_weight)
     prepared = as_item_weights(similarity)
@@ -135,8 +132,8 @@ def blend_by_item_block(
 
 
 def scatter_scores(product: sparse.csr_matrix, scores: np.ndarray) -> None:
-    """``scores`` holds the sparse ``product`` where it has entries and -inf elsewhere: one
-    scatter into a flat view (a dense copy, then a mask of its zeros, took twice as long)."""
+    """``scores`` holds the sparse ``product`` where it has entries and -inf elsewhere, in place:
+    one scatter into a flat view, no dense copy."""
     scores.fill(-np.inf)
     rows = np.repeat(np.arange(product.shape[0]) * scores.shape[1], np.diff(product.indptr))
     scores.ravel()[rows + product.indices] = product.data

@@ -18,9 +18,8 @@ from threadpoolctl import threadpool_limits
 
 # Columns per chunk in the two-stage selection; rows scored per matrix product. The selection
 # reads the scores the product just wrote, so a smaller block reads more of them from cache:
-# 256 rows beat 512 at every shape measured, one thread, product plus selection (20k items rank
-# 32: 1.33 s against 1.77 s per 50k users; 50k rank 64: 2.21 against 2.39 s; 400k rank 64:
-# 3.86 against 5.34 s; docs/benchmarks.md), and the score buffer is half the size.
+# 256 rows beat 512 at every shape measured (docs/benchmarks.md, top-N), and the score buffer
+# is half the size.
 CHUNK = 64
 
 ROWS_PER_PRODUCT = 256
@@ -66,9 +65,8 @@ def top_n_scores(scores: np.ndarray, n: int, chunk: int = CHUNK) -> tuple[np.nda
 
 def selection_width(items: int, n: int) -> int:
     """Columns of the score matrix for ``items`` items: padded to a multiple of ``CHUNK`` where
-    the two-stage selection pays (the padding scores -inf), else the items alone. A width the
-    chunks do not divide falls back to a full partial sort: 13 ms against 3.8 ms per 256 users
-    at 10k items (docs/benchmarks.md)."""
+    the two-stage selection pays (the padding scores -inf), else the items alone; a width the
+    chunks do not divide would fall back to a full partial sort."""
     return -(-items // CHUNK) * CHUNK if items >= 4 * n * CHUNK else items
 
 

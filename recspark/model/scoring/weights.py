@@ -2,9 +2,9 @@
 
 A model's weights are millions of (item, similar item, weight) rows. Scoring needs them as a
 sparse (source items x eligible items) matrix, and the eligible items change between calls (a
-refresh batch reads the catalogue afresh). Building that matrix from the rows takes 0.9 s at
-4.9M weights; picking the eligible columns from a matrix built once takes a small part of that
-so a serving stream pays the build once per champion, not per batch.
+refresh batch reads the catalogue afresh). The matrix is built from the rows once per model,
+and each call picks its eligible columns from it with one sparse product, so a serving stream
+pays the build once per champion, not per batch (docs/benchmarks.md, item-item top-N).
 """
 
 from __future__ import annotations
@@ -30,8 +30,8 @@ class ItemWeights:
     @classmethod
     def from_frame(cls, frame: pd.DataFrame) -> ItemWeights:
         """From rows of ``item_id``, ``similar_item_id``, ``weight``."""
-        # Positions by hashing, not by binary search in object arrays: 5M weights towards 10k
-        # targets took 5 s to place by searchsorted, 0.5 s by a hash index.
+        # Positions by hashing, not by binary search in object arrays of string ids, which was
+        # about ten times slower at 5M weights (docs/benchmarks.md, training).
         rows, sources = pd.factorize(frame["item_id"].to_numpy(dtype=object), sort=True)
         columns, targets = pd.factorize(frame["similar_item_id"].to_numpy(dtype=object), sort=True)
         matrix = sparse.csr_matrix(
@@ -70,8 +70,8 @@ def as_item_weights(similarity: DataFrame | pd.DataFrame | ItemWeights) -> ItemW
 def weighted_targets(spark: SparkSession, items: DataFrame, weights: ItemWeights) -> np.ndarray:
     """The ids of ``items`` (``item_id``) some weight points to, sorted: without ALS only these
     can be candidates, so scoring them alone bounds the driver's ids and every task's score
-    matrix by the modelled items (``ease.max_items``) instead of the catalogue (5M items would
-    be a 5 GB score buffer per task). The catalogue is filtered in Spark, not collected."""
+    matrix by the modelled items (``ease.max_items``) instead of the catalogue. The catalogue is
+    filtered in Spark, never collected."""
     pointed_to = spark.createDataFrame(pd.DataFrame({"item_id": weights.targets}), "item_id string")
     eligible = items.select("item_id").join(F.broadcast(pointed_to), "item_id", "left_semi")
     return np.sort(eligible.toPandas()["item_id"].to_numpy(dtype=object))

@@ -270,9 +270,7 @@ def _log_run(
     timings: dict[str, float],
 ) -> tuple[str, str]:
     """One MLflow run: settings, data versions, metrics with intervals, the decision, the report
-    and the registered model version. Returns (run id, version). Seven parameters: each is one
-    part of what `train` did (config, lake, model, judgement, inputs, plan, timings) and the run
-    logs all of them."""
+    and the registered model version. Returns (run id, version)."""
     spec, decision, split = final.spec, judgement.decision, inputs.split
     metric = config.mlflow.promotion_metric
     metrics = judgement.metrics(metric)
