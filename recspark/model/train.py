@@ -33,7 +33,7 @@ from recspark.model.families import ALS, FittedModel, ModelSpec, fit_model, writ
 from recspark.model.holdout import Holdout, Scored, metrics_of
 from recspark.model.inputs import TrainInputs, read_inputs
 from recspark.model.lists import fallback_chain
-from recspark.model.promotion import PromotionDecision, PromotionRule, decide_promotion
+from recspark.model.promotion import ChampionRefit, PromotionDecision, PromotionRule, decide_promotion
 from recspark.model.report import evaluation_report
 from recspark.model.sources import CATEGORY_POPULAR, newest_event_time
 from recspark.model.tune import tune_on
@@ -145,7 +145,8 @@ def judge(
     champion: tuple[str, ModelSpec] | None,
 ) -> Judgement:
     """Fit the candidate (and the champion's settings, when they differ) on the training period
-    and score them and the baselines on the same held-out users."""
+    and score them and the baselines on the same held-out users. With the champion's settings
+    the candidate is the champion's refit: the rule then asks no margin over it."""
     model = fit_model(spark, spec, holdout.data, config.ease)
     try:
         candidate = holdout.score_model("model", model, detail=True)
@@ -155,10 +156,12 @@ def judge(
     if len(names) < len(BASELINES):
         log.warning("train: catalog.path is not set: no category baseline")
     baselines = {name: holdout.score_baseline(name, detail=True) for name in names}
-    champion_scored = None
+    metric = config.mlflow.promotion_metric
+    champion_scored, refit = None, None
     if champion is not None:
         version, settings = champion
-        if settings.params() == spec.params():
+        same_settings = settings.params() == spec.params()
+        if same_settings:
             champion_scored = candidate  # the same settings on the same split: the same model
         else:
             log.info("train: refitting champion %s (%s) on the same split", version, settings.label())
@@ -167,7 +170,7 @@ def judge(
                 champion_scored = holdout.score_model("champion", rival)
             finally:
                 rival.unpersist()
-    metric = config.mlflow.promotion_metric
+        refit = ChampionRefit(version, champion_scored.values(metric).to_numpy(np.float64), same_settings)
     rule = PromotionRule(
         metric=metric,
         margin=config.mlflow.promotion_margin,
@@ -180,12 +183,7 @@ def judge(
             gating[name] = baselines[name].values(metric).to_numpy(np.float64)
         else:
             log.warning("train: baseline %s was not computed (no catalog?): it does not gate promotion", name)
-    decision = decide_promotion(
-        candidate.values(metric).to_numpy(np.float64),
-        gating,
-        None if champion_scored is None else champion_scored.values(metric).to_numpy(np.float64),
-        rule,
-    )
+    decision = decide_promotion(candidate.values(metric).to_numpy(np.float64), gating, refit, rule)
     return Judgement(candidate, baselines, champion_scored, decision)
 
 
