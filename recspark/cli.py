@@ -158,15 +158,7 @@ def cmd_train(args: argparse.Namespace, config: Config) -> RunFigures:
 
     spark, lake = _spark(config, "train"), _lake(config)
     result = train(spark, config, lake, gate=gate_for(spark, config, lake, "train"))
-    verdict = {
-        "promoted": "promoted to champion",
-        "challenger": "registered as challenger",
-        "insufficient_evidence": "registered as challenger (insufficient evidence)",
-    }[result.status]
-    print(
-        f"model version {result.model_version} ({result.family}) {verdict}: {result.reason} "
-        f"(run {result.run_id})"
-    )
+    print(f"model version {result.model_version} ({result.family}) {result.outcome()} (run {result.run_id})")
     return {"model_version": result.model_version, "rows_out": 1}
 
 

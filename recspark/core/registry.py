@@ -150,6 +150,23 @@ def require_version(config: MlflowConfig, version: str) -> None:
         raise TrackingError(f"model registry failed: {_first_line(exc)}") from exc
 
 
+def champion_since(spark: SparkSession, lake: Lake, config: MlflowConfig, version: str) -> datetime | None:
+    """When ``version`` last became champion, from ``champion_history`` (None if unrecorded)."""
+    if not lake.exists(spark, CHAMPION_HISTORY):
+        return None
+    row = (
+        lake.read(spark, CHAMPION_HISTORY)
+        .where(
+            (F.col("model_name") == config.model_name)
+            & (F.col("alias") == CHAMPION)
+            & (F.col("version") == version)
+        )
+        .agg(F.max(F.col("moved_at").cast("double")).alias("at"))
+        .first()
+    )
+    return None if row is None or row["at"] is None else datetime.fromtimestamp(row["at"], timezone.utc)
+
+
 def moved_by() -> str:
     """Who moves an alias: ``RECSPARK_ACTOR`` when a scheduler sets it, else the OS user."""
     actor = os.environ.get("RECSPARK_ACTOR")

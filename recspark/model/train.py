@@ -10,6 +10,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
+from datetime import datetime, timezone
 from pathlib import Path
 
 import mlflow
@@ -23,6 +24,7 @@ from recspark.core.registry import (
     CHALLENGER,
     AliasMove,
     champion_move,
+    champion_since,
     champion_version,
     configure_mlflow,
     move_alias,
@@ -58,6 +60,26 @@ class TrainResult:
     phase_seconds: dict[str, float] = field(default_factory=dict)
     # The tuning run whose settings this training used (None: the config's own).
     tuned_from_run: str | None = None
+    # The champion after this run (this version when promoted) and since when it has held.
+    champion_version: str | None = None
+    champion_since: datetime | None = None
+
+    def outcome(self) -> str:
+        """The decision in one plain sentence: promoted, or why not and which champion stays
+        (and for how long it has been unchanged)."""
+        if self.promoted:
+            return f"promoted to champion: {self.reason}"
+        if self.champion_version is None:
+            stays = "there is no champion yet (fallback lists are served)"
+        elif self.champion_since is None:
+            stays = f"champion version {self.champion_version} stays (since an unrecorded time)"
+        else:
+            days = (datetime.now(timezone.utc) - self.champion_since).total_seconds() / 86_400
+            stays = (
+                f"champion version {self.champion_version} stays, unchanged for {days:.1f} days since "
+                f"{self.champion_since:%Y-%m-%d %H:%M:%S} UTC"
+            )
+        return f"not promoted ({self.status}): {self.reason}; {stays}"
 
 
 @contextmanager
@@ -214,6 +236,10 @@ def train(spark: SparkSession, config: Config, lake: Lake, *, gate: Gate) -> Tra
             data.unpersist()
     decision = judgement.decision
     log.info("train: %s: %s", decision.status, decision.reason)
+    if champion is None:
+        kept: tuple[str | None, datetime | None] = (None, None)
+    else:
+        kept = champion[0], champion_since(spark, lake, config.mlflow, champion[0])
     with _phase(timings, "fit"):
         full = training_data(
             spark,
@@ -227,7 +253,7 @@ def train(spark: SparkSession, config: Config, lake: Lake, *, gate: Gate) -> Tra
         final = fit_model(spark, spec, full, config.ease)
     metrics = judgement.metrics(config.mlflow.promotion_metric)
     with _phase(timings, "log"):
-        run_id, version = _log_run(config, lake, final, judgement, inputs, plan, timings)
+        run_id, version = _log_run(config, lake, final, judgement, inputs, plan, timings, kept)
         write_model_tables(spark, lake, final, config.mlflow.model_name, version, run_id)
         move = (
             champion_move(config.mlflow, version, "train", decision.reason)
@@ -240,7 +266,7 @@ def train(spark: SparkSession, config: Config, lake: Lake, *, gate: Gate) -> Tra
     final.unpersist()
     full.unpersist()
     inputs.unpersist()
-    return TrainResult(
+    result = TrainResult(
         run_id=run_id,
         model_version=version,
         family=spec.family,
@@ -252,7 +278,11 @@ def train(spark: SparkSession, config: Config, lake: Lake, *, gate: Gate) -> Tra
         test_period=split.describe(),
         phase_seconds=timings,
         tuned_from_run=plan.run_id if plan is not None else None,
+        champion_version=version if decision.promote else kept[0],
+        champion_since=champion_since(spark, lake, config.mlflow, version) if decision.promote else kept[1],
     )
+    log.info("train: version %s %s", version, result.outcome())
+    return result
 
 
 def _log_run(
@@ -263,11 +293,12 @@ def _log_run(
     inputs: TrainInputs,
     plan: TunedPlan | None,
     timings: dict[str, float],
+    kept: tuple[str | None, datetime | None],
 ) -> tuple[str, str]:
     """One MLflow run: settings, data versions, metrics with intervals, the decision, the report
-    and the registered model version. Returns (run id, version). Seven parameters: each is one
-    part of what `train` did (config, lake, model, judgement, inputs, plan, timings) and the run
-    logs all of them."""
+    and the registered model version. Returns (run id, version). Eight parameters: each is one
+    part of what `train` did (config, lake, model, judgement, inputs, plan, timings, and the
+    champion it was judged against with since when it has held) and the run logs all of them."""
     spec, decision, split = final.spec, judgement.decision, inputs.split
     metric = config.mlflow.promotion_metric
     metrics = judgement.metrics(metric)
@@ -291,6 +322,7 @@ def _log_run(
                 "model_family": spec.family,
                 "promotion_status": decision.status,
                 "promotion_reason": decision.reason[:5000],
+                **_champion_tags(kept),
                 "events_table": lake.path(EVENTS.name),
                 "interactions_table": lake.path(INTERACTIONS.name),
                 **split.tags("test"),
@@ -320,9 +352,27 @@ def _log_run(
             mlflow.log_artifact(str(report))
     version = str(info.registered_model_version)
     client = MlflowClient()
-    client.set_model_version_tag(config.mlflow.model_name, version, "model_family", spec.family)
-    client.set_model_version_tag(config.mlflow.model_name, version, "promotion_status", decision.status)
+    tags = {
+        "model_family": spec.family,
+        "promotion_status": decision.status,
+        "promotion_reason": decision.reason[:5000],
+        **_champion_tags(kept),
+    }
+    for key, value in tags.items():
+        client.set_model_version_tag(config.mlflow.model_name, version, key, value)
     return run.info.run_id, version
+
+
+def _champion_tags(kept: tuple[str | None, datetime | None]) -> dict[str, str]:
+    """The champion a version was judged against, and since when it had held (for a version
+    that was not promoted: which model is still served, and how long it has been unchanged)."""
+    version, since = kept
+    if version is None:
+        return {"judged_against_champion": "none"}
+    return {
+        "judged_against_champion": version,
+        "judged_against_champion_since": "unknown" if since is None else since.isoformat(),
+    }
 
 
 def _log_model(config: Config, final: FittedModel):  # -> mlflow ModelInfo
