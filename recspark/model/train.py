@@ -28,6 +28,7 @@ from recspark.core.registry import (
     champion_version,
     configure_mlflow,
     move_alias,
+    require_served_model_known,
 )
 from recspark.core.tables import EVENTS, INTERACTIONS, Lake
 from recspark.model.data import TrainingError, split_period, training_data
@@ -209,13 +210,19 @@ def judge(
     return Judgement(candidate, baselines, champion_scored, decision)
 
 
-def train(spark: SparkSession, config: Config, lake: Lake, *, gate: Gate) -> TrainResult:
+def train(
+    spark: SparkSession, config: Config, lake: Lake, *, gate: Gate, reset_serving: bool = False
+) -> TrainResult:
     """The whole training job; stops with TrainingError before touching the registry when the
-    data cannot support it, and with TrackingError when the registry cannot be read."""
+    data cannot support it, and with TrackingError when the registry cannot be read or does not
+    know the model the serving table's lists came from (it would promote without comparison;
+    ``reset_serving`` allows it on purpose)."""
     timings: dict[str, float] = {}
     configure_mlflow(config.mlflow)
     spark.sparkContext.setCheckpointDir(lake.path("_checkpoints/als"))
     with _phase(timings, "read"):
+        if not reset_serving:
+            require_served_model_known(spark, lake, config.mlflow)
         inputs = read_inputs(spark, config, lake, gate)
         champion = champion_spec(config)  # a registry fault stops the job here, before any fit
     with _phase(timings, "tune"):
