@@ -157,16 +157,9 @@ def cmd_train(args: argparse.Namespace, config: Config) -> RunFigures:
     from recspark.ops.quality import gate_for
 
     spark, lake = _spark(config, "train"), _lake(config)
-    result = train(spark, config, lake, gate=gate_for(spark, config, lake, "train"))
-    verdict = {
-        "promoted": "promoted to champion",
-        "challenger": "registered as challenger",
-        "insufficient_evidence": "registered as challenger (insufficient evidence)",
-    }[result.status]
-    print(
-        f"model version {result.model_version} ({result.family}) {verdict}: {result.reason} "
-        f"(run {result.run_id})"
-    )
+    gate = gate_for(spark, config, lake, "train")
+    result = train(spark, config, lake, gate=gate, reset_serving=args.reset_serving)
+    print(f"model version {result.model_version} ({result.family}) {result.outcome()} (run {result.run_id})")
     return {"model_version": result.model_version, "rows_out": 1}
 
 
@@ -189,7 +182,8 @@ def cmd_recommend(args: argparse.Namespace, config: Config) -> RunFigures:
     from recspark.serve.publish import published_model_version, recommend
 
     spark, lake = _spark(config, "recommend"), _lake(config)
-    users = recommend(spark, config, lake, gate=gate_for(spark, config, lake, "recommend"))
+    gate = gate_for(spark, config, lake, "recommend")
+    users = recommend(spark, config, lake, gate=gate, reset_serving=args.reset_serving)
     print(f"recommendations written for {users} users")
     return {
         "rows_out": lake.read(spark, RECOMMENDATIONS).count(),
@@ -205,7 +199,8 @@ def cmd_refresh(args: argparse.Namespace, config: Config) -> RunFigures:
 
     started = datetime.now(timezone.utc)
     spark, lake = _spark(config, "refresh"), _lake(config)
-    run_refresh(spark, config, lake, once=args.once, gate=gate_for(spark, config, lake, "refresh"))
+    gate = gate_for(spark, config, lake, "refresh")
+    run_refresh(spark, config, lake, once=args.once, gate=gate, reset_serving=args.reset_serving)
     if args.once:
         # The lists this run wrote (every list when it published in full).
         gate_table(
@@ -347,6 +342,15 @@ def build_parser() -> argparse.ArgumentParser:
         if name in ("ingest", "refresh"):
             command.add_argument(
                 "--once", action="store_true", help="process what is available now, then stop"
+            )
+        if name in ("train", "recommend", "refresh"):
+            # The flag the registry's "does not know the served model" error names.
+            command.add_argument(
+                "--reset-serving",
+                action="store_true",
+                help="go ahead although the model registry does not know the model version the "
+                "recommendations table's lists came from (after changing mlflow.model_name or "
+                "mlflow.tracking_uri on purpose): those lists are replaced",
             )
         if name in ("forget-user", "show"):
             command.add_argument("user_id", help="the shop's user id")

@@ -10,6 +10,7 @@ from recspark.model.training.promotion import (
     CHALLENGER,
     INSUFFICIENT_EVIDENCE,
     PROMOTED,
+    ChampionRefit,
     PromotionRule,
     decide_promotion,
 )
@@ -46,17 +47,19 @@ def test_a_better_candidate_is_promoted_and_a_worse_one_is_not() -> None:
     champion = users(500, 0.20, 3)
     popular = users(500, 0.10, 4)
     better = np.maximum(champion, users(500, 0.10, 5))
-    decision = decide_promotion(better, {"popular": popular}, champion, RULE)
+    decision = decide_promotion(better, {"popular": popular}, ChampionRefit("1", champion), RULE)
     assert decision.promote and decision.status == PROMOTED
     assert set(decision.comparisons) == {"popular", "champion"}
     worse = champion * users(500, 0.7, 6)
-    decision = decide_promotion(worse, {"popular": popular}, champion, RULE)
-    assert not decision.promote and decision.status == CHALLENGER and "champion" in decision.reason
+    decision = decide_promotion(worse, {"popular": popular}, ChampionRefit("1", champion), RULE)
+    assert not decision.promote and decision.status == CHALLENGER and "champion version 1" in decision.reason
 
 
 def test_a_tie_with_the_champion_promotes_but_a_tie_with_a_baseline_does_not() -> None:
     values = users(300, 0.2, 7)
-    assert decide_promotion(values, {"popular": users(300, 0.05, 8)}, values.copy(), RULE).promote
+    assert decide_promotion(
+        values, {"popular": users(300, 0.05, 8)}, ChampionRefit("1", values.copy()), RULE
+    ).promote
     blocked = decide_promotion(values, {"popular": values.copy()}, None, RULE)
     assert not blocked.promote and "most popular baseline" in blocked.reason
 
@@ -64,15 +67,37 @@ def test_a_tie_with_the_champion_promotes_but_a_tie_with_a_baseline_does_not() -
 def test_margin_and_confidence_demand_a_larger_and_surer_lead() -> None:
     champion = users(2000, 0.20, 9)
     slightly = np.maximum(champion, users(2000, 0.02, 10))  # about 8% better
-    assert decide_promotion(slightly, {}, champion, RULE).promote
-    assert not decide_promotion(slightly, {}, champion, PromotionRule("ndcg_at_k", 0.5, 0.5, 50)).promote
+    assert decide_promotion(slightly, {}, ChampionRefit("1", champion), RULE).promote
+    assert not decide_promotion(
+        slightly, {}, ChampionRefit("1", champion), PromotionRule("ndcg_at_k", 0.5, 0.5, 50)
+    ).promote
     noisy = champion.copy()  # 30 users lose their hit, 31 others gain one: a coin flip
     noisy[np.flatnonzero(champion == 1)[:30]] = 0.0
     noisy[np.flatnonzero(champion == 0)[:31]] = 1.0
-    assert decide_promotion(noisy, {}, champion, RULE).promote  # more likely than not
+    assert decide_promotion(noisy, {}, ChampionRefit("1", champion), RULE).promote  # more likely than not
     strict = PromotionRule("ndcg_at_k", 0.0, 0.95, 50)
-    decision = decide_promotion(noisy, {}, champion, strict)
+    decision = decide_promotion(noisy, {}, ChampionRefit("1", champion), strict)
     assert not decision.promote and decision.comparisons["champion"].probability < 0.95
+
+
+def test_a_refit_with_the_champions_settings_needs_no_margin_over_it_but_baselines_still_gate() -> None:
+    """The nightly retrain: fresher data, the champion's settings. Refitted on the same split, the
+    champion IS the candidate; the margin is for a challenger with other settings."""
+    rule = PromotionRule("ndcg_at_k", margin=0.01, confidence=0.9, min_test_users=50)
+    values, popular = users(500, 0.3, 20), users(500, 0.1, 21)
+    refit = decide_promotion(values, {"popular": popular}, ChampionRefit("3", values.copy(), True), rule)
+    assert refit.promote and refit.status == PROMOTED
+    assert refit.reason.startswith("same settings as champion version 3: a refit on fresher data, promoted;")
+    assert set(refit.comparisons) == {"popular"}  # nothing to compare with the champion: it is itself
+    # The same values from other settings: a tie, short of the 1% margin a challenger needs.
+    challenger = decide_promotion(values, {"popular": popular}, ChampionRefit("3", values.copy()), rule)
+    assert not challenger.promote and challenger.status == CHALLENGER
+    assert "does not beat champion version 3 by the margin 1.0%" in challenger.reason
+    # Same settings, but no better than the most popular items: not promoted.
+    blocked = decide_promotion(
+        values, {"popular": values.copy()}, ChampionRefit("3", values.copy(), True), rule
+    )
+    assert not blocked.promote and "most popular baseline" in blocked.reason
 
 
 def test_too_few_users_or_a_nan_metric_is_insufficient_evidence() -> None:

@@ -18,7 +18,7 @@ from pyspark.sql import functions as F
 from recspark.core.catalog import read_catalog
 from recspark.core.config import Config
 from recspark.core.gates import no_gate
-from recspark.core.registry import champion_version, configure_mlflow, promote
+from recspark.core.registry import TrackingError, champion_version, configure_mlflow, promote
 from recspark.core.tables import INTERACTIONS, ITEM_IDS, RECOMMENDATIONS, Lake
 from recspark.ingest.stream import run_ingest
 from recspark.model.candidates.sources import newest_event_time
@@ -343,7 +343,9 @@ def test_without_a_champion_every_user_gets_fallback_lists_until_a_model_is_prom
     n = config.serve.top_n
     users = lake.read(spark, INTERACTIONS).select("user_id").distinct().count()
 
-    recommend(spark, config, lake, gate=gate_for(spark, config, lake, "recommend"))
+    # The copy's serving table holds the shop's champion's lists, which this model name's
+    # registry does not know: replacing them is deliberate.
+    recommend(spark, config, lake, gate=gate_for(spark, config, lake, "recommend"), reset_serving=True)
     served = lake.read(spark, RECOMMENDATIONS)
     per_user = served.groupBy("user_id").count()
     assert per_user.count() == users and per_user.where(F.col("count") != n).count() == 0
@@ -391,3 +393,28 @@ def test_a_refresh_query_without_its_checkpoint_resumes_where_the_serving_table_
         "newcomer-a": config.serve.top_n,
         "newcomer-b": config.serve.top_n,
     }
+
+
+def test_a_refresh_against_a_registry_that_does_not_know_the_served_model_fails_without_publishing(
+    spark: SparkSession, trained_shop: tuple[Config, TrainResult], tmp_path: Path
+) -> None:
+    """The stream's start and its batches both refuse to replace the champion's lists with
+    fallback lists when the registry (here a typo in the model name) does not know their model;
+    ``reset_serving`` is the deliberate way."""
+    shop, trained = trained_shop
+    config = copy_shop(shop, tmp_path, "mlflow.model_name=typo")
+    lake = Lake.at(config.lake.root)
+    state = lake.version(spark, RECOMMENDATIONS), lake.read(spark, RECOMMENDATIONS).collect()
+
+    with pytest.raises(TrackingError, match=f"version {trained.model_version} of model 'typo'"):
+        run_refresh(spark, config, lake, once=True, gate=no_gate)
+    writer = RefreshBatchWriter(config, lake, str(tmp_path / "checkpoint"), no_gate)
+    changes = spark.createDataFrame([], "user_id string, _change_type string, _commit_version long")
+    with pytest.raises(TrackingError, match=f"version {trained.model_version} of model 'typo'"):
+        writer(changes, 0)  # a running stream whose champion vanished fails its batch
+    assert (lake.version(spark, RECOMMENDATIONS), lake.read(spark, RECOMMENDATIONS).collect()) == state
+
+    run_refresh(spark, config, lake, once=True, gate=no_gate, reset_serving=True)
+    served = lake.read(spark, RECOMMENDATIONS)
+    assert served.where(F.col("model_version").isNotNull()).count() == 0
+    assert served.groupBy("user_id").count().where(F.col("count") != config.serve.top_n).count() == 0

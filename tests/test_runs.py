@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -18,6 +19,7 @@ from pyspark.sql.types import StructType
 
 from recspark.cli import main, setup_logging
 from recspark.core.config import Config
+from recspark.core.gates import no_gate
 from recspark.core.registry import champion_move, configure_mlflow, move_alias
 from recspark.core.tables import (
     ALL_TABLES,
@@ -27,6 +29,7 @@ from recspark.core.tables import (
     QUALITY_RESULTS,
     Lake,
 )
+from recspark.model.training.train import TrainResult, train
 from recspark.ops.runs import (
     JobRun,
     active_spark,
@@ -40,6 +43,7 @@ from recspark.ops.runs import (
     status_report,
     track_job,
 )
+from tests.conftest import copy_shop
 
 RESULT_COLUMNS = "job string, status string, rows_in long, rows_out long, model_version string, error string"
 
@@ -408,3 +412,41 @@ def test_status_cli_prints_one_json_object(
     }
     assert data["lake_root"] == lake.root
     assert [r["job"] for r in data["job_runs"]] == ["train", "ingest"]
+
+
+def test_train_and_status_say_why_the_newest_version_was_not_promoted_and_how_long_the_champion_held(
+    spark: SparkSession, trained_shop: tuple[Config, TrainResult], tmp_path: Path
+) -> None:
+    shop, trained = trained_shop
+    config = copy_shop(shop, tmp_path, "mlflow.min_test_users=100000")
+    lake = lake_of(config)
+
+    result = train(spark, config, lake, gate=no_gate)
+
+    assert not result.promoted and result.status == "insufficient_evidence"
+    assert result.champion_version == trained.model_version and result.champion_since is not None
+    champion = f"champion version {trained.model_version}"
+    assert result.outcome().startswith(
+        f"not promoted (insufficient_evidence): {result.reason}; {champion} stays"
+    )
+    held = f"since {result.champion_since:%Y-%m-%d %H:%M:%S} UTC"
+    assert re.search(rf"{champion} stays, unchanged for \d+\.\d days {held}$", result.outcome())
+    tags = MlflowClient().get_model_version(config.mlflow.model_name, result.model_version).tags
+    assert tags["promotion_status"] == "insufficient_evidence" and tags["promotion_reason"] == result.reason
+    assert tags["judged_against_champion"] == trained.model_version
+
+    snapshot = gather_status(spark, config, lake)
+    text = render_status(snapshot)
+    since = datetime.fromtimestamp(snapshot.champion.promoted_at, timezone.utc)
+    assert f"  {champion}, unchanged for " in text and f" since {since:%Y-%m-%d %H:%M:%S} UTC" in text
+    assert f"newest train run: version {result.model_version} (" in text
+    assert f"not promoted (insufficient_evidence): {result.reason}" in text
+    data = status_json(snapshot)["champion"]
+    assert (data["version"], data["newest_version"], data["newest_promoted"], data["newest_status"]) == (
+        trained.model_version,
+        result.model_version,
+        False,
+        "insufficient_evidence",
+    )
+    assert data["newest_reason"] == result.reason and data["unchanged_seconds"] >= 0
+    assert datetime.fromisoformat(data["newest_trained_at"]) >= since

@@ -11,19 +11,25 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from mlflow.tracking import MlflowClient
 from pyspark.sql import DataFrame, Row, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
+from recspark.cli import main
 from recspark.core.catalog import read_catalog
 from recspark.core.config import Config
+from recspark.core.gates import no_gate
+from recspark.core.registry import TrackingError, configure_mlflow
 from recspark.core.tables import INTERACTIONS, RECOMMENDATIONS, Lake, any_of
 from recspark.model.candidates.lists import assemble_lists
 from recspark.model.candidates.sources import fallback_popularity
-from recspark.model.training.train import TrainResult
+from recspark.model.training.train import TrainResult, train
 from recspark.ops.maintenance import maintain
-from recspark.serve.publish import build_recommendations, load_champion, publish_recommendations
-from recspark.serve.refresh import merge_user_rows
+from recspark.serve.publish import build_recommendations, load_champion, publish_recommendations, recommend
+from recspark.serve.refresh import merge_user_rows, run_refresh
+from tests.conftest import copy_shop
+from tests.test_registry import register_versions
 
 
 def test_fallback_prefers_trending_items_and_falls_back_to_popular(
@@ -387,3 +393,82 @@ def test_a_refresh_merge_replaces_only_its_users_rows_with_or_without_naming_the
     assert len(versions) == 600
     assert all(versions[(u, "2")] == 2 for u in ("u00003", "u00590", "u00300"))
     assert sum(rows for (_, version), rows in versions.items() if version == "1") == 597 * 3
+
+
+def _serving_state(spark: SparkSession, lake: Lake) -> tuple[int, list[Row]]:
+    """The serving table's Delta version and rows (what a refused publish must leave alone)."""
+    rows = lake.read(spark, RECOMMENDATIONS).select("user_id", "rank", "item_id", "model_version")
+    return lake.version(spark, RECOMMENDATIONS), sorted(rows.collect())
+
+
+def _cli(config: Config, *flags: str) -> list[str]:
+    settings = [
+        f"lake.root={config.lake.root}",
+        f"catalog.path={config.catalog.path}",
+        f"mlflow.tracking_uri={config.mlflow.tracking_uri}",
+        f"mlflow.model_name={config.mlflow.model_name}",
+        f"serve.top_n={config.serve.top_n}",
+    ]
+    return [*flags, *(arg for setting in settings for arg in ("--set", setting))]
+
+
+def test_a_model_name_the_registry_does_not_know_stops_recommend_and_train_until_a_reset(
+    spark: SparkSession,
+    shop: Config,
+    trained: TrainResult,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A typo in mlflow.model_name reads as "no champion": it must not replace the champion's
+    lists with fallback lists, nor let train promote without comparison."""
+    config = copy_shop(shop, tmp_path, "mlflow.model_name=typo")
+    lake = Lake.at(config.lake.root)
+    before = _serving_state(spark, lake)
+    assert {r["model_version"] for r in before[1]} == {trained.model_version}
+
+    with pytest.raises(TrackingError) as raised:
+        recommend(spark, config, lake, gate=no_gate)
+    message = str(raised.value)
+    assert f"version {trained.model_version} of model 'typo'" in message
+    assert config.mlflow.tracking_uri in message and "--reset-serving" in message
+    assert _serving_state(spark, lake) == before
+
+    with pytest.raises(TrackingError, match="model 'typo'"):
+        train(spark, config, lake, gate=no_gate)
+    configure_mlflow(config.mlflow)
+    assert MlflowClient().search_model_versions("name='typo'") == []  # nothing registered
+
+    assert main(["recommend", *_cli(config)]) == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if "error:" in line]
+    assert len(errors) == 1 and errors[0].startswith("recspark recommend: error: ")
+    assert _serving_state(spark, lake) == before
+
+    # A deliberate reset: fallback lists for everyone, no model version.
+    assert main(["recommend", *_cli(config, "--reset-serving")]) == 0
+    served = lake.read(spark, RECOMMENDATIONS)
+    assert served.where(F.col("model_version").isNotNull()).count() == 0
+    per_user = served.groupBy("user_id").count()
+    assert per_user.count() == len({r["user_id"] for r in before[1]})
+    assert per_user.where(F.col("count") != config.serve.top_n).count() == 0
+    recommend(spark, config, lake, gate=no_gate)  # nothing unknown is served any more
+
+
+def test_another_tracking_store_with_the_same_model_version_is_not_the_lakes_model(
+    spark: SparkSession, shop: Config, trained: TrainResult, tmp_path: Path
+) -> None:
+    """Another store may well hold version 1 of a model of the same name: the lake's model
+    tables name the run that version came from, and the registry must agree."""
+    other = f"sqlite:///{tmp_path / 'other' / 'mlflow.db'}"
+    config = copy_shop(shop, tmp_path, f"mlflow.tracking_uri={other}")
+    register_versions(config, int(trained.model_version))
+    MlflowClient().set_registered_model_alias(config.mlflow.model_name, "champion", trained.model_version)
+    lake = Lake.at(config.lake.root)
+    before = _serving_state(spark, lake)
+
+    for publish in (recommend, run_refresh):
+        with pytest.raises(TrackingError) as raised:
+            publish(spark, config, lake, **({"once": True} if publish is run_refresh else {}), gate=no_gate)
+        message = str(raised.value)
+        assert f"version {trained.model_version} of model '{config.mlflow.model_name}'" in message
+        assert trained.run_id in message and other in message
+        assert _serving_state(spark, lake) == before

@@ -13,12 +13,13 @@ from pyspark.sql import functions as F
 
 from recspark.cli import main
 from recspark.core.config import Config, ServeConfig, TrainConfig
+from recspark.core.gates import no_gate
 from recspark.core.registry import champion_version, configure_mlflow
 from recspark.core.tables import ALS_ITEM_FACTORS, ALS_USER_FACTORS, INTERACTIONS, Lake
 from recspark.model.candidates.lists import ListInputs, build_lists
 from recspark.model.evaluation.holdout import BASELINE_SOURCES
 from recspark.model.families.als import fit_als
-from recspark.model.training.train import TrainResult
+from recspark.model.training.train import TrainResult, train
 from tests.conftest import copy_shop
 
 
@@ -175,3 +176,21 @@ def test_a_missing_tracking_store_stops_training_with_a_clear_error(
     assert "Traceback" not in err
     mlflow.set_tracking_uri(config.mlflow.tracking_uri)
     assert str(champion_version(config.mlflow).version) == champion_before
+
+
+def test_a_retrain_with_the_champions_settings_is_promoted_despite_a_margin(
+    spark: SparkSession, shop: Config, trained: TrainResult, tmp_path: Path
+) -> None:
+    """The nightly retrain: fresher data, the champion's settings. The champion's settings refitted
+    on the same split are the candidate itself, so the margin (for challengers with other
+    settings) cannot apply; the baselines still gate."""
+    config = copy_shop(shop, tmp_path, "mlflow.promotion_margin=0.01")
+    lake = Lake.at(config.lake.root)
+    retrained = train(spark, config, lake, gate=no_gate)
+    assert retrained.promoted and retrained.status == "promoted", retrained.reason
+    assert retrained.reason.startswith(
+        f"same settings as champion version {trained.model_version}: a refit on fresher data, promoted"
+    )
+    assert "most popular baseline" in retrained.reason
+    configure_mlflow(config.mlflow)
+    assert str(champion_version(config.mlflow).version) == retrained.model_version

@@ -19,7 +19,14 @@ from pyspark.sql import functions as F
 
 from recspark.core.config import MlflowConfig
 from recspark.core.secrets import redact
-from recspark.core.tables import CHAMPION_HISTORY, Lake
+from recspark.core.tables import (
+    ALS_ITEM_FACTORS,
+    CHAMPION_HISTORY,
+    ITEM_SIMILARITY,
+    RECOMMENDATIONS,
+    Lake,
+    model_version_rows,
+)
 
 log = logging.getLogger(__name__)
 
@@ -148,6 +155,130 @@ def require_version(config: MlflowConfig, version: str) -> None:
         if _no_such_alias(exc):
             raise TrackingError(f"model '{config.model_name}' has no version {version}") from exc
         raise TrackingError(f"model registry failed: {_first_line(exc)}") from exc
+
+
+def registered_run_id(config: MlflowConfig, version: str) -> str | None:
+    """The run that version ``version`` of ``model_name`` was logged from ('' when the version
+    names no run); None only when the registry says there is no such model or version."""
+    try:
+        return MlflowClient().get_model_version(config.model_name, version).run_id or ""
+    except MlflowException as exc:
+        if _no_such_alias(exc):
+            return None
+        raise TrackingError(
+            f"model registry at {redact(config.tracking_uri)} failed looking up version {version} of "
+            f"'{config.model_name}': {_first_line(exc)}"
+        ) from exc
+    except Exception as exc:  # connection errors of a remote server come in many types
+        raise TrackingError(
+            f"model registry at {redact(config.tracking_uri)} is not reachable: {_first_line(exc)}"
+        ) from exc
+
+
+# Every family writes one of these for every version it registers (forget-user leaves them be).
+_VERSION_RECORDS = (ALS_ITEM_FACTORS, ITEM_SIMILARITY)
+RESET_SERVING = "--reset-serving"
+
+
+def _served_versions(spark: SparkSession, lake: Lake) -> list[str]:
+    """The model versions whose lists ``recommendations`` holds (none: fallback lists or empty)."""
+    if not lake.exists(spark, RECOMMENDATIONS):
+        return []
+    rows = (
+        lake.read(spark, RECOMMENDATIONS)
+        .where(F.col("model_version").isNotNull())
+        .select("model_version")
+        .distinct()
+        .limit(10)
+        .collect()
+    )
+    return sorted(r[0] for r in rows)
+
+
+@dataclass(frozen=True)
+class _VersionRecord:
+    """A model the lake's model tables hold under some version number."""
+
+    model_name: str | None  # None: written before the tables recorded it
+    run_id: str
+    configured: bool  # the configured model's (see ``model_version_rows``)
+
+    def __str__(self) -> str:
+        return f"model '{self.model_name or '?'}' run {self.run_id}"
+
+
+def _lake_records(
+    spark: SparkSession, lake: Lake, config: MlflowConfig, version: str
+) -> list[_VersionRecord]:
+    """Every model the lake's model tables hold as ``version`` (one partition of each table)."""
+    records: set[_VersionRecord] = set()
+    for spec in _VERSION_RECORDS:
+        if lake.exists(spark, spec):
+            rows = (
+                lake.read(spark, spec)
+                .where(F.col("model_version") == version)
+                .select(
+                    "model_name",
+                    "run_id",
+                    model_version_rows(config.model_name, version).alias("configured"),
+                )
+                .distinct()
+                .collect()
+            )
+            records |= {_VersionRecord(*r) for r in rows}
+    return sorted(records, key=str)
+
+
+def require_served_model_known(spark: SparkSession, lake: Lake, config: MlflowConfig) -> None:
+    """Stop with TrackingError unless the registry knows the model behind the serving table.
+
+    ``recommendations`` names the model version its lists came from; the lake's model tables
+    name that version's model and run. The registry knows it when it has that version of
+    ``model_name``, logged from the same run (another tracking store may well have a version of
+    that number under that name). Otherwise the configuration points at another registry (a typo
+    in ``mlflow.model_name``, another ``mlflow.tracking_uri``), where "no champion" would replace
+    every personalised list with fallback lists and let `train` promote without comparison: a
+    deliberate reset passes ``--reset-serving`` instead of calling this."""
+    uri, name = redact(config.tracking_uri), config.model_name
+    remedy = (
+        f"fix mlflow.model_name or mlflow.tracking_uri, or pass {RESET_SERVING} to replace the "
+        "served lists on purpose"
+    )
+    for version in _served_versions(spark, lake):
+        records = _lake_records(spark, lake, config, version)
+        runs = {r.run_id for r in records if r.configured}
+        known = ", ".join(map(str, records)) or "no record"
+        registered = registered_run_id(config, version)
+        served = (
+            f"the serving table holds lists from model version {version} (the lake's model tables: {known})"
+        )
+        if registered is None:
+            raise TrackingError(
+                f"{served}, but the model registry at {uri} has no version {version} of model "
+                f"'{name}': {remedy}"
+            )
+        if registered not in runs:
+            raise TrackingError(
+                f"{served}, but version {version} of model '{name}' in the model registry at {uri} "
+                f"comes from run {registered or 'none'}: {remedy}"
+            )
+
+
+def champion_since(spark: SparkSession, lake: Lake, config: MlflowConfig, version: str) -> datetime | None:
+    """When ``version`` last became champion, from ``champion_history`` (None if unrecorded)."""
+    if not lake.exists(spark, CHAMPION_HISTORY):
+        return None
+    row = (
+        lake.read(spark, CHAMPION_HISTORY)
+        .where(
+            (F.col("model_name") == config.model_name)
+            & (F.col("alias") == CHAMPION)
+            & (F.col("version") == version)
+        )
+        .agg(F.max(F.col("moved_at").cast("double")).alias("at"))
+        .first()
+    )
+    return None if row is None or row["at"] is None else datetime.fromtimestamp(row["at"], timezone.utc)
 
 
 def moved_by() -> str:

@@ -309,6 +309,15 @@ def any_of(column: Column, values: list[str]) -> Column:
     return terms[0]
 
 
+def model_version_rows(model_name: str, version: str) -> Column:
+    """The rows of one registered model version in a model table (``als_*_factors``,
+    ``item_similarity``). Rows written before ``model_name`` existed belong to whichever model
+    wrote them: they match too."""
+    return (F.col("model_version") == version) & (
+        F.col("model_name").isNull() | (F.col("model_name") == model_name)
+    )
+
+
 # The table property behind deletion vectors (rows marked deleted rather than files rewritten).
 DELETION_VECTORS = "delta.enableDeletionVectors"
 

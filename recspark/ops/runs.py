@@ -196,6 +196,13 @@ class ChampionState:
     registered_at: float | None = None
     promoted_at: float | None = None
     metrics: dict[str, float | None] = field(default_factory=dict)
+    # The newest `train` run's decision (from champion_history; every train moves an alias):
+    # its version, whether it was promoted, its promotion_status tag and the reason.
+    newest_version: str | None = None
+    newest_trained_at: float | None = None
+    newest_promoted: bool | None = None
+    newest_status: str | None = None
+    newest_reason: str | None = None
 
 
 @dataclass(frozen=True)
@@ -271,13 +278,18 @@ class StatusSnapshot:
     outcome_issues: dict[str, int] = field(default_factory=dict)
 
 
-def format_age(seconds: float) -> str:
-    """'45s ago', '3m ago', '2h ago', '4d ago'."""
+def format_span(seconds: float) -> str:
+    """'45s', '3m', '2h', '4d' (whole units, rounded down)."""
     seconds = max(seconds, 0.0)
     for unit, size in (("d", 86_400), ("h", 3_600), ("m", 60)):
         if seconds >= size:
-            return f"{int(seconds // size)}{unit} ago"
-    return f"{int(seconds)}s ago"
+            return f"{int(seconds // size)}{unit}"
+    return f"{int(seconds)}s"
+
+
+def format_age(seconds: float) -> str:
+    """'45s ago', '3m ago', '2h ago', '4d ago'."""
+    return f"{format_span(seconds)} ago"
 
 
 def format_duration(seconds: float | None) -> str:
@@ -371,25 +383,56 @@ def _quick_http_failures() -> Iterator[None]:
 
 def _promoted_at(spark: SparkSession, lake: Lake, config: Config, version: str) -> float | None:
     """When ``version`` last became champion, from ``champion_history`` (None if unrecorded)."""
+    from recspark.core.registry import champion_since
+
+    try:
+        since = champion_since(spark, lake, config.mlflow, version)
+    except Exception as exc:  # the history is a nicety here; the registry is the truth
+        log.warning("status: champion_history not readable: %s", _first_line(exc))
+        return None
+    return None if since is None else since.timestamp()
+
+
+def _newest_train(spark: SparkSession, lake: Lake, config: Config) -> dict[str, Any]:
+    """The newest `train` run's version, time, alias move and reason (the ``newest_*`` fields of
+    :class:`ChampionState`), from ``champion_history``; empty when none is recorded."""
     from recspark.core.registry import CHAMPION
 
     try:
         if not lake.exists(spark, CHAMPION_HISTORY):
-            return None
+            return {}
         row = (
             lake.read(spark, CHAMPION_HISTORY)
-            .where(
-                (F.col("model_name") == config.mlflow.model_name)
-                & (F.col("alias") == CHAMPION)
-                & (F.col("version") == version)
-            )
-            .agg(F.max(F.col("moved_at").cast("double")).alias("at"))
+            .where((F.col("model_name") == config.mlflow.model_name) & (F.col("action") == "train"))
+            .orderBy(F.col("moved_at").desc())
+            .select("version", "alias", "reason", F.col("moved_at").cast("double").alias("at"))
             .first()
         )
     except Exception as exc:  # the history is a nicety here; the registry is the truth
         log.warning("status: champion_history not readable: %s", _first_line(exc))
+        return {}
+    if row is None:
+        return {}
+    promoted = row["alias"] == CHAMPION
+    return {
+        "newest_version": row["version"],
+        "newest_trained_at": float(row["at"]),
+        "newest_promoted": promoted,
+        "newest_status": "promoted" if promoted else None,  # the registry's tag says which
+        "newest_reason": row["reason"],
+    }
+
+
+def _promotion_status(model_name: str, version: str) -> str | None:
+    """The version's ``promotion_status`` tag (None when the version is gone from the registry)."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    try:
+        return (MlflowClient().get_model_version(model_name, version).tags or {}).get("promotion_status")
+    except MlflowException as exc:
+        log.warning("status: version %s of %s not readable: %s", version, model_name, _first_line(exc))
         return None
-    return None if row is None or row["at"] is None else float(row["at"])
 
 
 def _gather_champion(spark: SparkSession, config: Config, lake: Lake) -> ChampionState:
@@ -398,13 +441,20 @@ def _gather_champion(spark: SparkSession, config: Config, lake: Lake) -> Champio
     from recspark.core.registry import champion_version, configure_mlflow
 
     settings = config.mlflow
-    base: dict[str, Any] = {"model_name": settings.model_name, "tracking_uri": settings.tracking_uri}
+    newest = _newest_train(spark, lake, config)
+    base: dict[str, Any] = {
+        "model_name": settings.model_name,
+        "tracking_uri": settings.tracking_uri,
+        **newest,
+    }
     uri = settings.tracking_uri
     if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).exists():
         return ChampionState(**base, state="no_store", message="the tracking store does not exist yet")
     try:
         with _quick_http_failures():
             configure_mlflow(settings)
+            if newest and not newest["newest_promoted"]:
+                base["newest_status"] = _promotion_status(settings.model_name, newest["newest_version"])
             champion = champion_version(settings)
             if champion is None:
                 return ChampionState(
@@ -557,12 +607,12 @@ def _tables_section(snapshot: StatusSnapshot) -> list[str]:
     return lines
 
 
-def _model_section(champion: ChampionState) -> list[str]:
+def _model_section(champion: ChampionState, at: float) -> list[str]:
     lines = [f"Model ({champion.model_name}, MLflow at {champion.tracking_uri})"]
     if champion.state == "no_store":
         return [*lines, "  no champion: the tracking store does not exist yet (run `recspark train`)"]
     if champion.state == "none":
-        return [*lines, f"  no champion: {champion.message}"]
+        return [*lines, f"  no champion: {champion.message}", *_unchanged_lines(champion, at)]
     if champion.state == "unreachable":
         return [*lines, f"  tracking store not reachable: {champion.message}"]
     registered = _utc(champion.registered_at) if champion.registered_at else "unknown time"
@@ -576,6 +626,29 @@ def _model_section(champion: ChampionState) -> list[str]:
     lines.append(
         "  " + "  ".join(f"{name} {'-' if value is None else f'{value:.4f}'}" for name, value in shown)
     )
+    return [*lines, *_unchanged_lines(champion, at)]
+
+
+def _unchanged_lines(champion: ChampionState, at: float) -> list[str]:
+    """How long the champion has held, and what the newest `train` run decided and why."""
+    lines = []
+    if champion.state == "champion":
+        if champion.promoted_at is None:
+            since = "since an unrecorded time (no champion_history row)"
+        else:
+            span = format_span(at - champion.promoted_at)
+            since = f"unchanged for {span} since {_utc(champion.promoted_at)} UTC"
+        lines.append(f"  champion version {champion.version}, {since}")
+    if champion.newest_version is not None:
+        when = _utc(champion.newest_trained_at)
+        if champion.newest_promoted:
+            lines.append(f"  newest train run: version {champion.newest_version} ({when} UTC), promoted")
+        else:
+            status = f" ({champion.newest_status})" if champion.newest_status else ""
+            lines.append(
+                f"  newest train run: version {champion.newest_version} ({when} UTC) not promoted{status}: "
+                f"{champion.newest_reason or 'no reason recorded'}"
+            )
     return lines
 
 
@@ -663,7 +736,7 @@ def render_status(snapshot: StatusSnapshot) -> str:
     sections = [
         [f"recspark status at {at:%Y-%m-%d %H:%M:%S} UTC"],
         _tables_section(snapshot),
-        _model_section(snapshot.champion),
+        _model_section(snapshot.champion, snapshot.at),
         _runs_section(snapshot.runs),
         _quality_section(snapshot.gates),
         _outcomes_section(snapshot.outcomes, snapshot.outcome_issues),
@@ -693,7 +766,15 @@ def _redacted(value: Any) -> Any:
 
 # The fields that hold epoch seconds; JSON carries them as ISO 8601 UTC.
 _EPOCH_FIELDS = frozenset(
-    {"last_commit", "registered_at", "promoted_at", "started_at", "ended_at", "validated_at"}
+    {
+        "last_commit",
+        "registered_at",
+        "promoted_at",
+        "newest_trained_at",
+        "started_at",
+        "ended_at",
+        "validated_at",
+    }
 )
 
 
@@ -722,7 +803,14 @@ def status_json(snapshot: StatusSnapshot) -> dict[str, Any]:
                 )
                 for t in snapshot.tables
             ],
-            "champion": _as_json(snapshot.champion),
+            "champion": _as_json(
+                snapshot.champion,
+                unchanged_seconds=_rounded(
+                    None
+                    if snapshot.champion.promoted_at is None
+                    else snapshot.at - snapshot.champion.promoted_at
+                ),
+            ),
             "job_runs": [_as_json(r, duration_seconds=_rounded(r.duration)) for r in snapshot.runs],
             "quality_gates": [_as_json(g) for g in snapshot.gates],
             "outcomes": [_as_json(o, ctr=o.ctr, conversion=o.conversion) for o in snapshot.outcomes],

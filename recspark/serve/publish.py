@@ -20,7 +20,7 @@ from recspark.core.config import AUTO, Config
 from recspark.core.conflicts import retry_on_conflict
 from recspark.core.gates import Gate
 from recspark.core.privacy import Tombstones, of_forgotten
-from recspark.core.registry import champion_version, configure_mlflow
+from recspark.core.registry import champion_version, configure_mlflow, require_served_model_known
 from recspark.core.tables import INTERACTIONS, RECOMMENDATIONS, SIMILAR_ITEMS, Lake, clustered, serving_table
 from recspark.model.candidates.lists import (
     ItemRankings,
@@ -309,10 +309,18 @@ def publish_full(
     lake: Lake,
     champion: Champion | None,
     gate: Gate,
+    *,
+    reset_serving: bool = False,
 ) -> int:
     """Every user's list (from ``champion``, or fallback lists without one), validated, then
     written in one commit, and ``similar_items`` with it: the one full publish of `recommend`
-    and the refresh job. Returns the number of users served."""
+    and the refresh job. Returns the number of users served.
+
+    The lists it replaces must come from a model the registry knows (TrackingError otherwise,
+    before anything is written): a registry that does not know them is the wrong one, and its
+    "no champion" must not wipe the personalised lists. ``reset_serving`` replaces them anyway."""
+    if not reset_serving:
+        require_served_model_known(spark, lake, config.mlflow)
     lake.ensure(spark, serving_table(config.serve.deletion_vectors))
     # Read before the lists are built: they include at least this version's interactions.
     interactions_version = lake.version(spark, INTERACTIONS)
@@ -362,15 +370,18 @@ def forgotten_users_removed(spark: SparkSession, lake: Lake, job: str) -> Iterat
         retry_on_conflict(lambda: table.delete(of_forgotten(late)), f"{job}: delete lists of forgotten users")
 
 
-def recommend(spark: SparkSession, config: Config, lake: Lake, *, gate: Gate) -> int:
+def recommend(
+    spark: SparkSession, config: Config, lake: Lake, *, gate: Gate, reset_serving: bool = False
+) -> int:
     """The full publish job; returns the number of users served. Without a champion every known
-    user still gets N rows (category popular, trending, popular): a shop is never left empty."""
+    user still gets N rows (category popular, trending, popular): a shop is never left empty.
+    Lists from a model the registry does not know are replaced only with ``reset_serving``."""
     champion = load_champion(spark, config, lake)
     if champion is not None:
         champion.model.persist()
     try:
         with forgotten_users_removed(spark, lake, "recommend"):
-            return publish_full(spark, config, lake, champion, gate)
+            return publish_full(spark, config, lake, champion, gate, reset_serving=reset_serving)
     finally:
         if champion is not None:
             champion.model.unpersist()

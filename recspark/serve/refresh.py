@@ -23,7 +23,7 @@ from recspark.core.config import Config
 from recspark.core.conflicts import retry_on_conflict
 from recspark.core.gates import Gate
 from recspark.core.interactions import strength_as_of
-from recspark.core.registry import champion_version, configure_mlflow
+from recspark.core.registry import champion_version, configure_mlflow, require_served_model_known
 from recspark.core.streaming import (
     await_query,
     commit_user_metadata,
@@ -176,7 +176,9 @@ def refresh_users(
 
 
 class RefreshBatchWriter:
-    """The ``foreachBatch`` function of the refresh query."""
+    """The ``foreachBatch`` function of the refresh query. A batch that would publish in full
+    (the champion moved, or there is none) fails with TrackingError when the registry does not
+    know the model of the lists it would replace (see ``publish_full``)."""
 
     def __init__(
         self, config: Config, lake: Lake, checkpoint: str, gate: Gate, covered_version: int | None = None
@@ -326,10 +328,13 @@ def start_refresh(
     return start_query(stream, once, config.ingest.trigger_seconds)
 
 
-def run_refresh(spark: SparkSession, config: Config, lake: Lake, once: bool, *, gate: Gate) -> None:
+def run_refresh(
+    spark: SparkSession, config: Config, lake: Lake, once: bool, *, gate: Gate, reset_serving: bool = False
+) -> None:
     """Bring the serving table up to date (a full refresh if the champion changed, there is none
     and the table is empty, or ``serve.top_n`` was lowered), then keep it fresh until stopped (or
-    stop when ``once``)."""
+    stop when ``once``). Lists from a model the registry does not know stop it with TrackingError
+    before the stream starts; ``reset_serving`` replaces them with a full refresh instead."""
     configure_mlflow(config.mlflow)
     lake.require(spark, INTERACTIONS)
     champion = champion_version(config.mlflow)
@@ -337,9 +342,11 @@ def run_refresh(spark: SparkSession, config: Config, lake: Lake, once: bool, *, 
     covered = None
     serving = published(spark, lake)
     longer = serving.rows and longest_list(spark, lake) > config.serve.top_n
-    if serving.model_version != version or not serving.rows or longer:
+    if reset_serving or serving.model_version != version or not serving.rows or longer:
         if longer:
             log.info("refresh: lists longer than serve.top_n=%d: full refresh", config.serve.top_n)
         covered = lake.version(spark, INTERACTIONS)
-        recommend(spark, config, lake, gate=gate)
+        recommend(spark, config, lake, gate=gate, reset_serving=reset_serving)  # checks the served model
+    else:
+        require_served_model_known(spark, lake, config.mlflow)  # same version number: the same run?
     await_query(start_refresh(spark, config, lake, once, gate, covered), "refresh")

@@ -20,7 +20,14 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from recspark.core.config import Config, EaseConfig, TrainConfig
-from recspark.core.tables import ALS_ITEM_FACTORS, ALS_USER_FACTORS, ITEM_SIMILARITY, Lake, TableSpec
+from recspark.core.tables import (
+    ALS_ITEM_FACTORS,
+    ALS_USER_FACTORS,
+    ITEM_SIMILARITY,
+    Lake,
+    TableSpec,
+    model_version_rows,
+)
 from recspark.model.families.als import als_ratings, factor_tables, fit_als, preference
 from recspark.model.families.data import TrainingData
 from recspark.model.families.ease import similarity_frame
@@ -245,13 +252,6 @@ def fit_model(spark: SparkSession, spec: ModelSpec, data: TrainingData, ease: Ea
 # A model version's data in the lake
 
 
-def _model_key(model_name: str, version: str) -> F.Column:
-    # Rows written before model_name existed belong to whichever model wrote them: match them too.
-    return (F.col("model_version") == version) & (
-        F.col("model_name").isNull() | (F.col("model_name") == model_name)
-    )
-
-
 def write_model_tables(
     spark: SparkSession, lake: Lake, model: FittedModel, model_name: str, version: str, run_id: str
 ) -> None:
@@ -289,7 +289,7 @@ def read_model_tables(
     model = FittedModel(spec)
 
     def part(table: TableSpec, *columns: str) -> DataFrame:
-        return lake.read(spark, table).where(_model_key(model_name, version)).select(*columns)
+        return lake.read(spark, table).where(model_version_rows(model_name, version)).select(*columns)
 
     if spec.uses_als:
         model.user_factors = part(ALS_USER_FACTORS, "user_id", "features")

@@ -10,6 +10,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
+from datetime import datetime, timezone
 from pathlib import Path
 
 import mlflow
@@ -23,9 +24,11 @@ from recspark.core.registry import (
     CHALLENGER,
     AliasMove,
     champion_move,
+    champion_since,
     champion_version,
     configure_mlflow,
     move_alias,
+    require_served_model_known,
 )
 from recspark.core.tables import EVENTS, INTERACTIONS, Lake
 from recspark.model.candidates.lists import fallback_chain
@@ -35,7 +38,12 @@ from recspark.model.evaluation.inputs import TrainInputs, read_inputs
 from recspark.model.evaluation.splits import split_period
 from recspark.model.families.data import TrainingError, training_data
 from recspark.model.families.model import ALS, FittedModel, ModelSpec, fit_model, write_model_tables
-from recspark.model.training.promotion import PromotionDecision, PromotionRule, decide_promotion
+from recspark.model.training.promotion import (
+    ChampionRefit,
+    PromotionDecision,
+    PromotionRule,
+    decide_promotion,
+)
 from recspark.model.training.report import evaluation_report
 from recspark.model.tuning.plan import TunedPlan, read_tuned
 from recspark.model.tuning.search import tune_on
@@ -59,6 +67,26 @@ class TrainResult:
     phase_seconds: dict[str, float] = field(default_factory=dict)
     # The tuning run whose settings this training used (None: the config's own).
     tuned_from_run: str | None = None
+    # The champion after this run (this version when promoted) and since when it has held.
+    champion_version: str | None = None
+    champion_since: datetime | None = None
+
+    def outcome(self) -> str:
+        """The decision in one plain sentence: promoted, or why not and which champion stays
+        (and for how long it has been unchanged)."""
+        if self.promoted:
+            return f"promoted to champion: {self.reason}"
+        if self.champion_version is None:
+            stays = "there is no champion yet (fallback lists are served)"
+        elif self.champion_since is None:
+            stays = f"champion version {self.champion_version} stays (since an unrecorded time)"
+        else:
+            days = (datetime.now(timezone.utc) - self.champion_since).total_seconds() / 86_400
+            stays = (
+                f"champion version {self.champion_version} stays, unchanged for {days:.1f} days since "
+                f"{self.champion_since:%Y-%m-%d %H:%M:%S} UTC"
+            )
+        return f"not promoted ({self.status}): {self.reason}; {stays}"
 
 
 @contextmanager
@@ -146,7 +174,8 @@ def judge(
     champion: tuple[str, ModelSpec] | None,
 ) -> Judgement:
     """Fit the candidate (and the champion's settings, when they differ) on the training period
-    and score them and the baselines on the same held-out users."""
+    and score them and the baselines on the same held-out users. With the champion's settings
+    the candidate is the champion's refit: the rule then asks no margin over it."""
     model = fit_model(spark, spec, holdout.data, config.ease)
     try:
         candidate = holdout.score_model("model", model, detail=True)
@@ -156,10 +185,12 @@ def judge(
     if len(names) < len(BASELINES):
         log.warning("train: catalog.path is not set: no category baseline")
     baselines = {name: holdout.score_baseline(name, detail=True) for name in names}
-    champion_scored = None
+    metric = config.mlflow.promotion_metric
+    champion_scored, refit = None, None
     if champion is not None:
         version, settings = champion
-        if settings.params() == spec.params():
+        same_settings = settings.params() == spec.params()
+        if same_settings:
             champion_scored = candidate  # the same settings on the same split: the same model
         else:
             log.info("train: refitting champion %s (%s) on the same split", version, settings.label())
@@ -168,7 +199,7 @@ def judge(
                 champion_scored = holdout.score_model("champion", rival)
             finally:
                 rival.unpersist()
-    metric = config.mlflow.promotion_metric
+        refit = ChampionRefit(version, champion_scored.values(metric).to_numpy(np.float64), same_settings)
     rule = PromotionRule(
         metric=metric,
         margin=config.mlflow.promotion_margin,
@@ -181,22 +212,23 @@ def judge(
             gating[name] = baselines[name].values(metric).to_numpy(np.float64)
         else:
             log.warning("train: baseline %s was not computed (no catalog?): it does not gate promotion", name)
-    decision = decide_promotion(
-        candidate.values(metric).to_numpy(np.float64),
-        gating,
-        None if champion_scored is None else champion_scored.values(metric).to_numpy(np.float64),
-        rule,
-    )
+    decision = decide_promotion(candidate.values(metric).to_numpy(np.float64), gating, refit, rule)
     return Judgement(candidate, baselines, champion_scored, decision)
 
 
-def train(spark: SparkSession, config: Config, lake: Lake, *, gate: Gate) -> TrainResult:
+def train(
+    spark: SparkSession, config: Config, lake: Lake, *, gate: Gate, reset_serving: bool = False
+) -> TrainResult:
     """The whole training job; stops with TrainingError before touching the registry when the
-    data cannot support it, and with TrackingError when the registry cannot be read."""
+    data cannot support it, and with TrackingError when the registry cannot be read or does not
+    know the model the serving table's lists came from (it would promote without comparison;
+    ``reset_serving`` allows it on purpose)."""
     timings: dict[str, float] = {}
     configure_mlflow(config.mlflow)
     spark.sparkContext.setCheckpointDir(lake.path("_checkpoints/als"))
     with _phase(timings, "read"):
+        if not reset_serving:
+            require_served_model_known(spark, lake, config.mlflow)
         inputs = read_inputs(spark, config, lake, gate)
         champion = champion_spec(config)  # a registry fault stops the job here, before any fit
     with _phase(timings, "tune"):
@@ -217,6 +249,10 @@ def train(spark: SparkSession, config: Config, lake: Lake, *, gate: Gate) -> Tra
             data.unpersist()
     decision = judgement.decision
     log.info("train: %s: %s", decision.status, decision.reason)
+    if champion is None:
+        kept: tuple[str | None, datetime | None] = (None, None)
+    else:
+        kept = champion[0], champion_since(spark, lake, config.mlflow, champion[0])
     with _phase(timings, "fit"):
         as_of = newest_event_time(inputs.interactions)
         assert as_of is not None, "the training period above held min_train_interactions pairs"
@@ -232,7 +268,7 @@ def train(spark: SparkSession, config: Config, lake: Lake, *, gate: Gate) -> Tra
         final = fit_model(spark, spec, full, config.ease)
     metrics = judgement.metrics(config.mlflow.promotion_metric)
     with _phase(timings, "log"):
-        run_id, version = _log_run(config, lake, final, judgement, inputs, plan, timings)
+        run_id, version = _log_run(config, lake, final, judgement, inputs, plan, timings, kept)
         write_model_tables(spark, lake, final, config.mlflow.model_name, version, run_id)
         move = (
             champion_move(config.mlflow, version, "train", decision.reason)
@@ -245,7 +281,7 @@ def train(spark: SparkSession, config: Config, lake: Lake, *, gate: Gate) -> Tra
     final.unpersist()
     full.unpersist()
     inputs.unpersist()
-    return TrainResult(
+    result = TrainResult(
         run_id=run_id,
         model_version=version,
         family=spec.family,
@@ -257,7 +293,11 @@ def train(spark: SparkSession, config: Config, lake: Lake, *, gate: Gate) -> Tra
         test_period=split.describe(),
         phase_seconds=timings,
         tuned_from_run=plan.run_id if plan is not None else None,
+        champion_version=version if decision.promote else kept[0],
+        champion_since=champion_since(spark, lake, config.mlflow, version) if decision.promote else kept[1],
     )
+    log.info("train: version %s %s", version, result.outcome())
+    return result
 
 
 def _log_run(
@@ -268,9 +308,11 @@ def _log_run(
     inputs: TrainInputs,
     plan: TunedPlan | None,
     timings: dict[str, float],
+    kept: tuple[str | None, datetime | None],
 ) -> tuple[str, str]:
     """One MLflow run: settings, data versions, metrics with intervals, the decision, the report
-    and the registered model version. Returns (run id, version)."""
+    and the registered model version; ``kept`` is the champion it was judged against and
+    since when it has held. Returns (run id, version)."""
     spec, decision, split = final.spec, judgement.decision, inputs.split
     metric = config.mlflow.promotion_metric
     metrics = judgement.metrics(metric)
@@ -294,6 +336,7 @@ def _log_run(
                 "model_family": spec.family,
                 "promotion_status": decision.status,
                 "promotion_reason": decision.reason[:5000],
+                **_champion_tags(kept),
                 "events_table": lake.path(EVENTS.name),
                 "interactions_table": lake.path(INTERACTIONS.name),
                 **split.tags("test"),
@@ -323,9 +366,27 @@ def _log_run(
             mlflow.log_artifact(str(report))
     version = str(info.registered_model_version)
     client = MlflowClient()
-    client.set_model_version_tag(config.mlflow.model_name, version, "model_family", spec.family)
-    client.set_model_version_tag(config.mlflow.model_name, version, "promotion_status", decision.status)
+    tags = {
+        "model_family": spec.family,
+        "promotion_status": decision.status,
+        "promotion_reason": decision.reason[:5000],
+        **_champion_tags(kept),
+    }
+    for key, value in tags.items():
+        client.set_model_version_tag(config.mlflow.model_name, version, key, value)
     return run.info.run_id, version
+
+
+def _champion_tags(kept: tuple[str | None, datetime | None]) -> dict[str, str]:
+    """The champion a version was judged against, and since when it had held (for a version
+    that was not promoted: which model is still served, and how long it has been unchanged)."""
+    version, since = kept
+    if version is None:
+        return {"judged_against_champion": "none"}
+    return {
+        "judged_against_champion": version,
+        "judged_against_champion_since": "unknown" if since is None else since.isoformat(),
+    }
 
 
 def _log_model(config: Config, final: FittedModel):  # -> mlflow ModelInfo
