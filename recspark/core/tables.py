@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 
 from delta.tables import DeltaTable
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
+
+from recspark.core import table_names as names
+from recspark.core.table_names import lake_root, table_path
 
 log = logging.getLogger(__name__)
 
@@ -241,7 +243,7 @@ class TableSpec:
     cluster_by: tuple[str, ...] = ()
 
 
-EVENTS = TableSpec("events", EVENTS_SCHEMA, partition_by=("event_month",), written_at="ingested_at")
+EVENTS = TableSpec(names.EVENTS, EVENTS_SCHEMA, partition_by=("event_month",), written_at="ingested_at")
 
 
 def with_event_partitions(events: DataFrame) -> DataFrame:
@@ -273,9 +275,9 @@ def any_of(column: Column, values: list[str]) -> Column:
 # The table property behind deletion vectors (rows marked deleted rather than files rewritten).
 DELETION_VECTORS = "delta.enableDeletionVectors"
 
-QUARANTINE = TableSpec("events_quarantine", QUARANTINE_SCHEMA)
+QUARANTINE = TableSpec(names.QUARANTINE, QUARANTINE_SCHEMA)
 INTERACTIONS = TableSpec(
-    "interactions",
+    names.INTERACTIONS,
     INTERACTIONS_SCHEMA,
     # The refresh job reads the change feed to find users with new activity. With deletion
     # vectors an ingest MERGE marks the old rows of the pairs it updates deleted instead of
@@ -285,7 +287,7 @@ INTERACTIONS = TableSpec(
     written_at="updated_at",
 )
 RECOMMENDATIONS = TableSpec(
-    "recommendations",
+    names.RECOMMENDATIONS,
     RECOMMENDATIONS_SCHEMA,
     # The refresh MERGEs a few users' rows into a table of all users: with deletion vectors it
     # marks their old rows deleted instead of rewriting every file those rows sit in.
@@ -312,19 +314,19 @@ def interactions_table(deletion_vectors: bool) -> TableSpec:
     return _with_deletion_vectors(INTERACTIONS, deletion_vectors)
 
 
-USER_IDS = TableSpec("user_ids", USER_IDS_SCHEMA)
-ITEM_IDS = TableSpec("item_ids", ITEM_IDS_SCHEMA)
-INGEST_METRICS = TableSpec("ingest_metrics", INGEST_METRICS_SCHEMA)
-SIMILAR_ITEMS = TableSpec("similar_items", SIMILAR_ITEMS_SCHEMA)
-JOB_RUNS = TableSpec("job_runs", JOB_RUNS_SCHEMA)
-QUALITY_RESULTS = TableSpec("quality_results", QUALITY_RESULTS_SCHEMA)
+USER_IDS = TableSpec(names.USER_IDS, USER_IDS_SCHEMA)
+ITEM_IDS = TableSpec(names.ITEM_IDS, ITEM_IDS_SCHEMA)
+INGEST_METRICS = TableSpec(names.INGEST_METRICS, INGEST_METRICS_SCHEMA)
+SIMILAR_ITEMS = TableSpec(names.SIMILAR_ITEMS, SIMILAR_ITEMS_SCHEMA)
+JOB_RUNS = TableSpec(names.JOB_RUNS, JOB_RUNS_SCHEMA)
+QUALITY_RESULTS = TableSpec(names.QUALITY_RESULTS, QUALITY_RESULTS_SCHEMA)
 # Written by `recspark train` for every registered model version.
-ALS_USER_FACTORS = TableSpec("als_user_factors", ALS_USER_FACTORS_SCHEMA, partition_by=("model_version",))
-ALS_ITEM_FACTORS = TableSpec("als_item_factors", ALS_ITEM_FACTORS_SCHEMA, partition_by=("model_version",))
-ITEM_SIMILARITY = TableSpec("item_similarity", ITEM_SIMILARITY_SCHEMA, partition_by=("model_version",))
-FORGOTTEN_USERS = TableSpec("forgotten_users", FORGOTTEN_USERS_SCHEMA)
+ALS_USER_FACTORS = TableSpec(names.ALS_USER_FACTORS, ALS_USER_FACTORS_SCHEMA, partition_by=("model_version",))
+ALS_ITEM_FACTORS = TableSpec(names.ALS_ITEM_FACTORS, ALS_ITEM_FACTORS_SCHEMA, partition_by=("model_version",))
+ITEM_SIMILARITY = TableSpec(names.ITEM_SIMILARITY, ITEM_SIMILARITY_SCHEMA, partition_by=("model_version",))
+FORGOTTEN_USERS = TableSpec(names.FORGOTTEN_USERS, FORGOTTEN_USERS_SCHEMA)
 # Every move of a registry alias (champion, challenger) by train, promote or rollback.
-CHAMPION_HISTORY = TableSpec("champion_history", CHAMPION_HISTORY_SCHEMA)
+CHAMPION_HISTORY = TableSpec(names.CHAMPION_HISTORY, CHAMPION_HISTORY_SCHEMA)
 
 ALL_TABLES = (
     EVENTS,
@@ -358,11 +360,10 @@ class Lake:
 
     @classmethod
     def at(cls, root: str, database: str | None = None) -> Lake:
-        is_uri = "://" in root
-        return cls(root if is_uri else str(Path(root).expanduser().resolve()), database)
+        return cls(lake_root(root), database)
 
     def path(self, name: str) -> str:
-        return f"{self.root.rstrip('/')}/{name}"
+        return table_path(self.root, name)
 
     def checkpoint(self, query_name: str) -> str:
         return self.path(f"_checkpoints/{query_name}")
