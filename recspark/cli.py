@@ -290,13 +290,14 @@ def cmd_status(args: argparse.Namespace, config: Config) -> None:
 
 
 def cmd_show(args: argparse.Namespace, config: Config) -> None:
+    from recspark.core.table_names import lake_root
     from recspark.ops.lookup import lookup_json, lookup_user, render_lookup
 
-    lake = _lake(config)
-    found = lookup_user(_spark(config, "show"), lake, args.user_id)
+    root = lake_root(config.lake.root)  # read with delta-rs: no Spark session, no JVM
+    found = lookup_user(root, args.user_id)
     if not found.known:
         raise UsageError(
-            f"unknown user {args.user_id!r}: no recommendations and no events in the lake at {lake.root}"
+            f"unknown user {args.user_id!r}: no recommendations and no events in the lake at {root}"
         )
     if args.json:
         print(json.dumps(lookup_json(found), indent=2))
@@ -376,6 +377,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                     setattr(run, name, value)  # what the job_runs row reports
         else:
             handler(args, config)
+    except (ConfigError, UsageError) as exc:  # told apart without importing every stage (Spark, MLflow)
+        print(redact(f"recspark {args.command}: error: {exc}"), file=sys.stderr)
+        return 2
     except _expected_errors() as exc:
         print(redact(f"recspark {args.command}: error: {exc}"), file=sys.stderr)
         return 2
