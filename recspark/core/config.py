@@ -483,6 +483,27 @@ class MaintenanceConfig:
 
 
 @dataclass(frozen=True)
+class ApiConfig:
+    """`recspark api`: the lookup service the shop's website calls (no Spark, no JVM)."""
+
+    host: str = "127.0.0.1"  # 0.0.0.0 to be reached from other machines
+    port: int = 8000
+    # How often the service looks for new table versions and a changed catalog file.
+    poll_seconds: float = 1.0
+    # The most items a request may ask for (?n=); the default is serve.top_n.
+    max_n: int = 100
+    # The most items a request may exclude (?exclude=, the basket).
+    max_exclude: int = 100
+
+    def __post_init__(self) -> None:
+        _require(bool(self.host), "api.host must not be empty")
+        _require(0 < self.port < 65536, f"api.port must be in 1..65535, got {self.port!r}")
+        _require(self.poll_seconds > 0, "api.poll_seconds must be > 0")
+        _require(self.max_n > 0, "api.max_n must be > 0")
+        _require(self.max_exclude >= 0, "api.max_exclude must be >= 0")
+
+
+@dataclass(frozen=True)
 class GenerateConfig:
     users: int = 2000
     items: int = 500
@@ -508,6 +529,7 @@ class Config:
     serve: ServeConfig = field(default_factory=ServeConfig)
     quality: QualityConfig = field(default_factory=QualityConfig)
     maintenance: MaintenanceConfig = field(default_factory=MaintenanceConfig)
+    api: ApiConfig = field(default_factory=ApiConfig)
     generate: GenerateConfig = field(default_factory=GenerateConfig)
 
     def with_overrides(self, assignments: Iterable[str]) -> Config:
