@@ -92,6 +92,21 @@ RECOMMENDATIONS_SCHEMA = T.StructType(
     ]
 )
 
+# The shop-wide ranking a publish fills lists with after the model (trending, else popular), kept
+# per category: what the lookup service gives a user without a list, and fills a list with when a
+# request's filters leave it short. ``rank`` is over the whole shop (1 = best).
+FALLBACK_ITEMS_SCHEMA = T.StructType(
+    [
+        T.StructField("item_id", T.StringType(), False),
+        T.StructField("category", T.StringType(), True),
+        T.StructField("rank", T.IntegerType(), False),
+        T.StructField("score", T.DoubleType(), False),
+        T.StructField("source", T.StringType(), False),  # trending | popular
+        T.StructField("model_version", T.StringType(), True),
+        T.StructField("generated_at", T.TimestampType(), False),
+    ]
+)
+
 USER_IDS_SCHEMA = T.StructType(
     [
         T.StructField("user_id", T.StringType(), False),
@@ -318,6 +333,7 @@ USER_IDS = TableSpec(names.USER_IDS, USER_IDS_SCHEMA)
 ITEM_IDS = TableSpec(names.ITEM_IDS, ITEM_IDS_SCHEMA)
 INGEST_METRICS = TableSpec(names.INGEST_METRICS, INGEST_METRICS_SCHEMA)
 SIMILAR_ITEMS = TableSpec(names.SIMILAR_ITEMS, SIMILAR_ITEMS_SCHEMA)
+FALLBACK_ITEMS = TableSpec(names.FALLBACK_ITEMS, FALLBACK_ITEMS_SCHEMA, written_at="generated_at")
 JOB_RUNS = TableSpec(names.JOB_RUNS, JOB_RUNS_SCHEMA)
 QUALITY_RESULTS = TableSpec(names.QUALITY_RESULTS, QUALITY_RESULTS_SCHEMA)
 # Written by `recspark train` for every registered model version.
@@ -334,6 +350,7 @@ ALL_TABLES = (
     INTERACTIONS,
     RECOMMENDATIONS,
     SIMILAR_ITEMS,
+    FALLBACK_ITEMS,
     USER_IDS,
     ITEM_IDS,
     INGEST_METRICS,
