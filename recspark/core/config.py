@@ -23,6 +23,12 @@ ENV_PREFIX = "RECSPARK__"
 EVENT_TYPES = ("view", "add_to_cart", "remove_from_cart", "purchase", "rating")
 # The fields every event must carry (data contract §1).
 REQUIRED_FIELDS = ("event_id", "event_time", "user_id", "item_id", "event_type")
+# Longer ids are quarantined by ingest, so no table holds one (and the lookup service refuses them).
+MAX_ID_LENGTH = 256
+# How a catalog may spell `available` (data contract §2; case and surrounding spaces aside): read
+# by the Spark catalog reader (core/catalog.py) and the lookup service's (api/catalog.py).
+TRUE_WORDS = ("true", "1", "yes", "y")
+FALSE_WORDS = ("false", "0", "no", "n")
 
 
 class ConfigError(ValueError):

@@ -15,9 +15,8 @@ from datetime import datetime
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
-from recspark.core.config import EVENT_TYPES, REQUIRED_FIELDS
+from recspark.core.config import EVENT_TYPES, MAX_ID_LENGTH, REQUIRED_FIELDS
 
-MAX_ID_LENGTH = 256
 ISO_8601_WITH_OFFSET = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?(Z|[+-]\d{2}:\d{2})$"
 ID_FIELDS = ("event_id", "user_id", "item_id")
 STRING_FIELDS = (*REQUIRED_FIELDS, "session_id")
