@@ -289,6 +289,8 @@ def any_of(column: Column, values: list[str]) -> Column:
 
 # The table property behind deletion vectors (rows marked deleted rather than files rewritten).
 DELETION_VECTORS = "delta.enableDeletionVectors"
+# The table property that makes every commit record its changed rows (the Change Data Feed).
+CHANGE_DATA_FEED = "delta.enableChangeDataFeed"
 
 QUARANTINE = TableSpec(names.QUARANTINE, QUARANTINE_SCHEMA)
 INTERACTIONS = TableSpec(
@@ -298,7 +300,7 @@ INTERACTIONS = TableSpec(
     # vectors an ingest MERGE marks the old rows of the pairs it updates deleted instead of
     # rewriting every file they sit in (a batch's users are spread over all files), so the bytes
     # it writes follow the batch (docs/benchmarks.md, "The ingest MERGE at three table sizes").
-    properties={"delta.enableChangeDataFeed": "true", DELETION_VECTORS: "true"},
+    properties={CHANGE_DATA_FEED: "true", DELETION_VECTORS: "true"},
     written_at="updated_at",
 )
 RECOMMENDATIONS = TableSpec(
@@ -306,8 +308,10 @@ RECOMMENDATIONS = TableSpec(
     RECOMMENDATIONS_SCHEMA,
     # The refresh MERGEs a few users' rows into a table of all users: with deletion vectors it
     # marks their old rows deleted instead of rewriting every file those rows sit in.
-    # `recspark maintain` purges them (REORG ... APPLY (PURGE)) before VACUUM.
-    properties={DELETION_VECTORS: "true"},
+    # `recspark maintain` purges them (REORG ... APPLY (PURGE)) before VACUUM. The change feed
+    # lets the lookup service (`recspark api`) apply a refresh's or forget-user's rows without
+    # reading the table again.
+    properties={DELETION_VECTORS: "true", CHANGE_DATA_FEED: "true"},
     # Files hold narrow user ranges: a reader's lookup of a user, and a refresh MERGE of a few
     # users, read only the files that can hold them.
     cluster_by=("user_id",),
