@@ -305,6 +305,12 @@ def cmd_show(args: argparse.Namespace, config: Config) -> None:
         print(render_lookup(found), end="")
 
 
+def cmd_api(args: argparse.Namespace, config: Config) -> None:
+    from recspark.api.server import serve
+
+    serve(config)
+
+
 def cmd_demo(args: argparse.Namespace, config: Config) -> None:
     from recspark.demo import UnsafeResetError, run_demo
 
@@ -332,6 +338,7 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace, Config], RunFigures], st
     "forget-user": (cmd_forget_user, "delete one user's rows from every table"),
     "status": (cmd_status, "on-call overview: tables, champion, recent job runs, quality gates"),
     "show": (cmd_show, "one user's current recommendations, recent history and model version"),
+    "api": (cmd_api, "serve the lists to the website over HTTP (the lookup service; no Spark)"),
     "demo": (cmd_demo, "generate -> ingest -> train -> recommend, then print a report"),
 }
 
