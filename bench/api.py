@@ -38,11 +38,11 @@ from typing import Any
 
 import numpy as np
 import psutil
-from synthetic import item_key, user_key
 
 from recspark.core.config import Config, load_config
 from recspark.core.session import build_spark
 from recspark.core.tables import FALLBACK_ITEMS, RECOMMENDATIONS, SIMILAR_ITEMS, Lake, serving_table
+from recspark.datasets.lakes import item_key, user_key
 from recspark.serve.publish import publish_recommendations
 from recspark.serve.refresh import merge_user_rows
 
@@ -327,6 +327,7 @@ def refresh(spark: Any, lake: Lake, service: Service, args: argparse.Namespace) 
         .select("operation", F.col("timestamp").cast("double").alias("at"))
         .first()
     )
+    assert commit is not None
     committed = commit["at"]  # epoch seconds, whatever the driver's time zone
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:

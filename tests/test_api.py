@@ -30,8 +30,8 @@ from recspark.core.config import Config
 from recspark.core.gates import no_gate
 from recspark.core.tables import FALLBACK_ITEMS, INTERACTIONS, ITEM_IDS, RECOMMENDATIONS, SIMILAR_ITEMS, Lake
 from recspark.ingest.stream import run_ingest
-from recspark.model.sources import newest_event_time
-from recspark.model.train import TrainResult
+from recspark.model.candidates.sources import newest_event_time
+from recspark.model.training.train import TrainResult
 from recspark.ops.forget import forget_user
 from recspark.serve.publish import recommend
 from recspark.serve.refresh import run_refresh
@@ -301,7 +301,7 @@ def test_filters_availability_and_the_fallback_list_against_spark(
         service.wait_version(lake.version(spark, RECOMMENDATIONS))
         catalog_path.write_text("\n".join(changed) + "\n")
         service.wait(lambda h: h["catalog"]["malformed_lines"] == 1, "the changed catalog read")
-        catalog = {r["item_id"]: r for r in read_catalog(spark, str(catalog_path)).collect()}
+        catalog: dict[str, Any] = {r["item_id"]: r for r in read_catalog(spark, str(catalog_path)).collect()}
         catalog[broken] = {**catalog.get(broken, {}), "available": False}  # a broken line holds it back
 
         def usable(item: str) -> bool:

@@ -1,4 +1,5 @@
-"""The lookup service (`recspark api`): the served lists over HTTP, read with delta-rs, no JVM."""
+"""The lookup service for the website (``recspark api``): the served lists over HTTP, read with
+delta-rs (no JVM), and what it logs: impressions."""
 
 import os
 

@@ -25,6 +25,7 @@ ALS_ITEM_FACTORS = "als_item_factors"
 ITEM_SIMILARITY = "item_similarity"
 FORGOTTEN_USERS = "forgotten_users"
 CHAMPION_HISTORY = "champion_history"
+RECOMMENDATION_OUTCOMES = "recommendation_outcomes"
 
 
 def lake_root(root: str) -> str:

@@ -9,6 +9,7 @@ Spark: no JVM starts, and the answer comes back in well under a second.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
@@ -149,7 +150,7 @@ def lookup_json(found: UserLookup) -> dict[str, Any]:
     }
 
 
-def _table(headers: tuple[str, ...], rows: list[tuple[str, ...]]) -> list[str]:
+def _table(headers: tuple[str, ...], rows: Sequence[tuple[str, ...]]) -> list[str]:
     """Left-aligned plain-text columns, two spaces apart."""
     widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(headers)]
 
