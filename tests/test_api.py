@@ -1,8 +1,9 @@
 """`recspark api`, the lookup service, through real HTTP requests to the running server: it answers
 what Spark reads from the tables recspark wrote, follows a refresh MERGE and forget-user's DELETE
 through the change feed (no full reload), survives OPTIMIZE, REORG and a checkpoint, reloads in
-full after a full publish, filters and fills lists, and keeps the last good version when a table
-goes missing or a commit is broken. No JVM is started by the service."""
+full after a full publish, filters and fills lists, logs every list it serves as an impression
+ingest accepts, and keeps the last good version when a table goes missing or a commit is broken.
+No JVM is started by the service."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -24,11 +26,14 @@ import pytest
 from delta.tables import DeltaTable as SparkDeltaTable
 from prometheus_client.parser import text_string_to_metric_families
 from pyspark.sql import SparkSession
+from pyspark.sql import functions as F
 
 from recspark.core.catalog import read_catalog
 from recspark.core.config import Config
 from recspark.core.gates import no_gate
+from recspark.core.recommendation_ids import is_recommendation_id
 from recspark.core.tables import FALLBACK_ITEMS, INTERACTIONS, ITEM_IDS, RECOMMENDATIONS, SIMILAR_ITEMS, Lake
+from recspark.ingest.parse import TimeBounds, parse_events
 from recspark.ingest.stream import run_ingest
 from recspark.model.candidates.sources import newest_event_time
 from recspark.model.training.train import TrainResult
@@ -48,16 +53,20 @@ def _free_port() -> int:
 
 
 class Service:
-    """`recspark api` in a subprocess on 127.0.0.1 (a free port), polling every 0.2 s."""
+    """`recspark api` in a subprocess on 127.0.0.1 (a free port), polling every 0.2 s, its
+    impressions landing in a folder of their own (``impressions``) every 0.2 s."""
 
     def __init__(self, config: Config, log: Path, *settings: str) -> None:
         self.port = _free_port()
+        self.impressions = log.parent / f"{log.stem}-impressions"
         overrides = [
             f"lake.root={config.lake.root}",
             f"catalog.path={config.catalog.path}",
             f"serve.top_n={config.serve.top_n}",
             f"api.port={self.port}",
             "api.poll_seconds=0.2",
+            f"ingest.path={self.impressions}",
+            "impressions.flush_seconds=0.2",
             *settings,
         ]
         self.command = [
@@ -349,9 +358,9 @@ def test_filters_availability_and_the_fallback_list_against_spark(
         assert body["model_version"] == lists[user][1]
         assert {i["source"] for i in body["items"]} == {"fallback"}
 
-        # Every response carries its own recommendation_id.
+        # Every response carries its own recommendation_id (a UUIDv7).
         ids = {service.user(user)[1]["recommendation_id"] for _ in range(20)}
-        assert len(ids) == 20 and all(len(i) == 32 for i in ids)
+        assert len(ids) == 20 and all(is_recommendation_id(i) for i in ids)
 
 
 def test_similar_items_and_their_fallback(
@@ -379,6 +388,86 @@ def test_similar_items_and_their_fallback(
         assert "no-such-item" not in [i["item_id"] for i in body["items"]]
 
 
+def _metric_samples(service: Service) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    status, body, kind = service.request("/metrics")
+    assert status == 200 and kind.startswith("text/plain")
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(body.decode())
+        for s in family.samples
+    }
+
+
+def test_every_list_served_is_logged_as_an_impression_ingest_accepts(
+    spark: SparkSession, lake_copy: tuple[Config, Lake], tmp_path: Path
+) -> None:
+    """Each answer's recommendation_id, items in order, sources, list and user land in the
+    landing folder, as lines ingest's parser takes without a quarantine; similar items without a
+    user_id are served but not logged (counted); lists are written by the time the service stops."""
+    config, lake = lake_copy
+    users = sorted(spark_lists(spark, lake))[:30]
+    item = lake.read(spark, SIMILAR_ITEMS).select("item_id").first()["item_id"]
+    answers: dict[str, tuple[str, str, JSON]] = {}
+    with Service(config, tmp_path / "api.log") as service:
+        service.wait_version(lake.version(spark, RECOMMENDATIONS))
+        service.wait_version(lake.version(spark, SIMILAR_ITEMS), SIMILAR_ITEMS.name)
+        for user in [*users, "never-seen"]:
+            body = service.user(user, "?n=4")[1]
+            answers[body["recommendation_id"]] = (user, RECOMMENDATIONS.name, body)
+        body = service.similar(item, f"?n=3&user_id={quote(users[0])}")[1]
+        answers[body["recommendation_id"]] = (users[0], SIMILAR_ITEMS.name, body)
+        assert service.similar(item, "?n=3")[0] == 200  # nobody named: not an impression
+        service.wait(lambda h: h["impressions"]["written"] == len(answers), "the impressions written")
+        samples = _metric_samples(service)
+    assert samples[("recspark_api_impressions_written_total", ())] == len(answers)
+    assert samples[("recspark_api_impressions_offered_total", ())] == len(answers)
+    assert samples[("recspark_api_impressions_not_logged_total", (("reason", "no user_id"),))] == 1
+    assert samples[("recspark_api_impressions_dropped_total", (("reason", "queue full"),))] == 0
+
+    files = sorted(service.impressions.glob("*.jsonl"))
+    assert files and not list(service.impressions.glob(".*"))  # renamed into place, none half-written
+    logged = {
+        line["recommendation_id"]: line for f in files for line in map(json.loads, f.read_text().splitlines())
+    }
+    assert logged.keys() == answers.keys()
+    for rid, (user, kind, body) in answers.items():
+        line = logged[rid]
+        assert (line["event_type"], line["event_id"], line["user_id"], line["list"]) == (
+            "impression",
+            rid,
+            user,
+            kind,
+        )
+        assert line["items"] == [i["item_id"] for i in body["items"]]
+        sources = [i["source"] for i in body["items"]]  # similar items have none of their own
+        assert line.get("sources") == (sources if all(sources) else None)
+        assert line["item_id"] == (body["item_id"] if kind == SIMILAR_ITEMS.name else "")
+        assert line.get("model_version") == body["model_version"]
+    raw = spark.read.text([str(f) for f in files]).withColumnRenamed("value", "raw")
+    parsed = parse_events(raw, TimeBounds(datetime(1970, 1, 1, tzinfo=timezone.utc), 1440.0))
+    assert parsed.where(F.col("reason").isNotNull()).select("reason").collect() == []
+    assert parsed.count() == len(answers)
+
+
+def test_impressions_that_cannot_be_written_never_fail_a_request_and_are_counted(
+    spark: SparkSession, lake_copy: tuple[Config, Lake], tmp_path: Path
+) -> None:
+    config, lake = lake_copy
+    not_a_folder = tmp_path / "landing"
+    not_a_folder.write_text("a file where the landing folder should be\n")
+    users = sorted(spark_lists(spark, lake))[:20]
+    with Service(config, tmp_path / "api.log", f"ingest.path={not_a_folder}") as service:
+        service.wait_version(lake.version(spark, RECOMMENDATIONS))
+        assert all(service.user(user)[0] == 200 for user in users)
+        health = service.wait(
+            lambda h: h["impressions"]["dropped_write_failed"] == len(users), "the failed writes counted"
+        )
+        assert health["status"] == "ok" and health["impressions"]["written"] == 0
+        assert health["impressions"]["last_error"]
+        samples = _metric_samples(service)
+    assert samples[("recspark_api_impressions_dropped_total", (("reason", "write failed"),))] == len(users)
+
+
 def test_health_and_metrics(spark: SparkSession, lake_copy: tuple[Config, Lake], tmp_path: Path) -> None:
     config, lake = lake_copy
     with Service(config, tmp_path / "api.log") as service:
@@ -394,14 +483,7 @@ def test_health_and_metrics(spark: SparkSession, lake_copy: tuple[Config, Lake],
         for user in users[:25]:
             assert service.user(user)[0] == 200
         assert service.user("x", "?n=0")[0] == 400
-
-        status, body, kind = service.request("/metrics")
-        assert status == 200 and kind.startswith("text/plain")
-        samples = {
-            (s.name, tuple(sorted(s.labels.items()))): s.value
-            for family in text_string_to_metric_families(body.decode())
-            for s in family.samples
-        }
+        samples = _metric_samples(service)
 
         def sample(name: str, **labels: str) -> float:
             return samples[(name, tuple(sorted(labels.items())))]
@@ -435,6 +517,7 @@ MALFORMED = [
     (f"/v1/items/{'i' * 257}/similar", "item_id is longer than 256 characters"),
     ("/v1/items/i1/similar?n=1000", "n must be a whole number from 1 to 100"),
     ("/v1/items/i1/similar?category=x", "unknown parameter 'category'"),
+    ("/v1/items/i1/similar?user_id=", "user_id is empty"),
 ]
 
 

@@ -20,7 +20,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from recspark.api.lists import SIMILAR_LIST, USER_LIST, ServedList
+from recspark.api.lists import SIMILAR_LIST, USER_LIST, ListAnswer
 from recspark.api.metrics import CONTENT_TYPE
 from recspark.api.service import LookupService
 from recspark.core.config import MAX_ID_LENGTH
@@ -30,7 +30,8 @@ log = logging.getLogger("recspark.api")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _WHOLE_NUMBER = re.compile(r"[0-9]{1,9}")
 USER_PARAMETERS = ("n", "exclude", "category")
-SIMILAR_PARAMETERS = ("n",)
+# user_id: the shopper the similar items are shown to (their impression names them).
+SIMILAR_PARAMETERS = ("n", "user_id")
 
 
 class BadRequest(ValueError):
@@ -109,7 +110,7 @@ def build_app(service: LookupService) -> Starlette:
 
         return timed_handler
 
-    def answer(served: ServedList | None, what: str) -> Response:
+    def answer(served: ListAnswer | None, what: str) -> Response:
         if served is None:
             return _not_loaded(what)
         if served.fallback:
@@ -131,7 +132,9 @@ def build_app(service: LookupService) -> Starlette:
         item_id = _id(request.path_params["item_id"], "item_id")
         query = _parameters(request, SIMILAR_PARAMETERS)
         filters = service.filters(_n(query.get("n"), top_n, api.max_n), (), None)
-        return answer(service.similar_list(item_id, filters), "similar_items")
+        user_id = query.get("user_id")
+        shown_to = None if user_id is None else _id(user_id, "user_id")
+        return answer(service.similar_list(item_id, filters, shown_to), "similar_items")
 
     async def health(request: Request) -> Response:
         status, body = service.health()

@@ -1,24 +1,23 @@
 """A served list, assembled at request time: the stored list, the request's filters, the catalog
 as it is now, and the fallback list to fill what the filters removed.
 
-:class:`ServedList` is the one place a served list is known in full (who it is for, its
+:class:`ListAnswer` is the one place a served list is known in full (who it is for, its
 ``recommendation_id``, items with positions and sources, model version, variant, whether it is
-the fallback list). Every list the service answers with passes through :meth:`ListSink.offer`,
-where an impression log attaches.
+the fallback list); :meth:`ListAnswer.impression` is what the impression log records of it.
 """
 
 from __future__ import annotations
 
-import itertools
-import os
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, NamedTuple, Protocol
+from typing import Any, NamedTuple
 
 from recspark.api.catalog import CatalogView
+from recspark.api.impressions import ServedList
 from recspark.api.store import FallbackList, Hit, Vocabularies
 from recspark.api.vocabulary import NULL
+from recspark.core import table_names as names
+from recspark.core.recommendation_ids import new_recommendation_id
 
 # The source of an item filled in at request time from the fallback list (``fallback_items``):
 # a user or item without a list, or a list the request's filters left short.
@@ -27,17 +26,8 @@ FALLBACK = "fallback"
 NO_CATEGORY = -2
 
 USER_LIST, SIMILAR_LIST = "recommendations", "similar"
-
-# recommendation_id: 64 random bits drawn when the process starts, then a counter: unique across
-# processes and restarts (with odds of 2**-64 per pair of processes), and cheaper per response
-# than a fresh uuid4.
-_ID_PREFIX = os.urandom(8).hex()
-_ID_COUNTER = itertools.count()
-
-
-def new_recommendation_id() -> str:
-    """32 hex digits, unique per response."""
-    return f"{_ID_PREFIX}{next(_ID_COUNTER):016x}"
+# The impression's ``list`` field (the serving table's name) for each kind of answer.
+IMPRESSION_LISTS = {USER_LIST: names.RECOMMENDATIONS, SIMILAR_LIST: names.SIMILAR_ITEMS}
 
 
 class ServedItem(NamedTuple):  # a tuple: cheap to make, many per response
@@ -49,10 +39,11 @@ class ServedItem(NamedTuple):  # a tuple: cheap to make, many per response
 
 
 @dataclass(frozen=True)
-class ServedList:
+class ListAnswer:
     """A list as it leaves the service (see the module docstring). ``kind``: ``recommendations``
     (for ``user_id``) or ``similar`` (to ``item_id``); ``fallback``: the subject had no list of its
-    own; ``variant``: the experiment arm, when the table has a variant column."""
+    own; ``variant``: the experiment arm, when the table has a variant column;
+    ``recommendation_id``: a UUIDv7 (core/recommendation_ids.py), new for every answer."""
 
     recommendation_id: str
     kind: str
@@ -62,7 +53,6 @@ class ServedList:
     variant: str | None
     has_variant: bool
     fallback: bool
-    served_at: float  # epoch seconds
 
     def as_json(self) -> dict[str, Any]:
         body: dict[str, Any] = {
@@ -85,17 +75,22 @@ class ServedList:
         ]
         return body
 
-
-class ListSink(Protocol):
-    """Where served lists go besides the response (an impression log). ``offer`` runs on the
-    request path: it must only hand the list over (e.g. to a bounded queue), never wait."""
-
-    def offer(self, served: ServedList) -> None: ...
-
-
-class NoSink:
-    def offer(self, served: ServedList) -> None:
-        return None
+    def impression(self, user_id: str) -> ServedList | None:
+        """What the impression log records of this answer, shown to ``user_id``; None for an
+        answer without items (it showed nothing, and the contract's impression has items)."""
+        if not self.items:
+            return None
+        sources = [i.source for i in self.items if i.source is not None]
+        return ServedList(
+            recommendation_id=self.recommendation_id,
+            user_id=user_id,
+            items=[i.item_id for i in self.items],
+            list=IMPRESSION_LISTS[self.kind],
+            model_version=self.model_version,
+            variant=self.variant,
+            sources=sources if len(sources) == len(self.items) else None,
+            item_id=self.subject if self.kind == SIMILAR_LIST else "",
+        )
 
 
 @dataclass(frozen=True)
@@ -172,7 +167,7 @@ def assemble(
     has_variant: bool,
     also_exclude: int = NULL,
     fill_category: int | None = None,
-) -> ServedList:
+) -> ListAnswer:
     """The served list of ``subject``: its stored list (``hit``) in rank order, filtered, then
     filled from the fallback list up to ``filters.n`` where it can be (``source`` "fallback",
     from ``fill_category`` when the request names none); without a stored list, the fallback
@@ -205,7 +200,7 @@ def assemble(
     else:
         version = shelf.fallback.model_version if shelf.fallback is not None else NULL
         variant = NULL
-    return ServedList(
+    return ListAnswer(
         recommendation_id=new_recommendation_id(),
         kind=kind,
         subject=subject,
@@ -214,5 +209,4 @@ def assemble(
         variant=labels[variant] if variant != NULL else None,
         has_variant=has_variant,
         fallback=hit is None,
-        served_at=time.time(),
     )

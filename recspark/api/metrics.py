@@ -3,15 +3,55 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.registry import Collector
 
 # Request latency inside the service, in seconds: fine below the 5 ms aim, coarse above.
 LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
 RELOAD_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
 CONTENT_TYPE = CONTENT_TYPE_LATEST
+# The impression sink's counters (api/impressions.py) that count lists dropped, by cause.
+IMPRESSION_DROPS = {
+    "dropped_queue_full": "queue full",
+    "dropped_write_failed": "write failed",
+    "dropped_at_close": "at shutdown",
+}
+
+
+class ImpressionCollector(Collector):
+    """The impression sink's totals, read from the sink when scraped."""
+
+    def __init__(self, counters: Callable[[], dict[str, Any]]) -> None:
+        self.counters = counters
+
+    def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
+        counts = self.counters()
+        yield CounterMetricFamily(
+            "recspark_api_impressions_offered",
+            "Served lists handed to the impression log",
+            value=counts["offered"],
+        )
+        yield CounterMetricFamily(
+            "recspark_api_impressions_written",
+            "Impressions written to the ingest source",
+            value=counts["written"],
+        )
+        dropped = CounterMetricFamily(
+            "recspark_api_impressions_dropped",
+            "Impressions dropped, by reason (the request never waits for the log)",
+            labels=["reason"],
+        )
+        for counter, reason in IMPRESSION_DROPS.items():
+            dropped.add_metric([reason], counts[counter])
+        yield dropped
+        yield GaugeMetricFamily(
+            "recspark_api_impressions_queued", "Impressions waiting to be written", value=counts["queued"]
+        )
 
 
 class ServiceMetrics:
@@ -69,6 +109,18 @@ class ServiceMetrics:
             buckets=RELOAD_BUCKETS,
             registry=self.registry,
         )
+
+        self.impressions_not_logged = Counter(
+            "recspark_api_impressions_not_logged",
+            "Lists answered that are no impression: no user named (a similar-items request without "
+            "user_id) or no items",
+            ["reason"],
+            registry=self.registry,
+        )
+
+    def follow_impressions(self, counters: Callable[[], dict[str, Any]]) -> None:
+        """Report the impression sink's counters (read when scraped)."""
+        self.registry.register(ImpressionCollector(counters))
 
     def request_observer(self, endpoint: str) -> Callable[[int, float], None]:
         """A cheap recorder of one endpoint's requests: (status, seconds)."""

@@ -7,6 +7,7 @@ import logging
 import uvicorn
 
 from recspark.api.app import build_app
+from recspark.api.impressions import sink_for
 from recspark.api.service import LookupService
 from recspark.core.config import Config
 
@@ -15,8 +16,9 @@ log = logging.getLogger("recspark.api")
 
 def serve(config: Config) -> None:
     """Serve until interrupted. The tables load in the background: until ``recommendations`` is
-    in memory, /health and the list endpoints answer 503."""
-    service = LookupService(config)
+    in memory, /health and the list endpoints answer 503. Every list served is logged as an
+    impression (``impressions.*``), written when the server stops at the latest."""
+    service = LookupService(config, sink_for(config))
     log.info(
         "api: serving the lake at %s on http://%s:%d (tables polled every %gs)",
         config.lake.root,

@@ -2,6 +2,9 @@
 
 One background thread polls the tables and the catalog every ``api.poll_seconds`` and swaps in
 what changed; request handlers only read the references they find, so they never wait for it.
+Every list answered is offered to the impression sink (a bounded queue; a full queue drops and
+counts, never waits); an answer that cannot be an impression (no user named, no items) is
+counted as not logged, with the reason.
 """
 
 from __future__ import annotations
@@ -17,15 +20,14 @@ import pyarrow as pa
 from recspark.api.catalog import CatalogContents, CatalogView
 from recspark.api.changes import apply_changes
 from recspark.api.follower import CatalogFollower, TableFollower, TableForm
+from recspark.api.impressions import ImpressionSink, NoSink
 from recspark.api.lists import (
     FALLBACK,
     NO_CATEGORY,
     SIMILAR_LIST,
     USER_LIST,
     Filters,
-    ListSink,
-    NoSink,
-    ServedList,
+    ListAnswer,
     Shelf,
     assemble,
 )
@@ -121,12 +123,15 @@ def fallback_form(vocab: Vocabularies) -> TableForm[FallbackList]:
 class LookupService:
     """The followed tables and catalog of one lake, and the lists they give."""
 
-    def __init__(self, config: Config, sink: ListSink | None = None, unlisted_available: bool = True) -> None:
+    def __init__(
+        self, config: Config, sink: ImpressionSink | NoSink | None = None, unlisted_available: bool = True
+    ) -> None:
         self.config = config
         self.metrics = ServiceMetrics()
         self.vocab = Vocabularies()
         self.fill_source = self.vocab.labels.code(FALLBACK)
-        self.sink: ListSink = sink or NoSink()
+        self.sink: ImpressionSink | NoSink = sink or NoSink()
+        self.metrics.follow_impressions(self.sink.counters)
         self.unlisted_available = unlisted_available
         root = table_names.lake_root(config.lake.root)
 
@@ -171,9 +176,22 @@ class LookupService:
         self._thread.start()
 
     def stop(self, timeout: float = 30.0) -> None:
+        """Stop following the tables, then write the impressions still queued (within
+        ``timeout``; the rest is counted as dropped)."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout)
+        self.sink.close(timeout)
+
+    def _log_impression(self, answer: ListAnswer, user_id: str | None) -> None:
+        if user_id is None:
+            self.metrics.impressions_not_logged.labels("no user_id").inc()
+            return
+        impression = answer.impression(user_id)
+        if impression is None:
+            self.metrics.impressions_not_logged.labels("no items").inc()
+            return
+        self.sink.offer(impression)
 
     def _follow(self) -> None:
         while not self._stop.is_set():
@@ -192,19 +210,21 @@ class LookupService:
     def _shelf(self) -> Shelf:
         return Shelf(self.vocab, self.catalog_view, self.fallback.state, self.fill_source)
 
-    def user_list(self, user_id: str, filters: Filters) -> ServedList | None:
-        """The user's served list; None while ``recommendations`` has never been loaded."""
+    def user_list(self, user_id: str, filters: Filters) -> ListAnswer | None:
+        """The user's served list (its impression offered to the sink); None while
+        ``recommendations`` has never been loaded."""
         lists = self.recommendations.state
         if lists is None:
             return None
         served = assemble(self._shelf(), USER_LIST, user_id, lists.find(user_id), filters, lists.has_variant)
-        self.sink.offer(served)
+        self._log_impression(served, user_id)
         return served
 
-    def similar_list(self, item_id: str, filters: Filters) -> ServedList | None:
+    def similar_list(self, item_id: str, filters: Filters, user_id: str | None = None) -> ListAnswer | None:
         """Items like ``item_id``, filled (or, for an item without similar items, replaced) from
-        the fallback list of its category (the catalog's), else the shop's. None while neither
-        table was ever loaded."""
+        the fallback list of its category (the catalog's), else the shop's; its impression is
+        offered for ``user_id``, the shopper it is shown to (none without one). None while
+        neither table was ever loaded."""
         similar, shelf = self.similar.state, self._shelf()
         if similar is None and shelf.fallback is None:
             return None
@@ -221,7 +241,7 @@ class LookupService:
             also_exclude=code,
             fill_category=None if own == NULL else own,
         )
-        self.sink.offer(served)
+        self._log_impression(served, user_id)
         return served
 
     def health(self) -> tuple[int, dict[str, Any]]:
@@ -232,4 +252,5 @@ class LookupService:
         loaded = self.recommendations.health.loaded_version is not None
         troubled = any(t["problem"] for t in tables.values()) or catalog["problem"] is not None
         status = "unavailable" if not loaded else "degraded" if troubled else "ok"
-        return (200 if loaded else 503), {"status": status, "tables": tables, "catalog": catalog}
+        body = {"status": status, "tables": tables, "catalog": catalog, "impressions": self.sink.counters()}
+        return (200 if loaded else 503), body
