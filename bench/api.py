@@ -16,6 +16,10 @@ soon a refresh MERGE is visible.
 4. A refresh of ``--active`` users: new lists MERGEd by ``serve/refresh.py``'s
    ``merge_user_rows`` (a real Spark MERGE with deletion vectors); the time from its commit to
    the service answering a refreshed user with the new list, and whether it was incremental.
+5. The cost of the impression log: the same load for ``--compare-seconds`` on a fresh service
+   with impressions on, then off; server CPU per request of each.
+
+Impressions land under ``--root``/impressions (every list served, as in production).
 """
 
 from __future__ import annotations
@@ -110,6 +114,8 @@ class Service:
             f"serve.top_n={config.serve.top_n}",
             f"api.port={port}",
             f"api.poll_seconds={config.api.poll_seconds}",
+            f"ingest.path={config.ingest.path}",
+            f"impressions.enabled={str(config.impressions.enabled).lower()}",
         ]
         command = [sys.executable, "-m", "recspark.cli", "api", *(a for s in settings for a in ("--set", s))]
         self.port = port
@@ -178,7 +184,8 @@ def request_mix(users: int, items: int, count: int, seed: int) -> tuple[list[byt
         elif draw < 0.90:
             path, kind = f"/v1/users/stranger-{rng.randrange(10**9)}/recommendations", "unknown user"
         else:
-            path, kind = f"/v1/items/i{rng.randrange(items):06d}/similar", "similar"
+            shopper = f"u{rng.randrange(users):07d}"
+            path, kind = f"/v1/items/i{rng.randrange(items):06d}/similar?user_id={shopper}", "similar"
         requests.append(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
         kinds.append(kind)
     return requests, kinds
@@ -349,6 +356,31 @@ def refresh(spark: Any, lake: Lake, service: Service, args: argparse.Namespace) 
     }
 
 
+def impression_cost(config: Config, root: Path, args: argparse.Namespace) -> dict[str, Any]:
+    """The same load with the impression log on, then off: server CPU per request, each run on
+    a fresh service (the aim: logging costs at most 10% of the throughput a core gives)."""
+    found: dict[str, Any] = {}
+    for enabled in (True, False):
+        setting = "on" if enabled else "off"
+        configured = config.with_overrides([f"impressions.enabled={str(enabled).lower()}"])
+        service = Service(configured, free_port(), root / f"api-impressions-{setting}.log")
+        try:
+            service.wait(lambda h: h["status"] == "ok", 900)
+            load_test(service, args, args.warmup, seed=3)
+            run = load_test(service, args, args.compare_seconds, seed=4)
+            found[setting] = {
+                "server_cpu_us_per_request": run["server_cpu_us_per_request"],
+                "latency_ms": run["latency_ms"],
+                "errors": run["errors"],
+                "impressions": service.get("/health")[1]["impressions"],
+            }
+        finally:
+            service.stop()
+    on, off = found["on"]["server_cpu_us_per_request"], found["off"]["server_cpu_us_per_request"]
+    found["cpu_share_of_logging"] = round((on - off) / on, 3)
+    return found
+
+
 def git_commit() -> str:
     return subprocess.run(
         ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
@@ -372,6 +404,12 @@ def main() -> None:
     parser.add_argument(
         "--no-refresh", action="store_true", help="with --reuse: no Spark at all, load and load test only"
     )
+    parser.add_argument(
+        "--compare-seconds",
+        type=float,
+        default=30,
+        help="then the same load this long with impressions on and off (0: skip)",
+    )
     parser.add_argument("--json", default=None, help="also write the figures here")
     args = parser.parse_args()
 
@@ -389,6 +427,7 @@ def main() -> None:
             f"catalog.path={root / 'incoming' / 'catalog.jsonl'}",
             f"serve.top_n={args.n}",
             "api.poll_seconds=1",
+            f"ingest.path={root / 'impressions'}",
         ],
     )
     if args.no_refresh and not args.reuse:
@@ -441,8 +480,12 @@ def main() -> None:
             figures["refresh"] = refresh(spark, lake, service, args)
             print("refresh:", json.dumps(figures["refresh"]), flush=True)
         figures["after_refresh_rss_mb"] = round(service.rss() / 2**20, 1)
+        figures["impressions"] = service.get("/health")[1]["impressions"]
     finally:
         service.stop()
+    if args.compare_seconds > 0:
+        figures["impression_cost"] = impression_cost(config, root, args)
+        print("impression cost:", json.dumps(figures["impression_cost"]), flush=True)
     print(json.dumps(figures, indent=1))
     if args.json:
         Path(args.json).write_text(json.dumps(figures, indent=1))
