@@ -285,18 +285,25 @@ def cmd_status(args: argparse.Namespace, config: Config) -> None:
 
 
 def cmd_show(args: argparse.Namespace, config: Config) -> None:
+    from recspark.core.table_names import lake_root
     from recspark.ops.lookup import lookup_json, lookup_user, render_lookup
 
-    lake = _lake(config)
-    found = lookup_user(_spark(config, "show"), lake, args.user_id)
+    root = lake_root(config.lake.root)  # read with delta-rs: no Spark session, no JVM
+    found = lookup_user(root, args.user_id)
     if not found.known:
         raise UsageError(
-            f"unknown user {args.user_id!r}: no recommendations and no events in the lake at {lake.root}"
+            f"unknown user {args.user_id!r}: no recommendations and no events in the lake at {root}"
         )
     if args.json:
         print(json.dumps(lookup_json(found), indent=2))
     else:
         print(render_lookup(found), end="")
+
+
+def cmd_api(args: argparse.Namespace, config: Config) -> None:
+    from recspark.api.server import serve
+
+    serve(config)
 
 
 def cmd_demo(args: argparse.Namespace, config: Config) -> None:
@@ -326,6 +333,7 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace, Config], RunFigures], st
     "forget-user": (cmd_forget_user, "delete one user's rows from every table"),
     "status": (cmd_status, "on-call overview: tables, champion, recent job runs, quality gates"),
     "show": (cmd_show, "one user's current recommendations, recent history and model version"),
+    "api": (cmd_api, "serve the lists to the website over HTTP (the lookup service; no Spark)"),
     "demo": (cmd_demo, "generate -> ingest -> train -> recommend, then print a report"),
 }
 
@@ -380,6 +388,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                     setattr(run, name, value)  # what the job_runs row reports
         else:
             handler(args, config)
+    except (ConfigError, UsageError) as exc:  # told apart without importing every stage (Spark, MLflow)
+        print(redact(f"recspark {args.command}: error: {exc}"), file=sys.stderr)
+        return 2
     except _expected_errors() as exc:
         print(redact(f"recspark {args.command}: error: {exc}"), file=sys.stderr)
         return 2

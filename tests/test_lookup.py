@@ -140,7 +140,7 @@ def test_a_user_with_events_but_no_list_shows_the_newest_events(spark: SparkSess
     rows.append(_event("other", 99, start + timedelta(days=1)))
     spark.createDataFrame(rows, EVENTS.schema).write.format("delta").mode("append").save(lake.path("events"))
 
-    found = lookup_user(spark, lake, "new")
+    found = lookup_user(lake.root, "new")
 
     assert found.known and found.recommendations == [] and found.model_version is None
     assert [e.item_id for e in found.history] == [f"i{n}" for n in range(HISTORY_EVENTS + 2, 2, -1)]
@@ -149,4 +149,4 @@ def test_a_user_with_events_but_no_list_shows_the_newest_events(spark: SparkSess
     assert "Recommendations: none" in text
     history = text.split("Recent history (newest first)\n", 1)[1].splitlines()
     assert len(history) == 1 + HISTORY_EVENTS and history[1].split()[3] == f"i{HISTORY_EVENTS + 2}"
-    assert not lookup_user(spark, lake, "nobody").known
+    assert not lookup_user(lake.root, "nobody").known

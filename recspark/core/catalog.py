@@ -12,6 +12,8 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 from pyspark.sql.window import Window
 
+from recspark.core.config import FALSE_WORDS, TRUE_WORDS
+
 CATALOG_SCHEMA = T.StructType(
     [
         T.StructField("item_id", T.StringType(), False),
@@ -25,8 +27,6 @@ CATALOG_SCHEMA = T.StructType(
 # What CSV and JSON are read with: every field as text, converted by :func:`_typed` afterwards.
 RAW_SCHEMA = T.StructType([T.StructField(f.name, T.StringType(), True) for f in CATALOG_SCHEMA.fields])
 
-TRUE_WORDS = ("true", "1", "yes", "y")
-FALSE_WORDS = ("false", "0", "no", "n")
 SHOWN_BAD_ROWS = 5
 
 

@@ -30,6 +30,12 @@ IMPRESSION = "impression"
 EVENT_TYPES = (*INTEREST_EVENT_TYPES, IMPRESSION)
 # The fields every event must carry (data contract §1); an impression may leave item_id empty.
 REQUIRED_FIELDS = ("event_id", "event_time", "user_id", "item_id", "event_type")
+# Longer ids are quarantined by ingest, so no table holds one (and the lookup service refuses them).
+MAX_ID_LENGTH = 256
+# How a catalog may spell `available` (data contract §2; case and surrounding spaces aside): read
+# by the Spark catalog reader (core/catalog.py) and the lookup service's (api/catalog.py).
+TRUE_WORDS = ("true", "1", "yes", "y")
+FALSE_WORDS = ("false", "0", "no", "n")
 IMPRESSION_REQUIRED_FIELDS = ("recommendation_id", "items")
 # The events an impression's recommendation_id attributes to it: a click (a view), an add-to-cart,
 # a purchase of one of its items (recommendation_outcomes' clicks, add_to_carts, purchases).
@@ -590,6 +596,29 @@ class MaintenanceConfig:
 
 
 @dataclass(frozen=True)
+class ApiConfig:
+    """`recspark api`: the lookup service the shop's website calls (no Spark, no JVM)."""
+
+    host: str = "127.0.0.1"
+    """The address the service listens on; 0.0.0.0 to be reached from other machines."""
+    port: int = 8000
+    """The service's TCP port."""
+    poll_seconds: float = 1.0
+    """How often the service looks for new table versions and a changed catalog file."""
+    max_n: int = 100
+    """The most items a request may ask for (`?n=`; the default is `serve.top_n`)."""
+    max_exclude: int = 100
+    """The most items a request may exclude (`?exclude=`, the basket)."""
+
+    def __post_init__(self) -> None:
+        _require(bool(self.host), "api.host must not be empty")
+        _require(0 < self.port < 65536, f"api.port must be in 1..65535, got {self.port!r}")
+        _require(self.poll_seconds > 0, "api.poll_seconds must be > 0")
+        _require(self.max_n > 0, "api.max_n must be > 0")
+        _require(self.max_exclude >= 0, "api.max_exclude must be >= 0")
+
+
+@dataclass(frozen=True)
 class OutcomesConfig:
     """How ingest attributes shoppers' events to the lists they were shown (recommendation_outcomes)."""
 
@@ -664,6 +693,7 @@ class Config:
     serve: ServeConfig = field(default_factory=ServeConfig)
     quality: QualityConfig = field(default_factory=QualityConfig)
     maintenance: MaintenanceConfig = field(default_factory=MaintenanceConfig)
+    api: ApiConfig = field(default_factory=ApiConfig)
     generate: GenerateConfig = field(default_factory=GenerateConfig)
     outcomes: OutcomesConfig = field(default_factory=OutcomesConfig)
     impressions: ImpressionsConfig = field(default_factory=ImpressionsConfig)

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import Any
 
 from delta.tables import DeltaTable
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
+
+from recspark.core import table_names as names
+from recspark.core.table_names import lake_root, table_path
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +101,21 @@ RECOMMENDATIONS_SCHEMA = T.StructType(
         # Personalised rows: the user's interacted item that contributed most; null otherwise.
         # Added after the first release: Lake.ensure adds it to an older table.
         T.StructField("because_item_id", T.StringType(), True),
+    ]
+)
+
+# The shop-wide ranking a publish fills lists with after the model (trending, else popular), kept
+# per category: what the lookup service gives a user without a list, and fills a list with when a
+# request's filters leave it short. ``rank`` is over the whole shop (1 = best).
+FALLBACK_ITEMS_SCHEMA = T.StructType(
+    [
+        T.StructField("item_id", T.StringType(), False),
+        T.StructField("category", T.StringType(), True),
+        T.StructField("rank", T.IntegerType(), False),
+        T.StructField("score", T.DoubleType(), False),
+        T.StructField("source", T.StringType(), False),  # trending | popular
+        T.StructField("model_version", T.StringType(), True),
+        T.StructField("generated_at", T.TimestampType(), False),
     ]
 )
 
@@ -280,7 +297,7 @@ class TableSpec:
     cluster_by: tuple[str, ...] = ()
 
 
-EVENTS = TableSpec("events", EVENTS_SCHEMA, partition_by=("event_month",), written_at="ingested_at")
+EVENTS = TableSpec(names.EVENTS, EVENTS_SCHEMA, partition_by=("event_month",), written_at="ingested_at")
 
 
 def with_event_partitions(events: DataFrame) -> DataFrame:
@@ -320,25 +337,29 @@ def model_version_rows(model_name: str, version: str) -> Column:
 
 # The table property behind deletion vectors (rows marked deleted rather than files rewritten).
 DELETION_VECTORS = "delta.enableDeletionVectors"
+# The table property that makes every commit record its changed rows (the Change Data Feed).
+CHANGE_DATA_FEED = "delta.enableChangeDataFeed"
 
-QUARANTINE = TableSpec("events_quarantine", QUARANTINE_SCHEMA)
+QUARANTINE = TableSpec(names.QUARANTINE, QUARANTINE_SCHEMA)
 INTERACTIONS = TableSpec(
-    "interactions",
+    names.INTERACTIONS,
     INTERACTIONS_SCHEMA,
     # The refresh job reads the change feed to find users with new activity. With deletion
     # vectors an ingest MERGE marks the old rows of the pairs it updates deleted instead of
     # rewriting every file they sit in (a batch's users are spread over all files), so the bytes
     # it writes follow the batch (docs/benchmarks.md, `bench/merge.py`).
-    properties={"delta.enableChangeDataFeed": "true", DELETION_VECTORS: "true"},
+    properties={CHANGE_DATA_FEED: "true", DELETION_VECTORS: "true"},
     written_at="updated_at",
 )
 RECOMMENDATIONS = TableSpec(
-    "recommendations",
+    names.RECOMMENDATIONS,
     RECOMMENDATIONS_SCHEMA,
     # The refresh MERGEs a few users' rows into a table of all users: with deletion vectors it
     # marks their old rows deleted instead of rewriting every file those rows sit in.
-    # `recspark maintain` purges them (REORG ... APPLY (PURGE)) before VACUUM.
-    properties={DELETION_VECTORS: "true"},
+    # `recspark maintain` purges them (REORG ... APPLY (PURGE)) before VACUUM. The change feed
+    # lets the lookup service (`recspark api`) apply a refresh's or forget-user's rows without
+    # reading the table again.
+    properties={DELETION_VECTORS: "true", CHANGE_DATA_FEED: "true"},
     # Files hold narrow user ranges: a reader's lookup of a user, and a refresh MERGE of a few
     # users, read only the files that can hold them.
     cluster_by=("user_id",),
@@ -360,21 +381,22 @@ def interactions_table(deletion_vectors: bool) -> TableSpec:
     return _with_deletion_vectors(INTERACTIONS, deletion_vectors)
 
 
-USER_IDS = TableSpec("user_ids", USER_IDS_SCHEMA)
-ITEM_IDS = TableSpec("item_ids", ITEM_IDS_SCHEMA)
-INGEST_METRICS = TableSpec("ingest_metrics", INGEST_METRICS_SCHEMA)
-SIMILAR_ITEMS = TableSpec("similar_items", SIMILAR_ITEMS_SCHEMA)
-JOB_RUNS = TableSpec("job_runs", JOB_RUNS_SCHEMA)
-QUALITY_RESULTS = TableSpec("quality_results", QUALITY_RESULTS_SCHEMA)
+USER_IDS = TableSpec(names.USER_IDS, USER_IDS_SCHEMA)
+ITEM_IDS = TableSpec(names.ITEM_IDS, ITEM_IDS_SCHEMA)
+INGEST_METRICS = TableSpec(names.INGEST_METRICS, INGEST_METRICS_SCHEMA)
+SIMILAR_ITEMS = TableSpec(names.SIMILAR_ITEMS, SIMILAR_ITEMS_SCHEMA)
+FALLBACK_ITEMS = TableSpec(names.FALLBACK_ITEMS, FALLBACK_ITEMS_SCHEMA, written_at="generated_at")
+JOB_RUNS = TableSpec(names.JOB_RUNS, JOB_RUNS_SCHEMA)
+QUALITY_RESULTS = TableSpec(names.QUALITY_RESULTS, QUALITY_RESULTS_SCHEMA)
 # Written by `recspark train` for every registered model version.
-ALS_USER_FACTORS = TableSpec("als_user_factors", ALS_USER_FACTORS_SCHEMA, partition_by=("model_version",))
-ALS_ITEM_FACTORS = TableSpec("als_item_factors", ALS_ITEM_FACTORS_SCHEMA, partition_by=("model_version",))
-ITEM_SIMILARITY = TableSpec("item_similarity", ITEM_SIMILARITY_SCHEMA, partition_by=("model_version",))
-FORGOTTEN_USERS = TableSpec("forgotten_users", FORGOTTEN_USERS_SCHEMA)
+ALS_USER_FACTORS = TableSpec(names.ALS_USER_FACTORS, ALS_USER_FACTORS_SCHEMA, partition_by=("model_version",))
+ALS_ITEM_FACTORS = TableSpec(names.ALS_ITEM_FACTORS, ALS_ITEM_FACTORS_SCHEMA, partition_by=("model_version",))
+ITEM_SIMILARITY = TableSpec(names.ITEM_SIMILARITY, ITEM_SIMILARITY_SCHEMA, partition_by=("model_version",))
+FORGOTTEN_USERS = TableSpec(names.FORGOTTEN_USERS, FORGOTTEN_USERS_SCHEMA)
 # Every move of a registry alias (champion, challenger) by train, promote or rollback.
-CHAMPION_HISTORY = TableSpec("champion_history", CHAMPION_HISTORY_SCHEMA)
+CHAMPION_HISTORY = TableSpec(names.CHAMPION_HISTORY, CHAMPION_HISTORY_SCHEMA)
 RECOMMENDATION_OUTCOMES = TableSpec(
-    "recommendation_outcomes", RECOMMENDATION_OUTCOMES_SCHEMA, written_at="updated_at"
+    names.RECOMMENDATION_OUTCOMES, RECOMMENDATION_OUTCOMES_SCHEMA, written_at="updated_at"
 )
 
 ALL_TABLES = (
@@ -383,6 +405,7 @@ ALL_TABLES = (
     INTERACTIONS,
     RECOMMENDATIONS,
     SIMILAR_ITEMS,
+    FALLBACK_ITEMS,
     USER_IDS,
     ITEM_IDS,
     INGEST_METRICS,
@@ -410,11 +433,10 @@ class Lake:
 
     @classmethod
     def at(cls, root: str, database: str | None = None) -> Lake:
-        is_uri = "://" in root
-        return cls(root if is_uri else str(Path(root).expanduser().resolve()), database)
+        return cls(lake_root(root), database)
 
     def path(self, name: str) -> str:
-        return f"{self.root.rstrip('/')}/{name}"
+        return table_path(self.root, name)
 
     def checkpoint(self, query_name: str) -> str:
         return self.path(f"_checkpoints/{query_name}")

@@ -15,14 +15,13 @@ from datetime import datetime
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
-from recspark.core.config import EVENT_TYPES, IMPRESSION, REQUIRED_FIELDS, SERVED_LISTS
+from recspark.core.config import EVENT_TYPES, IMPRESSION, MAX_ID_LENGTH, REQUIRED_FIELDS, SERVED_LISTS
 from recspark.core.recommendation_ids import (
     RECOMMENDATION_ID_PATTERN,
     SERVED_AT_TOLERANCE,
     served_at_column,
 )
 
-MAX_ID_LENGTH = 256
 # An impression shows at most this many items; a source label is at most this long.
 MAX_IMPRESSION_ITEMS = 200
 MAX_SOURCE_LENGTH = 64

@@ -2,6 +2,8 @@
 
 Debugging a recommendation starts with "what does this user see, and why": the list as the
 website reads it from ``recommendations`` next to the newest ``events``, without a notebook.
+Both are read with delta-rs (``core/lake_reader.py``, the reader the lookup service uses), not
+Spark: no JVM starts, and the answer comes back in well under a second.
 """
 
 from __future__ import annotations
@@ -12,10 +14,8 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
-from pyspark.sql import DataFrame, SparkSession
-from pyspark.sql import functions as F
-
-from recspark.core.tables import EVENTS, RECOMMENDATIONS, Lake, TableSpec
+from recspark.core import table_names
+from recspark.core.lake_reader import TABLE, open_table, query, records, text_literal
 
 log = logging.getLogger(__name__)
 
@@ -55,52 +55,50 @@ class UserLookup:
         return bool(self.recommendations or self.history)
 
 
-def _rows_of(spark: SparkSession, lake: Lake, spec: TableSpec, user_id: str) -> DataFrame | None:
-    """The user's rows of ``spec``, or None when the table has not been written yet."""
-    if not lake.exists(spark, spec):
-        return None
-    return lake.read(spark, spec).where(F.col("user_id") == user_id)
-
-
-def _current_list(spark: SparkSession, lake: Lake, user_id: str) -> list[Any]:
-    rows = _rows_of(spark, lake, RECOMMENDATIONS, user_id)
-    if rows is None:
+def _user_rows(
+    root: str, name: str, user_id: str, columns: str, order: str, limit: int | None = None
+) -> list[dict[str, Any]]:
+    """The user's rows of table ``name`` (``columns``, in ``order``, at most ``limit``); none when
+    the table has not been written yet. Times come as epoch seconds (``date_part('epoch', ...)``)."""
+    table = open_table(table_names.table_path(root, name))
+    if table is None:
         return []
-    return (
-        rows.select(
-            "rank",
-            "item_id",
-            "score",
-            "source",
-            "because_item_id",
-            "model_version",
-            # As epoch seconds: collect() would turn timestamps into the driver's local time.
-            F.col("generated_at").cast("double").alias("generated_at"),
-        )
-        .orderBy("rank")
-        .collect()
+    sql = f"SELECT {columns} FROM {TABLE} WHERE user_id = {text_literal(user_id)} ORDER BY {order}"
+    if limit is not None:
+        sql += f" LIMIT {int(limit)}"
+    return records(query(table, sql))
+
+
+def _current_list(root: str, user_id: str) -> list[dict[str, Any]]:
+    return _user_rows(
+        root,
+        table_names.RECOMMENDATIONS,
+        user_id,
+        "rank, item_id, score, source, because_item_id, model_version, "
+        "date_part('epoch', generated_at) AS generated_at",
+        "rank",
     )
 
 
-def _recent_events(spark: SparkSession, lake: Lake, user_id: str, limit: int) -> list[Event]:
-    rows = _rows_of(spark, lake, EVENTS, user_id)
-    if rows is None:
-        return []
-    newest = (
-        rows.orderBy(F.col("event_time").desc(), F.col("event_id"))
-        .limit(limit)
-        .select(F.col("event_time").cast("double").alias("event_time"), "event_type", "item_id", "value")
-        .collect()
+def _recent_events(root: str, user_id: str, limit: int) -> list[Event]:
+    rows = _user_rows(
+        root,
+        table_names.EVENTS,
+        user_id,
+        "date_part('epoch', event_time) AS event_time, event_type, item_id, value",
+        "event_time DESC, event_id",
+        limit,
     )
-    return [Event(**r.asDict()) for r in newest]
+    return [Event(**row) for row in rows]
 
 
-def lookup_user(spark: SparkSession, lake: Lake, user_id: str, history: int = HISTORY_EVENTS) -> UserLookup:
-    """The user's current list in rank order and their ``history`` newest events, newest first.
+def lookup_user(root: str, user_id: str, history: int = HISTORY_EVENTS) -> UserLookup:
+    """The user's current list in rank order and their ``history`` newest events, newest first,
+    from the lake at ``root`` (resolved: ``table_names.lake_root``).
 
     A list is written in one commit per user, so its rows share one model version and time;
     should they ever differ, the newest row's are reported."""
-    listed = _current_list(spark, lake, user_id)
+    listed = _current_list(root, user_id)
     newest = max(listed, key=lambda r: r["generated_at"], default=None)
     return UserLookup(
         user_id=user_id,
@@ -108,7 +106,7 @@ def lookup_user(spark: SparkSession, lake: Lake, user_id: str, history: int = HI
             Recommendation(r["rank"], r["item_id"], r["score"], r["source"], r["because_item_id"])
             for r in listed
         ],
-        history=_recent_events(spark, lake, user_id, history),
+        history=_recent_events(root, user_id, history),
         model_version=None if newest is None else newest["model_version"],
         generated_at=None if newest is None else newest["generated_at"],
     )

@@ -21,7 +21,15 @@ from recspark.core.conflicts import retry_on_conflict
 from recspark.core.gates import Gate
 from recspark.core.privacy import Tombstones, of_forgotten
 from recspark.core.registry import champion_version, configure_mlflow, require_served_model_known
-from recspark.core.tables import INTERACTIONS, RECOMMENDATIONS, SIMILAR_ITEMS, Lake, clustered, serving_table
+from recspark.core.tables import (
+    FALLBACK_ITEMS,
+    INTERACTIONS,
+    RECOMMENDATIONS,
+    SIMILAR_ITEMS,
+    Lake,
+    clustered,
+    serving_table,
+)
 from recspark.model.candidates.lists import (
     ItemRankings,
     ListInputs,
@@ -244,6 +252,43 @@ def similar_items(spark: SparkSession, config: Config, champion: Champion) -> Da
     )
 
 
+def fallback_items(config: Config, context: ShopContext, model_version: str | None) -> DataFrame:
+    """The fallback ranking lists are filled with (trending, else popular; eligible items only)
+    as ``fallback_items`` rows: per catalog category, and for items without one, its best
+    ``2 x api.max_n`` items (the longest list a request may ask for, with room for its filters),
+    ranked over the whole shop."""
+    ranking = context.rankings.fallback.select("item_id", F.col("popularity").cast("double").alias("score"))
+    if context.catalog is not None:
+        ranking = ranking.join(F.broadcast(context.catalog.select("item_id", "category")), "item_id", "left")
+    else:
+        ranking = ranking.withColumn("category", F.lit(None).cast("string"))
+    best_first = (F.desc("score"), "item_id")
+    in_category = F.row_number().over(Window.partitionBy("category").orderBy(*best_first))
+    kept = ranking.withColumn("_n", in_category).where(F.col("_n") <= 2 * config.api.max_n)
+    return kept.select(
+        "item_id",
+        "category",
+        F.row_number().over(Window.orderBy(*best_first)).cast("int").alias("rank"),
+        "score",
+        F.lit(context.rankings.fallback_source).alias("source"),
+        F.lit(model_version).cast("string").alias("model_version"),
+        F.current_timestamp().alias("generated_at"),
+    )
+
+
+def publish_fallback_items(
+    spark: SparkSession, config: Config, lake: Lake, context: ShopContext, champion: Champion | None
+) -> None:
+    """Replace ``fallback_items`` (what the lookup service gives users without a list, and fills
+    filtered lists with) in one commit."""
+    lake.ensure(spark, FALLBACK_ITEMS)
+    rows = fallback_items(config, context, None if champion is None else champion.version)
+    retry_on_conflict(
+        lambda: rows.write.format("delta").mode("overwrite").save(lake.path(FALLBACK_ITEMS.name)),
+        "recommend: replace fallback_items",
+    )
+
+
 def publish_recommendations(lake: Lake, recommendations: DataFrame, interactions_version: int) -> None:
     """Replace the whole serving table in one commit: readers see the old or the new list. The
     commit records the ``interactions`` version the lists reflect (see :func:`reflected_version`)."""
@@ -339,6 +384,9 @@ def publish_full(
         )
     finally:
         recommendations.unpersist()
+    interactions = lake.read(spark, INTERACTIONS)
+    context = shop_context(spark, config, lake, interactions, newest_event_time(interactions))
+    publish_fallback_items(spark, config, lake, context, champion)
     if config.serve.similar_items and champion is not None:
         lake.ensure(spark, SIMILAR_ITEMS)
         pairs = similar_items(spark, config, champion)

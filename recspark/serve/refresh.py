@@ -42,6 +42,7 @@ from recspark.serve.publish import (
     build_recommendations,
     forgotten_users_removed,
     load_champion,
+    publish_fallback_items,
     publish_full,
     published,
     recommend,
@@ -204,6 +205,7 @@ class RefreshBatchWriter:
             started = time.time()
             interactions = self.lake.read(spark, INTERACTIONS)
             self.context = shop_context(spark, self.config, self.lake, interactions, self.as_of).persist()
+            publish_fallback_items(spark, self.config, self.lake, self.context, self.champion)
             log.info(
                 "refresh batch %d: shop-wide rankings built in %.1fs, kept for %g minutes",
                 batch_id,
