@@ -1,5 +1,6 @@
 """Candidate sources other than the model: popular, trending, popular in the user's categories,
-new items; and the one rule for what a user is never recommended.
+new items, every eligible item; and the rules for what is never recommended (to anyone, and to
+a user).
 
 Evaluation scores the baselines with these very functions and serving fills lists with them,
 so a baseline's name means one algorithm everywhere (``most popular`` in a training report is the
@@ -21,6 +22,7 @@ POPULAR = "popular"
 TRENDING = "trending"
 CATEGORY_POPULAR = "category_popular"
 NEW_ITEM = "new_item"
+ALL_ITEMS = "all_items"
 
 
 def item_popularity(interactions: DataFrame) -> DataFrame:
@@ -182,8 +184,20 @@ def new_item_candidates(
     ).drop("first_seen")
 
 
+def all_items_ranking(eligible: DataFrame, popularity: DataFrame) -> DataFrame:
+    """Every eligible item in one fixed order, by popularity (0 for items without any), then item
+    id, as (item_id, popularity) where ``popularity`` is the item's place counted from the end:
+    unique per item, so the blocked top-N (:func:`popular_candidates`) keeps exactly this order.
+    What fills a list when every other source has run out."""
+    counted = eligible.select("item_id").distinct().join(popularity, "item_id", "left")
+    place = F.row_number().over(
+        Window.orderBy(F.coalesce(F.col("popularity"), F.lit(0.0)).asc(), F.col("item_id").desc())
+    )
+    return counted.select("item_id", place.cast("double").alias("popularity"))
+
+
 def unavailable_items(catalog: DataFrame) -> DataFrame:
-    """The catalog's items marked unavailable (item_id): never recommended."""
+    """The catalog's items marked unavailable, or held back by a malformed line (item_id)."""
     return catalog.where(~F.col("available")).select("item_id")
 
 
