@@ -251,7 +251,7 @@ def run_recspark(
             catalog_path, orient="records", lines=True
         )
         settings.append(f"catalog.path={catalog_path}")
-    else:
+    else:  # a real log has no catalog: every item with interactions is eligible
         settings.append("catalog.path=null")
     args = [a for s in [*settings, *overrides] for a in ("--set", s)]
     timings = {}

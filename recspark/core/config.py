@@ -157,10 +157,25 @@ class InteractionsConfig:
         )
 
 
+# What becomes of items that appear in no catalog line (see CatalogConfig.unlisted_items).
+EXCLUDE_UNLISTED, INCLUDE_UNLISTED = "exclude", "include"
+UNLISTED_ITEMS = (EXCLUDE_UNLISTED, INCLUDE_UNLISTED)
+
+
 @dataclass(frozen=True)
 class CatalogConfig:
-    # JSON lines, CSV or Parquet (by extension); None means every item counts as available.
+    # JSON lines, CSV or Parquet (by extension); None: no catalog, every item is eligible.
     path: str | None = ".recspark/incoming/catalog.jsonl"
+    # Items with interactions but no line in the catalog: "exclude" (a catalog that omits an
+    # item cannot vouch for it being in stock) or "include" (for a catalog that lists only some
+    # items, e.g. only what went out of stock).
+    unlisted_items: str = EXCLUDE_UNLISTED
+
+    def __post_init__(self) -> None:
+        _require(
+            self.unlisted_items in UNLISTED_ITEMS,
+            f"catalog.unlisted_items must be 'exclude' or 'include', got {self.unlisted_items!r}",
+        )
 
 
 @dataclass(frozen=True)
@@ -440,8 +455,11 @@ class ServeConfig:
         _require(self.new_item_max_users >= 0, "serve.new_item_max_users must be >= 0")
 
 
-# The Great Expectations suites, one per table they check (recspark.ops.quality defines them).
-QUALITY_SUITES = ("events", "interactions", "recommendations")
+# The Great Expectations suites, one per table they check, and one for the catalog's lines
+# (recspark.ops.quality defines them).
+QUALITY_SUITES = ("events", "interactions", "recommendations", "catalog")
+# A malformed catalog line only warns by default: its item is held back either way.
+DEFAULT_ON_FAILURE = {"events": "warn", "interactions": "fail", "recommendations": "fail", "catalog": "warn"}
 
 
 @dataclass(frozen=True)
@@ -449,14 +467,9 @@ class QualityConfig:
     """Great Expectations gates: per suite, whether a failed validation stops the job."""
 
     enabled: bool = True
-    # suite name -> "fail" (stop the job, non-zero exit) or "warn" (log and record only)
-    on_failure: dict[str, str] = field(
-        default_factory=lambda: {
-            "events": "warn",
-            "interactions": "fail",
-            "recommendations": "fail",
-        }
-    )
+    # suite name -> "fail" (stop the job, non-zero exit) or "warn" (log and record only); a
+    # suite not named keeps its default.
+    on_failure: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_ON_FAILURE))
     # Build Great Expectations Data Docs (HTML) under <lake.root>/_quality/data_docs.
     data_docs: bool = True
 
@@ -467,6 +480,7 @@ class QualityConfig:
         )
         bad = {k: v for k, v in self.on_failure.items() if v not in ("fail", "warn")}
         _require(not bad, f"quality.on_failure values must be 'fail' or 'warn', got {bad}")
+        object.__setattr__(self, "on_failure", {**DEFAULT_ON_FAILURE, **self.on_failure})
 
 
 @dataclass(frozen=True)

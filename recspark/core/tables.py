@@ -165,6 +165,9 @@ JOB_RUNS_SCHEMA = T.StructType(
         T.StructField("rows_out", T.LongType(), True),
         T.StructField("model_version", T.StringType(), True),
         T.StructField("error", T.StringType(), True),
+        # Catalog lines the job found malformed (their items held back); null: it read no catalog.
+        # Added later (nullable).
+        T.StructField("catalog_malformed_lines", T.LongType(), True),
     ]
 )
 

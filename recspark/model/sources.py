@@ -15,7 +15,7 @@ from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.window import Window
 
-from recspark.core.config import ServeConfig
+from recspark.core.config import INCLUDE_UNLISTED, ServeConfig
 from recspark.model.topn import recommend_top_n
 
 POPULAR = "popular"
@@ -201,12 +201,21 @@ def unavailable_items(catalog: DataFrame) -> DataFrame:
     return catalog.where(~F.col("available")).select("item_id")
 
 
-def eligible_items(items: DataFrame, catalog: DataFrame | None, serve: ServeConfig) -> DataFrame:
-    """The items of ``items`` (item_id) that may be recommended at all: not marked unavailable
-    by the catalog (no catalog: all), and not on the ``serve.exclude_items`` list."""
+def eligible_items(
+    items: DataFrame, catalog: DataFrame | None, serve: ServeConfig, unlisted_items: str
+) -> DataFrame:
+    """The items of ``items`` (item_id) that may be recommended at all: not on the
+    ``serve.exclude_items`` list and, with a catalog, listed as available; an item the catalog
+    does not list at all only when ``unlisted_items`` (``catalog.unlisted_items``) is
+    ``include``. No catalog: all of them."""
     eligible = items.select("item_id").distinct()
     if catalog is not None:
-        eligible = eligible.join(unavailable_items(catalog), "item_id", "left_anti")
+        if unlisted_items == INCLUDE_UNLISTED:
+            eligible = eligible.join(unavailable_items(catalog), "item_id", "left_anti")
+        else:
+            eligible = eligible.join(
+                catalog.where(F.col("available")).select("item_id"), "item_id", "left_semi"
+            )
     if serve.exclude_items:
         eligible = eligible.where(~F.col("item_id").isin(*serve.exclude_items))
     return eligible
