@@ -404,6 +404,8 @@ def test_status_cli_prints_one_json_object(
         "job_runs",
         "quality_gates",
         "catalog",
+        "outcomes",
+        "outcome_issues",
     }
     assert data["lake_root"] == lake.root
     assert [r["job"] for r in data["job_runs"]] == ["train", "ingest"]

@@ -14,6 +14,7 @@ the Data Docs HTML (local lakes only) and, per ``quality.on_failure``, either st
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import warnings
@@ -661,7 +662,7 @@ def check_tables(
             log.info("check: table %s does not exist yet: nothing to check", spec.name)
             continue
         gates.append(
-            lambda spec=spec: gate_table(spark, config, lake, spec, job=job, **checks.get(spec.name, {}))
+            functools.partial(gate_table, spark, config, lake, spec, job=job, **checks.get(spec.name, {}))
         )
     if config.catalog.path is not None:
         path = config.catalog.path
