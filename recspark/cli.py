@@ -20,7 +20,8 @@ log = logging.getLogger("recspark")
 DEFAULT_CONF = "conf/local.yaml"
 
 
-# What a tracked command reports for its job_runs row (rows_in, rows_out, model_version).
+# What a tracked command reports for its job_runs row (rows_in, rows_out, model_version,
+# catalog_malformed_lines).
 RunFigures = dict[str, Any] | None
 
 
@@ -93,6 +94,21 @@ def _spark(config: Config, job: str):
     return build_spark(config, job)
 
 
+def _catalog_figures(spark, config: Config) -> dict[str, Any]:
+    """The catalog's malformed lines, for the job_runs row of a job that read it (nothing when
+    there is no catalog, or it cannot be read now: the job has said so itself)."""
+    from recspark.core.catalog import CatalogError, load_catalog, summarize
+
+    if config.catalog.path is None:
+        return {}
+    try:
+        return {
+            "catalog_malformed_lines": summarize(load_catalog(spark, config.catalog.path)).malformed_lines
+        }
+    except CatalogError:
+        return {}
+
+
 # Runs of these commands are recorded in the job_runs table (success or failure).
 TRACKED_JOBS = {
     "ingest",
@@ -159,8 +175,9 @@ def cmd_train(args: argparse.Namespace, config: Config) -> RunFigures:
     spark, lake = _spark(config, "train"), _lake(config)
     gate = gate_for(spark, config, lake, "train")
     result = train(spark, config, lake, gate=gate, reset_serving=args.reset_serving)
+    figures = _catalog_figures(spark, config)
     print(f"model version {result.model_version} ({result.family}) {result.outcome()} (run {result.run_id})")
-    return {"model_version": result.model_version, "rows_out": 1}
+    return {"model_version": result.model_version, "rows_out": 1, **figures}
 
 
 def cmd_tune(args: argparse.Namespace, config: Config) -> RunFigures:
@@ -188,13 +205,14 @@ def cmd_recommend(args: argparse.Namespace, config: Config) -> RunFigures:
     return {
         "rows_out": lake.read(spark, RECOMMENDATIONS).count(),
         "model_version": published_model_version(spark, lake),
+        **_catalog_figures(spark, config),
     }
 
 
 def cmd_refresh(args: argparse.Namespace, config: Config) -> RunFigures:
     from recspark.core.tables import RECOMMENDATIONS
     from recspark.ops.quality import gate_for, gate_table
-    from recspark.serve.publish import published_model_version, unavailable_item_ids
+    from recspark.serve.publish import published_model_version, serving_checks
     from recspark.serve.refresh import run_refresh
 
     started = datetime.now(timezone.utc)
@@ -210,9 +228,9 @@ def cmd_refresh(args: argparse.Namespace, config: Config) -> RunFigures:
             RECOMMENDATIONS,
             job="refresh",
             written_since=started,
-            unavailable_items=unavailable_item_ids(spark, config),
+            **serving_checks(spark, config, lake, written_since=started),
         )
-        return {"model_version": published_model_version(spark, lake)}
+        return {"model_version": published_model_version(spark, lake), **_catalog_figures(spark, config)}
     return None
 
 
@@ -243,16 +261,16 @@ def cmd_rebuild_interactions(args: argparse.Namespace, config: Config) -> None:
 def cmd_check(args: argparse.Namespace, config: Config) -> RunFigures:
     from recspark.core.tables import RECOMMENDATIONS
     from recspark.ops.quality import check_tables
-    from recspark.serve.publish import unavailable_item_ids
+    from recspark.serve.publish import serving_checks
 
     spark, lake = _spark(config, "check"), _lake(config)
     checks = {}
-    if lake.exists(spark, RECOMMENDATIONS):  # the catalog matters only to the served lists
-        checks[RECOMMENDATIONS.name] = {"unavailable_items": unavailable_item_ids(spark, config)}
+    if lake.exists(spark, RECOMMENDATIONS):  # the catalog and exclusions matter only to the lists
+        checks[RECOMMENDATIONS.name] = serving_checks(spark, config, lake)
     results = check_tables(spark, config, lake, checks)
     for result in results:
         print(result.summary())
-    return {"rows_in": sum(r.rows or 0 for r in results)}
+    return {"rows_in": sum(r.rows or 0 for r in results), **_catalog_figures(spark, config)}
 
 
 def cmd_maintain(args: argparse.Namespace, config: Config) -> None:

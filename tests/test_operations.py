@@ -102,8 +102,12 @@ def test_forget_user_leaves_nothing_behind_and_replays_cannot_bring_them_back(
     users = lake.read(spark, EVENTS).select("user_id")
     assert extend_id_map(spark, lake, USER_IDS, users).where("user_id = 'u3'").first()["user_idx"] == 2
     now = datetime(2026, 11, 30, 12, 0)
-    lake.append_row(spark, JOB_RUNS, ("r1", "train", now, now, "failed", None, None, None, "no data for u3"))
-    lake.append_row(spark, JOB_RUNS, ("r2", "train", now, now, "failed", None, None, None, "no data for u33"))
+    lake.append_row(
+        spark, JOB_RUNS, ("r1", "train", now, now, "failed", None, None, None, "no data for u3", None)
+    )
+    lake.append_row(
+        spark, JOB_RUNS, ("r2", "train", now, now, "failed", None, None, None, "no data for u33", None)
+    )
     lake.append_row(
         spark,
         QUALITY_RESULTS,

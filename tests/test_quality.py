@@ -11,10 +11,12 @@ from chispa import assert_df_equality
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from recspark.core.catalog import load_catalog
 from recspark.core.config import Config
 from recspark.core.tables import QUALITY_RESULTS, RECOMMENDATIONS, Lake
 from recspark.ops import quality
 from recspark.ops.quality import (
+    CATALOG_SUITE,
     EVENTS_SUITE,
     INTERACTIONS_SUITE,
     RECOMMENDATIONS_SUITE,
@@ -167,7 +169,7 @@ def test_recommendations_suite_passes_on_clean_recommendations(spark: SparkSessi
             "a user with N-1 rows",
             CLEAN_RECOMMENDATIONS[:-1],
             None,
-            "every user has top_n rows",
+            "every user has top_n rows, or every eligible item left to them",
         ),
         (
             "duplicate (user, rank)",
@@ -223,6 +225,72 @@ def test_recommendations_accept_fewer_rows_when_told_the_catalog_is_smaller(
         RECOMMENDATIONS_SUITE, frame(spark, short, RECOMMENDATION_COLUMNS), top_n=TOP_N, min_rows=2
     )
     assert result.success, result.failures
+
+
+def test_a_short_list_passes_only_for_a_user_with_fewer_eligible_items_left(spark: SparkSession) -> None:
+    """``room``: per user, the eligible items not excluded for them; a list holds top_n rows,
+    or all of them when fewer (the contract's "unless the catalog is smaller", per user)."""
+    short = frame(spark, [r for r in CLEAN_RECOMMENDATIONS if r[:2] != ("u1", 3)], RECOMMENDATION_COLUMNS)
+
+    def check(room: list[tuple[str, int]]) -> QualityResult:
+        rooms = spark.createDataFrame(room, "user_id string, room long")
+        return validate(RECOMMENDATIONS_SUITE, short, top_n=TOP_N, room=rooms)
+
+    assert check([("u1", 2)]).success
+    for room in ([("u1", 5)], [("u2", 1)], []):  # room for more, or none known for u1
+        result = check(room)
+        assert failed_checks(result) == ["every user has top_n rows, or every eligible item left to them"]
+
+
+CATALOG_LINES = "".join(
+    line + "\n"
+    for line in [
+        '{"item_id": "a", "available": true}',
+        '{"item_id": "b", "available": tr',
+        '{"title": "no id"}',
+        '{"item_id": "c", "available": false}',
+    ]
+)
+
+
+def test_catalog_suite_names_the_malformed_lines(spark: SparkSession, tmp_path: Path) -> None:
+    path = tmp_path / "catalog.jsonl"
+    path.write_text(CATALOG_LINES)
+
+    result = validate(CATALOG_SUITE, load_catalog(spark, str(path)).lines)
+
+    assert not result.success and result.rows == 4
+    assert failed_checks(result) == ["every catalog line is well-formed"]
+    assert "2 of 4 rows do not" in result.failures[0]
+    assert "malformed JSON" in result.failures[0] and "missing item_id" in result.failures[0]
+    path.write_text('{"item_id": "a"}\n')
+    assert validate(CATALOG_SUITE, load_catalog(spark, str(path)).lines).success
+
+
+def test_a_malformed_catalog_warns_by_default_and_stops_the_job_when_set_to(
+    spark: SparkSession, config: Config, tmp_path: Path
+) -> None:
+    path = tmp_path / "catalog.jsonl"
+    path.write_text(CATALOG_LINES)
+    lines = load_catalog(spark, str(path)).lines
+    lake = lake_of(config)
+
+    warned = run_gate(spark, gate_config(config), lake, CATALOG_SUITE, lines, job="recommend")
+    assert (warned.success, warned.action) == (False, "warn")
+    with pytest.raises(QualityGateError, match="every catalog line is well-formed"):
+        run_gate(
+            spark,
+            gate_config(config, "quality.on_failure.catalog=fail"),
+            lake,
+            CATALOG_SUITE,
+            lines,
+            job="train",
+        )
+    recorded = results(spark, lake).orderBy("validated_at").collect()
+    assert [(r["suite"], r["job"], r["success"], r["action"]) for r in recorded] == [
+        ("catalog", "recommend", False, "warn"),
+        ("catalog", "train", False, "fail"),
+    ]
 
 
 # --------------------------------------------------------------------------------------------

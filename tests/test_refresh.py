@@ -253,8 +253,8 @@ def test_a_running_refresh_ranks_the_shop_once_per_period_and_applies_availabili
 ) -> None:
     """Eligible items, trending, popularity and new items follow all interactions: a long-running
     refresh ranks them once per ``serve.rankings_refresh_minutes``, not in every batch (whose
-    cost would then follow the shop). The catalog still reaches every batch: an item out of stock
-    leaves a refreshed list at once."""
+    cost would then follow the shop). The catalog still reaches every batch: an item out of stock,
+    or whose catalog line broke, leaves a refreshed list at once."""
     config, lake, writer, user, item = _refresh_writer(spark, trained_shop[0], tmp_path)
     newest = newest_event_time(lake.read(spark, INTERACTIONS)).replace(microsecond=0)
 
@@ -297,9 +297,16 @@ def test_a_running_refresh_ranks_the_shop_once_per_period_and_applies_availabili
     second = refresh_after_a_view(1)
     assert first[0] not in second and len(second) == config.serve.top_n
     assert rankings_built() == 1
+    # The next top item's catalog line breaks: the catalog no longer vouches for it, so it goes too.
+    lines = catalog.read_text().splitlines()
+    broken = [line[:-1] if json.loads(line)["item_id"] == second[0] else line for line in lines]
+    catalog.write_text("".join(line + "\n" for line in broken))
+    third = refresh_after_a_view(2)
+    assert second[0] not in third and len(third) == config.serve.top_n
+    assert rankings_built() == 1
     # Once the period is over, the next batch ranks the shop again.
     writer.config = config.with_overrides(["serve.rankings_refresh_minutes=0.0001"])
-    refresh_after_a_view(2)
+    refresh_after_a_view(3)
     assert rankings_built() == 2
 
 

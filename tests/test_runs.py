@@ -375,7 +375,7 @@ def test_status_json_never_shows_credentials(spark: SparkSession, config: Config
     lake = lake_of(config)
     at = datetime.now(timezone.utc)
     error = f'TrackingError: store {SECRET_URI} said "no" (?token=abc123;x)'
-    lake.append_row(spark, JOB_RUNS, ("r1", "train", at, at, "failed", None, None, None, error))
+    lake.append_row(spark, JOB_RUNS, ("r1", "train", at, at, "failed", None, None, None, error, None))
     _seed_gate(spark, lake, f"password=hunter2 in {SECRET_URI}")
     unreachable = config.with_overrides(["mlflow.tracking_uri=http://bob:s3cret@127.0.0.1:9/"])
 
@@ -407,6 +407,7 @@ def test_status_cli_prints_one_json_object(
         "champion",
         "job_runs",
         "quality_gates",
+        "catalog",
         "outcomes",
         "outcome_issues",
     }
@@ -450,3 +451,70 @@ def test_train_and_status_say_why_the_newest_version_was_not_promoted_and_how_lo
     )
     assert data["newest_reason"] == result.reason and data["unchanged_seconds"] >= 0
     assert datetime.fromisoformat(data["newest_trained_at"]) >= since
+
+
+BROKEN_CATALOG = "".join(
+    line + "\n"
+    for line in [
+        '{"item_id": "i1", "available": true}',
+        '{"item_id": "i2", "available": tr',
+        '{"item_id": "i3", "available": "maybe"}',
+        '{"title": "no id"}',
+        '{"item_id": "i4", "available": false}',
+    ]
+)
+
+
+def test_status_shows_what_the_catalogs_malformed_lines_hold_back(
+    spark: SparkSession, config: Config
+) -> None:
+    lake = lake_of(config)
+    catalog = Path(config.catalog.path)
+    catalog.parent.mkdir(parents=True, exist_ok=True)
+    catalog.write_text(BROKEN_CATALOG)
+
+    snapshot = gather_status(spark, config, lake)
+    data = status_json(snapshot)["catalog"]
+
+    assert (data["path"], data["unlisted_items"], data["error"]) == (str(catalog), "exclude", None)
+    assert (data["lines"], data["malformed_lines"], data["items"], data["available_items"]) == (5, 3, 4, 1)
+    assert data["held_back_items"] == 2  # i2 and i3: the line without an id holds back nothing
+    assert {r["reason"]: r["lines"] for r in data["reasons"]} == {
+        "malformed JSON": 1,
+        "available is not true/false": 1,
+        "missing item_id": 1,
+    }
+    text = render_status(snapshot)
+    assert "3 of 5 lines malformed: 2 items held back" in text
+    assert "available is not true/false" in text and "i3" in text
+
+    catalog.unlink()
+    assert "cannot read catalog" in status_json(gather_status(spark, config, lake))["catalog"]["error"]
+    nothing = config.with_overrides(["catalog.path=null"])
+    assert "no catalog (catalog.path is null): every item is eligible" in render_status(
+        gather_status(spark, nothing, lake)
+    )
+
+
+def test_a_job_that_reads_the_catalog_records_its_malformed_lines(
+    spark: SparkSession, config: Config
+) -> None:
+    lake = lake_of(config)
+    _seed_lake(spark, lake)
+    catalog = Path(config.catalog.path)
+    catalog.parent.mkdir(parents=True, exist_ok=True)
+    catalog.write_text(BROKEN_CATALOG)
+    settings = [
+        f"lake.root={config.lake.root}",
+        f"catalog.path={catalog}",
+        f"mlflow.tracking_uri={config.mlflow.tracking_uri}",
+        "serve.top_n=1",
+        "quality.data_docs=false",
+    ]
+
+    assert main(["recommend", *(arg for s in settings for arg in ("--set", s))]) == 0
+
+    run = job_runs(spark, lake).where("job = 'recommend'").first()
+    assert (run["status"], run["catalog_malformed_lines"]) == ("succeeded", 3)
+    runs = status_json(gather_status(spark, config, lake))["job_runs"]
+    assert runs[0]["job"] == "recommend" and runs[0]["catalog_malformed_lines"] == 3

@@ -26,9 +26,10 @@ from recspark.model.candidates.lists import assemble_lists
 from recspark.model.candidates.sources import fallback_popularity
 from recspark.model.training.train import TrainResult, train
 from recspark.ops.maintenance import maintain
+from recspark.ops.quality import gate_for
 from recspark.serve.publish import build_recommendations, load_champion, publish_recommendations, recommend
 from recspark.serve.refresh import merge_user_rows, run_refresh
-from tests.conftest import copy_shop
+from tests.conftest import config_under, copy_shop
 from tests.test_registry import register_versions
 
 
@@ -472,3 +473,49 @@ def test_another_tracking_store_with_the_same_model_version_is_not_the_lakes_mod
         assert f"version {trained.model_version} of model '{config.mlflow.model_name}'" in message
         assert trained.run_id in message and other in message
         assert _serving_state(spark, lake) == before
+
+
+def test_lists_are_filled_from_every_eligible_item_when_the_popular_ones_run_out(
+    spark: SparkSession, tmp_path: Path
+) -> None:
+    """A user who bought all but one of the items anyone interacted with still gets N rows, from
+    the catalog items nobody touched yet (source all_items: by popularity, then item id); a user
+    with fewer eligible items left than N gets all of them, and the gate accepts that list."""
+    catalog = tmp_path / "catalog.jsonl"
+    items = {"p1": "k", "p2": "k", "p3": "k", "p4": "m", "z3": "m", "z1": "m", "z2": "k"}
+    catalog.write_text("".join(json.dumps({"item_id": i, "category": c}) + "\n" for i, c in items.items()))
+    config = config_under(
+        tmp_path,
+        "serve.top_n=4",
+        "serve.trending_days=0",
+        "quality.data_docs=false",
+        f"catalog.path={catalog}",
+    )
+    lake = Lake.at(config.lake.root)
+    now = datetime(2026, 11, 20)
+    crowd = [(f"c{n}", item, 0) for n in range(4) for item in ("p1", "p2", "p3", "p4")[: 4 - n]]
+    bought = [("u", item, 1) for item in ("p1", "p2", "p3")]
+    bought += [("v", item, 1) for item in ("p1", "p2", "p3", "p4")]
+    rows = [
+        (user, item, 1, 0, 0, purchases, 0, None, now, now, 1.0 + 5 * purchases, 1.0 + 5 * purchases, now)
+        for user, item, purchases in crowd + bought
+    ]
+    lake.ensure(spark, INTERACTIONS)
+    spark.createDataFrame(rows, INTERACTIONS.schema).write.format("delta").mode("append").save(
+        lake.path(INTERACTIONS.name)
+    )
+
+    recommend(spark, config, lake, gate=gate_for(spark, config, lake, "recommend"))
+
+    lists = _rows_by_user(lake.read(spark, RECOMMENDATIONS))
+    assert [(r["item_id"], r["source"]) for r in lists["u"]] == [
+        ("p4", "popular"),
+        ("z1", "all_items"),
+        ("z2", "all_items"),
+        ("z3", "all_items"),
+    ]
+    # v bought every item with interactions: three eligible items are left, and v gets them.
+    assert [(r["item_id"], r["source"]) for r in lists["v"]] == [(z, "all_items") for z in ("z1", "z2", "z3")]
+    assert all(len(served) == 4 for user, served in lists.items() if user.startswith("c"))
+    for served in lists.values():
+        assert [r["score"] for r in served] == sorted((r["score"] for r in served), reverse=True)

@@ -207,13 +207,29 @@ class InteractionsConfig:
         )
 
 
+# What becomes of items that appear in no catalog line (see CatalogConfig.unlisted_items).
+EXCLUDE_UNLISTED, INCLUDE_UNLISTED = "exclude", "include"
+UNLISTED_ITEMS = (EXCLUDE_UNLISTED, INCLUDE_UNLISTED)
+
+
 @dataclass(frozen=True)
 class CatalogConfig:
     """The item catalog: categories and availability."""
 
     path: str | None = ".recspark/incoming/catalog.jsonl"
-    """The catalog: JSON lines, CSV or Parquet (by extension); unavailable items are never recommended.
-    null: every item counts as available."""
+    """The catalog: JSON lines, CSV with a header, or Parquet (by extension), read line by line.
+    Items it marks unavailable, or names in a malformed line, are never recommended. null: no
+    catalog, every item is eligible."""
+    unlisted_items: str = EXCLUDE_UNLISTED
+    """Items with interactions but no line in the catalog: `exclude` (a catalog that omits an item
+    cannot vouch for it being in stock) or `include` (for a catalog that lists only some items,
+    e.g. only what went out of stock)."""
+
+    def __post_init__(self) -> None:
+        _require(
+            self.unlisted_items in UNLISTED_ITEMS,
+            f"catalog.unlisted_items must be 'exclude' or 'include', got {self.unlisted_items!r}",
+        )
 
 
 @dataclass(frozen=True)
@@ -548,8 +564,11 @@ class ServeConfig:
         _require(self.new_item_max_users >= 0, "serve.new_item_max_users must be >= 0")
 
 
-# The Great Expectations suites, one per table they check (recspark.ops.quality defines them).
-QUALITY_SUITES = ("events", "interactions", "recommendations")
+# The Great Expectations suites, one per table they check, and one for the catalog's lines
+# (recspark.ops.quality defines them).
+QUALITY_SUITES = ("events", "interactions", "recommendations", "catalog")
+# A malformed catalog line only warns by default: its item is held back either way.
+DEFAULT_ON_FAILURE = {"events": "warn", "interactions": "fail", "recommendations": "fail", "catalog": "warn"}
 
 
 @dataclass(frozen=True)
@@ -558,15 +577,10 @@ class QualityConfig:
 
     enabled: bool = True
     """Run the Great Expectations gates."""
-    on_failure: dict[str, str] = field(
-        default_factory=lambda: {
-            "events": "warn",
-            "interactions": "fail",
-            "recommendations": "fail",
-        }
-    )
-    """Per suite (`events`, `interactions`, `recommendations`): `fail` stops the job with a non-zero exit,
-    `warn` logs and records only."""
+    on_failure: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_ON_FAILURE))
+    """Per suite (`events`, `interactions`, `recommendations`, `catalog`): `fail` stops the job with
+    a non-zero exit, `warn` logs and records only; a suite not named keeps its default. `catalog:
+    fail` stops `train`, `recommend` and a full refresh on any malformed catalog line."""
     data_docs: bool = True
     """Build Great Expectations Data Docs (HTML) under `<lake.root>/_quality/data_docs`."""
 
@@ -577,6 +591,7 @@ class QualityConfig:
         )
         bad = {k: v for k, v in self.on_failure.items() if v not in ("fail", "warn")}
         _require(not bad, f"quality.on_failure values must be 'fail' or 'warn', got {bad}")
+        object.__setattr__(self, "on_failure", {**DEFAULT_ON_FAILURE, **self.on_failure})
 
 
 @dataclass(frozen=True)

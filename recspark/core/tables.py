@@ -85,9 +85,19 @@ INTERACTIONS_SCHEMA = T.StructType(
 
 # What filled a recommendation row (the ``source`` column): the champion's family (ALS, the EASE
 # item-item model or their blend), popular in the user's categories, popular in a recent window,
-# popular overall, or a new item's slot.
+# popular overall, a new item's slot, or, when all of those ran out, any eligible item (by
+# popularity, then item id: what keeps a list N rows long).
 # The personalised sources name the model family that filled the row.
-RECOMMENDATION_SOURCES = ("als", "ease", "blend", "category_popular", "trending", "popular", "new_item")
+RECOMMENDATION_SOURCES = (
+    "als",
+    "ease",
+    "blend",
+    "category_popular",
+    "trending",
+    "popular",
+    "new_item",
+    "all_items",
+)
 
 RECOMMENDATIONS_SCHEMA = T.StructType(
     [
@@ -211,6 +221,9 @@ JOB_RUNS_SCHEMA = T.StructType(
         T.StructField("rows_out", T.LongType(), True),
         T.StructField("model_version", T.StringType(), True),
         T.StructField("error", T.StringType(), True),
+        # Catalog lines the job found malformed (their items held back); null: it read no catalog.
+        # Added later (nullable).
+        T.StructField("catalog_malformed_lines", T.LongType(), True),
     ]
 )
 

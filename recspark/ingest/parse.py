@@ -16,6 +16,7 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from recspark.core.config import EVENT_TYPES, IMPRESSION, MAX_ID_LENGTH, REQUIRED_FIELDS, SERVED_LISTS
+from recspark.core.json_lines import one_json_value
 from recspark.core.recommendation_ids import (
     RECOMMENDATION_ID_PATTERN,
     SERVED_AT_TOLERANCE,
@@ -241,15 +242,6 @@ def _reason(bounds: TimeBounds) -> Column:
     return reason
 
 
-def _one_json_value(line: Column) -> Column:
-    """The line's JSON value, or null unless the line holds exactly one: the parser alone would
-    read ``{...}{...}`` (two records glued together) or ``{...} junk`` as the first object and
-    drop the rest silently, so the line is parsed as the body of a JSON array instead."""
-    wrapped = F.try_parse_json(F.concat(F.lit("["), line, F.lit("]")))
-    values = F.try_variant_get(wrapped, "$", "array<variant>")
-    return F.when(F.array_size(values) == 1, F.element_at(values, 1))
-
-
 def parse_events(raw: DataFrame, bounds: TimeBounds) -> DataFrame:
     """Parse a DataFrame of ``raw`` lines (plus any context columns) into typed fields and a reason.
 
@@ -257,7 +249,7 @@ def parse_events(raw: DataFrame, bounds: TimeBounds) -> DataFrame:
     with ``reason`` null and typed event columns, or with the reason it is quarantined (and, when
     it could be read, the ``user_id`` it names, so forget-user can find it).
     """
-    with_json = raw.where(F.trim(F.col("raw")) != "").withColumn("_v", _one_json_value(F.col("raw")))
+    with_json = raw.where(F.trim(F.col("raw")) != "").withColumn("_v", one_json_value(F.col("raw")))
     # Each field is extracted once into a column of its own, then checked: Spark keeps the two
     # projections apart rather than repeat the extraction in every rule that reads it.
     v = F.col("_v")

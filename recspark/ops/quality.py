@@ -2,8 +2,10 @@
 
 Each suite is defined once per process in a cached Great Expectations context; the Spark
 DataFrame is handed over at run time (``batch_parameters``), never stored. Properties GE cannot
-express directly on the table (rows per user, scores ordered by rank, unavailable items) are
-computed in Spark as extra columns of the validated frame, so one validation run covers a suite.
+express directly on the table (rows per user and the rows due to each, scores ordered by rank,
+unavailable items) are computed in Spark as extra columns of the validated frame, so one
+validation run covers a suite. The ``catalog`` suite checks the catalog's lines as read
+(:func:`recspark.core.catalog.load_catalog`): every one well-formed.
 
 A gate (:func:`run_gate`) validates, appends one summary row to ``quality_results``, refreshes
 the Data Docs HTML (local lakes only) and, per ``quality.on_failure``, either stops the job with
@@ -12,6 +14,7 @@ the Data Docs HTML (local lakes only) and, per ``quality.on_failure``, either st
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import warnings
@@ -24,6 +27,7 @@ from typing import Any
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
+from recspark.core.catalog import CatalogRead, load_catalog
 from recspark.core.config import EVENT_TYPES, QUALITY_SUITES, Config
 from recspark.core.gates import Gate
 from recspark.core.interactions import COUNT_COLUMNS
@@ -40,8 +44,8 @@ from recspark.core.tables import (
 log = logging.getLogger(__name__)
 
 SUITES = QUALITY_SUITES
-EVENTS_SUITE, INTERACTIONS_SUITE, RECOMMENDATIONS_SUITE = SUITES
-# The tables the suites of the same name check.
+EVENTS_SUITE, INTERACTIONS_SUITE, RECOMMENDATIONS_SUITE, CATALOG_SUITE = SUITES
+# The tables the suites of the same name check (the catalog suite checks the catalog file).
 CHECKED_TABLES = (EVENTS, INTERACTIONS, RECOMMENDATIONS)
 
 EARLIEST_EVENT_TIME = datetime(1970, 1, 1, tzinfo=timezone.utc)  # ingest.min_event_time default
@@ -50,8 +54,11 @@ MAX_EVENT_TIME_AHEAD = timedelta(days=1)
 
 # Derived columns of the validated recommendations frame (see _recommendations_batch).
 ROWS_FOR_USER = "rows_for_user"
+ROWS_DUE = "rows_due"  # top_n, or the eligible items left to the user when fewer
 SCORE_ORDERED = "score_not_above_previous_rank"
 ITEM_UNAVAILABLE = "item_unavailable"
+# The derived column of the validated catalog lines: the reason and item of a malformed line.
+MALFORMED_LINE = "malformed_line"
 
 # Validation results kept in the file context: the Data Docs index is rebuilt from them on
 # every gate, so an unbounded history (a gate per streaming micro-batch) would slow it down.
@@ -183,11 +190,11 @@ def _recommendations_expectations() -> list[Any]:
             max_value={"$PARAMETER": "top_n"},
             description="rank is between 1 and top_n",
         ),
-        E.ExpectColumnValuesToBeBetween(
-            column=ROWS_FOR_USER,
-            min_value={"$PARAMETER": "min_rows"},
-            max_value={"$PARAMETER": "top_n"},
-            description="every user has top_n rows",
+        E.ExpectColumnPairValuesAToBeGreaterThanB(
+            column_A=ROWS_FOR_USER,
+            column_B=ROWS_DUE,
+            or_equal=True,
+            description="every user has top_n rows, or every eligible item left to them",
         ),
         E.ExpectColumnValuesToBeInSet(
             column=SCORE_ORDERED,
@@ -208,10 +215,18 @@ def _recommendations_expectations() -> list[Any]:
     return expectations
 
 
+def _catalog_expectations() -> list[Any]:
+    E = _gx().expectations
+    return [
+        E.ExpectColumnValuesToBeNull(column=MALFORMED_LINE, description="every catalog line is well-formed")
+    ]
+
+
 _SUITE_EXPECTATIONS: dict[str, Callable[[], list[Any]]] = {
     EVENTS_SUITE: _events_expectations,
     INTERACTIONS_SUITE: _interactions_expectations,
     RECOMMENDATIONS_SUITE: _recommendations_expectations,
+    CATALOG_SUITE: _catalog_expectations,
 }
 
 
@@ -473,16 +488,25 @@ def _recommendations_batch(
     top_n: int,
     unavailable_items: DataFrame | None = None,
     min_rows: int | None = None,
+    room: DataFrame | None = None,
 ) -> tuple[DataFrame, dict[str, Any]]:
-    """The serving table plus per-row flags for the properties that span rows."""
+    """The serving table plus per-row flags for the properties that span rows. The rows due to
+    a user are ``top_n``, or fewer: ``room`` (user_id, room) for a user it names, else
+    ``min_rows`` when given."""
     per_user = Window.partitionBy("user_id")
     previous = F.lag("score").over(per_user.orderBy("rank"))
-    frame = df.select("user_id", "rank", "item_id", "score", "source").withColumns(
+    frame = df.select("user_id", "rank", "item_id", "score", "source")
+    due = F.lit(top_n if min_rows is None else min(min_rows, top_n))
+    if room is not None:
+        frame = frame.join(room.select("user_id", F.col("room").alias("_room")), "user_id", "left")
+        due = F.least(due, F.coalesce(F.col("_room"), due))
+    frame = frame.withColumns(
         {
             ROWS_FOR_USER: F.count(F.lit(1)).over(per_user),
+            ROWS_DUE: due.cast("long"),
             SCORE_ORDERED: F.coalesce(F.col("score") <= previous, F.lit(True)),
         }
-    )
+    ).drop("_room")
     if unavailable_items is None:
         frame = frame.withColumn(ITEM_UNAVAILABLE, F.lit(False))
     else:
@@ -495,13 +519,20 @@ def _recommendations_batch(
         frame = frame.join(F.broadcast(flagged), "item_id", "left").withColumn(
             ITEM_UNAVAILABLE, F.coalesce(F.col(ITEM_UNAVAILABLE), F.lit(False))
         )
-    return frame, {"top_n": top_n, "min_rows": top_n if min_rows is None else min_rows}
+    return frame, {"top_n": top_n}
+
+
+def _catalog_batch(df: DataFrame) -> tuple[DataFrame, dict[str, Any]]:
+    """The catalog's lines (:attr:`CatalogRead.lines`), a malformed one named by reason and item."""
+    named = F.concat_ws(" ", F.col("reason"), F.concat(F.lit("(item "), F.col("item_id"), F.lit(")")))
+    return df.select(F.when(F.col("reason").isNotNull(), named).alias(MALFORMED_LINE)), {}
 
 
 _BATCHES: dict[str, Callable[..., tuple[DataFrame, dict[str, Any]]]] = {
     EVENTS_SUITE: _events_batch,
     INTERACTIONS_SUITE: _interactions_batch,
     RECOMMENDATIONS_SUITE: _recommendations_batch,
+    CATALOG_SUITE: _catalog_batch,
 }
 
 
@@ -509,8 +540,10 @@ def validate(suite: str, df: DataFrame, project_dir: Path | None = None, **check
     """Validate ``df`` with ``suite`` (nothing recorded, nothing raised): the gate's core.
 
     ``checks`` go to the suite: ``now``, ``earliest``, ``ahead`` for events; ``top_n`` (required),
-    ``unavailable_items`` (an ``item_id`` column; None skips that check) and ``min_rows`` (e.g.
-    the number of eligible items, when the catalog may be smaller than N) for recommendations.
+    ``unavailable_items`` (an ``item_id`` column; None skips that check), ``room`` (user_id,
+    room: the eligible items left to a user, for users who may have fewer than N) and
+    ``min_rows`` (the rows due to every user, when the catalog is smaller than N) for
+    recommendations; nothing for the catalog's lines.
     """
     if suite not in _BATCHES:
         raise ValueError(f"unknown quality suite {suite!r}; known: {', '.join(SUITES)}")
@@ -537,8 +570,8 @@ def run_gate(
 ) -> QualityResult:
     """Validate ``df`` with ``suite``, record the outcome, and stop the job if configured to.
 
-    ``kwargs`` go to the suite's validator (``top_n``, ``unavailable_items`` and ``min_rows``
-    for recommendations; ``top_n`` defaults to ``serve.top_n``). Raises QualityGateError when the
+    ``kwargs`` go to the suite's validator (``top_n``, ``unavailable_items``, ``room`` and
+    ``min_rows`` for recommendations; ``top_n`` defaults to ``serve.top_n``). Raises QualityGateError when the
     suite fails and ``quality.on_failure[suite]`` is ``fail`` (the default), after the result
     row has been written. Beyond the session, config and lake, the suite and the frame, every
     parameter is keyword-only (what the result row records, and the validator's checks).
@@ -607,21 +640,36 @@ def gate_table(
     )
 
 
+def gate_catalog(
+    spark: SparkSession, config: Config, lake: Lake, catalog: CatalogRead, *, job: str
+) -> QualityResult:
+    """The catalog suite on every line of ``catalog``, recorded like any gate."""
+    return run_gate(spark, config, lake, CATALOG_SUITE, catalog.lines, job=job, scope=catalog.scope)
+
+
 def check_tables(
     spark: SparkSession, config: Config, lake: Lake, checks: dict[str, dict[str, Any]], job: str = "check"
 ) -> list[QualityResult]:
-    """Every suite on its whole table (the scheduled check behind the per-run gates, which see
-    only what a run wrote: e.g. an ``event_id`` that repeats one written by an earlier run).
-    Runs them all, records each, then raises the first failure configured to ``fail``.
-    ``checks`` holds each suite's validator arguments (by suite name)."""
+    """Every suite on its whole table, and the catalog suite on the catalog (the scheduled check
+    behind the per-run gates, which see only what a run wrote: e.g. an ``event_id`` that repeats
+    one written by an earlier run). Runs them all, records each, then raises the first failure
+    configured to ``fail``. ``checks`` holds each suite's validator arguments (by suite name)."""
     results: list[QualityResult] = []
     first_failure: QualityGateError | None = None
+    gates: list[Callable[[], QualityResult]] = []
     for spec in CHECKED_TABLES:
         if not lake.exists(spark, spec):
             log.info("check: table %s does not exist yet: nothing to check", spec.name)
             continue
+        gates.append(
+            functools.partial(gate_table, spark, config, lake, spec, job=job, **checks.get(spec.name, {}))
+        )
+    if config.catalog.path is not None:
+        path = config.catalog.path
+        gates.append(lambda: gate_catalog(spark, config, lake, load_catalog(spark, path), job=job))
+    for gate in gates:
         try:
-            results.append(gate_table(spark, config, lake, spec, job=job, **checks.get(spec.name, {})))
+            results.append(gate())
         except QualityGateError as exc:
             results.append(exc.result)
             first_failure = first_failure or exc

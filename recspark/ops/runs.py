@@ -2,9 +2,9 @@
 
 Every command wrapped in :func:`track_job` leaves one row behind, succeeded or failed, so "what
 ran, when, how long, with what result" is a query on the lake rather than a search through
-scheduler logs. :func:`gather_status` reads that next to table freshness, the champion model and
-the quality gates, once; :func:`render_status` shows it to a person, :func:`status_json` to a
-monitoring system.
+scheduler logs. :func:`gather_status` reads that next to table freshness, the champion model,
+the quality gates and the catalog's malformed lines, once; :func:`render_status` shows it to a
+person, :func:`status_json` to a monitoring system.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from typing import Any
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
+from recspark.core.catalog import CatalogError, load_catalog, summarize
 from recspark.core.config import Config
 from recspark.core.secrets import redact
 from recspark.core.tables import (
@@ -65,6 +66,7 @@ class JobRun:
     rows_in: int | None = None
     rows_out: int | None = None
     model_version: str | None = None
+    catalog_malformed_lines: int | None = None  # None: the job read no catalog
 
 
 def error_text(exc: BaseException) -> str:
@@ -95,6 +97,7 @@ def record_job_run(
         None if run.rows_out is None else int(run.rows_out),
         None if run.model_version is None else str(run.model_version),
         None if error is None else redact(error)[:ERROR_LIMIT],
+        None if run.catalog_malformed_lines is None else int(run.catalog_malformed_lines),
     )
     lake.append_row(spark, JOB_RUNS, row)
 
@@ -218,6 +221,7 @@ class RunState:
     rows_out: int | None
     model_version: str | None
     error: str | None
+    catalog_malformed_lines: int | None  # None: no catalog read, or recorded before the column
 
     @property
     def duration(self) -> float | None:
@@ -237,6 +241,31 @@ class GateState:
     failures: str | None
     rows_validated: int | None  # None: recorded before the column existed
     scope: str | None  # "whole table", or "rows written since ..." (a run's own rows)
+
+
+@dataclass(frozen=True)
+class ReasonState:
+    """Malformed catalog lines of one reason."""
+
+    reason: str
+    lines: int
+    examples: list[str]  # "item <id>: <offending text>", a few
+
+
+@dataclass(frozen=True)
+class CatalogState:
+    """The catalog as it reads now: ``path`` None when there is none (every item eligible);
+    ``error`` set when it cannot be read at all."""
+
+    path: str | None
+    unlisted_items: str
+    error: str | None = None
+    lines: int | None = None
+    malformed_lines: int | None = None
+    items: int | None = None
+    available_items: int | None = None  # listed, available and not held back
+    held_back_items: int | None = None  # named by a malformed line: not recommended
+    reasons: list[ReasonState] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -273,6 +302,7 @@ class StatusSnapshot:
     champion: ChampionState
     runs: list[RunState]
     gates: list[GateState]
+    catalog: CatalogState
     outcomes: list[OutcomeState] = field(default_factory=list)
     # Attribution issues now (ingest_metrics.outcome_issues summed over all batches).
     outcome_issues: dict[str, int] = field(default_factory=dict)
@@ -479,9 +509,11 @@ def _gather_champion(spark: SparkSession, config: Config, lake: Lake) -> Champio
 def _gather_runs(spark: SparkSession, lake: Lake) -> list[RunState]:
     if not lake.exists(spark, JOB_RUNS):
         return []
+    runs = lake.read(spark, JOB_RUNS)
+    if "catalog_malformed_lines" not in runs.columns:  # a table of runs recorded before it existed
+        runs = runs.withColumn("catalog_malformed_lines", F.lit(None).cast("long"))
     recent = (
-        lake.read(spark, JOB_RUNS)
-        .orderBy(F.col("started_at").desc())
+        runs.orderBy(F.col("started_at").desc())
         .limit(REPORT_RUNS)
         .select(
             "run_id",
@@ -493,6 +525,7 @@ def _gather_runs(spark: SparkSession, lake: Lake) -> list[RunState]:
             "rows_out",
             "model_version",
             "error",
+            "catalog_malformed_lines",
         )
         .collect()
     )
@@ -526,6 +559,33 @@ def _gather_gates(spark: SparkSession, lake: Lake) -> list[GateState]:
         .collect()
     )
     return [GateState(**r.asDict()) for r in latest]
+
+
+def _gather_catalog(spark: SparkSession, config: Config) -> CatalogState:
+    """The catalog file as it reads now (what the next job would read): its lines, the
+    malformed ones by reason, and the items they hold back."""
+    path, unlisted = config.catalog.path, config.catalog.unlisted_items
+    if path is None:
+        return CatalogState(None, unlisted)
+    try:
+        read = load_catalog(spark, path)
+        summary = summarize(read)
+        counts = read.items.agg(
+            F.count(F.lit(1)).alias("items"), F.count(F.when(F.col("available"), 1)).alias("available")
+        ).first()
+    except CatalogError as exc:
+        return CatalogState(path, unlisted, error=_first_line(exc))
+    assert counts is not None
+    return CatalogState(
+        path,
+        unlisted,
+        lines=summary.lines,
+        malformed_lines=summary.malformed_lines,
+        items=int(counts["items"]),
+        available_items=int(counts["available"]),
+        held_back_items=summary.held_back_items,
+        reasons=[ReasonState(reason, lines, examples) for reason, lines, examples in summary.reasons],
+    )
 
 
 def _gather_outcomes(spark: SparkSession, lake: Lake) -> list[OutcomeState]:
@@ -571,8 +631,8 @@ def _gather_outcome_issues(spark: SparkSession, lake: Lake) -> dict[str, int]:
 
 
 def gather_status(spark: SparkSession, config: Config, lake: Lake) -> StatusSnapshot:
-    """Read what the status report shows, once: tables, champion, last runs, last gates, and
-    what shoppers did with the lists served lately."""
+    """Read what the status report shows, once: tables, champion, last runs, last gates, what
+    shoppers did with the lists served lately, and the catalog."""
     return StatusSnapshot(
         at=datetime.now(timezone.utc).timestamp(),
         lake_root=lake.root,
@@ -580,6 +640,7 @@ def gather_status(spark: SparkSession, config: Config, lake: Lake) -> StatusSnap
         champion=_gather_champion(spark, config, lake),
         runs=_gather_runs(spark, lake),
         gates=_gather_gates(spark, lake),
+        catalog=_gather_catalog(spark, config),
         outcomes=_gather_outcomes(spark, lake),
         outcome_issues=_gather_outcome_issues(spark, lake),
     )
@@ -664,11 +725,21 @@ def _runs_section(runs: list[RunState]) -> list[str]:
             format_duration(r.duration),
             r.rows_out,
             r.model_version,
+            r.catalog_malformed_lines,
             _shorten(r.error, 80),
         )
         for r in runs
     ]
-    headers = ("job", "status", "started (UTC)", "duration", "rows out", "model", "error")
+    headers = (
+        "job",
+        "status",
+        "started (UTC)",
+        "duration",
+        "rows out",
+        "model",
+        "bad catalog lines",
+        "error",
+    )
     return [title, *_aligned(headers, rows)]
 
 
@@ -688,6 +759,25 @@ def _quality_section(gates: list[GateState]) -> list[str]:
     ]
     headers = ("suite", "table", "version", "validated (UTC)", "rows", "of", "result", "failures")
     return ["Latest quality gates", *_aligned(headers, rows)] if rows else []
+
+
+def _catalog_section(catalog: CatalogState) -> list[str]:
+    if catalog.path is None:
+        return ["Catalog", "  no catalog (catalog.path is null): every item is eligible"]
+    title = f"Catalog ({catalog.path}; items it does not list: {catalog.unlisted_items}d)"
+    if catalog.error is not None:
+        return [title, f"  unreadable: {catalog.error}"]
+    listed = f"  {catalog.items:,} items, {catalog.available_items:,} of them available; "
+    if not catalog.malformed_lines:
+        return [title, listed + f"all {catalog.lines:,} lines well-formed"]
+    lines = [
+        title,
+        listed
+        + f"{catalog.malformed_lines:,} of {catalog.lines:,} lines malformed: "
+        + f"{catalog.held_back_items:,} items held back (fix the lines; see docs/operations.md)",
+    ]
+    rows = [(r.reason, r.lines, _shorten("; ".join(r.examples), 100)) for r in catalog.reasons]
+    return lines + _aligned(("reason", "lines", "e.g."), rows)
 
 
 def _share(value: float | None) -> str:
@@ -739,6 +829,7 @@ def render_status(snapshot: StatusSnapshot) -> str:
         _model_section(snapshot.champion, snapshot.at),
         _runs_section(snapshot.runs),
         _quality_section(snapshot.gates),
+        _catalog_section(snapshot.catalog),
         _outcomes_section(snapshot.outcomes, snapshot.outcome_issues),
     ]
     return redact("\n\n".join("\n".join(s) for s in sections if s) + "\n")
@@ -779,7 +870,8 @@ _EPOCH_FIELDS = frozenset(
 
 
 def _as_json(
-    state: TableState | ChampionState | RunState | GateState | OutcomeState, **derived: Any
+    state: TableState | ChampionState | RunState | GateState | CatalogState | OutcomeState,
+    **derived: Any,
 ) -> dict[str, Any]:
     """A state's fields, its times as ISO text, plus ``derived`` values computed from them."""
     fields = {k: _iso(v) if k in _EPOCH_FIELDS else v for k, v in asdict(state).items()}
@@ -813,6 +905,7 @@ def status_json(snapshot: StatusSnapshot) -> dict[str, Any]:
             ),
             "job_runs": [_as_json(r, duration_seconds=_rounded(r.duration)) for r in snapshot.runs],
             "quality_gates": [_as_json(g) for g in snapshot.gates],
+            "catalog": _as_json(snapshot.catalog),
             "outcomes": [_as_json(o, ctr=o.ctr, conversion=o.conversion) for o in snapshot.outcomes],
             "outcome_issues": snapshot.outcome_issues,
         }

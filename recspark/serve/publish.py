@@ -9,13 +9,14 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import datetime
+from typing import Any
 
 import mlflow
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.window import Window
 
-from recspark.core.catalog import read_catalog
+from recspark.core.catalog import CatalogRead, load_catalog, report_catalog
 from recspark.core.config import AUTO, Config
 from recspark.core.conflicts import retry_on_conflict
 from recspark.core.gates import Gate
@@ -37,7 +38,7 @@ from recspark.model.candidates.lists import (
     fallback_chain,
     item_rankings,
 )
-from recspark.model.candidates.sources import eligible_items, newest_event_time, unavailable_items
+from recspark.model.candidates.sources import eligible_items, newest_event_time, user_exclusions
 from recspark.model.families.model import FittedModel, ModelSpec, read_model_tables
 from recspark.model.scoring.als import recommend_top_n
 from recspark.model.tuning.plan import read_tuned
@@ -68,14 +69,71 @@ def load_champion(spark: SparkSession, config: Config, lake: Lake) -> Champion |
     return Champion(str(version.version), model)
 
 
-def unavailable_item_ids(spark: SparkSession, config: Config) -> DataFrame | None:
-    if config.catalog.path is None:
+def load_catalog_if_any(spark: SparkSession, config: Config) -> CatalogRead | None:
+    return load_catalog(spark, config.catalog.path) if config.catalog.path is not None else None
+
+
+def shop_eligible(config: Config, items: DataFrame, catalog: DataFrame | None) -> DataFrame:
+    """The items of ``items`` that may be recommended at all, as configured (the catalog's
+    items, ``catalog.unlisted_items``, ``serve.exclude_items``)."""
+    return eligible_items(items, catalog, config.serve, config.catalog.unlisted_items)
+
+
+def ineligible_items(config: Config, lists: DataFrame, catalog: DataFrame | None) -> DataFrame:
+    """The items of ``lists`` that may not be recommended (item_id): what the recommendations
+    gate checks for. Only the items the lists hold are looked up, so the check costs what the
+    lists cost."""
+    items = lists.select("item_id").distinct()
+    return items.join(shop_eligible(config, items, catalog), "item_id", "left_anti")
+
+
+def list_room(
+    config: Config,
+    lists: DataFrame,
+    interactions: DataFrame,
+    eligible: DataFrame,
+    as_of: datetime | None = None,
+) -> DataFrame | None:
+    """(user_id, room) for the users of ``lists`` with fewer than ``serve.top_n`` rows: how many
+    of the ``eligible`` items they may be recommended at all, after their exclusions as of
+    ``as_of`` (the newest event when None). A list that short is complete: the contract's
+    "unless the catalog is smaller", per user. None when every list is full (nothing is read)."""
+    short = lists.groupBy("user_id").count().where(F.col("count") < config.serve.top_n).select("user_id")
+    if not short.limit(1).count():
         return None
-    return unavailable_items(read_catalog(spark, config.catalog.path))
+    if as_of is None:
+        as_of = newest_event_time(interactions)
+    theirs = interactions.join(short, "user_id")
+    excluded = (
+        user_exclusions(config.serve, theirs, as_of)
+        .select("user_id", F.explode("exclude").alias("item_id"))
+        .join(eligible.select("item_id").distinct(), "item_id")
+        .groupBy("user_id")
+        .agg(F.count_distinct("item_id").alias("excluded"))
+    )
+    total = eligible.select("item_id").distinct().count()
+    return short.join(excluded, "user_id", "left").select(
+        "user_id", (F.lit(total) - F.coalesce(F.col("excluded"), F.lit(0))).alias("room")
+    )
 
 
-def read_catalog_if_any(spark: SparkSession, config: Config) -> DataFrame | None:
-    return read_catalog(spark, config.catalog.path) if config.catalog.path is not None else None
+def serving_checks(
+    spark: SparkSession, config: Config, lake: Lake, written_since: datetime | None = None
+) -> dict[str, Any]:
+    """What the recommendations suite checks the serving table's rows (those generated since
+    ``written_since``, or all) against: the items among them that may not be recommended, and
+    the room of users whose lists are short."""
+    lists = lake.read(spark, RECOMMENDATIONS)
+    if written_since is not None:
+        lists = lists.where(F.col("generated_at") >= F.lit(written_since))
+    read = load_catalog_if_any(spark, config)
+    catalog = None if read is None else read.items
+    interactions = lake.read(spark, INTERACTIONS)
+    eligible = shop_eligible(config, known_items(interactions, catalog), catalog)
+    return {
+        "unavailable_items": ineligible_items(config, lists, catalog),
+        "room": list_room(config, lists, interactions, eligible),
+    }
 
 
 @dataclass
@@ -104,23 +162,38 @@ class ShopContext:
         return (time.monotonic() - self.built_at) / 60
 
     def with_current_catalog(self, spark: SparkSession, config: Config) -> ShopContext:
-        """This context with the catalog as it is now: availability is never older than the
-        batch (an item out of stock leaves every list at once); the rankings stay as built."""
-        catalog = read_catalog_if_any(spark, config)
-        if catalog is None:
+        """This context with the catalog as it is now: eligibility is never older than the batch
+        (an item out of stock, held back by a malformed line or no longer listed leaves every
+        list at once); the rankings stay as built, minus what left."""
+        read = load_catalog_if_any(spark, config)
+        if read is None:
             return self
-        return replace(self, catalog=catalog, rankings=self.rankings.without(unavailable_items(catalog)))
+        before = self.rankings.eligible
+        # Computed once for the batch, then dropped from every ranking.
+        gone = before.join(
+            shop_eligible(config, before, read.items), "item_id", "left_anti"
+        ).localCheckpoint()
+        return replace(self, catalog=read.items, rankings=self.rankings.without(gone))
 
 
 def shop_context(
-    spark: SparkSession, config: Config, lake: Lake, interactions: DataFrame, as_of: datetime | None
+    spark: SparkSession,
+    config: Config,
+    lake: Lake,
+    interactions: DataFrame,
+    as_of: datetime | None,
+    catalog: CatalogRead | None = None,
 ) -> ShopContext:
-    """The catalog, fallback chain and item rankings of all ``interactions`` as of ``as_of``."""
-    catalog = read_catalog_if_any(spark, config)
+    """The catalog (``catalog`` when the caller read it, else read and reported here), fallback
+    chain and item rankings of all ``interactions`` as of ``as_of``."""
+    if catalog is None and config.catalog.path is not None:
+        catalog = load_catalog(spark, config.catalog.path)
+        report_catalog(catalog, log, "shop-wide rankings")
+    items = None if catalog is None else catalog.items
     fallbacks = serving_fallbacks(spark, config, lake)
-    eligible = eligible_items(known_items(interactions, catalog), catalog, config.serve)
-    rankings = item_rankings(config.serve, interactions, eligible, catalog, as_of, fallbacks)
-    return ShopContext(catalog, fallbacks, rankings)
+    eligible = shop_eligible(config, known_items(interactions, items), items)
+    rankings = item_rankings(config.serve, interactions, eligible, items, as_of, fallbacks)
+    return ShopContext(items, fallbacks, rankings)
 
 
 @dataclass
@@ -201,10 +274,11 @@ def similar_items(spark: SparkSession, config: Config, champion: Champion) -> Da
     """For product pages: each item's closest available items. ALS: cosine of the item factors;
     item-item families: the items each one speaks for most (largest positive weights)."""
     model, n = champion.model, config.serve.similar_items
-    catalog = read_catalog_if_any(spark, config)
+    read = load_catalog_if_any(spark, config)
+    catalog = None if read is None else read.items
     if model.similarity is not None:
-        eligible = eligible_items(
-            model.similarity.select(F.col("similar_item_id").alias("item_id")), catalog, config.serve
+        eligible = shop_eligible(
+            config, model.similarity.select(F.col("similar_item_id").alias("item_id")), catalog
         )
         pairs = (
             model.similarity.where(F.col("weight") > 0)
@@ -231,7 +305,7 @@ def similar_items(spark: SparkSession, config: Config, champion: Champion) -> Da
         items = unit.select(
             F.col("item_id").alias("user_id"), "features", F.array("item_id").alias("exclude")
         )
-        eligible = unit.join(eligible_items(unit, catalog, config.serve), "item_id")
+        eligible = unit.join(shop_eligible(config, unit, catalog), "item_id")
         pairs = recommend_top_n(
             spark,
             items,
@@ -369,14 +443,23 @@ def publish_full(
     lake.ensure(spark, serving_table(config.serve.deletion_vectors))
     # Read before the lists are built: they include at least this version's interactions.
     interactions_version = lake.version(spark, INTERACTIONS)
-    recommendations = build_recommendations(spark, config, lake, champion).persist()
+    catalog = load_catalog_if_any(spark, config)
+    if catalog is not None:
+        report_catalog(catalog, log, "publish")
+        gate("catalog", catalog.lines, scope=catalog.scope)  # malformed lines hold items back
+    interactions = lake.read(spark, INTERACTIONS)
+    as_of = newest_event_time(interactions)
+    context = shop_context(spark, config, lake, interactions, as_of, catalog)
+    inputs = PublishInputs(interactions=interactions, as_of=as_of, context=context)
+    recommendations = build_recommendations(spark, config, lake, champion, inputs).persist()
     try:
         # Validate before publishing, so a bad list never reaches the serving table.
         gate(
             "recommendations",
             recommendations,
             top_n=config.serve.top_n,
-            unavailable_items=unavailable_item_ids(spark, config),
+            unavailable_items=ineligible_items(config, recommendations, context.catalog),
+            room=list_room(config, recommendations, interactions, context.rankings.eligible, as_of),
         )
         retry_on_conflict(
             lambda: publish_recommendations(lake, recommendations, interactions_version),

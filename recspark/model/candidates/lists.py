@@ -16,10 +16,12 @@ from pyspark.sql.window import Window
 
 from recspark.core.config import AUTO, ServeConfig
 from recspark.model.candidates.sources import (
+    ALL_ITEMS,
     CATEGORY_POPULAR,
     NEW_ITEM,
     POPULAR,
     TRENDING,
+    all_items_ranking,
     category_popular_candidates,
     category_preferences,
     fallback_popularity,
@@ -32,15 +34,18 @@ from recspark.model.candidates.sources import (
 from recspark.model.families.model import ALL_FAMILIES, FittedModel
 
 # The order sources fill a list in: the model, then popular in the user's categories, then
-# trending (else popular); new items take reserved slots at the end.
+# trending (else popular), then every eligible item; new items take reserved slots at the end
+# (an item offered by several sources keeps the first, and a new item its slot).
 SEGMENTS = {
     **dict.fromkeys(ALL_FAMILIES, 0),
     CATEGORY_POPULAR: 1,
     TRENDING: 2,
     POPULAR: 2,
     NEW_ITEM: 3,
+    ALL_ITEMS: 4,
 }
-# What fills lists after the model: the fallback chain a user without a champion gets too.
+# What fills lists after the model: the fallback chain a user without a champion gets too. Every
+# chain ends with every eligible item (ALL_ITEMS), so no list is short while eligible items exist.
 FALLBACK_CHAIN = (CATEGORY_POPULAR, TRENDING)
 
 
@@ -55,15 +60,17 @@ def fallback_chain(serve: ServeConfig, measured: str | None) -> tuple[str, ...]:
 class ItemRankings:
     """What lists draw on that follows the whole shop, not the users they are for: the eligible
     items, the fallback ranking (trending, else popular) and its source, popularity (for
-    popular-in-your-categories) and the new items. One build computes them from all
-    interactions; the refresh job keeps them for a period and reuses them for every batch's few
-    users, so a batch's cost follows its users, not the shop."""
+    popular-in-your-categories), the new items and every eligible item in a fixed order (what
+    fills a list last). One build computes them from all interactions; the refresh job keeps
+    them for a period and reuses them for every batch's few users, so a batch's cost follows its
+    users, not the shop."""
 
     eligible: DataFrame
     fallback: DataFrame  # item_id, popularity
     fallback_source: str  # TRENDING | POPULAR
     popularity: DataFrame  # item_id, popularity of eligible items
     new: DataFrame | None  # item_id, category, first_seen of eligible new items (None: no catalog)
+    every: DataFrame  # item_id, popularity: every eligible item, a unique score each (all_items_ranking)
 
     def without(self, items: DataFrame) -> ItemRankings:
         """These rankings minus ``items`` (item_id): e.g. what became unavailable since."""
@@ -74,14 +81,21 @@ class ItemRankings:
 
         new = None if self.new is None else kept(self.new)
         return ItemRankings(
-            kept(self.eligible), kept(self.fallback), self.fallback_source, kept(self.popularity), new
+            kept(self.eligible),
+            kept(self.fallback),
+            self.fallback_source,
+            kept(self.popularity),
+            new,
+            kept(self.every),
         )
 
     def frames(self) -> list[DataFrame]:
-        return [f for f in (self.eligible, self.fallback, self.popularity, self.new) if f is not None]
+        return [
+            f for f in (self.eligible, self.fallback, self.popularity, self.new, self.every) if f is not None
+        ]
 
     def persist(self) -> ItemRankings:
-        for name in ("eligible", "fallback", "popularity", "new"):
+        for name in ("eligible", "fallback", "popularity", "new", "every"):
             frame = getattr(self, name)
             if frame is not None:
                 setattr(self, name, frame.persist())
@@ -111,7 +125,7 @@ def item_rankings(
     new = None
     if serve.new_item_share > 0 and catalog is not None:
         new = new_items(serve, interactions, catalog, as_of).join(eligible.select("item_id"), "item_id")
-    return ItemRankings(eligible, fallback, source, popularity, new)
+    return ItemRankings(eligible, fallback, source, popularity, new, all_items_ranking(eligible, popularity))
 
 
 @dataclass
@@ -124,7 +138,8 @@ class ListInputs:
     ``eligible``: the items that may be recommended at all (item_id). ``model``: the personal
     model, or None for fallback lists only; ``user_vectors`` (user_id, features) replace the
     model's own ALS vectors (the refresh job's fold-in). ``fallbacks``: the sources that fill
-    lists after the model, in order (POPULAR alone is the most-popular baseline). ``rankings``:
+    lists after the model, in order, before every eligible item (POPULAR alone is the
+    most-popular baseline). ``rankings``:
     the shop-wide rankings when the caller keeps them (computed from the rest when None).
     """
 
@@ -146,7 +161,8 @@ CANDIDATE_COLUMNS = ("user_id", "item_id", "rank", "score", "source", "because_i
 @dataclass
 class Fallbacks:
     """The candidates that do not depend on the model (popular, trending, categories, new
-    items), and the list slots reserved for new items; computed once, they serve any model."""
+    items, all items), and the list slots reserved for new items; computed once, they serve any
+    model."""
 
     candidates: DataFrame
     new_item_slots: int
@@ -182,7 +198,8 @@ def _scope(serve: ServeConfig, inputs: ListInputs) -> _Scope:
 def fallback_candidates(
     spark: SparkSession, serve: ServeConfig, favourite_categories: int, inputs: ListInputs
 ) -> Fallbacks:
-    """Candidates of ``inputs.fallbacks`` (and new items) for ``inputs.users``."""
+    """Candidates of ``inputs.fallbacks``, new items and every eligible item (what fills a list
+    last, so it is never short while eligible items are left) for ``inputs.users``."""
     return _fallback_candidates(spark, serve, favourite_categories, inputs, _scope(serve, inputs))
 
 
@@ -198,11 +215,12 @@ def _fallback_candidates(
         popular_candidates(
             spark,
             with_exclusions,
-            rankings.fallback,
+            ranking,
             scope.fetch,
             serve.users_per_block,
             items_per_block=serve.max_items_per_block,
-        ).withColumn("source", F.lit(rankings.fallback_source))
+        ).withColumn("source", F.lit(source))
+        for ranking, source in ((rankings.fallback, rankings.fallback_source), (rankings.every, ALL_ITEMS))
     ]
     catalog = inputs.catalog
     wants_categories = CATEGORY_POPULAR in inputs.fallbacks or serve.new_item_share > 0
@@ -252,9 +270,10 @@ def build_lists(
 
     Users with at least ``serve.min_history`` positive interactions with items the model knows
     (and, for ALS, a vector) get the model's rows; everyone's list is then filled from the
-    fallback sources, so rows the model could not give, or the rules discarded, are never missing
-    while eligible items exist. ``fallbacks``: those candidates when the caller already has them
-    (:func:`fallback_candidates` of the same inputs), e.g. to score many models on one split.
+    fallback sources, ending with every eligible item, so a list has N rows unless fewer eligible
+    items are left to the user after their exclusions (then it has all of them). ``fallbacks``:
+    those candidates when the caller already has them (:func:`fallback_candidates` of the same
+    inputs), e.g. to score many models on one split.
     """
     scope = _scope(serve, inputs)
     if fallbacks is None:
@@ -313,12 +332,13 @@ def assemble_lists(candidates: DataFrame, n: int, max_per_category: int, new_ite
     """Each user's final N rows from ranked candidates of several sources.
 
     ``candidates``: user_id, item_id, rank (within its source), score, source, category,
-    because_item_id. Sources are taken in order (the model, category_popular, trending/popular);
-    an item offered twice keeps its first source. With ``max_per_category``, candidates beyond a
-    category's cap move behind every other candidate, so the cap holds whenever enough other
-    items exist and the list is never short because of it. ``new_item_slots`` rows at the end go
-    to new items when there are some (and more when nothing else is left). The score is kept
-    non-increasing with rank (scores of different sources are not comparable; rank is the order).
+    because_item_id. Sources are taken in order (the model, category_popular, trending/popular,
+    all_items); an item offered twice keeps its first source. With ``max_per_category``,
+    candidates beyond a category's cap move behind every other candidate, so the cap holds
+    whenever enough other items exist and the list is never short because of it.
+    ``new_item_slots`` rows at the end go to new items when there are some (and more when
+    nothing else is left). The score is kept non-increasing with rank (scores of different
+    sources are not comparable; rank is the order).
     """
     seg = F.col("_seg")
     with_seg = candidates.withColumn(

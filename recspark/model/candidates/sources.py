@@ -1,5 +1,6 @@
 """Candidate sources other than the model: popular, trending, popular in the user's categories,
-new items; and the one rule for what a user is never recommended.
+new items, every eligible item; and the rules for what is never recommended (to anyone, and to
+a user).
 
 Evaluation scores the baselines with these very functions and serving fills lists with them,
 so a baseline's name means one algorithm everywhere (``most popular`` in a training report is the
@@ -14,13 +15,14 @@ from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.window import Window
 
-from recspark.core.config import ServeConfig
+from recspark.core.config import INCLUDE_UNLISTED, ServeConfig
 from recspark.model.scoring.als import recommend_top_n
 
 POPULAR = "popular"
 TRENDING = "trending"
 CATEGORY_POPULAR = "category_popular"
 NEW_ITEM = "new_item"
+ALL_ITEMS = "all_items"
 
 
 def item_popularity(interactions: DataFrame) -> DataFrame:
@@ -182,17 +184,38 @@ def new_item_candidates(
     ).drop("first_seen")
 
 
+def all_items_ranking(eligible: DataFrame, popularity: DataFrame) -> DataFrame:
+    """Every eligible item in one fixed order, by popularity (0 for items without any), then item
+    id, as (item_id, popularity) where ``popularity`` is the item's place counted from the end:
+    unique per item, so the blocked top-N (:func:`popular_candidates`) keeps exactly this order.
+    What fills a list when every other source has run out."""
+    counted = eligible.select("item_id").distinct().join(popularity, "item_id", "left")
+    place = F.row_number().over(
+        Window.orderBy(F.coalesce(F.col("popularity"), F.lit(0.0)).asc(), F.col("item_id").desc())
+    )
+    return counted.select("item_id", place.cast("double").alias("popularity"))
+
+
 def unavailable_items(catalog: DataFrame) -> DataFrame:
-    """The catalog's items marked unavailable (item_id): never recommended."""
+    """The catalog's items marked unavailable, or held back by a malformed line (item_id)."""
     return catalog.where(~F.col("available")).select("item_id")
 
 
-def eligible_items(items: DataFrame, catalog: DataFrame | None, serve: ServeConfig) -> DataFrame:
-    """The items of ``items`` (item_id) that may be recommended at all: not marked unavailable
-    by the catalog (no catalog: all), and not on the ``serve.exclude_items`` list."""
+def eligible_items(
+    items: DataFrame, catalog: DataFrame | None, serve: ServeConfig, unlisted_items: str
+) -> DataFrame:
+    """The items of ``items`` (item_id) that may be recommended at all: not on the
+    ``serve.exclude_items`` list and, with a catalog, listed as available; an item the catalog
+    does not list at all only when ``unlisted_items`` (``catalog.unlisted_items``) is
+    ``include``. No catalog: all of them."""
     eligible = items.select("item_id").distinct()
     if catalog is not None:
-        eligible = eligible.join(unavailable_items(catalog), "item_id", "left_anti")
+        if unlisted_items == INCLUDE_UNLISTED:
+            eligible = eligible.join(unavailable_items(catalog), "item_id", "left_anti")
+        else:
+            eligible = eligible.join(
+                catalog.where(F.col("available")).select("item_id"), "item_id", "left_semi"
+            )
     if serve.exclude_items:
         eligible = eligible.where(~F.col("item_id").isin(*serve.exclude_items))
     return eligible

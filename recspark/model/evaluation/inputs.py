@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from recspark.core.catalog import read_catalog
+from recspark.core.catalog import load_catalog, report_catalog
 from recspark.core.config import Config
 from recspark.core.gates import Gate, no_gate
 from recspark.core.interactions import interest_events
@@ -15,6 +16,8 @@ from recspark.core.tables import EVENTS, INTERACTIONS, Lake
 from recspark.model.candidates.sources import eligible_items
 from recspark.model.evaluation.splits import Split, SplitError, SplitPolicy, choose_split
 from recspark.model.families.data import TrainingError
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -45,7 +48,8 @@ def test_policy(config: Config) -> SplitPolicy:
 
 
 def read_inputs(spark: SparkSession, config: Config, lake: Lake, gate: Gate = no_gate) -> TrainInputs:
-    """Pin the tables' versions (logged with the run), gate the interactions, split the events."""
+    """Pin the tables' versions (logged with the run), gate the interactions and the catalog's
+    lines, split the events."""
     versions = {"events": lake.version(spark, EVENTS), "interactions": lake.version(spark, INTERACTIONS)}
     # Read several times (the split's counts, then each period): once from storage.
     # Impressions are lists shown, not interest: no split, holdout or model sees them.
@@ -56,7 +60,12 @@ def read_inputs(spark: SparkSession, config: Config, lake: Lake, gate: Gate = no
         split = choose_split(events, test_policy(config))
     except SplitError as exc:
         raise TrainingError(str(exc)) from exc
-    catalog = read_catalog(spark, config.catalog.path) if config.catalog.path is not None else None
+    catalog = None
+    if config.catalog.path is not None:
+        read = load_catalog(spark, config.catalog.path)
+        report_catalog(read, log, "train")
+        gate("catalog", read.lines, scope=read.scope)
+        catalog = read.items
     positives = interactions.where(F.col("strength") > 0).count()
-    eligible = eligible_items(interactions, catalog, config.serve).persist()
+    eligible = eligible_items(interactions, catalog, config.serve, config.catalog.unlisted_items).persist()
     return TrainInputs(versions, events, interactions, positives, split, catalog, eligible)
