@@ -293,7 +293,7 @@ def cmd_forget_user(args: argparse.Namespace, config: Config) -> None:
 
 
 def cmd_status(args: argparse.Namespace, config: Config) -> None:
-    from recspark.ops.runs import gather_status, render_status, status_json
+    from recspark.ops.status import gather_status, render_status, status_json
 
     snapshot = gather_status(_spark(config, "status"), config, _lake(config))
     if args.json:

@@ -35,7 +35,7 @@ from recspark.ingest.outcomes import KEY
 from recspark.ingest.parse import TimeBounds, parse_events
 from recspark.ingest.stream import QUERY_NAME
 from recspark.ingest.writer import EventBatchWriter
-from recspark.ops.runs import gather_status, render_status, status_json
+from recspark.ops.status import gather_status, render_status, status_json
 from tests.conftest import config_under
 from tests.shoppers import Arm, brute_force, iso, prices_for, retried, simulate
 from tests.test_ingest import drop_file, event, ingest, table

@@ -30,18 +30,14 @@ from recspark.core.tables import (
     Lake,
 )
 from recspark.model.training.train import TrainResult, train
-from recspark.ops.runs import (
-    JobRun,
-    active_spark,
-    error_text,
+from recspark.ops.runs import JobRun, active_spark, error_text, record_job_run, track_job
+from recspark.ops.status import (
     format_age,
     format_duration,
     gather_status,
-    record_job_run,
     render_status,
     status_json,
     status_report,
-    track_job,
 )
 from tests.conftest import copy_shop
 

@@ -25,6 +25,7 @@ from recspark.api.catalog import CatalogContents, CatalogReadError, file_signatu
 from recspark.api.metrics import ServiceMetrics
 from recspark.api.store import arrow_table
 from recspark.core.lake_reader import TABLE, column_names, open_table, stream
+from recspark.core.text import first_line
 
 log = logging.getLogger("recspark.api")
 
@@ -153,7 +154,7 @@ class TableFollower(Generic[State]):
             latest = self._latest_version()
         except Exception as exc:
             self._table = None  # open the log afresh next time
-            self.health.problem = f"cannot read the table's log: {_first_line(exc)}"
+            self.health.problem = f"cannot read the table's log: {first_line(exc)}"
             log.warning("api: %s: %s", self.name, self.health.problem)
             return
         if latest is None:
@@ -174,9 +175,9 @@ class TableFollower(Generic[State]):
             if kind == FULL:
                 keys_changed = self._load(latest)
         except Exception as exc:
-            error = _first_line(exc)
+            error = first_line(exc)
             self._record(Reload(kind, False, time.time(), time.perf_counter() - started, latest, error))
-            self.health.problem = f"version {latest} not loaded: {_first_line(exc)}"
+            self.health.problem = f"version {latest} not loaded: {first_line(exc)}"
             log.warning("api: %s: %s", self.name, self.health.problem, exc_info=True)
             return
         seconds = time.perf_counter() - started
@@ -317,7 +318,7 @@ class CatalogFollower:
         try:
             contents = read_catalog_file(self.path)
         except (CatalogReadError, OSError) as exc:
-            self.health.problem = _first_line(exc)
+            self.health.problem = first_line(exc)
             log.warning("api: catalog: %s", self.health.problem)
             self._signature = signature
             return
@@ -350,8 +351,3 @@ def settle_memory() -> None:
     gc.freeze()
     if _MALLOC_TRIM is not None:
         _MALLOC_TRIM(0)
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip() or type(exc).__name__
-    return text.splitlines()[0][:500]

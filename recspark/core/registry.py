@@ -27,6 +27,7 @@ from recspark.core.tables import (
     Lake,
     model_version_rows,
 )
+from recspark.core.text import first_line
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +72,7 @@ def configure_mlflow(config: MlflowConfig) -> str:
         ) from exc
     except Exception as exc:  # connection errors of a remote server come in many types
         raise TrackingError(
-            f"MLflow tracking store at {redact(uri)} is not reachable: {_first_line(exc)}"
+            f"MLflow tracking store at {redact(uri)} is not reachable: {first_line(exc)}"
         ) from exc
 
 
@@ -96,11 +97,11 @@ def alias_version(config: MlflowConfig, alias: str) -> ModelVersion | None:
             return None
         raise TrackingError(
             f"model registry at {redact(config.tracking_uri)} failed looking up '{alias}' of "
-            f"'{config.model_name}': {_first_line(exc)}"
+            f"'{config.model_name}': {first_line(exc)}"
         ) from exc
     except Exception as exc:  # connection errors of a remote server come in many types
         raise TrackingError(
-            f"model registry at {redact(config.tracking_uri)} is not reachable: {_first_line(exc)}"
+            f"model registry at {redact(config.tracking_uri)} is not reachable: {first_line(exc)}"
         ) from exc
 
 
@@ -116,11 +117,6 @@ def require_champion(config: MlflowConfig) -> ModelVersion:
             "`recspark train` first (or `recspark promote VERSION`)"
         )
     return version
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return redact(text.splitlines()[0]) if text else type(exc).__name__
 
 
 @dataclass(frozen=True)
@@ -154,7 +150,7 @@ def require_version(config: MlflowConfig, version: str) -> None:
     except MlflowException as exc:
         if _no_such_alias(exc):
             raise TrackingError(f"model '{config.model_name}' has no version {version}") from exc
-        raise TrackingError(f"model registry failed: {_first_line(exc)}") from exc
+        raise TrackingError(f"model registry failed: {first_line(exc)}") from exc
 
 
 def registered_run_id(config: MlflowConfig, version: str) -> str | None:
@@ -167,11 +163,11 @@ def registered_run_id(config: MlflowConfig, version: str) -> str | None:
             return None
         raise TrackingError(
             f"model registry at {redact(config.tracking_uri)} failed looking up version {version} of "
-            f"'{config.model_name}': {_first_line(exc)}"
+            f"'{config.model_name}': {first_line(exc)}"
         ) from exc
     except Exception as exc:  # connection errors of a remote server come in many types
         raise TrackingError(
-            f"model registry at {redact(config.tracking_uri)} is not reachable: {_first_line(exc)}"
+            f"model registry at {redact(config.tracking_uri)} is not reachable: {first_line(exc)}"
         ) from exc
 
 

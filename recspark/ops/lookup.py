@@ -11,11 +11,11 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from typing import Any
 
 from recspark.core import table_names
 from recspark.core.lake_reader import TABLE, open_table, query, records, text_literal
+from recspark.core.text import iso_text, utc_text
 
 log = logging.getLogger(__name__)
 
@@ -112,22 +112,12 @@ def lookup_user(root: str, user_id: str, history: int = HISTORY_EVENTS) -> UserL
     )
 
 
-def _iso(epoch: float | None) -> str | None:
-    return None if epoch is None else datetime.fromtimestamp(epoch, timezone.utc).isoformat()
-
-
-def _utc(epoch: float | None) -> str:
-    if epoch is None:
-        return "-"
-    return datetime.fromtimestamp(epoch, timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
-
-
 def lookup_json(found: UserLookup) -> dict[str, Any]:
     """The lookup as one JSON-ready object (times ISO 8601 UTC)."""
     return {
         "user_id": found.user_id,
         "model_version": found.model_version,
-        "generated_at": _iso(found.generated_at),
+        "generated_at": iso_text(found.generated_at),
         "recommendations": [
             {
                 "rank": r.rank,
@@ -140,7 +130,7 @@ def lookup_json(found: UserLookup) -> dict[str, Any]:
         ],
         "history": [
             {
-                "event_time": _iso(e.event_time),
+                "event_time": iso_text(e.event_time),
                 "event_type": e.event_type,
                 "item_id": e.item_id,
                 "value": e.value,
@@ -166,7 +156,7 @@ def render_lookup(found: UserLookup) -> str:
     if found.recommendations:
         lines.append(
             f"Recommendations (model version {found.model_version or '-'}, "
-            f"generated {_utc(found.generated_at)} UTC)"
+            f"generated {utc_text(found.generated_at)} UTC)"
         )
         rows = [
             (str(r.rank), r.item_id, f"{r.score:.4f}", r.source, r.because_item_id or "-")
@@ -177,7 +167,7 @@ def render_lookup(found: UserLookup) -> str:
         lines.append("Recommendations: none (the next `recspark refresh` or `recommend` writes them)")
     lines += ["", "Recent history (newest first)" if found.history else "Recent history: no events"]
     events = [
-        (_utc(e.event_time), e.event_type, e.item_id, "-" if e.value is None else f"{e.value:g}")
+        (utc_text(e.event_time), e.event_type, e.item_id, "-" if e.value is None else f"{e.value:g}")
         for e in found.history
     ]
     if events:
