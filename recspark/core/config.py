@@ -31,6 +31,17 @@ class ConfigError(ValueError):
 
 AUTO = "auto"
 
+# Bounds on the ingest's event-time settings, so that every date it derives (an event's date ±
+# the allowed lateness, now + the future allowance, the watermark) stays far inside the range
+# Python's datetime and Spark's DATE/TIMESTAMP can hold (years 1 to 9999): year 1, or a future
+# allowance of 1e12 minutes, overflowed the dedup window's date arithmetic in every batch.
+EARLIEST_MIN_EVENT_TIME = datetime(1900, 1, 1, tzinfo=timezone.utc)
+MAX_FUTURE_MINUTES = 366 * 24 * 60
+MAX_LATENESS_HOURS = 366 * 24
+# The file source's maxFileAge reaches Spark in milliseconds (a long): a century is more than any
+# landing folder holds, and far from an overflow.
+MAX_FILE_AGE_DAYS = 36_500.0
+
 
 def _auto_or_days(value: str | float, key: str) -> str | float:
     """``auto`` or a positive number of days (YAML may hand over either as text)."""
@@ -102,9 +113,21 @@ class IngestConfig:
             self.max_files_per_trigger is None or self.max_files_per_trigger > 0,
             "ingest.max_files_per_trigger must be > 0 (or null for no cap)",
         )
-        _require(self.max_file_age_days > 0, "ingest.max_file_age_days must be > 0")
-        _require(self.allowed_lateness_hours >= 0, "ingest.allowed_lateness_hours must be >= 0")
-        _require(self.max_future_minutes >= 0, "ingest.max_future_minutes must be >= 0")
+        _require(
+            0 < self.max_file_age_days <= MAX_FILE_AGE_DAYS,
+            f"ingest.max_file_age_days must be > 0 and at most {MAX_FILE_AGE_DAYS:g} (100 years), "
+            f"got {self.max_file_age_days!r}",
+        )
+        _require(
+            0 <= self.allowed_lateness_hours <= MAX_LATENESS_HOURS,
+            f"ingest.allowed_lateness_hours must be between 0 and {MAX_LATENESS_HOURS} (366 days), "
+            f"got {self.allowed_lateness_hours!r}",
+        )
+        _require(
+            0 <= self.max_future_minutes <= MAX_FUTURE_MINUTES,
+            f"ingest.max_future_minutes must be between 0 and {MAX_FUTURE_MINUTES} (366 days), "
+            f"got {self.max_future_minutes!r}",
+        )
         try:
             earliest = datetime.fromisoformat(self.min_event_time.replace("Z", "+00:00"))
         except ValueError:
@@ -112,6 +135,15 @@ class IngestConfig:
                 f"ingest.min_event_time must be an ISO 8601 time, got {self.min_event_time!r}"
             ) from None
         _require(earliest.tzinfo is not None, "ingest.min_event_time needs a time zone, e.g. ...Z")
+        _require(
+            earliest >= EARLIEST_MIN_EVENT_TIME,
+            f"ingest.min_event_time must be at or after {EARLIEST_MIN_EVENT_TIME:%Y-%m-%dT%H:%M:%SZ}, "
+            f"got {self.min_event_time!r}",
+        )
+        _require(
+            earliest <= datetime.now(timezone.utc),
+            f"ingest.min_event_time must not be in the future, got {self.min_event_time!r}",
+        )
         if self.source == "kafka":
             _require(
                 bool(self.kafka.bootstrap_servers and self.kafka.topic),
