@@ -33,8 +33,12 @@
 #   RECSPARK_KAFKA     auto (default) | 1 | 0: add the Kafka connector package
 #   RECSPARK_DRY_RUN=1 print the spark-submit command instead of running it
 #
-# The command it prints (the dry run, and the line logged before running it) shows credentials
-# in URIs as scheme://***@host, e.g. --set mlflow.tracking_uri=http://user:password@tracker.
+# Credentials never reach its output: the command it prints (the dry run, and the line logged
+# before running it) and everything spark-submit, the JVM and the job print pass through
+# `python -m recspark.core.secrets`, the redaction recspark applies everywhere (scheme://***@host,
+# ?token=***). The driver logs through the redacting log4j2 configuration that
+# `python -m recspark.core.secrets --log4j2-file` writes (LOG4J_CONFIGURATION_FILE), and so do
+# the executors (see deploy/README.md for workers that do not share this host's filesystem).
 #
 # How third-party Python packages (numpy, pandas, pyarrow, mlflow, great-expectations, ...)
 # reach the executors: the zip carries recspark's own code only. Either
@@ -51,11 +55,6 @@ set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 JOBS=(ingest_events train_als refresh_recommendations)
-
-# Hide the userinfo of any scheme://user:password@host on stdin (what recspark.core.secrets does).
-redact() {
-    sed -E 's#([a-zA-Z][a-zA-Z0-9+.-]*://)[^/[:space:]@]+@#\1***@#g'
-}
 
 usage() {
     cat >&2 <<EOF
@@ -90,6 +89,12 @@ if [[ -x "$VENV/bin/python" ]]; then
 else
     PYTHON="$(command -v python3)"
 fi
+
+# Credentials out of stdin, line by line: recspark's one redaction (recspark/core/secrets.py).
+redact() {
+    PYTHONPATH="$ROOT" "$PYTHON" -m recspark.core.secrets
+}
+
 if [[ -n "${SPARK_HOME:-}" ]]; then
     SPARK_SUBMIT="$SPARK_HOME/bin/spark-submit"
 else
@@ -145,6 +150,11 @@ if [[ -z "$PACKAGES" ]]; then
 fi
 
 # 4. spark-submit.
+# The driver JVM (a child of spark-submit, started before any recspark code runs) logs through
+# the redacting log4j2 configuration, named by log4j2's environment variable; the session builder
+# names it for the executors.
+LOG4J_CONFIGURATION_FILE="$(PYTHONPATH="$ROOT" "$PYTHON" -m recspark.core.secrets --log4j2-file)"
+export LOG4J_CONFIGURATION_FILE
 cmd=("$SPARK_SUBMIT" --packages "$PACKAGES" --py-files "$ZIP")
 [[ -n "$master" ]] && cmd+=(--master "$master")
 [[ -n "${PYSPARK_PYTHON:-}" ]] && cmd+=(--conf "spark.pyspark.python=$PYSPARK_PYTHON")
@@ -160,4 +170,7 @@ if [[ -n "${RECSPARK_DRY_RUN:-}" ]]; then
     exit 0
 fi
 echo "deploy/submit.sh: $(printf '%q ' "${cmd[@]}" | redact)" >&2
+# From here on this script's stdout and stderr (so spark-submit's, the JVM's and the job's) go
+# through the redactor; exec keeps spark-submit's process id and exit status for the caller.
+exec > >(redact) 2> >(redact >&2)
 exec "${cmd[@]}"

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from recspark.core.config import Config, ConfigError, load_config
-from recspark.core.secrets import redact, redact_handlers
+from recspark.core.secrets import redact, redact_standard_streams
 
 log = logging.getLogger("recspark")
 
@@ -52,13 +52,15 @@ def _expected_errors() -> tuple[type[BaseException], ...]:
 
 
 def setup_logging(job: str) -> None:
-    """INFO to stderr; every line redacted, since messages may quote URIs with credentials."""
+    """INFO to stderr. Everything the process prints is redacted (log lines, MLflow's, the traceback
+    of an exception nobody catches), since messages may quote URIs with credentials; the JVM's own
+    lines are redacted by the log4j2 configuration the session builder gives it."""
+    redact_standard_streams()
     logging.basicConfig(
         level=logging.INFO,
         format=f"%(asctime)s %(levelname)s {job} %(name)s: %(message)s",
         force=True,
     )
-    redact_handlers(logging.getLogger())
     for noisy in ("py4j", "mlflow", "alembic", "urllib3"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
@@ -392,6 +394,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    redact_standard_streams()  # first: a usage error quotes the arguments it was given
     args = build_parser().parse_args(argv)
     setup_logging(args.command)
     handler, _ = COMMANDS[args.command]

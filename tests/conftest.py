@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import shutil
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -93,6 +95,22 @@ def nothing_cached(spark: SparkSession) -> bool:
     """Whether the session holds no cached DataFrame: ``persist`` is held until ``unpersist``,
     so a per-batch leak in a stream that runs for weeks grows the driver without bound."""
     return bool(spark._jsparkSession.sharedState().cacheManager().isEmpty())
+
+
+@pytest.fixture
+def restored_logging() -> Iterator[None]:
+    """setup_logging replaces the root handlers and wraps ``sys.stdout`` and ``sys.stderr``; give
+    pytest's back afterwards."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    streams = sys.stdout, sys.stderr
+    yield
+    for handler in root.handlers[:]:
+        root.removeHandler(handler)
+    for handler in handlers:
+        root.addHandler(handler)
+    root.setLevel(level)
+    sys.stdout, sys.stderr = streams
 
 
 @pytest.fixture

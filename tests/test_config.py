@@ -77,6 +77,28 @@ def test_precedence_file_then_env_then_set(tmp_path: Path) -> None:
         (["quality.on_failure.evnts=warn"], "quality.on_failure"),
         (["ingest.min_event_time=yesterday"], "ingest.min_event_time must be an ISO 8601 time"),
         (["ingest.min_event_time=2000-01-01T00:00:00"], "ingest.min_event_time needs a time zone"),
+        # Bounds that keep every date the ingest derives (event date ± lateness, now + the future
+        # allowance) valid in Python and Spark: year 1 or 1e12 minutes overflowed every batch.
+        (
+            ["ingest.min_event_time=0001-01-01T00:00:00Z"],
+            "min_event_time must be at or after 1900-01-01T00:00:00Z",
+        ),
+        (
+            ["ingest.min_event_time=1900-01-01T01:00:00+02:00"],
+            "min_event_time must be at or after 1900-01-01T00:00:00Z",
+        ),
+        (["ingest.min_event_time=2999-01-01T00:00:00Z"], "ingest.min_event_time must not be in the future"),
+        (
+            ["ingest.max_future_minutes=1000000000000"],
+            "ingest.max_future_minutes must be between 0 and 527040",
+        ),
+        (["ingest.max_future_minutes=.inf"], "ingest.max_future_minutes must be between 0 and 527040"),
+        (["ingest.max_future_minutes=.nan"], "ingest.max_future_minutes must be between 0 and 527040"),
+        (
+            ["ingest.allowed_lateness_hours=1000000000"],
+            "ingest.allowed_lateness_hours must be between 0 and 8784",
+        ),
+        (["ingest.max_file_age_days=1.0e+300"], "ingest.max_file_age_days must be > 0 and at most 36500"),
         (["train.test_days=soon"], "train.test_days"),
         (["interactions.weights.impression=1"], "interactions.weights cannot weigh impressions"),
         (["outcomes.attribution_window_hours=0"], "outcomes.attribution_window_hours must be > 0"),

@@ -25,6 +25,8 @@ from pathlib import Path
 
 import pytest
 
+from recspark.core.secrets import log4j2_properties
+
 ROOT = Path(__file__).resolve().parents[1]
 SUBMIT = ROOT / "deploy" / "submit.sh"
 BUILD_ZIP = ROOT / "deploy" / "build-zip.sh"
@@ -278,18 +280,28 @@ def test_submit_builds_the_command_from_one_place(tmp_path: Path) -> None:
 
 
 def test_submit_prints_no_credentials(tmp_path: Path) -> None:
+    """The command it prints, and everything spark-submit and the JVM print, pass through the
+    redaction recspark uses everywhere: user-info and ``?token=`` style secrets alike."""
     conf = tmp_path / "files.yaml"
     conf.write_text("ingest:\n  source: files\n")
-    secret = ["--conf", str(conf), "--set", "mlflow.tracking_uri=http://bob:s3cret@tracker:5000"]
+    uri = "http://bob:s3cret@tracker:5000/?token=t0psekrit"
+    secret = ["--conf", str(conf), "--set", f"mlflow.tracking_uri={uri}"]
 
     cmd = dry_run(tmp_path, "train_als", *secret)
-    assert cmd[-1] == "mlflow.tracking_uri=http://***@tracker:5000"
-    assert not any("s3cret" in c for c in cmd)
+    assert cmd[-1] == "mlflow.tracking_uri=http://***@tracker:5000/?token=***"
+    assert not any("s3cret" in c or "t0psekrit" in c for c in cmd)
 
-    # The line logged before a real submission (a stand-in spark-submit that does nothing).
+    # A real submission, to a stand-in spark-submit that prints what a failing JVM would (its
+    # arguments and a log line quoting the URI, on stdout and stderr) and fails.
     fake = tmp_path / "spark" / "bin" / "spark-submit"
     fake.parent.mkdir(parents=True)
-    fake.write_text("#!/bin/sh\nexit 0\n")
+    fake.write_text(
+        "#!/bin/sh\n"
+        'echo "args: $*"\n'
+        'echo "log4j2: $LOG4J_CONFIGURATION_FILE"\n'
+        f'echo "ERROR MicroBatchExecution: cannot reach {uri}" >&2\n'
+        "exit 3\n"
+    )
     fake.chmod(0o755)
     done = subprocess.run(
         [str(SUBMIT), "train_als", *secret],
@@ -299,9 +311,17 @@ def test_submit_prints_no_credentials(tmp_path: Path) -> None:
         text=True,
         timeout=120,
     )
-    assert done.returncode == 0, done.stderr
-    assert "http://***@tracker:5000" in done.stderr
-    assert "s3cret" not in done.stderr + done.stdout
+    assert done.returncode == 3, done.stderr
+    for text in (done.stdout, done.stderr):
+        assert "s3cret" not in text and "t0psekrit" not in text
+    assert "deploy/submit.sh: " in done.stderr and "http://***@tracker:5000/?token=***" in done.stderr
+    assert "ERROR MicroBatchExecution: cannot reach http://***@tracker:5000/?token=***" in done.stderr
+    assert "mlflow.tracking_uri=http://***@tracker:5000/?token=***" in done.stdout
+
+    # The driver JVM logs through the redacting log4j2 configuration, named in the environment
+    # spark-submit hands it (the session builder names it for the executors).
+    log4j2 = Path(done.stdout.split("log4j2: ")[1].splitlines()[0])
+    assert log4j2.read_text() == log4j2_properties()
 
 
 def test_submit_validates_the_job(tmp_path: Path) -> None:

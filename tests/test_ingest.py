@@ -594,6 +594,21 @@ def test_files_with_old_modification_times_are_read(spark: SparkSession, tmp_pat
     assert {r.event_id for r in table(spark, config, EVENTS).collect()} == {"a1", "a2"}
 
 
+def test_a_fractional_max_file_age_keeps_its_fraction(spark: SparkSession, tmp_path: Path) -> None:
+    """``ingest.max_file_age_days: 0.5`` reached Spark as ``maxFileAge`` "0d": every file older
+    than the newest one seen was skipped without a word. Half a day reads a file an hour older
+    than the newest, and still skips one a week older."""
+    config = config_under(tmp_path, "ingest.max_file_age_days=0.5")
+    drop_file(config, "today.jsonl", [event("h1", "2026-11-20T10:00:00Z", "u1", "i1", "view")])
+    ingest(spark, config)
+    newest = (Path(config.ingest.path) / "today.jsonl").stat().st_mtime
+    for name, event_id, age in (("hour_old.jsonl", "h2", 3600), ("week_old.jsonl", "h3", 7 * 86_400)):
+        drop_file(config, name, [event(event_id, "2026-11-20T09:00:00Z", "u1", "i2", "view")])
+        os.utime(Path(config.ingest.path) / name, (newest - age, newest - age))
+    ingest(spark, config)
+    assert {r.event_id for r in table(spark, config, EVENTS).collect()} == {"h1", "h2"}
+
+
 def test_a_retry_whose_time_crosses_midnight_is_not_counted_twice(
     spark: SparkSession, tmp_path: Path
 ) -> None:

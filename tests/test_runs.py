@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import logging
 import re
-from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -215,19 +214,6 @@ def test_failed_run_and_status_never_show_credentials(spark: SparkSession, confi
     assert "s3cret" not in report
     assert "MLflow at http://***@127.0.0.1:9/" in report
     assert "http://***@host/ is not reachable" in report
-
-
-@pytest.fixture
-def restored_logging() -> Iterator[None]:
-    """setup_logging replaces the root handlers; give pytest's back afterwards."""
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    yield
-    for handler in root.handlers[:]:
-        root.removeHandler(handler)
-    for handler in handlers:
-        root.addHandler(handler)
-    root.setLevel(level)
 
 
 def test_cli_logging_redacts_every_record(restored_logging: None, capsys: pytest.CaptureFixture[str]) -> None:

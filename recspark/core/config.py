@@ -51,6 +51,17 @@ class ConfigError(ValueError):
 
 AUTO = "auto"
 
+# Bounds on the ingest's event-time settings, so that every date it derives (an event's date ±
+# the allowed lateness, now + the future allowance, the watermark) stays far inside the range
+# Python's datetime and Spark's DATE/TIMESTAMP can hold (years 1 to 9999): year 1, or a future
+# allowance of 1e12 minutes, overflowed the dedup window's date arithmetic in every batch.
+EARLIEST_MIN_EVENT_TIME = datetime(1900, 1, 1, tzinfo=timezone.utc)
+MAX_FUTURE_MINUTES = 366 * 24 * 60
+MAX_LATENESS_HOURS = 366 * 24
+# The file source's maxFileAge reaches Spark in milliseconds (a long): a century is more than any
+# landing folder holds, and far from an overflow.
+MAX_FILE_AGE_DAYS = 36_500.0
+
 
 def _auto_or_days(value: str | float, key: str) -> str | float:
     """``auto`` or a positive number of days (YAML may hand over either as text)."""
@@ -124,16 +135,19 @@ class IngestConfig:
     batch's MERGE scans the key columns of the whole `interactions` table."""
     max_file_age_days: float = 36_500.0
     """The file source's `maxFileAge`: files this much older than the newest one seen are skipped (Spark's
-    default of 7 days silently skips a backfill copied with its old mtimes)."""
+    default of 7 days silently skips a backfill copied with its old mtimes). Passed in milliseconds, so
+    0.5 is half a day; more than 0, at most 36500."""
     allowed_lateness_hours: float = 72.0
     """The event-time watermark: events older than the newest event time seen minus this are flagged late
     in `ingest_metrics.late_rows`, and still stored, deduplicated and counted; dedup looks for earlier
-    copies of an `event_id` within this window around the event's date."""
+    copies of an `event_id` within this window around the event's date. 0 to 8784 (366 days)."""
     min_event_time: str = "1970-01-01T00:00:00Z"
     """Earlier event times are a broken clock (year 1): quarantined with a reason. ISO 8601 with a time
-    zone."""
+    zone, from 1900-01-01T00:00:00Z to now."""
     max_future_minutes: float = 1440.0
-    """Event times further ahead of the ingest clock are quarantined too (year 9999 never becomes "now")."""
+    """Event times further ahead of the ingest clock are quarantined too (year 9999 never becomes "now").
+    0 to 527040 (366 days). These bounds keep every date the ingest derives (an event's date ± the
+    lateness, now + this allowance) far inside what Python and Spark hold: loading refuses others."""
     deletion_vectors: bool = True
     """Deletion vectors on `interactions`: a batch's MERGE marks the updated pairs' old rows deleted
     instead of rewriting every file they sit in. false for readers without them (delta-rs' `to_pandas`):
@@ -147,9 +161,21 @@ class IngestConfig:
             self.max_files_per_trigger is None or self.max_files_per_trigger > 0,
             "ingest.max_files_per_trigger must be > 0 (or null for no cap)",
         )
-        _require(self.max_file_age_days > 0, "ingest.max_file_age_days must be > 0")
-        _require(self.allowed_lateness_hours >= 0, "ingest.allowed_lateness_hours must be >= 0")
-        _require(self.max_future_minutes >= 0, "ingest.max_future_minutes must be >= 0")
+        _require(
+            0 < self.max_file_age_days <= MAX_FILE_AGE_DAYS,
+            f"ingest.max_file_age_days must be > 0 and at most {MAX_FILE_AGE_DAYS:g} (100 years), "
+            f"got {self.max_file_age_days!r}",
+        )
+        _require(
+            0 <= self.allowed_lateness_hours <= MAX_LATENESS_HOURS,
+            f"ingest.allowed_lateness_hours must be between 0 and {MAX_LATENESS_HOURS} (366 days), "
+            f"got {self.allowed_lateness_hours!r}",
+        )
+        _require(
+            0 <= self.max_future_minutes <= MAX_FUTURE_MINUTES,
+            f"ingest.max_future_minutes must be between 0 and {MAX_FUTURE_MINUTES} (366 days), "
+            f"got {self.max_future_minutes!r}",
+        )
         try:
             earliest = datetime.fromisoformat(self.min_event_time.replace("Z", "+00:00"))
         except ValueError:
@@ -157,6 +183,15 @@ class IngestConfig:
                 f"ingest.min_event_time must be an ISO 8601 time, got {self.min_event_time!r}"
             ) from None
         _require(earliest.tzinfo is not None, "ingest.min_event_time needs a time zone, e.g. ...Z")
+        _require(
+            earliest >= EARLIEST_MIN_EVENT_TIME,
+            f"ingest.min_event_time must be at or after {EARLIEST_MIN_EVENT_TIME:%Y-%m-%dT%H:%M:%SZ}, "
+            f"got {self.min_event_time!r}",
+        )
+        _require(
+            earliest <= datetime.now(timezone.utc),
+            f"ingest.min_event_time must not be in the future, got {self.min_event_time!r}",
+        )
         if self.source == "kafka":
             _require(
                 bool(self.kafka.bootstrap_servers and self.kafka.topic),

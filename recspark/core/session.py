@@ -5,10 +5,13 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from pyspark.sql import SparkSession
 
 from recspark.core.config import Config
+from recspark.core.secrets import LOG4J2_CONFIG_ENV, log4j2_config_file
 from recspark.packages import spark_packages
 
 log = logging.getLogger(__name__)
@@ -21,7 +24,9 @@ def build_spark(config: Config, app_suffix: str | None = None) -> SparkSession:
     """Create (or reuse) the session for a job.
 
     Under ``spark-submit`` the packages come from ``--packages`` and the master from the
-    command line; we only add what is missing, so a cluster's settings win.
+    command line; we only add what is missing, so a cluster's settings win. When recspark starts
+    the JVM itself, its driver and executors log through the redacting log4j2 configuration of
+    :mod:`recspark.core.secrets` (``deploy/submit.sh`` hands spark-submit the same file).
     """
     # Spark skips the local Maven repository (where `make install` put the jars) when it
     # thinks it is testing; never let a stray variable turn that on.
@@ -39,6 +44,11 @@ def build_spark(config: Config, app_suffix: str | None = None) -> SparkSession:
             log.info("spark-submit chose the master; config spark.master=%s not applied", settings.master)
     elif settings.master:
         builder = builder.master(settings.master)
+    # log4j2 reads its configuration file from an environment variable too: unlike a -D in
+    # extraJavaOptions, it replaces no Java options a cluster sets. Executors get it from Spark;
+    # the driver JVM (when this process starts it) inherits it.
+    log4j2 = str(log4j2_config_file())
+    builder = builder.config(f"spark.executorEnv.{LOG4J2_CONFIG_ENV}", log4j2)
     if settings.driver_memory:
         builder = builder.config("spark.driver.memory", settings.driver_memory)
     builder = (
@@ -63,10 +73,25 @@ def build_spark(config: Config, app_suffix: str | None = None) -> SparkSession:
     )
     for key, value in settings.conf.items():
         builder = builder.config(key, value)
-    spark = builder.getOrCreate()
+    with _environment(LOG4J2_CONFIG_ENV, log4j2):
+        spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel("WARN")
     log.info("spark session %s ready (master=%s)", name, spark.sparkContext.master)
     return spark
+
+
+@contextmanager
+def _environment(name: str, value: str) -> Iterator[None]:
+    """``os.environ[name] = value`` inside (for a JVM started there), as it was afterwards."""
+    before = os.environ.get(name)
+    os.environ[name] = value
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = before
 
 
 def launched_by_spark_submit() -> bool:

@@ -6,8 +6,11 @@ import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from pyspark.errors import StreamingQueryException
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql.streaming import DataStreamWriter, StreamingQuery
+
+from recspark.core.secrets import redact
 
 
 def start_query(stream: DataStreamWriter, once: bool, trigger_seconds: float) -> StreamingQuery:
@@ -19,10 +22,17 @@ def start_query(stream: DataStreamWriter, once: bool, trigger_seconds: float) ->
 
 
 def await_query(query: StreamingQuery, job: str) -> None:
-    """Block until the query ends; a failed query fails the job."""
-    query.awaitTermination()
-    if query.exception() is not None:
-        raise RuntimeError(f"{job} query failed: {query.exception()}")
+    """Block until the query ends; a failed query fails the job with a ``RuntimeError`` quoting the
+    failure (a batch function's whole Python traceback, through py4j) with credentials redacted."""
+    try:
+        query.awaitTermination()
+    except StreamingQueryException as exc:  # how pyspark reports a failed query
+        failure: object = exc
+    else:
+        failure = query.exception()
+        if failure is None:
+            return
+    raise RuntimeError(redact(f"{job} query failed: {failure}"))
 
 
 def streaming_app_id(spark: SparkSession, checkpoint: str, job: str) -> str:

@@ -34,13 +34,22 @@ from recspark.ingest.writer import EventBatchWriter
 log = logging.getLogger(__name__)
 
 QUERY_NAME = "ingest_events"
+MS_PER_DAY = 86_400_000
+
+
+def max_file_age(days: float) -> str:
+    """``days`` as the file source's ``maxFileAge`` in whole milliseconds (at least one): Spark
+    reads an integer and a unit, so a fraction of a day must not be rounded to whole days."""
+    return f"{max(1, round(days * MS_PER_DAY))}ms"
 
 
 def read_raw_stream(spark: SparkSession, config: Config) -> DataFrame:
     """The event source as a stream of (``raw`` line, ``source`` location); no schema inference."""
     settings = config.ingest
     if settings.source == "files":
-        reader = spark.readStream.format("text").option("maxFileAge", f"{int(settings.max_file_age_days)}d")
+        reader = spark.readStream.format("text").option(
+            "maxFileAge", max_file_age(settings.max_file_age_days)
+        )
         if settings.max_files_per_trigger:
             reader = reader.option("maxFilesPerTrigger", settings.max_files_per_trigger)
         return reader.load(settings.path).select(

@@ -31,6 +31,7 @@ from recspark.core.catalog import CatalogRead, load_catalog
 from recspark.core.config import EVENT_TYPES, QUALITY_SUITES, Config
 from recspark.core.gates import Gate
 from recspark.core.interactions import COUNT_COLUMNS
+from recspark.core.secrets import redact
 from recspark.core.tables import (
     EVENTS,
     INTERACTIONS,
@@ -690,8 +691,9 @@ def gate_for(spark: SparkSession, config: Config, lake: Lake, job: str) -> Gate:
 def _record(
     spark: SparkSession, lake: Lake, result: QualityResult, job: str, table_version: int | None
 ) -> None:
-    """Append the result's summary row to ``quality_results`` (a blind append never conflicts)."""
-    failures = "; ".join(result.failures)[:FAILURE_TEXT_LIMIT] or None
+    """Append the result's summary row to ``quality_results`` (a blind append never conflicts);
+    the failures quote offending values and errors, so they are stored redacted."""
+    failures = redact("; ".join(result.failures))[:FAILURE_TEXT_LIMIT] or None
     row = (
         datetime.now(timezone.utc),
         job,
