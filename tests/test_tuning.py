@@ -4,22 +4,30 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import mlflow
+import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 from pyspark.sql import SparkSession
 
 from recspark.cli import main
-from recspark.core.config import Config, TuneConfig
+from recspark.core.config import Config, TuneConfig, load_config
 from recspark.core.gates import no_gate
 from recspark.core.registry import configure_mlflow
 from recspark.core.tables import Lake
-from recspark.model.families import ALS, BLEND, EASE
+from recspark.model.data import split_period
+from recspark.model.families import ALS, BLEND, EASE, FittedModel, ModelSpec, fit_model
+from recspark.model.holdout import Holdout
+from recspark.model.inputs import read_inputs
+from recspark.model.local_scoring import LocalHoldout, LocalModel
+from recspark.model.splits import choose_split
+from recspark.model.topn import collect_factors
 from recspark.model.train import TrainResult, train
-from recspark.model.tune import search_space, tune, winner_of
+from recspark.model.tune import search_space, tune, validation_policy, winner_of
 from recspark.model.tuned_params import TunedPlan
 from tests.conftest import copy_shop
 
@@ -173,3 +181,89 @@ def test_tune_without_room_for_a_validation_period_exits_2(
     assert code == 2
     err = capsys.readouterr().err
     assert "cannot carve a validation period" in err and "tune.validation_days" in err
+
+
+# --------------------------------------------------------------------------------------------
+# Trials on the driver: the same lists and metrics as the Spark path, MLlib's ALS objective
+
+
+@pytest.fixture(scope="module")
+def validation(
+    spark: SparkSession, trained_shop: tuple[Config, TrainResult], tmp_path_factory: pytest.TempPathFactory
+):
+    """The shop's validation period as tuning carves it, ready to score on (a private copy)."""
+    config = copy_shop(trained_shop[0], tmp_path_factory.mktemp("validation"), "train.families=[als, ease]")
+    lake = Lake.at(config.lake.root)
+    inputs = read_inputs(spark, config, lake)
+    split = choose_split(inputs.split.train_events, validation_policy(config, inputs.split))
+    data = split_period(spark, config, lake, split, all_interactions=inputs.interactions, period="validation")
+    yield config, inputs, split, data
+    data.unpersist()
+    split.unpersist()
+    inputs.unpersist()
+
+
+def local_model(model: FittedModel) -> LocalModel:
+    """A model fitted in Spark, on the driver."""
+    local = LocalModel(model.spec)
+    if model.user_factors is not None and model.item_factors is not None:
+        local.user_ids, local.user_factors = collect_factors(model.user_factors, "user_id")
+        local.item_ids, local.item_factors = collect_factors(model.item_factors, "item_id")
+    if model.similarity is not None:
+        local.weights = model.item_weights()
+    return local
+
+
+def served(lists: pd.DataFrame) -> pd.DataFrame:
+    return lists[["user_id", "rank", "item_id"]].sort_values(["user_id", "rank"]).reset_index(drop=True)
+
+
+@pytest.mark.parametrize(
+    "rules",
+    [
+        (),
+        (
+            "serve.max_per_category=1",
+            "serve.new_item_share=0.3",
+            "serve.new_item_days=30",
+            "serve.min_score=0.01",
+        ),
+    ],
+    ids=["defaults", "category-cap-new-items-min-score"],
+)
+def test_trials_scored_on_the_driver_equal_the_spark_path(
+    spark: SparkSession, validation, rules: tuple[str, ...]
+) -> None:
+    shop, inputs, split, data = validation
+    config = replace(shop, serve=load_config(None, list(rules), environ={}).serve)
+    holdout = Holdout(spark, config, split, data, inputs.catalog, inputs.eligible)
+    als = ModelSpec(ALS, als=config.train)
+    ease = ModelSpec(EASE, als=config.train, ease_l2=50.0, ease_signal="binary")
+    fitted_als = fit_model(spark, als, data, config.ease)
+    fitted_ease = fit_model(spark, ease, data, config.ease)
+    blend = replace(ease, family=BLEND, blend_weight=0.3)
+    models = {
+        "none": None,
+        ALS: fitted_als,
+        EASE: fitted_ease,
+        BLEND: FittedModel(blend, fitted_als.user_factors, fitted_als.item_factors, fitted_ease.similarity),
+    }
+    try:
+        local = LocalHoldout.collect(holdout)
+        for name, model in models.items():
+            on_driver = local_model(model) if model is not None else None
+            expected = served(holdout.lists(model).toPandas())
+            assert len(expected) > 0
+            pd.testing.assert_frame_equal(
+                served(local.lists(on_driver)), expected, check_dtype=False, obj=name
+            )
+            spark_scored = holdout.score_model(name, model)
+            driver_scored = local.score(name, on_driver)
+            pd.testing.assert_frame_equal(
+                driver_scored.per_user, spark_scored.per_user, check_dtype=False, obj=name
+            )
+            assert driver_scored.metrics == pytest.approx(spark_scored.metrics, rel=1e-12)
+    finally:
+        fitted_als.unpersist()
+        fitted_ease.unpersist()
+        holdout.unpersist()

@@ -76,9 +76,13 @@ class Holdout:
             split.test_events, data.interactions, config.interactions, config.serve, split.as_of
         ).persist()
         self.users = self.relevant.select("user_id").distinct().persist()
-        self.eligible = eligible.select("item_id").join(
-            data.interactions.select("item_id").distinct(), "item_id"
+        self.eligible = (
+            eligible.select("item_id")
+            .join(data.interactions.select("item_id").distinct(), "item_id")
+            .persist()
         )
+        # The test users' own rows, which every list built here starts from: joined once.
+        self.mine = data.interactions.join(self.users, "user_id").persist()
         self.popularity = item_popularity(data.interactions).persist()
         self._fallbacks: dict[tuple[str, ...], Fallbacks] = {}
 
@@ -86,6 +90,7 @@ class Holdout:
         return ListInputs(
             users=self.users,
             interactions=self.data.interactions,
+            users_interactions=self.mine,
             eligible=self.eligible,
             as_of=self.split.as_of,
             catalog=self.catalog,
@@ -93,17 +98,24 @@ class Holdout:
             fallbacks=chain,
         )
 
+    def fallbacks(self, chain: tuple[str, ...] | None = None) -> Fallbacks:
+        """The test users' model-independent candidates of ``chain`` (default: the holdout's),
+        computed once per chain and kept."""
+        chain = chain or self.chain
+        if chain not in self._fallbacks:
+            favourites = self.config.train.favourite_categories
+            self._fallbacks[chain] = fallback_candidates(
+                self.spark, self.serve, favourites, self._inputs(None, chain)
+            ).persist()
+        return self._fallbacks[chain]
+
     def lists(self, model: FittedModel | None, fallbacks: tuple[str, ...] | None = None) -> DataFrame:
         """What each test user would be served by ``model`` (None: the fallbacks alone). The
         model-independent candidates are computed once per fallback chain and reused."""
         chain = fallbacks or self.chain
-        favourites = self.config.train.favourite_categories
-        if chain not in self._fallbacks:
-            self._fallbacks[chain] = fallback_candidates(
-                self.spark, self.serve, favourites, self._inputs(None, chain)
-            ).persist()
         inputs = self._inputs(model, chain)
-        return build_lists(self.spark, self.serve, favourites, inputs, self._fallbacks[chain])
+        favourites = self.config.train.favourite_categories
+        return build_lists(self.spark, self.serve, favourites, inputs, self.fallbacks(chain))
 
     def score(self, name: str, lists: DataFrame, detail: bool = False) -> Scored:
         """Per-user metrics of ``lists``; ``detail`` adds coverage, novelty and the report's curves."""
@@ -129,7 +141,7 @@ class Holdout:
         return self.score(name, self.lists(None, sources), detail)
 
     def unpersist(self) -> None:
-        for frame in (self.relevant, self.users, self.popularity):
+        for frame in (self.relevant, self.users, self.popularity, self.eligible, self.mine):
             frame.unpersist()
         for fallbacks in self._fallbacks.values():
             fallbacks.unpersist()

@@ -113,7 +113,7 @@ def selection_width(items: int, n: int) -> int:
     return -(-items // CHUNK) * CHUNK if items >= 4 * n * CHUNK else items
 
 
-def _single_threaded_blas() -> AbstractContextManager[object]:
+def single_threaded_blas() -> AbstractContextManager[object]:
     """Spark runs one task per core: a multithreaded BLAS in every task only oversubscribes them."""
     return threadpool_limits(limits=1, user_api="blas")
 
@@ -271,7 +271,7 @@ def _score_against(
         buffer = np.empty((ROWS_PER_PRODUCT, len(matrix)), dtype=np.float32)
         unit = _unit_rows(matrix) if explain else None
         id_array: pa.Array | None = None
-        with _single_threaded_blas():
+        with single_threaded_blas():
             for batch in batches:
                 if id_array is None:
                     id_array = pa.array(ids, type=batch.column("user_id").type)
@@ -545,7 +545,7 @@ def factor_moments(item_factors: DataFrame) -> FactorMoments | None:
     return FactorMoments(count, total / count, gram / count)
 
 
-def _row_moments(scores: sparse.csr_matrix | np.ndarray, count: int) -> tuple[np.ndarray, np.ndarray]:
+def row_moments(scores: sparse.csr_matrix | np.ndarray, count: int) -> tuple[np.ndarray, np.ndarray]:
     """Each row's mean and standard deviation over ``count`` items, of which ``scores`` holds
     the non-zero ones (an item it leaves out scores 0)."""
     if sparse.issparse(scores):
@@ -558,7 +558,7 @@ def _row_moments(scores: sparse.csr_matrix | np.ndarray, count: int) -> tuple[np
     return mean, np.sqrt(np.maximum(squares / count - mean**2, 0.0))
 
 
-def _blend_into(
+def blend_into(
     item_item: np.ndarray,
     als: np.ndarray,
     als_weight: float,
@@ -587,7 +587,7 @@ def _blend_into(
     item_item -= als_shift + item_shift
 
 
-def _scatter_scores(product: sparse.csr_matrix, scores: np.ndarray) -> None:
+def scatter_scores(product: sparse.csr_matrix, scores: np.ndarray) -> None:
     """``scores`` holds the sparse ``product`` where it has entries and -inf elsewhere: one
     scatter into a flat view (a dense copy, then a mask of its zeros, took twice as long)."""
     scores.fill(-np.inf)
@@ -754,7 +754,7 @@ def _with_item_item_moments(
             for _, _, history in _history_slices(
                 batch, weighted, source_array, matrix.shape[0], ROWS_PER_PRODUCT
             ):
-                mean, spread = _row_moments(history @ matrix, count)
+                mean, spread = row_moments(history @ matrix, count)
                 means.append(mean)
                 spreads.append(spread)
             extra = [pa.array(np.concatenate(means)), pa.array(np.concatenate(spreads))]
@@ -803,7 +803,7 @@ def _score_item_item(
         id_array: pa.Array | None = None
         source_array: pa.Array | None = None
         buffer = np.empty((step, width), dtype=np.float32)
-        with _single_threaded_blas():
+        with single_threaded_blas():
             for batch in batches:
                 if id_array is None:
                     id_array = pa.array(ids, type=batch.column("user_id").type)
@@ -814,7 +814,7 @@ def _score_item_item(
                 ):
                     scores = buffer[: part.num_rows]
                     if item_columns is None:  # candidates: the items some history item weighs
-                        _scatter_scores(history @ matrix, scores)
+                        scatter_scores(history @ matrix, scores)
                     else:  # every eligible item, with item-item's zeros counted
                         assert moments is not None
                         scores.fill(0.0)
@@ -823,10 +823,10 @@ def _score_item_item(
                         item_moments = (
                             (part.column("item_mean").to_numpy(), part.column("item_spread").to_numpy())
                             if moments_in_rows
-                            else _row_moments(scores[:, :real], real)
+                            else row_moments(scores[:, :real], real)
                         )
                         als = user_matrix @ item_columns
-                        _blend_into(
+                        blend_into(
                             scores[:, :real], als, als_weight, moments.user_moments(user_matrix), item_moments
                         )
                         scores[:, real:] = -np.inf
