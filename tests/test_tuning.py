@@ -9,6 +9,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import mlflow
+import numpy as np
 import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
@@ -23,10 +24,12 @@ from recspark.model.data import split_period
 from recspark.model.families import ALS, BLEND, EASE, FittedModel, ModelSpec, fit_model
 from recspark.model.holdout import Holdout
 from recspark.model.inputs import read_inputs
+from recspark.model.local_als import ImplicitALS, least_squares_step
 from recspark.model.local_scoring import LocalHoldout, LocalModel
 from recspark.model.splits import choose_split
 from recspark.model.topn import collect_factors
 from recspark.model.train import TrainResult, train
+from recspark.model.trials import LocalTrials
 from recspark.model.tune import search_space, tune, validation_policy, winner_of
 from recspark.model.tuned_params import TunedPlan
 from tests.conftest import copy_shop
@@ -84,6 +87,7 @@ def test_tune_picks_the_best_validation_trial_and_train_uses_it(
         "tune.ease_l2=[50, 500]",
         "tune.blend_weight=[0.5]",
         f"tune.best_params_path={best_path}",
+        "tune.driver_max_pairs=0",  # every trial in Spark: MLlib's ALS and the Spark path's lists
     )
     lake = Lake.at(config.lake.root)
     result = tune(spark, config, lake)
@@ -110,6 +114,7 @@ def test_tune_picks_the_best_validation_trial_and_train_uses_it(
         family_best = max(v for k, v in scores.items() if k[0] == family)
         assert stored["scores"][family] == pytest.approx(family_best)
     parent = mlflow.get_run(result.run_id)
+    assert parent.data.tags["trials_on"] == "spark"
     # The validation period is carved out of the training period: trials never see the test period.
     assert parent.data.tags["validation_split"] in ("time", "per_user")
     assert "best_params.json" in {a.path for a in MlflowClient().list_artifacts(result.run_id)}
@@ -121,7 +126,7 @@ def test_tune_picks_the_best_validation_trial_and_train_uses_it(
     assert params["family"] == result.plan.family and params["tuned_from_run"] == result.run_id
 
 
-def test_train_tunes_by_itself_when_there_is_no_plan_and_the_budget_bounds_blends_too(
+def test_train_tunes_by_itself_on_the_driver_with_als_by_successive_halving(
     spark: SparkSession, trained_shop: tuple[Config, TrainResult], tmp_path: Path
 ) -> None:
     shop, _ = trained_shop
@@ -132,28 +137,50 @@ def test_train_tunes_by_itself_when_there_is_no_plan_and_the_budget_bounds_blend
         "train.families=[als, ease]",
         "train.blend=true",
         "train.rank=8",
+        "train.max_iter=5",
         "tune.rank=[4, 8]",
+        "tune.reg_param=[0.1]",
+        "tune.alpha=[1, 10]",
         "tune.ease_l2=[50, 500]",
         "tune.ease_signal=[preference]",
-        "tune.blend_weight=[0.25, 0.5, 0.75]",
-        # Spent before the search starts: each family's configured point and one blend, no more.
-        "tune.budget_seconds=0.001",
+        "tune.blend_weight=[0.5]",
         f"tune.best_params_path={tmp_path / 'plan.json'}",
     )
     result = train(spark, config, Lake.at(config.lake.root), gate=no_gate)
     assert result.tuned_from_run is not None and (tmp_path / "plan.json").exists()
     plan = json.loads((tmp_path / "plan.json").read_text())
     assert plan["family"] == result.family and plan["positives"] > 0  # train used what it tuned
+    assert plan["params"][ALS]["max_iter"] == 5  # the best ALS setting, as the final fit runs it
 
     configure_mlflow(config.mlflow)
     parent = mlflow.get_run(result.tuned_from_run)
+    assert parent.data.tags["trials_on"] == "driver" and parent.data.tags["budget_not_started"] == "none"
     trials = MlflowClient().search_runs(
         [parent.info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'"
     )
-    families = sorted(t.data.params["family"] for t in trials)
-    assert families == [ALS, BLEND, EASE], families
-    blend = next(t for t in trials if t.data.params["family"] == BLEND)
-    assert float(blend.data.params["blend_weight"]) == 0.25
+    # ALS: the configured point and 4 of the grid to 3 iterations, the better 3 of them to 5;
+    # EASE: the configured λ 300, 50 and 500 (one decomposition); one blend of the two bests.
+    iterations = sorted(int(t.data.params["max_iter"]) for t in trials if t.data.params["family"] == ALS)
+    assert iterations == [3] * 5 + [5] * 3
+    assert sum(t.data.params["family"] == EASE for t in trials) == 3
+    assert sum(t.data.params["family"] == BLEND for t in trials) == 1
+
+
+def test_a_budget_with_no_room_for_a_trial_trains_the_configured_settings(
+    spark: SparkSession, trained_shop: tuple[Config, TrainResult], tmp_path: Path
+) -> None:
+    shop, _ = trained_shop
+    config = copy_shop(
+        shop,
+        tmp_path / "shop",
+        "tune.auto=true",
+        "train.families=[als, ease]",
+        "tune.budget_seconds=0.001",  # spent before the first trial could be started
+        f"tune.best_params_path={tmp_path / 'plan.json'}",
+    )
+    result = train(spark, config, Lake.at(config.lake.root), gate=no_gate)
+    assert result.tuned_from_run is None and not (tmp_path / "plan.json").exists()
+    assert result.family == ALS  # train.families[0] with its configured settings
 
 
 def test_tune_without_room_for_a_validation_period_exits_2(
@@ -266,4 +293,38 @@ def test_trials_scored_on_the_driver_equal_the_spark_path(
     finally:
         fitted_als.unpersist()
         fitted_ease.unpersist()
+        holdout.unpersist()
+
+
+def test_the_driver_als_minimises_mllibs_objective_and_scores_alike(spark: SparkSession, validation) -> None:
+    config, inputs, split, data = validation
+    settings = replace(config.train, rank=8, reg_param=0.05, alpha=2.0, max_iter=10)
+    spec = ModelSpec(ALS, als=settings)
+    holdout = Holdout(spark, config, split, data, inputs.catalog, inputs.eligible)
+    mllib = fit_model(spark, spec, data, config.ease)
+    try:
+        local = LocalHoldout.collect(holdout)
+        trials = LocalTrials(config, local)
+        ratings = trials.ratings
+        _, driver = trials.als_model(spec, settings.max_iter, None)
+        theirs = local_model(mllib)
+        # MLlib's users are MLlib's user step against its items: the driver's step gives them back.
+        items = theirs.item_factors[pd.Index(theirs.item_ids).get_indexer(ratings.item_ids)]
+        users = theirs.user_factors[pd.Index(theirs.user_ids).get_indexer(ratings.user_ids)]
+        step = least_squares_step(items, ratings.by_user, settings.alpha, settings.reg_param)
+        np.testing.assert_allclose(step, users, rtol=1e-3, atol=1e-4 * np.abs(users).max())
+
+        # The same objective, minimised from different random starts: about the same minimum.
+        def loss(user_factors: np.ndarray, item_factors: np.ndarray) -> float:
+            return ImplicitALS(
+                ratings, 8, settings.reg_param, settings.alpha, user_factors, item_factors
+            ).loss()
+
+        assert loss(driver.user_factors, driver.item_factors) == pytest.approx(loss(users, items), rel=0.03)
+        # And the lists score the same within noise on the validation users.
+        ours, theirs_scored = local.score("driver", driver), local.score("mllib", theirs)
+        interval = theirs_scored.intervals["ndcg"]
+        assert abs(ours.metrics["ndcg"] - theirs_scored.metrics["ndcg"]) < (interval.high - interval.low) / 2
+    finally:
+        mllib.unpersist()
         holdout.unpersist()

@@ -314,6 +314,9 @@ class TuneConfig:
     # max_age_days, or the interactions grew by more than max_growth since), within budget_seconds.
     auto: bool = True
     budget_seconds: float = 600.0
+    # Trials are fitted and scored on the driver (NumPy; ALS warm-started) when the validation
+    # training period has at most this many positive user-item pairs; larger: MLlib and Spark.
+    driver_max_pairs: int = 1_000_000
     max_age_days: float = 7.0
     max_growth: float = 0.5
     # Where the best settings go (and `train` looks); None: <lake.root>/_tuning/best_params.json.
@@ -355,6 +358,10 @@ class TuneConfig:
             self, "validation_days", _auto_or_days(self.validation_days, "tune.validation_days")
         )
         _require(self.budget_seconds > 0, "tune.budget_seconds must be > 0")
+        _require(
+            isinstance(self.driver_max_pairs, int) and self.driver_max_pairs >= 0,
+            f"tune.driver_max_pairs must be an integer >= 0, got {self.driver_max_pairs!r}",
+        )
         _require(self.max_age_days > 0, "tune.max_age_days must be > 0")
         _require(self.max_growth > 0, "tune.max_growth must be > 0")
         _require_ranking_metric(self.metric, "tune.metric")
