@@ -22,12 +22,12 @@ from recspark.core.registry import configure_mlflow
 from recspark.core.tables import Lake
 from recspark.model.data import split_period
 from recspark.model.families import ALS, BLEND, EASE, FittedModel, ModelSpec, fit_model
-from recspark.model.holdout import Holdout
+from recspark.model.holdout import Holdout, Scored, scored_on_driver
 from recspark.model.inputs import read_inputs
 from recspark.model.local_als import ImplicitALS, least_squares_step
-from recspark.model.local_scoring import LocalHoldout, LocalModel
+from recspark.model.local_scoring import LocalModel
+from recspark.model.sources import CATEGORY_POPULAR, POPULAR
 from recspark.model.splits import choose_split
-from recspark.model.topn import collect_factors
 from recspark.model.train import TrainResult, train
 from recspark.model.trials import LocalTrials
 from recspark.model.tune import search_space, tune, validation_policy, winner_of
@@ -87,7 +87,7 @@ def test_tune_picks_the_best_validation_trial_and_train_uses_it(
         "tune.ease_l2=[50, 500]",
         "tune.blend_weight=[0.5]",
         f"tune.best_params_path={best_path}",
-        "tune.driver_max_pairs=0",  # every trial in Spark: MLlib's ALS and the Spark path's lists
+        "train.driver_max_pairs=0",  # every trial in Spark: MLlib's ALS and the Spark path's lists
     )
     lake = Lake.at(config.lake.root)
     result = tune(spark, config, lake)
@@ -230,17 +230,6 @@ def validation(
     inputs.unpersist()
 
 
-def local_model(model: FittedModel) -> LocalModel:
-    """A model fitted in Spark, on the driver."""
-    local = LocalModel(model.spec)
-    if model.user_factors is not None and model.item_factors is not None:
-        local.user_ids, local.user_factors = collect_factors(model.user_factors, "user_id")
-        local.item_ids, local.item_factors = collect_factors(model.item_factors, "item_id")
-    if model.similarity is not None:
-        local.weights = model.item_weights()
-    return local
-
-
 def served(lists: pd.DataFrame) -> pd.DataFrame:
     return lists[["user_id", "rank", "item_id"]].sort_values(["user_id", "rank"]).reset_index(drop=True)
 
@@ -258,7 +247,7 @@ def served(lists: pd.DataFrame) -> pd.DataFrame:
     ],
     ids=["defaults", "category-cap-new-items-min-score"],
 )
-def test_trials_scored_on_the_driver_equal_the_spark_path(
+def test_lists_scored_on_the_driver_equal_the_spark_path(
     spark: SparkSession, validation, rules: tuple[str, ...]
 ) -> None:
     shop, inputs, split, data = validation
@@ -275,21 +264,28 @@ def test_trials_scored_on_the_driver_equal_the_spark_path(
         EASE: fitted_ease,
         BLEND: FittedModel(blend, fitted_als.user_factors, fitted_als.item_factors, fitted_ease.similarity),
     }
+
+    def same(driver: Scored, spark_path: Scored, name: str) -> None:
+        pd.testing.assert_frame_equal(driver.per_user, spark_path.per_user, check_dtype=False, obj=name)
+        assert driver.metrics == pytest.approx(spark_path.metrics, rel=1e-12)  # coverage, novelty too
+        assert driver.by_k == pytest.approx(spark_path.by_k, rel=1e-12)
+        assert driver.bands == pytest.approx(spark_path.bands, rel=1e-12)
+
     try:
-        local = LocalHoldout.collect(holdout)
+        local = holdout.on_driver()
+        assert local is not None  # the shop is far below train.driver_max_pairs
         for name, model in models.items():
-            on_driver = local_model(model) if model is not None else None
             expected = served(holdout.lists(model).toPandas())
             assert len(expected) > 0
+            on_driver = None if model is None else LocalModel.of(model)
             pd.testing.assert_frame_equal(
-                served(local.lists(on_driver)), expected, check_dtype=False, obj=name
+                served(local.lists(on_driver, holdout.chain)), expected, check_dtype=False, obj=name
             )
-            spark_scored = holdout.score_model(name, model)
-            driver_scored = local.score(name, on_driver)
-            pd.testing.assert_frame_equal(
-                driver_scored.per_user, spark_scored.per_user, check_dtype=False, obj=name
-            )
-            assert driver_scored.metrics == pytest.approx(spark_scored.metrics, rel=1e-12)
+            spark_path = holdout.score(name, holdout.lists(model), detail=True)
+            same(holdout.score_model(name, model, detail=True), spark_path, name)
+        for name, sources in ((POPULAR, (POPULAR,)), (CATEGORY_POPULAR, holdout.chain)):
+            spark_path = holdout.score(name, holdout.lists(None, sources), detail=True)
+            same(holdout.score_baseline(name, detail=True), spark_path, name)
     finally:
         fitted_als.unpersist()
         fitted_ease.unpersist()
@@ -303,11 +299,12 @@ def test_the_driver_als_minimises_mllibs_objective_and_scores_alike(spark: Spark
     holdout = Holdout(spark, config, split, data, inputs.catalog, inputs.eligible)
     mllib = fit_model(spark, spec, data, config.ease)
     try:
-        local = LocalHoldout.collect(holdout)
+        local = holdout.on_driver()
+        assert local is not None
         trials = LocalTrials(config, local)
         ratings = trials.ratings
         _, driver = trials.als_model(spec, settings.max_iter, None)
-        theirs = local_model(mllib)
+        theirs = LocalModel.of(mllib)
         # MLlib's users are MLlib's user step against its items: the driver's step gives them back.
         items = theirs.item_factors[pd.Index(theirs.item_ids).get_indexer(ratings.item_ids)]
         users = theirs.user_factors[pd.Index(theirs.user_ids).get_indexer(ratings.user_ids)]
@@ -322,7 +319,8 @@ def test_the_driver_als_minimises_mllibs_objective_and_scores_alike(spark: Spark
 
         assert loss(driver.user_factors, driver.item_factors) == pytest.approx(loss(users, items), rel=0.03)
         # And the lists score the same within noise on the validation users.
-        ours, theirs_scored = local.score("driver", driver), local.score("mllib", theirs)
+        ours = scored_on_driver(local, "driver", local.lists(driver))
+        theirs_scored = scored_on_driver(local, "mllib", local.lists(theirs))
         interval = theirs_scored.intervals["ndcg"]
         assert abs(ours.metrics["ndcg"] - theirs_scored.metrics["ndcg"]) < (interval.high - interval.low) / 2
     finally:

@@ -195,6 +195,9 @@ class TrainConfig:
     favourite_categories: int = 3
     # Apply the settings `recspark tune` wrote (rank, reg_param, alpha) over the ones above.
     use_tuned: bool = True
+    # A split's lists are scored on the driver (and tuning's trials fitted there, ALS included)
+    # when its training period has at most this many positive user-item pairs; above, in Spark.
+    driver_max_pairs: int = 1_000_000
 
     def __post_init__(self) -> None:
         for name in ("rank", "max_iter", "num_user_blocks", "num_item_blocks", "k", "favourite_categories"):
@@ -214,6 +217,10 @@ class TrainConfig:
         _require(self.min_test_users > 0, "train.min_test_users must be > 0")
         _require(0 < self.max_test_share < 1, "train.max_test_share must be in (0, 1)")
         _require(0 < self.test_fraction < 1, "train.test_fraction must be in (0, 1)")
+        _require(
+            isinstance(self.driver_max_pairs, int) and self.driver_max_pairs >= 0,
+            f"train.driver_max_pairs must be an integer >= 0, got {self.driver_max_pairs!r}",
+        )
 
 
 # The model families `train` can fit; "blend" (ALS + EASE) is formed from the first two.
@@ -314,9 +321,6 @@ class TuneConfig:
     # max_age_days, or the interactions grew by more than max_growth since), within budget_seconds.
     auto: bool = True
     budget_seconds: float = 600.0
-    # Trials are fitted and scored on the driver (NumPy; ALS warm-started) when the validation
-    # training period has at most this many positive user-item pairs; larger: MLlib and Spark.
-    driver_max_pairs: int = 1_000_000
     max_age_days: float = 7.0
     max_growth: float = 0.5
     # Where the best settings go (and `train` looks); None: <lake.root>/_tuning/best_params.json.
@@ -358,10 +362,6 @@ class TuneConfig:
             self, "validation_days", _auto_or_days(self.validation_days, "tune.validation_days")
         )
         _require(self.budget_seconds > 0, "tune.budget_seconds must be > 0")
-        _require(
-            isinstance(self.driver_max_pairs, int) and self.driver_max_pairs >= 0,
-            f"tune.driver_max_pairs must be an integer >= 0, got {self.driver_max_pairs!r}",
-        )
         _require(self.max_age_days > 0, "tune.max_age_days must be > 0")
         _require(self.max_growth > 0, "tune.max_growth must be > 0")
         _require_ranking_metric(self.metric, "tune.metric")

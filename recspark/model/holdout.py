@@ -1,10 +1,12 @@
 """A split made ready to score recommenders on: its relevant items, its test users, and the
-lists each recommender would serve them, scored per user."""
+lists each recommender would serve them, scored per user: in Spark, or on the driver when the
+split's training period is small enough (``train.driver_max_pairs``; the same lists and metrics)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
+import numpy as np
 import pandas as pd
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -22,7 +24,8 @@ from recspark.model.evaluation import (
 )
 from recspark.model.families import FittedModel
 from recspark.model.lists import FALLBACK_CHAIN, Fallbacks, ListInputs, build_lists, fallback_candidates
-from recspark.model.sources import CATEGORY_POPULAR, POPULAR, item_popularity
+from recspark.model.local_scoring import LocalHoldout, LocalModel
+from recspark.model.sources import CATEGORY_POPULAR, POPULAR, item_popularity, user_exclusions
 from recspark.model.splits import Split
 
 # The baselines every model is compared with, as the sources a list is built from (the category
@@ -85,6 +88,7 @@ class Holdout:
         self.mine = data.interactions.join(self.users, "user_id").persist()
         self.popularity = item_popularity(data.interactions).persist()
         self._fallbacks: dict[tuple[str, ...], Fallbacks] = {}
+        self._local: LocalHoldout | None = None
 
     def _inputs(self, model: FittedModel | None, chain: tuple[str, ...]) -> ListInputs:
         return ListInputs(
@@ -134,17 +138,78 @@ class Holdout:
         return scored
 
     def score_model(self, name: str, model: FittedModel | None, detail: bool = False) -> Scored:
-        return self.score(name, self.lists(model), detail)
+        """:meth:`score` of ``model``'s lists: on the driver when the split is there
+        (:meth:`on_driver`), with the same result, else in Spark."""
+        local = self.on_driver()
+        if local is None:
+            return self.score(name, self.lists(model), detail)
+        lists = local.lists(None if model is None else LocalModel.of(model), self.chain)
+        return scored_on_driver(local, name, lists, detail)
 
     def score_baseline(self, name: str, detail: bool = False) -> Scored:
         sources = self.chain if name == CATEGORY_POPULAR else BASELINE_SOURCES[name]
-        return self.score(name, self.lists(None, sources), detail)
+        local = self.on_driver(sources)
+        if local is None:
+            return self.score(name, self.lists(None, sources), detail)
+        return scored_on_driver(local, name, local.lists(None, sources), detail)
+
+    def on_driver(self, *chains: tuple[str, ...]) -> LocalHoldout | None:
+        """This split on the driver (:class:`LocalHoldout`), with the fallback candidates of its
+        chain and of ``chains``, when its training period has at most ``train.driver_max_pairs``
+        positive pairs; None when it has more. Collected once; each chain when first asked."""
+        if self.data.positives > self.config.train.driver_max_pairs:
+            return None
+        if self._local is None:
+            self._local = self._collect()
+        for chain in dict.fromkeys((self.chain, *chains)):
+            if chain not in self._local.fallbacks:
+                found = self.fallbacks(chain)
+                candidates = found.candidates.select("user_id", "item_id", "rank", "source").toPandas()
+                self._local.fallbacks[chain] = (candidates, found.new_item_slots)
+        return self._local
+
+    def _collect(self) -> LocalHoldout:
+        serve, data = self.serve, self.data
+        pairs = data.interactions.where(F.col("strength") > 0).select(
+            "user_id", "item_id", F.col("strength").cast("double").alias("strength")
+        )
+        exclusions = user_exclusions(serve, self.mine, self.split.as_of)
+        categories = None
+        if self.catalog is not None and serve.max_per_category:
+            catalog = self.catalog.select("item_id", "category").toPandas()
+            categories = catalog.drop_duplicates("item_id").set_index("item_id")["category"]
+        return LocalHoldout(
+            users=np.sort(self.users.toPandas()["user_id"].to_numpy(dtype=object)),
+            pairs=pairs.toPandas(),
+            excluded=exclusions.select("user_id", F.explode("exclude").alias("item_id")).toPandas(),
+            eligible=np.sort(self.eligible.toPandas()["item_id"].to_numpy(dtype=object)),
+            fallbacks={},
+            relevant=self.relevant.select("user_id", "item_id").toPandas(),
+            serve=serve,
+            k=self.k,
+            confidence=self.config.train.confidence,
+            chain=self.chain,
+            catalog_size=data.interactions.select("item_id").distinct().count(),
+            categories=categories,
+        )
 
     def unpersist(self) -> None:
         for frame in (self.relevant, self.users, self.popularity, self.eligible, self.mine):
             frame.unpersist()
         for fallbacks in self._fallbacks.values():
             fallbacks.unpersist()
+
+
+def scored_on_driver(local: LocalHoldout, name: str, lists: pd.DataFrame, detail: bool = False) -> Scored:
+    """:meth:`Holdout.score` of lists built on the driver (user_id, rank, item_id)."""
+    per_user = local.per_user(lists)
+    metrics, intervals = summarise(per_user)
+    scored = Scored(name, per_user, metrics, intervals)
+    if detail:
+        scored.metrics |= local.catalog_metrics(lists)
+        scored.by_k = local.metrics_by_k(lists)
+        scored.bands = local.bands(lists)
+    return scored
 
 
 def metrics_of(scored: Scored, prefix: str = "") -> dict[str, float]:

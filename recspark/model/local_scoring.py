@@ -1,16 +1,18 @@
-"""Validation lists built and scored on the driver: tuning's trials without a Spark job each.
+"""Lists built and scored on the driver: a split's evaluation without a Spark job per model.
 
-Every trial of a search is scored on the same validation users, and most of what their lists are
+Every model scored on a split is scored on the same test users, and most of what their lists are
 made of does not depend on the model: who the users are, what they interacted with, what they are
 never shown, the fallback candidates, what counts as relevant. The Spark path
-(:class:`~recspark.model.holdout.Holdout`) computes those once and :meth:`LocalHoldout.collect`
-brings them to the driver, with the period's positive pairs (what a trial is fitted on). A
-trial's candidates are then scored by the kernels the Spark path's workers run
+(:class:`~recspark.model.holdout.Holdout`) computes those once and, when the split's training
+period is small enough (``train.driver_max_pairs``), brings them to the driver as a
+:class:`LocalHoldout`, with the period's positive pairs (what tuning's trials are fitted on). A
+model's candidates are then scored by the kernels the Spark path's workers run
 (:func:`~recspark.model.topn.top_n_scores`, the item-item scatter, the blend's z-scores), on the
 same item columns, the lists assembled by the rules of :func:`~recspark.model.lists.assemble_lists`
-and scored as :func:`~recspark.model.evaluation.per_user_metrics` scores them. So a trial reports
-what :meth:`Holdout.score_model` would (tests/test_tuning.py holds the two side by side), for a
-few NumPy products instead of a pipeline of Spark jobs.
+and scored as :mod:`~recspark.model.evaluation` scores them (per-user metrics, coverage and
+novelty, the metrics at every cutoff, the popularity bands). So the driver reports what the Spark
+path would (tests/test_tuning.py holds the two side by side), for a few NumPy products instead
+of a pipeline of Spark jobs.
 """
 
 from __future__ import annotations
@@ -19,20 +21,19 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
-from pyspark.sql import functions as F
 from scipy import sparse
 
-from recspark.core.config import ServeConfig
-from recspark.model.evaluation import EvaluationError, summarise
-from recspark.model.families import BLEND, EASE, ModelSpec
-from recspark.model.holdout import Holdout, Scored
+from recspark.core.config import RANKING_METRICS, ServeConfig
+from recspark.model.evaluation import EvaluationError
+from recspark.model.families import BLEND, EASE, FittedModel, ModelSpec
 from recspark.model.item_weights import ItemWeights
 from recspark.model.lists import SEGMENTS
-from recspark.model.sources import NEW_ITEM, user_exclusions
+from recspark.model.sources import NEW_ITEM
 from recspark.model.topn import (
     ROWS_PER_PRODUCT,
     FactorMoments,
     blend_into,
+    collect_factors,
     row_moments,
     scatter_scores,
     selection_width,
@@ -55,6 +56,17 @@ class LocalModel:
     item_factors: np.ndarray | None = None  # float32
     weights: ItemWeights | None = None
 
+    @classmethod
+    def of(cls, model: FittedModel) -> LocalModel:
+        """A model fitted in Spark, on the driver: its factors collected, its weights prepared."""
+        local = cls(model.spec)
+        if model.user_factors is not None and model.item_factors is not None:
+            local.user_ids, local.user_factors = collect_factors(model.user_factors, "user_id")
+            local.item_ids, local.item_factors = collect_factors(model.item_factors, "item_id")
+        if model.similarity is not None:
+            local.weights = model.item_weights()
+        return local
+
     def known_items(self) -> np.ndarray:
         """Items a user's history can speak through, as :meth:`FittedModel.known_items`."""
         parts = [
@@ -72,7 +84,8 @@ def preference_of(strength: np.ndarray, confidence: str) -> np.ndarray:
 
 @dataclass
 class LocalHoldout:
-    """What every trial's lists share, on the driver (see the module)."""
+    """What every model's lists on one split share, on the driver (see the module); built by
+    :meth:`Holdout.on_driver`, which adds each fallback chain's candidates when first asked."""
 
     users: np.ndarray  # the validation users with a relevant item, sorted
     pairs: pd.DataFrame  # user_id, item_id, strength: every positive pair of the training period
@@ -85,51 +98,12 @@ class LocalHoldout:
     k: int
     confidence: str  # train.confidence: how strength becomes preference
     chain: tuple[str, ...]  # the fallback chain lists are filled from (the holdout's)
+    catalog_size: int  # items of the training period (coverage's denominator)
     categories: pd.Series | None = None  # item_id -> category, when a category cap applies
     history: pd.DataFrame = field(init=False)  # the users' rows of ``pairs``
 
     def __post_init__(self) -> None:
         self.history = self.pairs[self.pairs["user_id"].isin(self.users)].reset_index(drop=True)
-
-    @classmethod
-    def collect(cls, holdout: Holdout, chains: tuple[tuple[str, ...], ...] = ()) -> LocalHoldout:
-        """The holdout's model-independent parts, with the fallback candidates of its own chain
-        and of ``chains`` (a few Spark jobs, once)."""
-        serve, data = holdout.serve, holdout.data
-        users = np.sort(holdout.users.toPandas()["user_id"].to_numpy(dtype=object))
-        pairs = (
-            data.interactions.where(F.col("strength") > 0)
-            .select("user_id", "item_id", F.col("strength").cast("double").alias("strength"))
-            .toPandas()
-        )
-        excluded = (
-            user_exclusions(serve, holdout.mine, holdout.split.as_of)
-            .select("user_id", F.explode("exclude").alias("item_id"))
-            .toPandas()
-        )
-        eligible = np.sort(holdout.eligible.toPandas()["item_id"].to_numpy(dtype=object))
-        fallbacks = {}
-        for chain in dict.fromkeys((holdout.chain, *chains)):
-            found = holdout.fallbacks(chain)
-            candidates = found.candidates.select("user_id", "item_id", "rank", "source").toPandas()
-            fallbacks[chain] = (candidates, found.new_item_slots)
-        categories = None
-        if holdout.catalog is not None and serve.max_per_category:
-            catalog = holdout.catalog.select("item_id", "category").toPandas()
-            categories = catalog.drop_duplicates("item_id").set_index("item_id")["category"]
-        return cls(
-            users=users,
-            pairs=pairs,
-            excluded=excluded,
-            eligible=eligible,
-            fallbacks=fallbacks,
-            relevant=holdout.relevant.select("user_id", "item_id").toPandas(),
-            serve=serve,
-            k=holdout.k,
-            confidence=holdout.config.train.confidence,
-            chain=holdout.chain,
-            categories=categories,
-        )
 
     @property
     def fetch(self) -> int:
@@ -327,11 +301,61 @@ class LocalHoldout:
     # ----------------------------------------------------------------------------------------
     # Metrics
 
-    def score(self, name: str, model: LocalModel | None, chain: tuple[str, ...] | None = None) -> Scored:
-        """Per-user metrics of ``model``'s lists, as :meth:`Holdout.score_model` reports them."""
-        table = per_user_table(self.lists(model, chain), self.relevant, self.k)
-        metrics, intervals = summarise(table)
-        return Scored(name, table, metrics, intervals)
+    def per_user(self, lists: pd.DataFrame) -> pd.DataFrame:
+        """Per-user metrics of ``lists``, as :func:`~recspark.model.evaluation.per_user_table`."""
+        return per_user_table(lists, self.relevant, self.k)
+
+    def popularity(self) -> pd.Series:
+        """Users per item with a positive pair (item_popularity), by item_id."""
+        return self.pairs.groupby("item_id").size().astype(np.float64)
+
+    def catalog_metrics(self, lists: pd.DataFrame) -> dict[str, float]:
+        """Coverage and novelty, as :func:`~recspark.model.evaluation.catalog_metrics`."""
+        popularity = self.popularity()
+        total = popularity.sum() or 1.0
+        top = lists[lists["rank"] <= self.k]
+        seen = top["item_id"].map(popularity).fillna(0.0).to_numpy(np.float64)
+        novelty = float(np.mean(-np.log2((seen + 1.0) / (total + 1.0)))) if len(seen) else 0.0
+        return {"coverage": top["item_id"].nunique() / max(self.catalog_size, 1), "novelty": novelty}
+
+    def metrics_by_k(self, lists: pd.DataFrame) -> list[dict[str, float]]:
+        """The ranking metrics at every cutoff 1..k, as :func:`~recspark.model.evaluation.metrics_by_k`."""
+        return [
+            {
+                "k": float(cutoff),
+                **{
+                    m: float(v)
+                    for m, v in per_user_table(lists, self.relevant, cutoff)[list(RANKING_METRICS)]
+                    .mean()
+                    .items()
+                },
+            }
+            for cutoff in range(1, self.k + 1)
+        ]
+
+    def bands(self, lists: pd.DataFrame, buckets: int = 50) -> list[dict[str, float]]:
+        """Shares of top-k slots per popularity band, as
+        :func:`~recspark.model.evaluation.popularity_vs_frequency`."""
+        popularity = self.popularity()
+        if popularity.empty:
+            return []
+        width = max(1, -(-len(popularity) // buckets))
+        ranked = popularity.rename("popularity").rename_axis("item_id").reset_index()
+        ranked = ranked.sort_values(["popularity", "item_id"], ascending=[False, True], kind="stable")
+        ranked["popularity_rank"] = np.arange(1, len(ranked) + 1)
+        top = lists[lists["rank"] <= self.k]
+        slots = len(top) or 1
+        ranked["times"] = ranked["item_id"].map(top["item_id"].value_counts()).fillna(0).to_numpy()
+        ranked["band"] = (ranked["popularity_rank"] - 1) // width
+        grouped = ranked.groupby("band").agg(first_rank=("popularity_rank", "min"), times=("times", "sum"))
+        return [
+            {
+                "first_rank": float(row.first_rank),
+                "share": float(row.times) / slots,
+                "band_width": float(width),
+            }
+            for row in grouped.sort_index().itertuples()
+        ]
 
 
 def assemble(candidates: pd.DataFrame, n: int, max_per_category: int, new_item_slots: int) -> pd.DataFrame:

@@ -2,10 +2,11 @@
 Spark when it is not. Both runners offer the same steps, so the search (:mod:`recspark.model.tune`)
 is one algorithm whichever runs them.
 
-- :class:`LocalTrials` (at most ``tune.driver_max_pairs`` positive pairs in the validation
-  training period): ALS by :mod:`recspark.model.local_als` (MLlib's objective; a fit can be
-  continued, so trials are warm-started), EASE weights from the pairs already collected, every
-  list scored by :class:`~recspark.model.local_scoring.LocalHoldout`. No Spark job per trial.
+- :class:`LocalTrials` (the validation holdout is on the driver: at most
+  ``train.driver_max_pairs`` positive pairs in its training period): ALS by
+  :mod:`recspark.model.local_als` (MLlib's objective; a fit can be continued, so trials are
+  warm-started), EASE weights from the pairs already collected, every list scored by
+  :class:`~recspark.model.local_scoring.LocalHoldout`. No Spark job per trial.
 - :class:`SparkTrials` (larger periods): MLlib's ALS, fitted from scratch per trial, and the
   Spark path's lists (:class:`~recspark.model.holdout.Holdout`).
 
@@ -30,7 +31,7 @@ from recspark.core.config import Config
 from recspark.model.als import preference
 from recspark.model.budget import Cost
 from recspark.model.families import BLEND, FittedModel, ModelSpec, fit_model
-from recspark.model.holdout import Holdout, Scored
+from recspark.model.holdout import Holdout, Scored, scored_on_driver
 from recspark.model.item_weights import ItemWeights
 from recspark.model.itemitem import ItemGram, similarity_frame
 from recspark.model.local_als import ImplicitALS, Ratings
@@ -77,10 +78,10 @@ class LocalTrials:
         return Cost(f"score {family}", cells, LOCAL_SCORE_PER_UNIT)
 
     def score(self, name: str, model: LocalModel | None) -> Scored:
-        return self.local.score(name, model)
+        return scored_on_driver(self.local, name, self.local.lists(model))
 
     def score_fallback(self, chain: tuple[str, ...]) -> Scored:
-        return self.local.score(f"fallback-{chain[-1]}", None, chain)
+        return scored_on_driver(self.local, f"fallback-{chain[-1]}", self.local.lists(None, chain))
 
     def use_chain(self, chain: tuple[str, ...]) -> None:
         self.local.chain = chain

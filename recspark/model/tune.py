@@ -37,7 +37,6 @@ from recspark.model.families import ALS, BLEND, EASE, ModelSpec
 from recspark.model.holdout import Holdout, Scored
 from recspark.model.inputs import TrainInputs, read_inputs
 from recspark.model.itemitem import PATH_MIN_L2S
-from recspark.model.local_scoring import LocalHoldout
 from recspark.model.sources import CATEGORY_POPULAR, POPULAR, TRENDING
 from recspark.model.splits import PER_USER, Split, SplitError, SplitPolicy, choose_split
 from recspark.model.trials import (
@@ -297,27 +296,25 @@ def search(spark: SparkSession, config: Config, holdout: Holdout, budget_seconds
     """Score the candidates on ``holdout`` (nested MLflow runs under the active run).
 
     Trials run on the driver when the validation training period has at most
-    ``tune.driver_max_pairs`` positive pairs (:class:`LocalTrials`), else in Spark. EASE first
+    ``train.driver_max_pairs`` positive pairs (:class:`LocalTrials`), else in Spark. EASE first
     (one Gram matrix per signal, every λ from it), then ALS (successive halving on the driver),
     then blends of the two bests. ``budget_seconds`` is hard: no trial starts that cannot finish
     inside it by the estimate of :class:`Budget`; a family with no finished trial does not
     compete, and no trial at all is a TrainingError (train then uses the configured settings)."""
     budget = Budget(budget_seconds)
-    on_driver = holdout.data.positives <= config.tune.driver_max_pairs
     chains = (
         ((CATEGORY_POPULAR, TRENDING), (CATEGORY_POPULAR, POPULAR)) if config.serve.fallback == AUTO else ()
     )
-    if on_driver:
-        started = time.time()
-        trials: Trials = LocalTrials(config, LocalHoldout.collect(holdout, chains))
-        log.info(
-            "tune: %d positive pairs (tune.driver_max_pairs=%d): trials on the driver, collected in %.1fs",
-            holdout.data.positives,
-            config.tune.driver_max_pairs,
-            time.time() - started,
-        )
-    else:
-        trials = SparkTrials(spark, config, holdout)
+    started = time.time()
+    local = holdout.on_driver(*chains)
+    trials: Trials = SparkTrials(spark, config, holdout) if local is None else LocalTrials(config, local)
+    log.info(
+        "tune: %d positive pairs (train.driver_max_pairs=%d): trials %s, set up in %.1fs",
+        holdout.data.positives,
+        config.train.driver_max_pairs,
+        "in Spark" if local is None else "on the driver",
+        time.time() - started,
+    )
     fallback = measure_fallback(config, trials) if config.serve.fallback == AUTO else config.serve.fallback
     trials.use_chain((CATEGORY_POPULAR, fallback))
     searcher = Searcher(config, trials, budget)
@@ -346,7 +343,7 @@ def search(spark: SparkSession, config: Config, holdout: Holdout, budget_seconds
         f"; not started: {'; '.join(budget.skipped)}" if budget.skipped else "",
     )
     return Search(
-        best[winner_of(scores)], scores, best, fallback, searcher.measured, budget.skipped, on_driver
+        best[winner_of(scores)], scores, best, fallback, searcher.measured, budget.skipped, local is not None
     )
 
 
