@@ -7,7 +7,7 @@
 1. Writes the log's events into a fresh lake (``events`` and ``interactions`` as Delta tables,
    the catalog as JSON lines; the ingest job has its own benchmark) and leaves every setting at
    the embedded default except the paths.
-2. Runs the real training job (`recspark.model.train.train`) ``--trains`` times: the first tunes
+2. Runs the real training job (`recspark.model.training.train.train`) ``--trains`` times: the first tunes
    (no plan yet), a second runs as the next nightly train would (the plan is fresh). Prints wall
    time per phase (``seconds_read|tune|evaluate|fit|log``), the family chosen, NDCG@K, and how
    many Spark jobs each phase ran.
@@ -71,7 +71,7 @@ class Profile:
 
 
 def install_profile(spark: Any) -> Profile:
-    import recspark.model.tune as tune
+    import recspark.model.tuning.search as tune
 
     profile = Profile(spark)
 
@@ -91,8 +91,8 @@ def install_profile(spark: Any) -> Profile:
     profile.wrap(tune, "choose_split", lambda *a, **k: "validation split")
     profile.wrap(tune, "Holdout", lambda *a, **k: "validation holdout")
     # What train does around tuning (old and new code alike).
-    import recspark.model.holdout as holdout
-    import recspark.model.train as train
+    import recspark.model.evaluation.holdout as holdout
+    import recspark.model.training.train as train
 
     profile.wrap(train, "read_inputs", lambda *a, **k: "train: read inputs")
     profile.wrap(train, "split_period", lambda *a, **k: "train: test split's training data")
@@ -138,7 +138,7 @@ def events_of(
     import pandas as pd
 
     from recspark.core.config import GenerateConfig
-    from recspark.ops.generate import ShopSpec, generate_events
+    from recspark.datasets.shop import ShopSpec, generate_events
 
     if log == "retail":
         sys.path.insert(0, str(ROOT / "bench"))
@@ -160,7 +160,7 @@ def events_of(
 
 
 def prepare_lake(spark: Any, config: Any, lake: Any, catalog: Any, events: Any) -> int:
-    from recspark.ingest.history import load_history
+    from recspark.datasets.history import load_history
 
     if catalog is not None:
         path = Path(config.catalog.path)
@@ -212,7 +212,7 @@ def main() -> None:
     from recspark.core.config import load_config
     from recspark.core.session import build_spark
     from recspark.core.tables import EVENTS, Lake
-    from recspark.model.train import train
+    from recspark.model.training.train import train
     from recspark.ops.quality import gate_for
 
     root = args.workdir or Path(tempfile.mkdtemp(prefix="recspark-bench-tuning-"))
@@ -248,7 +248,7 @@ def main() -> None:
         jobs, started = _spark_jobs(spark), time.time()
         result = train(spark, config, lake, gate=gate_for(spark, config, lake, "train"))
         total = time.time() - started
-        run = {
+        run: dict[str, Any] = {
             "train_seconds": round(total, 1),
             "phases": result.phase_seconds,
             "spark_jobs": _spark_jobs(spark) - jobs,

@@ -32,9 +32,9 @@ def _expected_errors() -> tuple[type[BaseException], ...]:
     from recspark.core.catalog import CatalogError
     from recspark.core.registry import TrackingError
     from recspark.core.tables import MissingTableError
-    from recspark.model.data import TrainingError
-    from recspark.model.evaluation import EvaluationError
-    from recspark.ops.generate import LandingNotEmptyError
+    from recspark.datasets.shop import LandingNotEmptyError
+    from recspark.model.evaluation.metrics import EvaluationError
+    from recspark.model.families.data import TrainingError
     from recspark.ops.quality import QualityGateError
 
     return (
@@ -110,7 +110,7 @@ TRACKED_JOBS = {
 
 
 def cmd_generate(args: argparse.Namespace, config: Config) -> None:
-    from recspark.ops.generate import ShopSpec, write_shop
+    from recspark.datasets.shop import ShopSpec, write_shop
 
     sizes = {name: getattr(args, name) for name in ("users", "items", "events", "days", "seed")}
     try:
@@ -153,7 +153,7 @@ def cmd_ingest(args: argparse.Namespace, config: Config) -> RunFigures:
 
 
 def cmd_train(args: argparse.Namespace, config: Config) -> RunFigures:
-    from recspark.model.train import train
+    from recspark.model.training.train import train
     from recspark.ops.quality import gate_for
 
     spark, lake = _spark(config, "train"), _lake(config)
@@ -171,7 +171,7 @@ def cmd_train(args: argparse.Namespace, config: Config) -> RunFigures:
 
 
 def cmd_tune(args: argparse.Namespace, config: Config) -> RunFigures:
-    from recspark.model.tune import tune
+    from recspark.model.tuning.search import tune
 
     result = tune(_spark(config, "tune"), config, _lake(config))
     plan = result.plan

@@ -15,10 +15,10 @@ from recspark.core.config import Config
 from recspark.core.secrets import redact
 from recspark.core.session import build_spark
 from recspark.core.tables import EVENTS, INTERACTIONS, QUARANTINE, RECOMMENDATIONS, Lake
+from recspark.datasets.shop import LandingNotEmptyError, ShopSpec, ShopSummary, write_shop
 from recspark.ingest.stream import run_ingest
-from recspark.model.families import ALL_FAMILIES
-from recspark.model.train import TrainResult, train
-from recspark.ops.generate import LandingNotEmptyError, ShopSpec, ShopSummary, write_shop
+from recspark.model.families.model import ALL_FAMILIES
+from recspark.model.training.train import TrainResult, train
 from recspark.ops.quality import gate_for
 from recspark.ops.runs import JobRun, ingest_counts, track_job
 from recspark.serve.publish import published_model_version, recommend

@@ -16,7 +16,7 @@ from recspark import demo
 from recspark.cli import main
 from recspark.core.config import Config
 from recspark.core.tables import JOB_RUNS, RECOMMENDATIONS, Lake
-from recspark.ops.generate import LandingNotEmptyError
+from recspark.datasets.shop import LandingNotEmptyError
 from tests.conftest import SHOP_TOP_N, config_under, shop_config
 
 SMALL_SHOP = ("generate.users=50", "generate.items=40", "generate.events=1000", "generate.days=3")

@@ -12,14 +12,14 @@ import pytest
 from scipy import sparse
 
 from recspark.core.config import Config, ServeConfig, load_config
-from recspark.model.budget import Budget, Cost
-from recspark.model.families import ALS
-from recspark.model.local_als import ImplicitALS, Ratings, least_squares_step
-from recspark.model.local_scoring import LocalHoldout, LocalModel
-from recspark.model.sources import POPULAR
-from recspark.model.trials import LocalTrials
-from recspark.model.tune import Searcher, candidate_specs, halving_rungs
-from recspark.ops.generate import ShopSpec, generate_events
+from recspark.datasets.shop import ShopSpec, generate_events
+from recspark.model.candidates.sources import POPULAR
+from recspark.model.evaluation.local_scoring import LocalHoldout, LocalModel
+from recspark.model.families.local_als import ImplicitALS, Ratings, least_squares_step
+from recspark.model.families.model import ALS
+from recspark.model.tuning.budget import Budget, Cost
+from recspark.model.tuning.search import Searcher, candidate_specs, halving_rungs
+from recspark.model.tuning.trials import LocalTrials
 
 
 def random_ratings(users: int = 60, items: int = 40, seed: int = 3) -> Ratings:

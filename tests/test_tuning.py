@@ -20,18 +20,17 @@ from recspark.core.config import Config, TuneConfig, load_config
 from recspark.core.gates import no_gate
 from recspark.core.registry import configure_mlflow
 from recspark.core.tables import Lake
-from recspark.model.data import split_period
-from recspark.model.families import ALS, BLEND, EASE, FittedModel, ModelSpec, fit_model
-from recspark.model.holdout import Holdout, Scored, scored_on_driver
-from recspark.model.inputs import read_inputs
-from recspark.model.local_als import ImplicitALS, least_squares_step
-from recspark.model.local_scoring import LocalModel
-from recspark.model.sources import CATEGORY_POPULAR, POPULAR
-from recspark.model.splits import choose_split
-from recspark.model.train import TrainResult, train
-from recspark.model.trials import LocalTrials
-from recspark.model.tune import search_space, tune, validation_policy, winner_of
-from recspark.model.tuned_params import TunedPlan
+from recspark.model.candidates.sources import CATEGORY_POPULAR, POPULAR
+from recspark.model.evaluation.holdout import Holdout, Scored, scored_on_driver
+from recspark.model.evaluation.inputs import read_inputs
+from recspark.model.evaluation.local_scoring import LocalModel
+from recspark.model.evaluation.splits import choose_split, split_period
+from recspark.model.families.local_als import ImplicitALS, least_squares_step
+from recspark.model.families.model import ALS, BLEND, EASE, FittedModel, ModelSpec, fit_model
+from recspark.model.training.train import TrainResult, train
+from recspark.model.tuning.plan import TunedPlan
+from recspark.model.tuning.search import search_space, tune, validation_policy, winner_of
+from recspark.model.tuning.trials import LocalTrials
 from tests.conftest import copy_shop
 
 
@@ -306,8 +305,8 @@ def test_the_driver_als_minimises_mllibs_objective_and_scores_alike(spark: Spark
         _, driver = trials.als_model(spec, settings.max_iter, None)
         theirs = LocalModel.of(mllib)
         # MLlib's users are MLlib's user step against its items: the driver's step gives them back.
-        items = theirs.item_factors[pd.Index(theirs.item_ids).get_indexer(ratings.item_ids)]
-        users = theirs.user_factors[pd.Index(theirs.user_ids).get_indexer(ratings.user_ids)]
+        items = theirs.item_factors[pd.Index(theirs.item_ids).get_indexer(pd.Index(ratings.item_ids))]
+        users = theirs.user_factors[pd.Index(theirs.user_ids).get_indexer(pd.Index(ratings.user_ids))]
         step = least_squares_step(items, ratings.by_user, settings.alpha, settings.reg_param)
         np.testing.assert_allclose(step, users, rtol=1e-3, atol=1e-4 * np.abs(users).max())
 
