@@ -100,6 +100,7 @@ def test_precedence_file_then_env_then_set(tmp_path: Path) -> None:
         ),
         (["ingest.max_file_age_days=1.0e+300"], "ingest.max_file_age_days must be > 0 and at most 36500"),
         (["train.test_days=soon"], "train.test_days"),
+        (["train.driver_max_pairs=-1"], "train.driver_max_pairs must be an integer >= 0, got -1"),
         (["interactions.weights.impression=1"], "interactions.weights cannot weigh impressions"),
         (["outcomes.attribution_window_hours=0"], "outcomes.attribution_window_hours must be > 0"),
         (["impressions.queue_size=0"], "impressions.queue_size must be > 0"),

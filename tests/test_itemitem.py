@@ -309,3 +309,39 @@ def test_a_blend_explains_the_same_whether_items_are_blocked_or_not(spark: Spark
         return sorted((r["user_id"], r["rank"], r["item_id"], r["because_item_id"]) for r in got.collect())
 
     assert lists(25) == lists(None)
+
+
+def test_the_ease_path_equals_separate_fits_per_l2() -> None:
+    rng = np.random.default_rng(5)
+    x = (rng.random((300, 60)) < 0.1) * rng.integers(1, 4, (300, 60))
+    gram = ItemGram(np.array([f"i{i:02d}" for i in range(60)], dtype=object), (x.T @ x).astype(np.float32))
+    l2s = [3.0, 30.0, 300.0]
+    for (l2, path), expected in zip(gram.ease_path(l2s), l2s, strict=True):
+        assert l2 == expected
+        separate = gram.ease_weights(l2)
+        np.testing.assert_allclose(path, separate, rtol=1e-3, atol=1e-5 * np.abs(separate).max())
+        # Each item's strongest weights too: the same neighbours with the same weights.
+        strongest = gram.strongest(path, neighbours=10)
+        merged = strongest.merge(gram.similarity(l2, neighbours=10), on=["item_id", "similar_item_id"])
+        assert len(merged) >= 0.99 * len(strongest)  # a tie at the 10th weight may swap
+        np.testing.assert_allclose(merged["weight_x"], merged["weight_y"], rtol=1e-3, atol=1e-6)
+    # A grid long enough for the decomposition to pay goes through it, with the same weights.
+    many = [float(v) for v in np.geomspace(1, 1000, ease.PATH_MIN_L2S)]
+    for l2, frame in gram.similarity_path(many, neighbours=10):
+        merged = frame.merge(gram.similarity(l2, neighbours=10), on=["item_id", "similar_item_id"])
+        assert len(merged) >= 0.99 * len(frame)
+        np.testing.assert_allclose(merged["weight_x"], merged["weight_y"], rtol=1e-3, atol=1e-6)
+
+
+def test_the_gram_of_pairs_on_the_driver_picks_the_items_spark_picks() -> None:
+    pairs = pd.DataFrame(
+        {
+            "user_id": ["u1", "u1", "u2", "u2", "u3", "u3", "u3", "u4"],
+            "item_id": ["a", "b", "a", "c", "b", "c", "d", "e"],
+            "weight": [1.0, 2.0, 1.0, 1.0, 3.0, 1.0, 1.0, 1.0],
+        }
+    )
+    # Users per item: a 2, b 2, c 2, d 1, e 1: the two most popular with >= 2 users, ties by id.
+    gram = ItemGram.from_pairs(pairs, max_items=2, min_item_users=2)
+    assert list(gram.item_ids) == ["a", "b"]
+    np.testing.assert_allclose(gram.gram, [[2.0, 2.0], [2.0, 13.0]])

@@ -316,6 +316,11 @@ class TrainConfig:
     training-period strength), then fills from overall popularity."""
     use_tuned: bool = True
     """Apply the plan `recspark tune` wrote (its family and settings win over `train.*`); false ignores it."""
+    driver_max_pairs: int = 1_000_000
+    """A split whose training period has at most this many positive user-item pairs is evaluated on the
+    driver (the same lists and metrics as in Spark, without a Spark job per model), and tuning fits its
+    trials there (NumPy, MLlib's ALS objective, ALS warm-started); larger: in Spark, each trial fitted by
+    MLlib from scratch. `0`: always Spark."""
 
     def __post_init__(self) -> None:
         for name in ("rank", "max_iter", "num_user_blocks", "num_item_blocks", "k", "favourite_categories"):
@@ -335,6 +340,10 @@ class TrainConfig:
         _require(self.min_test_users > 0, "train.min_test_users must be > 0")
         _require(0 < self.max_test_share < 1, "train.max_test_share must be in (0, 1)")
         _require(0 < self.test_fraction < 1, "train.test_fraction must be in (0, 1)")
+        _require(
+            isinstance(self.driver_max_pairs, int) and self.driver_max_pairs >= 0,
+            f"train.driver_max_pairs must be an integer >= 0, got {self.driver_max_pairs!r}",
+        )
 
 
 # The model families `train` can fit; "blend" (ALS + EASE) is formed from the first two.
@@ -453,8 +462,9 @@ class TuneConfig:
     """`train` runs the search itself when no tuned settings exist or they are stale (older than
     `max_age_days`, or the interactions grew by more than `max_growth` since), within `budget_seconds`."""
     budget_seconds: float = 600.0
-    """Tuning starts no trial and scores no further blend after this long (each family's configured point
-    and one blend are always measured; the best so far wins)."""
+    """A hard bound on tuning: no trial starts that its estimate says cannot finish inside it (estimated
+    from the trials measured so far, before them from the data's size); the best so far wins, and a budget
+    with no room for one trial leaves `train` with the configured settings."""
     max_age_days: float = 7.0
     """Tuned settings older than this are stale."""
     max_growth: float = 0.5

@@ -1,10 +1,12 @@
 """A split made ready to score recommenders on: its relevant items, its test users, and the
-lists each recommender would serve them, scored per user."""
+lists each recommender would serve them, scored per user: in Spark, or on the driver when the
+split's training period is small enough (``train.driver_max_pairs``; the same lists and metrics)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
+import numpy as np
 import pandas as pd
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -17,8 +19,9 @@ from recspark.model.candidates.lists import (
     build_lists,
     fallback_candidates,
 )
-from recspark.model.candidates.sources import CATEGORY_POPULAR, POPULAR, item_popularity
+from recspark.model.candidates.sources import CATEGORY_POPULAR, POPULAR, item_popularity, user_exclusions
 from recspark.model.evaluation.bootstrap import Interval
+from recspark.model.evaluation.local_scoring import LocalHoldout, LocalModel
 from recspark.model.evaluation.metrics import (
     catalog_metrics,
     metrics_by_k,
@@ -82,16 +85,22 @@ class Holdout:
             split.test_events, data.interactions, config.interactions, config.serve, split.as_of
         ).persist()
         self.users = self.relevant.select("user_id").distinct().persist()
-        self.eligible = eligible.select("item_id").join(
-            data.interactions.select("item_id").distinct(), "item_id"
+        self.eligible = (
+            eligible.select("item_id")
+            .join(data.interactions.select("item_id").distinct(), "item_id")
+            .persist()
         )
+        # The test users' own rows, which every list built here starts from: joined once.
+        self.mine = data.interactions.join(self.users, "user_id").persist()
         self.popularity = item_popularity(data.interactions).persist()
         self._fallbacks: dict[tuple[str, ...], Fallbacks] = {}
+        self._local: LocalHoldout | None = None
 
     def _inputs(self, model: FittedModel | None, chain: tuple[str, ...]) -> ListInputs:
         return ListInputs(
             users=self.users,
             interactions=self.data.interactions,
+            users_interactions=self.mine,
             eligible=self.eligible,
             as_of=self.split.as_of,
             catalog=self.catalog,
@@ -99,17 +108,24 @@ class Holdout:
             fallbacks=chain,
         )
 
+    def fallbacks(self, chain: tuple[str, ...] | None = None) -> Fallbacks:
+        """The test users' model-independent candidates of ``chain`` (default: the holdout's),
+        computed once per chain and kept."""
+        chain = chain or self.chain
+        if chain not in self._fallbacks:
+            favourites = self.config.train.favourite_categories
+            self._fallbacks[chain] = fallback_candidates(
+                self.spark, self.serve, favourites, self._inputs(None, chain)
+            ).persist()
+        return self._fallbacks[chain]
+
     def lists(self, model: FittedModel | None, fallbacks: tuple[str, ...] | None = None) -> DataFrame:
         """What each test user would be served by ``model`` (None: the fallbacks alone). The
         model-independent candidates are computed once per fallback chain and reused."""
         chain = fallbacks or self.chain
-        favourites = self.config.train.favourite_categories
-        if chain not in self._fallbacks:
-            self._fallbacks[chain] = fallback_candidates(
-                self.spark, self.serve, favourites, self._inputs(None, chain)
-            ).persist()
         inputs = self._inputs(model, chain)
-        return build_lists(self.spark, self.serve, favourites, inputs, self._fallbacks[chain])
+        favourites = self.config.train.favourite_categories
+        return build_lists(self.spark, self.serve, favourites, inputs, self.fallbacks(chain))
 
     def score(self, name: str, lists: DataFrame, detail: bool = False) -> Scored:
         """Per-user metrics of ``lists``; ``detail`` adds coverage, novelty and the report's curves."""
@@ -128,17 +144,78 @@ class Holdout:
         return scored
 
     def score_model(self, name: str, model: FittedModel | None, detail: bool = False) -> Scored:
-        return self.score(name, self.lists(model), detail)
+        """:meth:`score` of ``model``'s lists: on the driver when the split is there
+        (:meth:`on_driver`), with the same result, else in Spark."""
+        local = self.on_driver()
+        if local is None:
+            return self.score(name, self.lists(model), detail)
+        lists = local.lists(None if model is None else LocalModel.of(model), self.chain)
+        return scored_on_driver(local, name, lists, detail)
 
     def score_baseline(self, name: str, detail: bool = False) -> Scored:
         sources = self.chain if name == CATEGORY_POPULAR else BASELINE_SOURCES[name]
-        return self.score(name, self.lists(None, sources), detail)
+        local = self.on_driver(sources)
+        if local is None:
+            return self.score(name, self.lists(None, sources), detail)
+        return scored_on_driver(local, name, local.lists(None, sources), detail)
+
+    def on_driver(self, *chains: tuple[str, ...]) -> LocalHoldout | None:
+        """This split on the driver (:class:`LocalHoldout`), with the fallback candidates of its
+        chain and of ``chains``, when its training period has at most ``train.driver_max_pairs``
+        positive pairs; None when it has more. Collected once; each chain when first asked."""
+        if self.data.positives > self.config.train.driver_max_pairs:
+            return None
+        if self._local is None:
+            self._local = self._collect()
+        for chain in dict.fromkeys((self.chain, *chains)):
+            if chain not in self._local.fallbacks:
+                found = self.fallbacks(chain)
+                candidates = found.candidates.select("user_id", "item_id", "rank", "source").toPandas()
+                self._local.fallbacks[chain] = (candidates, found.new_item_slots)
+        return self._local
+
+    def _collect(self) -> LocalHoldout:
+        serve, data = self.serve, self.data
+        pairs = data.interactions.where(F.col("strength") > 0).select(
+            "user_id", "item_id", F.col("strength").cast("double").alias("strength")
+        )
+        exclusions = user_exclusions(serve, self.mine, self.split.as_of)
+        categories = None
+        if self.catalog is not None and serve.max_per_category:
+            catalog = self.catalog.select("item_id", "category").toPandas()
+            categories = catalog.drop_duplicates("item_id").set_index("item_id")["category"]
+        return LocalHoldout(
+            users=np.sort(self.users.toPandas()["user_id"].to_numpy(dtype=object)),
+            pairs=pairs.toPandas(),
+            excluded=exclusions.select("user_id", F.explode("exclude").alias("item_id")).toPandas(),
+            eligible=np.sort(self.eligible.toPandas()["item_id"].to_numpy(dtype=object)),
+            fallbacks={},
+            relevant=self.relevant.select("user_id", "item_id").toPandas(),
+            serve=serve,
+            k=self.k,
+            confidence=self.config.train.confidence,
+            chain=self.chain,
+            catalog_size=data.interactions.select("item_id").distinct().count(),
+            categories=categories,
+        )
 
     def unpersist(self) -> None:
-        for frame in (self.relevant, self.users, self.popularity):
+        for frame in (self.relevant, self.users, self.popularity, self.eligible, self.mine):
             frame.unpersist()
         for fallbacks in self._fallbacks.values():
             fallbacks.unpersist()
+
+
+def scored_on_driver(local: LocalHoldout, name: str, lists: pd.DataFrame, detail: bool = False) -> Scored:
+    """:meth:`Holdout.score` of lists built on the driver (user_id, rank, item_id)."""
+    per_user = local.per_user(lists)
+    metrics, intervals = summarise(per_user)
+    scored = Scored(name, per_user, metrics, intervals)
+    if detail:
+        scored.metrics |= local.catalog_metrics(lists)
+        scored.by_k = local.metrics_by_k(lists)
+        scored.bands = local.bands(lists)
+    return scored
 
 
 def metrics_of(scored: Scored, prefix: str = "") -> dict[str, float]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -22,14 +23,31 @@ class TrainingError(RuntimeError):
 @dataclass
 class TrainingData:
     """A training period every family can be fitted on: interactions with ``strength`` as of its
-    end, the id maps (ALS), and the item co-occurrences (EASE), computed once and shared."""
+    end, the id maps (ALS), and the item co-occurrences (EASE), computed once and shared. The id
+    maps are extended (a Delta commit per map) when an MLlib fit first needs them, so a period
+    only EASE or the driver's ALS fits on never writes them."""
 
     interactions: DataFrame
-    user_ids: DataFrame
-    item_ids: DataFrame
     as_of: datetime
     positives: int  # user-item pairs with strength > 0
+    extend_id_maps: Callable[[], tuple[DataFrame, DataFrame]] = field(repr=False)
+    _id_maps: tuple[DataFrame, DataFrame] | None = field(default=None, repr=False)
     _grams: dict[str, ItemGram] = field(default_factory=dict)
+
+    def id_maps(self) -> tuple[DataFrame, DataFrame]:
+        """(user_id, user_idx) and (item_id, item_idx) of every id, extended once, persisted."""
+        if self._id_maps is None:
+            user_ids, item_ids = self.extend_id_maps()
+            self._id_maps = (user_ids.persist(), item_ids.persist())
+        return self._id_maps
+
+    @property
+    def user_ids(self) -> DataFrame:
+        return self.id_maps()[0]
+
+    @property
+    def item_ids(self) -> DataFrame:
+        return self.id_maps()[1]
 
     def gram(self, spark: SparkSession, ease: EaseConfig, weight: Column, signal: str) -> ItemGram:
         """Co-occurrences with ``weight`` per pair (computed once per ``signal``)."""
@@ -41,7 +59,7 @@ class TrainingData:
         return self._grams[signal]
 
     def unpersist(self) -> None:
-        for frame in (self.interactions, self.user_ids, self.item_ids):
+        for frame in (self.interactions, *(self._id_maps or ())):
             frame.unpersist()
 
 
@@ -56,9 +74,9 @@ def training_data(
     period: str,
 ) -> TrainingData:
     """``interactions`` (in the interactions schema) with ``strength`` decayed to ``as_of``,
-    persisted, and the id maps extended to every user and item of ``all_interactions``; refuses
-    a period with fewer positive pairs than ``train.min_train_interactions`` (``period`` names it
-    in the message)."""
+    persisted, and the id maps extended to every user and item of ``all_interactions`` when an
+    MLlib fit first asks for them; refuses a period with fewer positive pairs than
+    ``train.min_train_interactions`` (``period`` names it in the message)."""
     decayed = strength_as_of(interactions, as_of, config.interactions).persist()
     positives = decayed.where("strength > 0").count()
     least = config.train.min_train_interactions
@@ -68,5 +86,6 @@ def training_data(
             f"only {positives} positive user-item interactions in {period} "
             f"(train.min_train_interactions={least}): add data or lower train.min_train_interactions"
         )
-    user_ids, item_ids = extend_user_and_item_maps(spark, lake, all_interactions)
-    return TrainingData(decayed, user_ids.persist(), item_ids.persist(), as_of, positives)
+    return TrainingData(
+        decayed, as_of, positives, lambda: extend_user_and_item_maps(spark, lake, all_interactions)
+    )

@@ -22,6 +22,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -42,6 +43,11 @@ SIMILARITY_SCHEMA = T.StructType(
     ]
 )
 _ROWS_PER_PARTITION = 500_000
+# From how many λ values one eigendecomposition of a Gram matrix costs less than a Cholesky fit
+# per λ. Measured on the shop log's 2,111 items (one thread, CPU seconds; docs/benchmarks.md): a
+# fit 0.18 s, the eigendecomposition 0.64 s, each λ of the path 0.14 s; so the path pays from
+# 0.64 / (0.18 - 0.14) = 16 values on. Both costs grow as items³, so the ratio holds at any width.
+PATH_MIN_L2S = 16
 # Per chunk of users collected to the driver by the co-occurrence pass: at most about this many
 # (user, item, weight) pairs in memory at once.
 _PAIRS_PER_CHUNK = 5_000_000
@@ -117,6 +123,24 @@ class ItemGram:
         )
         return cls(item_ids, gram)
 
+    @classmethod
+    def from_pairs(cls, pairs: pd.DataFrame, max_items: int, min_item_users: int) -> ItemGram:
+        """:meth:`compute` of pairs already on the driver (user_id, item_id, weight; each pair
+        once): the same items (the ``max_items`` with most users, ties by id, at least
+        ``min_item_users``) and their co-occurrences in one product."""
+        users = pairs.groupby("item_id").size()
+        users = users[users >= min_item_users]
+        ranked = users.reset_index(name="users").sort_values(["users", "item_id"], ascending=[False, True])
+        item_ids = np.sort(ranked["item_id"].head(max_items).to_numpy(dtype=object))
+        width = len(item_ids)
+        gram = np.zeros((width, width), dtype=np.float32)
+        if width:
+            index = pd.Index(item_ids).get_indexer(pd.Index(pairs["item_id"]))
+            kept = pairs[index >= 0]
+            _add_co_occurrences(gram, kept[["user_id", "weight"]].assign(i=index[index >= 0]))
+            gram += np.triu(gram, 1).T
+        return cls(item_ids, gram)
+
     def ease_weights(self, l2: float) -> np.ndarray:
         """B = I - P diag(1/diag(P)) with P = (G + l2 I)⁻¹ and a zero diagonal (float32)."""
         width = len(self.item_ids)
@@ -129,16 +153,61 @@ class ItemGram:
         inverse, info = scipy.linalg.lapack.spotri(factor, lower=0, overwrite_c=True)
         if info != 0:
             raise np.linalg.LinAlgError(f"cannot invert the item Gram matrix (info {info})")
-        inverse = np.triu(inverse) + np.triu(inverse, 1).T
-        weights = -inverse / np.diag(inverse)[None, :]
-        np.fill_diagonal(weights, 0.0)
-        return weights.astype(np.float32, copy=False)
+        return _weights_from_inverse(np.triu(inverse) + np.triu(inverse, 1).T)
+
+    def ease_path(self, l2s: Sequence[float]) -> Iterator[tuple[float, np.ndarray]]:
+        """:meth:`ease_weights` for every λ of ``l2s``, in order, from one eigendecomposition
+        G = QΛQᵀ: (G + λI)⁻¹ = S Sᵀ with S = Q diag((Λ + λ)^-½), one symmetric product per λ
+        instead of a factorisation and an inverse. Equal to separate fits to float tolerance;
+        one λ's weights are held at a time. It pays only for long grids (see
+        :data:`PATH_MIN_L2S`): the decomposition costs several fits, and each λ still needs a
+        product of the same order as a fit, because B is needed whole (each item keeps its
+        strongest weights)."""
+        width = len(self.item_ids)
+        if width == 0:
+            for l2 in l2s:
+                yield l2, np.zeros((0, 0), dtype=np.float32)
+            return
+        started = time.time()
+        eigenvalues, vectors = scipy.linalg.eigh(self.gram, driver="evd", check_finite=False)
+        # A Gram matrix is positive semi-definite: rounding may leave tiny negative eigenvalues.
+        eigenvalues = np.maximum(eigenvalues, 0.0)
+        log.info("item-item: eigendecomposition of %d items in %.1fs", width, time.time() - started)
+        for l2 in l2s:
+            scaled = np.asfortranarray(
+                vectors * (1.0 / np.sqrt(eigenvalues + np.float32(l2))).astype(np.float32)
+            )
+            upper = scipy.linalg.blas.ssyrk(1.0, scaled, trans=0, lower=0)
+            yield l2, _weights_from_inverse(np.triu(upper) + np.triu(upper, 1).T)
 
     def similarity(self, l2: float, neighbours: int) -> pd.DataFrame:
         """Each item's ``neighbours`` largest EASE weights by absolute value (item_id,
         similar_item_id, weight as in :data:`SIMILARITY_SCHEMA`; zero weights are never kept)."""
         started = time.time()
-        weights = self.ease_weights(l2)
+        frame = self.strongest(self.ease_weights(l2), neighbours)
+        log.info(
+            "item-item: EASE weights of %d items (l2 %g, %d kept per item) in %.1fs",
+            len(self.item_ids),
+            l2,
+            min(neighbours, max(len(self.item_ids) - 1, 0)),
+            time.time() - started,
+        )
+        return frame
+
+    def similarity_path(self, l2s: Sequence[float], neighbours: int) -> Iterator[tuple[float, pd.DataFrame]]:
+        """:meth:`similarity` for every λ of ``l2s``, in order: through one decomposition
+        (:meth:`ease_path`) for a grid of at least :data:`PATH_MIN_L2S` values, else a fit per λ,
+        whichever costs less."""
+        if len(l2s) >= PATH_MIN_L2S:
+            for l2, weights in self.ease_path(l2s):
+                yield l2, self.strongest(weights, neighbours)
+            return
+        for l2 in l2s:
+            yield l2, self.similarity(l2, neighbours)
+
+    def strongest(self, weights: np.ndarray, neighbours: int) -> pd.DataFrame:
+        """Each item's ``neighbours`` largest ``weights`` by absolute value, as rows (item_id,
+        similar_item_id, weight), zero weights dropped."""
         width = len(self.item_ids)
         keep = min(neighbours, max(width - 1, 0))
         if keep == 0:
@@ -155,11 +224,11 @@ class ItemGram:
             }
         )
         frame = frame[frame["weight"] != 0]
-        log.info(
-            "item-item: EASE weights of %d items (l2 %g, %d kept per item) in %.1fs",
-            width,
-            l2,
-            keep,
-            time.time() - started,
-        )
         return frame.reset_index(drop=True)
+
+
+def _weights_from_inverse(inverse: np.ndarray) -> np.ndarray:
+    """EASE's B from P = (G + λI)⁻¹: -P scaled by 1/diag(P) per column, diagonal zero (float32)."""
+    weights = -inverse / np.diag(inverse)[None, :]
+    np.fill_diagonal(weights, 0.0)
+    return weights.astype(np.float32, copy=False)

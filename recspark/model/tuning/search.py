@@ -2,35 +2,39 @@
 
 The validation period is carved out of the training period the way the test period was carved
 out of all events, and the models are fitted on what came before it, so choosing settings never
-looks at the test period: the test scores `train` reports stay an honest estimate. Each family's
-configured settings are tried first, then its grid, round robin across families, until the time
-budget is spent; blends of the best ALS and the best EASE are then scored without another fit,
-within the same budget, and win only when measured better than both. One parent MLflow run
-holds a nested run per trial; the plan is written where `train` reads it.
+looks at the test period: the test scores `train` reports stay an honest estimate. What every
+trial shares (the split, its data, the lists' fallback candidates, the relevant items) is built
+once; the trials run on the driver when the period is small enough, else in Spark
+(:mod:`recspark.model.tuning.trials`). EASE's settings come first (a λ grid per signal from one Gram
+matrix), then ALS's (by successive halving where fits can be continued), each family's
+configured settings first; blends of the best ALS and the best EASE are then scored without
+another fit, and win only when measured better than both. A hard time budget: no trial starts
+that its estimate says cannot finish inside it (:class:`~recspark.model.tuning.budget.Budget`). One
+parent MLflow run holds a nested run per trial; the plan is written where `train` reads it.
 """
 
 from __future__ import annotations
 
 import itertools
 import logging
+import math
 import random
 import time
-from collections.abc import Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
-from typing import TypedDict
+from typing import Any, TypedDict
 
 import mlflow
 from pyspark.sql import SparkSession
 
-from recspark.core.config import Config, TuneConfig
+from recspark.core.config import AUTO, Config, TuneConfig
 from recspark.core.registry import configure_mlflow
 from recspark.core.tables import Lake
 from recspark.model.candidates.sources import CATEGORY_POPULAR, POPULAR, TRENDING
-from recspark.model.evaluation.holdout import Holdout
+from recspark.model.evaluation.holdout import Holdout, Scored
 from recspark.model.evaluation.inputs import TrainInputs, read_inputs
 from recspark.model.evaluation.splits import (
-    AUTO,
     PER_USER,
     Split,
     SplitError,
@@ -39,8 +43,17 @@ from recspark.model.evaluation.splits import (
     split_period,
 )
 from recspark.model.families.data import TrainingError
-from recspark.model.families.model import ALS, BLEND, EASE, FittedModel, ModelSpec, fit_model
+from recspark.model.families.ease import PATH_MIN_L2S
+from recspark.model.families.model import ALS, BLEND, EASE, ModelSpec
+from recspark.model.tuning.budget import Budget, Cost
 from recspark.model.tuning.plan import TunedPlan, tuned_params_path, write_tuned
+from recspark.model.tuning.trials import (
+    DECOMPOSITION_PER_UNIT,
+    EASE_FIT_PER_UNIT,
+    LocalTrials,
+    SparkTrials,
+    Trials,
+)
 
 log = logging.getLogger(__name__)
 
@@ -93,10 +106,15 @@ def _unique(specs: list[ModelSpec]) -> list[ModelSpec]:
     return unique
 
 
-def _round_robin(queues: dict[str, list[ModelSpec]]) -> Iterator[ModelSpec]:
-    """The families' first (configured) points, then their second points, and so on."""
-    for layer in itertools.zip_longest(*queues.values()):
-        yield from (spec for spec in layer if spec is not None)
+@dataclass
+class Trial:
+    """One measured setting: its spec (``als.max_iter``: the iterations it had), its score, and
+    the seconds its fit (what it added to an earlier fit, for a continued one) and scoring took."""
+
+    spec: ModelSpec
+    score: float
+    fit_seconds: float
+    score_seconds: float
 
 
 @dataclass
@@ -105,16 +123,18 @@ class Search:
     scores: dict[str, float]  # family -> best validation score
     best: dict[str, ModelSpec]  # family -> best settings
     fallback: str  # what fills lists after popular-in-your-categories: trending | popular
-    trials: list[tuple[ModelSpec, float]] = field(default_factory=list)
+    trials: list[Trial] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)  # steps the budget did not start
+    on_driver: bool = False  # whether the trials ran on the driver (LocalTrials)
 
 
-def measure_fallback(config: Config, holdout: Holdout) -> str:
+def measure_fallback(config: Config, trials: Trials) -> str:
     """Trending or all-time popular, whichever fills the fallback chain better on the validation
     period (on a sparse shop a week's trend is mostly noise; on a busy one it is fresher)."""
     metric = config.tune.metric
     scores = {}
     for fill in (TRENDING, POPULAR):
-        scored = holdout.score(f"fallback-{fill}", holdout.lists(None, (CATEGORY_POPULAR, fill)))
+        scored = trials.score_fallback((CATEGORY_POPULAR, fill))
         scores[fill] = scored.metrics[metric.removesuffix("_at_k")]
     choice = TRENDING if scores[TRENDING] > scores[POPULAR] else POPULAR
     log.info(
@@ -127,74 +147,217 @@ def measure_fallback(config: Config, holdout: Holdout) -> str:
     return choice
 
 
+def halving_rungs(points: int, max_iter: int) -> list[tuple[int, int]]:
+    """Successive halving of ``points`` ALS settings: (iterations, settings) per rung. With more
+    than two settings, every one gets half of ``max_iter`` and the better half is continued to
+    all of it. One halving, not more: a quarter of the iterations ranks settings by how fast they
+    converge (low ranks are slower and often better), not by where they end."""
+    half = math.ceil(max_iter / 2)
+    if points <= 2 or half >= max_iter:
+        return [(max_iter, points)]
+    return [(half, points), (max_iter, math.ceil(points / 2))]
+
+
+TrialLogger = Callable[[int, ModelSpec, Scored, Trial], None]
+
+
+def log_nested_run(number: int, spec: ModelSpec, scored: Scored, trial: Trial) -> None:
+    """One trial as a nested MLflow run: its settings, metrics and seconds."""
+    with mlflow.start_run(run_name=f"trial-{number}-{spec.family}", nested=True):
+        mlflow.log_params(spec.params())
+        metrics = {f"{name}_at_k": value for name, value in scored.metrics.items() if name != "users"}
+        seconds = {"fit_seconds": trial.fit_seconds, "score_seconds": trial.score_seconds}
+        mlflow.log_metrics({**metrics, "validation_users": scored.metrics["users"], **seconds})
+
+
+class Searcher:
+    """One search's state: the trials so far, each family's best model, the budget."""
+
+    def __init__(
+        self, config: Config, trials: Trials, budget: Budget, log_trial: TrialLogger | None = None
+    ) -> None:
+        self.config = config
+        self.trials = trials
+        self.budget = budget
+        self.log_trial = log_trial or log_nested_run
+        self.metric = config.tune.metric
+        self.measured: list[Trial] = []
+        self.best: dict[str, tuple[float, ModelSpec, Any]] = {}  # family -> score, spec, model
+
+    def record(self, spec: ModelSpec, model: Any, fit_seconds: float) -> float:
+        """Score ``model``, log the trial (a nested MLflow run) and return its score."""
+        number = len(self.measured) + 1
+        cost = self.trials.score_cost(spec.family)
+        started = time.time()
+        with self.budget.measuring(cost.kind, cost.work):  # logging included: it takes time too
+            scored = self.trials.score(spec.family, model)
+            score = scored.metrics[self.metric.removesuffix("_at_k")]
+            trial = Trial(spec, score, fit_seconds, time.time() - started)
+            self.log_trial(number, spec, scored, trial)
+        self.measured.append(trial)
+        log.info(
+            "tune: trial %d %s -> %s %.4f (fit %.1fs, scoring %.1fs)",
+            number,
+            spec.label(),
+            self.metric,
+            score,
+            trial.fit_seconds,
+            trial.score_seconds,
+        )
+        return score
+
+    def keep_if_best(self, family: str, score: float, spec: ModelSpec, model: Any) -> None:
+        """Ties keep the earlier setting; a model that is no family's best is released."""
+        if family not in self.best or score > self.best[family][0]:
+            if family in self.best:
+                self.trials.release(self.best[family][2])
+            self.best[family] = (score, spec, model)
+        else:
+            self.trials.release(model)
+
+    def ease(self, specs: list[ModelSpec]) -> None:
+        """Every EASE setting, one signal at a time: each signal's λ grid from one Gram matrix
+        (and one eigendecomposition of it, for a grid long enough to pay)."""
+        by_signal: dict[str, list[ModelSpec]] = {}
+        for spec in specs:
+            by_signal.setdefault(spec.ease_signal, []).append(spec)
+        for group in by_signal.values():
+            cube = float(len(self.trials.gram(group[0].ease_signal).item_ids)) ** 3
+            decomposes = len(group) >= PATH_MIN_L2S
+            path = self.trials.ease_models(group)
+            for index, spec in enumerate(group):
+                parts = [Cost("ease fit", cube, EASE_FIT_PER_UNIT), self.trials.score_cost(EASE)]
+                first_of_path = decomposes and index == 0
+                if first_of_path:
+                    parts.append(Cost("ease decomposition", cube, DECOMPOSITION_PER_UNIT))
+                if not self.budget.allows(spec.label(), parts):
+                    return
+                started = time.time()
+                with self.budget.measuring("ease decomposition" if first_of_path else "ease fit", cube):
+                    _, model = next(path)
+                score = self.record(spec, model, time.time() - started)
+                self.keep_if_best(EASE, score, spec, model)
+
+    def als(self, specs: list[ModelSpec]) -> None:
+        """The ALS settings by successive halving when fits can be continued (each rung's better
+        part continued from where it stopped), else each fitted in full once. The family's best
+        is the best of the deepest rung reached: all of ``max_iter`` unless the budget ends the
+        halving early."""
+        max_iter = self.config.train.max_iter
+        rungs = halving_rungs(len(specs), max_iter) if self.trials.warm_starts else [(max_iter, len(specs))]
+        fits: dict[int, Any] = {}
+        done = dict.fromkeys(range(len(specs)), 0)
+        alive = list(range(len(specs)))
+        best: tuple[float, ModelSpec, Any] | None = None
+        for iterations, keep in rungs:
+            scores: dict[int, float] = {}
+            rung_best: tuple[float, ModelSpec, Any] | None = None
+            for index in alive[:keep]:
+                spec = specs[index]
+                fit_cost = self.trials.als_cost(spec.als.rank, iterations - done[index])
+                label = f"{spec.label()} to {iterations} iterations"
+                if not self.budget.allows(label, [fit_cost, self.trials.score_cost(ALS)]):
+                    break
+                started = time.time()
+                with self.budget.measuring(fit_cost.kind, fit_cost.work):
+                    fits[index], model = self.trials.als_model(spec, iterations, fits.get(index))
+                done[index] = iterations
+                at = replace(spec, als=replace(spec.als, max_iter=iterations))
+                scores[index] = self.record(at, model, time.time() - started)
+                if rung_best is None or scores[index] > rung_best[0]:  # ties keep grid order
+                    if rung_best is not None:
+                        self.trials.release(rung_best[2])
+                    rung_best = (scores[index], spec, model)
+                else:
+                    self.trials.release(model)
+            if rung_best is not None:
+                if best is not None:
+                    self.trials.release(best[2])
+                best = rung_best
+            if len(scores) < min(keep, len(alive)):  # the budget stopped this rung
+                break
+            alive = sorted(scores, key=lambda i: -scores[i])  # stable: ties keep grid order
+        if best is not None:
+            self.best[ALS] = best
+
+    def blends(self) -> None:
+        """Blends of the best ALS and the best EASE at each configured weight, no refit."""
+        (_, als_spec, als_model), (_, ease_spec, ease_model) = self.best[ALS], self.best[EASE]
+        for weight in self.config.tune.blend_weight:
+            spec = ModelSpec(
+                BLEND,
+                als=als_spec.als,
+                ease_l2=ease_spec.ease_l2,
+                ease_signal=ease_spec.ease_signal,
+                blend_weight=weight,
+            )
+            if not self.budget.allows(spec.label(), [self.trials.score_cost(BLEND)]):
+                return
+            model = self.trials.blend(spec, als_model, ease_model)
+            score = self.record(spec, model, 0.0)
+            if BLEND not in self.best or score > self.best[BLEND][0]:
+                self.best[BLEND] = (score, spec, model)
+
+    def release(self) -> None:
+        for family, (_, _, model) in self.best.items():
+            if family != BLEND:
+                self.trials.release(model)
+        self.trials.close()
+
+
 def search(spark: SparkSession, config: Config, holdout: Holdout, budget_seconds: float) -> Search:
     """Score the candidates on ``holdout`` (nested MLflow runs under the active run).
 
-    ``budget_seconds`` bounds the whole search, blends included: once it is spent, no further
-    point is tried, except each family's configured one and a blend at its first weight, so
-    every configured family (and their blend) is always measured. (Scoring a blend costs as
-    much as a fit at 5M events, and blends used to be scored after the budget, whatever it was.)"""
-    metric = config.tune.metric
+    Trials run on the driver when the validation training period has at most
+    ``train.driver_max_pairs`` positive pairs (:class:`LocalTrials`), else in Spark. EASE first
+    (one Gram matrix per signal, every λ from it), then ALS (successive halving on the driver),
+    then blends of the two bests. ``budget_seconds`` is hard: no trial starts that cannot finish
+    inside it by the estimate of :class:`Budget`; a family with no finished trial does not
+    compete, and no trial at all is a TrainingError (train then uses the configured settings)."""
+    budget = Budget(budget_seconds)
+    chains = (
+        ((CATEGORY_POPULAR, TRENDING), (CATEGORY_POPULAR, POPULAR)) if config.serve.fallback == AUTO else ()
+    )
     started = time.time()
-    fallback = measure_fallback(config, holdout) if config.serve.fallback == AUTO else config.serve.fallback
-    holdout.chain = (CATEGORY_POPULAR, fallback)
-    trials: list[tuple[ModelSpec, float]] = []
-    best: dict[str, tuple[float, FittedModel]] = {}
+    local = holdout.on_driver(*chains)
+    trials: Trials = SparkTrials(spark, config, holdout) if local is None else LocalTrials(config, local)
+    log.info(
+        "tune: %d positive pairs (train.driver_max_pairs=%d): trials %s, set up in %.1fs",
+        holdout.data.positives,
+        config.train.driver_max_pairs,
+        "in Spark" if local is None else "on the driver",
+        time.time() - started,
+    )
+    fallback = measure_fallback(config, trials) if config.serve.fallback == AUTO else config.serve.fallback
+    trials.use_chain((CATEGORY_POPULAR, fallback))
+    searcher = Searcher(config, trials, budget)
     queues = candidate_specs(config)
-    total = sum(len(q) for q in queues.values())
-
-    def spent() -> bool:
-        return time.time() - started > budget_seconds
-
-    for number, spec in enumerate(_round_robin(queues), start=1):
-        if spec.family in best and spent():
-            log.info("tune: budget of %.0fs spent after %d of %d trials", budget_seconds, len(trials), total)
-            break
-        model = fit_model(spark, spec, holdout.data, config.ease)
-        score = _trial(holdout, spec, model, metric, number)
-        trials.append((spec, score))
-        log.info("tune: trial %d/%d %s -> %s %.4f", number, total, spec.label(), metric, score)
-        if spec.family not in best or score > best[spec.family][0]:  # ties keep the earlier setting
-            if spec.family in best:
-                best[spec.family][1].unpersist()
-            best[spec.family] = (score, model)
-        else:
-            model.unpersist()
-    if config.train.blend and ALS in best and EASE in best:
-        als_model, ease_model = best[ALS][1], best[EASE][1]
-        blended = None
-        weights = list(config.tune.blend_weight)
-        for index, weight in enumerate(weights):
-            if blended is not None and spent():
-                log.info("tune: budget %.0fs spent: no blend at weights %s", budget_seconds, weights[index:])
-                break
-            spec = ModelSpec(
-                BLEND,
-                als=als_model.spec.als,
-                ease_l2=ease_model.spec.ease_l2,
-                ease_signal=ease_model.spec.ease_signal,
-                blend_weight=weight,
+    try:
+        if EASE in queues:
+            searcher.ease(queues[EASE])
+        if ALS in queues:
+            searcher.als(queues[ALS])
+        if config.train.blend and ALS in searcher.best and EASE in searcher.best:
+            searcher.blends()
+        if not searcher.best:
+            raise TrainingError(
+                f"tune.budget_seconds={budget_seconds:g} leaves no room for a single trial: "
+                + "; ".join(budget.skipped)
             )
-            model = FittedModel(
-                spec,
-                als_model.user_factors,
-                als_model.item_factors,
-                ease_model.similarity,
-                local_similarity=ease_model.local_similarity,
-                prepared_weights=ease_model.prepared_weights,  # built once, for every blend weight
-            )
-            score = _trial(holdout, spec, model, metric, len(trials) + 1)
-            trials.append((spec, score))
-            log.info("tune: blend %s -> %s %.4f", spec.label(), metric, score)
-            if blended is None or score > blended[0]:
-                blended = (score, model)
-        assert blended is not None
-        best[BLEND] = blended
-    for _, model in best.values():
-        model.unpersist()
-    scores = {family: score for family, (score, _) in best.items()}
-    winner = winner_of(scores)
-    return Search(best[winner][1].spec, scores, {f: m.spec for f, (_, m) in best.items()}, fallback, trials)
+        scores = {family: score for family, (score, _, _) in searcher.best.items()}
+        best = {family: spec for family, (_, spec, _) in searcher.best.items()}
+    finally:
+        searcher.release()
+    log.info(
+        "tune: %d trials in %.1fs (budget %.0fs)%s",
+        len(searcher.measured),
+        budget.elapsed(),
+        budget_seconds,
+        f"; not started: {'; '.join(budget.skipped)}" if budget.skipped else "",
+    )
+    return Search(
+        best[winner_of(scores)], scores, best, fallback, searcher.measured, budget.skipped, local is not None
+    )
 
 
 def winner_of(scores: dict[str, float]) -> str:
@@ -205,15 +368,6 @@ def winner_of(scores: dict[str, float]) -> str:
     if BLEND in scores and scores[BLEND] > singles[best]:
         return BLEND
     return best
-
-
-def _trial(holdout: Holdout, spec: ModelSpec, model: FittedModel, metric: str, number: int) -> float:
-    with mlflow.start_run(run_name=f"trial-{number}-{spec.family}", nested=True):
-        mlflow.log_params({k: v for k, v in spec.params().items()})
-        scored = holdout.score_model(spec.family, model)
-        metrics = {f"{name}_at_k": value for name, value in scored.metrics.items() if name != "users"}
-        mlflow.log_metrics({**metrics, "validation_users": scored.metrics["users"]})
-    return metrics[metric]
 
 
 def validation_policy(config: Config, test_split: Split) -> SplitPolicy:
@@ -271,6 +425,12 @@ def tune_on(spark: SparkSession, config: Config, lake: Lake, inputs: TrainInputs
             )
             mlflow.set_tags({**validation.tags("validation"), "best_params_path": path})
             found = search(spark, config, holdout, tune.budget_seconds)
+            mlflow.set_tags(
+                {
+                    "trials_on": "driver" if found.on_driver else "spark",
+                    "budget_not_started": "; ".join(found.skipped)[:5000] or "none",
+                }
+            )
             plan = TunedPlan(
                 family=found.winner.family,
                 params={family: spec.params() for family, spec in found.best.items()},
