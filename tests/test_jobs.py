@@ -119,3 +119,18 @@ def test_gates_name_checked_tables_and_only_tracked_jobs_have_them() -> None:
         "rollback",
     }
 
+
+def test_jobs_holds_one_generic_entry_point() -> None:
+    """spark-submit runs ``jobs/run.py JOB``: no per-job file can drift from the registry."""
+    assert sorted(p.name for p in (ROOT / "jobs").glob("*.py")) == ["run.py"]
+    for args, message in (([], "usage: jobs/run.py JOB"), (["demo"], "unknown job 'demo'")):
+        done = subprocess.run(
+            [sys.executable, str(ROOT / "jobs" / "run.py"), *args],
+            cwd=ROOT,
+            env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert done.returncode == 2
+        assert message in done.stderr
