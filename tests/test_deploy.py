@@ -191,6 +191,44 @@ def test_crontab_lines_use_the_lock_wrapper_and_existing_scripts() -> None:
         assert subprocess.run(["bash", "-n", str(script)], check=False).returncode == 0
 
 
+def test_every_scheduled_job_runs_on_spark_through_submit_sh() -> None:
+    """No job starts a Spark of its own on the scheduler's host: cron's lines and daily.sh hand
+    every job to deploy/submit.sh (the cluster), under its registry name, with what the
+    registry says a scheduled run adds (``--once`` for the streams)."""
+    registry = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import json; from recspark.jobs import JOBS; "
+            "print(json.dumps({n: list(j.scheduled_args) for n, j in JOBS.items() if j.submit}))",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    scheduled_args = json.loads(registry.stdout)
+    submissions = []
+    for line in CRONTAB.read_text().splitlines():
+        if not line.strip() or line.startswith("#") or "=" in line.split()[0]:
+            continue
+        command = line.split()[8:]  # after the schedule, run-locked.sh LOCK --
+        assert command[0] in ("$RECSPARK_HOME/deploy/submit.sh", "$RECSPARK_HOME/deploy/cron/daily.sh"), line
+        if command[0].endswith("submit.sh"):
+            submissions.append(command[1:])
+    daily = [
+        shlex.split(line.split('"$SUBMIT"', 1)[1])
+        for line in DAILY.read_text().splitlines()
+        if '"$SUBMIT"' in line and not line.lstrip().startswith("#")
+    ]
+    assert [args[0] for args in daily] == ["ingest", "train", "refresh"]
+    assert sorted(args[0] for args in submissions) == ["check", "ingest", "maintain", "refresh"]
+    for args in submissions + daily:
+        assert args[0] in scheduled_args, args
+        for flag in scheduled_args[args[0]]:
+            assert flag in args, args
+
+
 # --------------------------------------------------------------------------- submit.sh
 
 
@@ -518,19 +556,17 @@ def test_airflow_dags_load_with_the_intended_shape(tmp_path: Path) -> None:
     assert full["wait_for_completion"] is True
     assert full["upstream"] == ["train"]
 
+    # Maintenance and the whole-table checks run on the cluster too, not on the scheduler's host.
     maintenance = dags["recspark_maintenance"]
     assert maintenance["schedule"] == "0 4 * * 0"
-    maintain = maintenance["tasks"]["maintain"]
-    assert maintain["type"] == "BashOperator"
-    assert " maintain --conf " in maintain["bash_command"]
-    assert conf in maintain["bash_command"]
+    assert set(maintenance["tasks"]) == {"maintain"}
+    spark_task("recspark_maintenance", "maintain")
 
     # Each job's gates see only the rows it wrote; the whole tables are checked daily.
     quality = dags["recspark_quality"]
     assert quality["schedule"] == "0 5 * * *"
-    check = quality["tasks"]["check"]
-    assert check["type"] == "BashOperator"
-    assert " check --conf " in check["bash_command"] and conf in check["bash_command"]
+    assert set(quality["tasks"]) == {"check"}
+    spark_task("recspark_quality", "check")
 
     # Every task that runs a job is a registered job spark-submit can run.
     tasks = [t for d in dags.values() for t in d["tasks"].values() if t["type"] == "SparkSubmitOperator"]

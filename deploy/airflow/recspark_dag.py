@@ -11,8 +11,8 @@ its task named after the job (the registry, ``recspark/jobs.py``):
                           (training just promoted a model), else only users with new activity.
                           Going through the refresh DAG (max_active_runs=1) means two refreshes
                           never run at once: they are one streaming query with one checkpoint.
-``recspark_maintenance``  Sundays 04:00 UTC: ``recspark maintain`` (OPTIMIZE / VACUUM).
-``recspark_quality``      05:00 UTC: ``recspark check``, every quality suite on its whole table (each
+``recspark_maintenance``  Sundays 04:00 UTC: ``maintain`` (OPTIMIZE / VACUUM).
+``recspark_quality``      05:00 UTC: ``check``, every quality suite on its whole table (each
                           job's own gates see only the rows it wrote).
 
 Settings are Airflow Variables (set them in the UI, with ``airflow variables set``, or as
@@ -30,8 +30,6 @@ Settings are Airflow Variables (set them in the UI, with ``airflow variables set
                                      config), ``true`` or ``false``: add the Kafka connector
 ``recspark_pyspark_python``          optional ``spark.pyspark.python`` (executors' Python)
 ``recspark_archives``                optional ``--archives`` (e.g. ``env.tar.gz#environment``)
-``recspark_cli``                     the ``recspark`` command for maintenance and checks (default
-                                     ``<project>/.venv/bin/recspark``)
 ``recspark_ingest_every_minutes``    ingest period, a divisor of 60 (default 10)
 ``recspark_ingest_fresh_minutes``    how recent a successful ingest run must be for the daily
                                      training to start (default 60)
@@ -53,13 +51,11 @@ from __future__ import annotations
 
 import logging
 import runpy
-import shlex
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
 from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
-from airflow.providers.standard.operators.bash import BashOperator
 from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
 from airflow.providers.standard.sensors.python import PythonSensor
 from airflow.sdk import DAG, Variable
@@ -124,7 +120,6 @@ KAFKA = config_wants_kafka(CONF) if _KAFKA == "auto" else _KAFKA in ("1", "true"
 PACKAGES = ",".join(spark_packages(PROJECT_DIR, kafka=KAFKA))
 PYSPARK_PYTHON = setting("recspark_pyspark_python", "")
 ARCHIVES = setting("recspark_archives", "")
-RECSPARK_CLI = setting("recspark_cli", str(PROJECT_DIR / ".venv" / "bin" / "recspark"))
 REGISTRY = job_registry(PROJECT_DIR)
 INGEST_EVERY_MINUTES = int(setting("recspark_ingest_every_minutes", "10"))
 INGEST_FRESH_MINUTES = int(setting("recspark_ingest_fresh_minutes", "60"))
@@ -156,13 +151,6 @@ def spark_job(name: str, **kwargs: Any) -> SparkSubmitOperator:
         application_args=[job.name, "--conf", CONF, *job.scheduled_args],
         **kwargs,
     )
-
-
-def cli_command(command: str) -> str:
-    """A ``recspark`` CLI command on the configured lake, for a BashOperator."""
-    # A trailing space keeps Airflow from reading a command ending in ".sh" as a file.
-    project, cli, conf = (shlex.quote(str(p)) for p in (PROJECT_DIR, RECSPARK_CLI, CONF))
-    return f"cd {project} && {cli} {command} --conf {conf} "
 
 
 def ingest_grid_dates(since: datetime, until: datetime, every_minutes: int) -> list[datetime]:
@@ -266,24 +254,16 @@ with scheduled(
     wait_for_ingest >> train >> full_refresh
 
 
-def cli_dag(dag_id: str, description: str, schedule: str, command: str, timeout: timedelta) -> DAG:
-    """A DAG of one task: a ``recspark`` CLI command on the configured lake."""
-    with scheduled(dag_id, description, schedule, DEFAULT_ARGS) as dag:
-        BashOperator(task_id=command, bash_command=cli_command(command), execution_timeout=timeout)
-    return dag
+with scheduled(
+    "recspark_maintenance", "OPTIMIZE and VACUUM the Delta tables", "0 4 * * 0", DEFAULT_ARGS
+) as maintenance_dag:
+    spark_job("maintain", execution_timeout=timedelta(hours=6))
 
 
-maintenance_dag = cli_dag(
-    "recspark_maintenance",
-    "OPTIMIZE and VACUUM the Delta tables",
-    "0 4 * * 0",
-    "maintain",
-    timedelta(hours=6),
-)
-quality_dag = cli_dag(
+with scheduled(
     "recspark_quality",
     "Every quality suite on its whole table (the per-run gates see only new rows)",
     "0 5 * * *",
-    "check",
-    timedelta(hours=3),
-)
+    DEFAULT_ARGS,
+) as quality_dag:
+    spark_job("check", execution_timeout=timedelta(hours=3))
