@@ -71,6 +71,7 @@ def test_precedence_file_then_env_then_set(tmp_path: Path) -> None:
         (["ingest.min_event_time=yesterday"], "ingest.min_event_time must be an ISO 8601 time"),
         (["ingest.min_event_time=2000-01-01T00:00:00"], "ingest.min_event_time needs a time zone"),
         (["train.test_days=soon"], "train.test_days"),
+        (["serve.trigger_seconds=0"], "serve.trigger_seconds must be > 0"),
     ],
 )
 def test_bad_values_are_named(overrides: list[str], message: str) -> None:

@@ -412,6 +412,8 @@ class ServeConfig:
     # interactions once per this many minutes, not in every batch; availability in the catalog
     # is still applied to every batch.
     rankings_refresh_minutes: float = 60.0
+    # The running refresh job's micro-batch interval (without --once); ingest has its own.
+    trigger_seconds: float = 5.0
     # A refresh batch of at most this many users names them in its MERGE, so Delta reads only the
     # serving-table files that can hold them (the table is clustered by user); 0: off. Each name
     # costs planning time, so large batches read every file instead.
@@ -421,6 +423,7 @@ class ServeConfig:
         _require(self.top_n > 0, "serve.top_n must be > 0")
         _require(self.file_skipping_max_users >= 0, "serve.file_skipping_max_users must be >= 0 (0: off)")
         _require(self.rankings_refresh_minutes > 0, "serve.rankings_refresh_minutes must be > 0")
+        _require(self.trigger_seconds > 0, "serve.trigger_seconds must be > 0")
         _require(
             self.fallback in (AUTO, "trending", "popular"),
             f"serve.fallback must be 'auto', 'trending' or 'popular', got {self.fallback!r}",

@@ -10,7 +10,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql.streaming import DataStreamWriter, StreamingQuery
 
 
-def start_query(stream: DataStreamWriter, once: bool, trigger_seconds: int) -> StreamingQuery:
+def start_query(stream: DataStreamWriter, once: bool, trigger_seconds: float) -> StreamingQuery:
     """``once``: process what is available now in bounded batches, then stop (cron, Airflow);
     otherwise a micro-batch every ``trigger_seconds`` until stopped."""
     if once:
