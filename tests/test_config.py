@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
+import yaml
 from pyspark.sql import SparkSession
 
 from recspark.cli import main
@@ -116,3 +118,36 @@ def test_cli_missing_input_directory(
     assert code == 2
     assert "is not a directory" in capsys.readouterr().err
     assert (lake / "job_runs" / "_delta_log").is_dir()
+
+
+def scale_settings() -> dict[str, object]:
+    """docs/scale.md's "Settings for that shop": each row's key and its YAML value."""
+    text = (REPO / "docs" / "scale.md").read_text(encoding="utf-8")
+    section = text.split("## Settings for that shop", 1)[1].split("\n## ", 1)[0]
+    rows = re.findall(r"^\| `([a-z_.A-Z]+)` \| `([^`]+)` \|", section, flags=re.MULTILINE)
+    return {key: yaml.safe_load(value) for key, value in rows}
+
+
+def config_value(config: object, key: str) -> object:
+    """The value of a dotted key in a loaded config (``spark.conf.<Spark setting>`` included)."""
+    value = config
+    parts = key.split(".")
+    while parts:
+        if isinstance(value, dict):
+            return value[".".join(parts)]
+        value = getattr(value, parts.pop(0))
+    return value
+
+
+def test_the_cluster_config_holds_the_settings_docs_scale_derives() -> None:
+    settings = scale_settings()
+    cluster = load_config(REPO / "conf" / "cluster.yaml", environ={})
+
+    assert len(settings) >= 10, settings  # the table was read, not skipped
+    assert {"ingest.trigger_seconds", "serve.trigger_seconds", "train.num_user_blocks"} <= set(settings)
+    for key, expected in settings.items():
+        actual = config_value(cluster, key)
+        if isinstance(actual, str):
+            assert actual == str(expected), key
+        else:
+            assert actual == expected, key
