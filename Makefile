@@ -4,7 +4,13 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install jars demo cluster-demo test test-random lint clean zip airflow-venv
+.PHONY: install jars demo cluster-demo test test-fast test-random lint clean zip airflow-venv
+
+# What ruff checks and formats; mypy's files are in pyproject.toml ([tool.mypy]).
+PY_DIRS := recspark jobs tests bench deploy
+# The test tiers (markers in pyproject.toml): test-fast leaves out what starts a broker, a
+# cluster, Airflow or a notebook kernel, and the few single tests marked slow.
+FAST_TIER := not kafka and not cluster and not airflow and not notebooks and not slow
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,9 +34,13 @@ demo: install
 cluster-demo: install
 	deploy/cluster-demo.sh
 
-test: install
-	$(BIN)/lint-imports
+# Everything, in file order: the static checks, then every test tier.
+test: lint
 	$(BIN)/python -m pytest -q -p no:randomly --durations=25
+
+# The static checks and the pure and small-Spark tests (see FAST_TIER), in file order.
+test-fast: lint
+	$(BIN)/python -m pytest -q -p no:randomly -m "$(FAST_TIER)" --durations=15
 
 # The same suite in a random order (pytest-randomly): tests must not depend on each other's
 # order. The seed is printed first (pytest -q hides pytest-randomly's own header);
@@ -38,14 +48,16 @@ test: install
 ifndef SEED
 SEED := $(shell date +%s)
 endif
-test-random: install
+test-random: lint
 	@echo "test-random: SEED=$(SEED)"
-	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -q -p randomly --randomly-seed=$(SEED) --durations=25
 
-# ruff, and the import contract of the stage packages (pyproject.toml, [tool.importlinter]).
+# ruff (lint and format), mypy (strict on recspark/core) and the import contract of the stage
+# packages (pyproject.toml: [tool.ruff], [tool.mypy], [tool.importlinter]).
 lint: install
-	$(BIN)/ruff check recspark jobs tests bench deploy
+	$(BIN)/ruff check $(PY_DIRS)
+	$(BIN)/ruff format --check $(PY_DIRS)
+	$(BIN)/mypy
 	$(BIN)/lint-imports
 
 # The code artifact spark-submit ships with --py-files (deploy/submit.sh builds it too).

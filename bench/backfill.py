@@ -54,7 +54,7 @@ def write_history(path: Path, events: int, years: int, seed: int, prefix: str = 
     kinds = rng.choice(["view", "rating", "purchase"], events, p=[0.5, 0.4, 0.1])
     lines = []
     for k in range(events):
-        record = {
+        record: dict[str, str | float] = {
             "event_id": f"{prefix}{k:07d}",
             "event_time": (end - timedelta(seconds=span - int(ages[k]))).strftime("%Y-%m-%dT%H:%M:%SZ"),
             "user_id": f"u{users[k]}",
@@ -157,8 +157,8 @@ def main() -> None:
     began = time.time()
     run_ingest(spark, config, lake, once=True)
     wall = time.time() - began
-    metrics = lake.read(spark, INGEST_METRICS).orderBy(F.col("batch_id").desc()).first()
-    detail = lake.delta(spark, EVENTS).detail().first()
+    metrics = lake.read(spark, INGEST_METRICS).orderBy(F.col("batch_id").desc()).take(1)[0]
+    detail = lake.delta(spark, EVENTS).detail().collect()[0]
     dates = lake.read(spark, EVENTS).select("event_date").distinct().count()
     print(f"machine: {platform.machine()}, {platform.python_version()}, date {datetime.now():%Y-%m-%d}")
     print(

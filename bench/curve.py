@@ -42,7 +42,18 @@ from pathlib import Path
 import numpy as np
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
-from synthetic import (
+
+from recspark.core.config import Config, load_config
+from recspark.core.session import build_spark
+from recspark.core.tables import (
+    EVENTS,
+    INTERACTIONS,
+    RECOMMENDATIONS,
+    Lake,
+    interactions_table,
+    with_event_partitions,
+)
+from recspark.datasets.lakes import (
     ITEMS,
     PAIRS_PER_USER,
     base_pairs,
@@ -54,24 +65,13 @@ from synthetic import (
     user_key,
     write_served_shop,
 )
-
-from recspark.core.config import Config, load_config
-from recspark.core.interactions import fold_increments
-from recspark.core.session import build_spark
-from recspark.core.tables import (
-    EVENTS,
-    INTERACTIONS,
-    RECOMMENDATIONS,
-    Lake,
-    interactions_table,
-    with_event_partitions,
-)
+from recspark.ingest.fold import fold_increments
 from recspark.ingest.parse import TimeBounds, parse_events
 from recspark.ingest.plan import CONTENT, plan_batch
 from recspark.ingest.writer import append_once, month_files, stored_events
-from recspark.model.als import fit_als
-from recspark.model.sources import newest_event_time
-from recspark.model.topn import recommend_top_n
+from recspark.model.candidates.sources import newest_event_time
+from recspark.model.families.als import fit_als
+from recspark.model.scoring.als import recommend_top_n
 from recspark.serve.publish import shop_context
 from recspark.serve.refresh import refresh_users
 
@@ -111,6 +111,7 @@ class DriverBytes:
     def since_last(self) -> int:
         context = self._spark.sparkContext
         jvm = context._jvm
+        assert jvm is not None and context._gateway is not None, "a live session has a JVM"
         none = jvm.java.util.ArrayList()
         quantiles = context._gateway.new_array(jvm.double, 0)
         stages = context._jsc.sc().statusStore().stageList(none, False, False, quantiles, none)
@@ -352,10 +353,10 @@ def main() -> None:
     print("|---|---|---|---|---|")
     for stage, entry in report.items():
         for p in entry["points"]:
-            files = " / ".join(str(v) for v in p["files"].values()) or "—"
-            runs = ", ".join(f"{s:.1f}" for s in p["runs"])
+            file_ops = " / ".join(str(v) for v in p["files"].values()) or "—"
+            times = ", ".join(f"{s:.1f}" for s in p["runs"])
             print(
-                f"| {stage} | {p['n']:,} {entry['n counts']} | {p['seconds']:.2f} s ({runs}) | {files} | "
+                f"| {stage} | {p['n']:,} {entry['n counts']} | {p['seconds']:.2f} s ({times}) | {file_ops} | "
                 f"{p['driver_bytes'] / 2**20:.1f} MiB |"
             )
     if args.json:

@@ -33,8 +33,8 @@ from topn import WorkerPeak  # bench/topn.py, next to this script
 
 from recspark.core.config import load_config
 from recspark.core.session import build_spark
-from recspark.model.item_weights import ItemWeights
-from recspark.model.topn import recommend_item_item
+from recspark.model.scoring.item_item import recommend_item_item
+from recspark.model.scoring.weights import ItemWeights
 
 
 def skewed_items(rng: np.random.Generator, items: int, size: tuple[int, int]) -> np.ndarray:
@@ -117,6 +117,7 @@ def main() -> None:
     spark = build_spark(config, "bench-itemitem")
     rng = np.random.default_rng(0)
     frame = similarity_weights(rng, args.items, args.neighbours)
+    similarity: DataFrame | pd.DataFrame | ItemWeights
     if args.weights == "table":
         similarity = spark.createDataFrame(frame).persist()
         similarity.count()
@@ -138,21 +139,22 @@ def main() -> None:
 
     for mode in args.modes.split(","):
         blend = mode == "blend"
-        with WorkerPeak() as worker:
-            cold, warm = timed_runs(
-                lambda blend=blend: recommend_item_item(
-                    spark,
-                    users if blend else users.drop("features"),
-                    similarity,
-                    items if blend else items.select("item_id"),
-                    args.n,
-                    users_per_block=args.block,
-                    als_weight=0.3 if blend else 0.0,
-                    weighted=True,
-                    items_per_block=args.items_per_block,
-                ),
-                args.warm_runs,
+
+        def score(blend: bool = blend) -> DataFrame:
+            return recommend_item_item(
+                spark,
+                users if blend else users.drop("features"),
+                similarity,
+                items if blend else items.select("item_id"),
+                args.n,
+                users_per_block=args.block,
+                als_weight=0.3 if blend else 0.0,
+                weighted=True,
+                items_per_block=args.items_per_block,
             )
+
+        with WorkerPeak() as worker:
+            cold, warm = timed_runs(score, args.warm_runs)
         print(
             f"| {date.today()} | {platform.node()} ({os.cpu_count()} cores) | {mode} | "
             f"{args.users:,} users x {catalogue:,} items ({args.items:,} weighted), "

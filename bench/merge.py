@@ -38,12 +38,12 @@ from pathlib import Path
 
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
-from synthetic import base_pairs, batch_increments, last_commit_metrics
 
 from recspark.core.config import InteractionsConfig, load_config
-from recspark.core.interactions import fold_increments
 from recspark.core.session import build_spark
 from recspark.core.tables import Lake, interactions_table
+from recspark.datasets.lakes import base_pairs, batch_increments, last_commit_metrics
+from recspark.ingest.fold import fold_increments
 
 DESIGNS = ("copy-on-write", "deletion vectors", "increments")
 MERGE_FILE_METRICS = ("numTargetFilesAdded", "numTargetFilesRemoved", "numTargetDeletionVectorsAdded")

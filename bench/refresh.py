@@ -16,12 +16,11 @@ import argparse
 import shutil
 import time
 
-from synthetic import last_commit_metrics, random_active_users, write_served_shop
-
 from recspark.core.config import load_config
 from recspark.core.session import build_spark
 from recspark.core.tables import INTERACTIONS, RECOMMENDATIONS, Lake
-from recspark.model.sources import newest_event_time
+from recspark.datasets.lakes import last_commit_metrics, random_active_users, write_served_shop
+from recspark.model.candidates.sources import newest_event_time
 from recspark.serve.publish import shop_context
 from recspark.serve.refresh import refresh_users
 

@@ -33,7 +33,9 @@ from threadpoolctl import threadpool_limits
 
 from recspark.core.config import load_config
 from recspark.core.session import build_spark
-from recspark.model.topn import CHUNK, ROWS_PER_PRODUCT, item_blocks, recommend_top_n, top_n_scores
+from recspark.model.scoring.als import recommend_top_n
+from recspark.model.scoring.blocks import item_blocks
+from recspark.model.scoring.selection import CHUNK, ROWS_PER_PRODUCT, top_n_scores
 
 
 class WorkerPeak:
@@ -159,7 +161,7 @@ def main() -> None:
     largest_block = args.items
     if args.items_per_block is not None and args.items > args.items_per_block:
         keyed, _ = item_blocks(item_vectors, args.items_per_block)
-        largest_block = keyed.groupBy("item_block").count().agg(F.max("count")).first()[0]
+        largest_block = keyed.groupBy("item_block").count().agg(F.max("count")).collect()[0][0]
     # The first run in a process also starts the Python workers and imports NumPy and Arrow in
     # them, and the JVM compiles the Arrow paths; a serving job pays that once. The warm runs
     # after it are repeated and their median reported: single runs on a shared 2-core machine
@@ -199,7 +201,9 @@ def main() -> None:
 
     mllib_seconds = float("nan")
     if not args.skip_mllib:
-        jvm_model = spark._jvm.org.apache.spark.ml.recommendation.ALSModel(
+        jvm = spark._jvm
+        assert jvm is not None, "a live session has a JVM"
+        jvm_model = jvm.org.apache.spark.ml.recommendation.ALSModel(
             "bench", args.rank, user_df._jdf, item_df._jdf
         )
         jvm_model.setUserCol("user").setItemCol("item")

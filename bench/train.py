@@ -3,9 +3,9 @@
     .venv/bin/pip install -e ".[bench]"      # the peer: implicit (CPU)
     .venv/bin/python bench/train.py --events 1000000 --users 50000 --items 10000
 
-1. Generates a shop (recspark.ops.generate, ground-truth events without ingestion noise) and writes
+1. Generates a shop (recspark.datasets.shop, ground-truth events without ingestion noise) and writes
    the `events` and `interactions` Delta tables directly (ingestion has its own benchmark).
-2. Runs the real training job (`recspark.model.train.train`): wall time per phase (read, tune,
+2. Runs the real training job (`recspark.model.training.train.train`): wall time per phase (read, tune,
    evaluate, fit, log) and the quality of the model and both baselines on the test period. The
    first run finds no tuned plan, so it tunes (within ``tune.budget_seconds``); ``--trains 2``
    (the default) runs the job again, as the next nightly run would: the plan is fresh, there is
@@ -31,14 +31,14 @@ from pyspark.sql import functions as F
 from recspark.core.config import Config, load_config
 from recspark.core.session import build_spark
 from recspark.core.tables import EVENTS, INTERACTIONS, Lake
-from recspark.ingest.history import load_history
-from recspark.model.als import als_ratings, factor_tables, fit_als
-from recspark.model.data import split_period
-from recspark.model.families import ALS, FittedModel, ModelSpec
-from recspark.model.holdout import Holdout
-from recspark.model.inputs import read_inputs
-from recspark.model.train import train
-from recspark.ops.generate import ShopSpec, generate_events
+from recspark.datasets.history import load_history
+from recspark.datasets.shop import ShopSpec, generate_events
+from recspark.model.evaluation.holdout import Holdout
+from recspark.model.evaluation.inputs import read_inputs
+from recspark.model.evaluation.splits import split_period
+from recspark.model.families.als import als_ratings, factor_tables, fit_als
+from recspark.model.families.model import ALS, FittedModel, ModelSpec
+from recspark.model.training.train import train
 from recspark.ops.quality import gate_for
 
 
@@ -77,11 +77,12 @@ def peer_comparison(spark: SparkSession, config: Config, lake: Lake) -> dict[str
     # What using `implicit` from this pipeline would add: the ratings collected into a CSR matrix.
     started = time.time()
     local = ratings.toPandas()
-    n_users = int(data.user_ids.agg(F.max("user_idx")).first()[0]) + 1
-    n_items = int(data.item_ids.agg(F.max("item_idx")).first()[0]) + 1
+    n_users = int(data.user_ids.agg(F.max("user_idx")).collect()[0][0]) + 1
+    n_items = int(data.item_ids.agg(F.max("item_idx")).collect()[0][0]) + 1
     # implicit's confidence is alpha * value: feed it 1 + alpha * r with alpha = 1, as MLlib uses.
+    values = (1.0 + settings.alpha * local["rating"].to_numpy(np.float32)).astype(np.float32)
     confidence = csr_matrix(
-        (1.0 + settings.alpha * local["rating"].to_numpy(np.float32), (local["user_idx"], local["item_idx"])),
+        (values, (local["user_idx"].to_numpy(np.int64), local["item_idx"].to_numpy(np.int64))),
         shape=(n_users, n_items),
         dtype=np.float32,
     )

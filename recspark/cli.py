@@ -23,9 +23,9 @@ def _expected_errors() -> tuple[type[BaseException], ...]:
     from recspark.core.catalog import CatalogError
     from recspark.core.registry import TrackingError
     from recspark.core.tables import MissingTableError
-    from recspark.model.data import TrainingError
-    from recspark.model.evaluation import EvaluationError
-    from recspark.ops.generate import LandingNotEmptyError
+    from recspark.datasets.shop import LandingNotEmptyError
+    from recspark.model.evaluation.metrics import EvaluationError
+    from recspark.model.families.data import TrainingError
     from recspark.ops.quality import QualityGateError
 
     return (

@@ -180,7 +180,7 @@ def _spark(config: Config, job: str) -> SparkSession:
 
 
 def run_generate(args: argparse.Namespace, config: Config) -> None:
-    from recspark.ops.generate import ShopSpec, write_shop
+    from recspark.datasets.shop import ShopSpec, write_shop
 
     sizes = {name: getattr(args, name) for name in ("users", "items", "events", "days", "seed")}
     try:
@@ -217,7 +217,7 @@ def run_ingest(args: argparse.Namespace, config: Config) -> Outcome | None:
 
 
 def run_train(args: argparse.Namespace, config: Config) -> Outcome:
-    from recspark.model.train import train
+    from recspark.model.training.train import train
     from recspark.ops.quality import gate_for
 
     spark, lake = _spark(config, "train"), _lake(config)
@@ -235,7 +235,7 @@ def run_train(args: argparse.Namespace, config: Config) -> Outcome:
 
 
 def run_tune(args: argparse.Namespace, config: Config) -> Outcome:
-    from recspark.model.tune import tune
+    from recspark.model.tuning.search import tune
 
     result = tune(_spark(config, "tune"), config, _lake(config))
     plan = result.plan

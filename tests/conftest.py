@@ -15,7 +15,7 @@ from recspark.core.session import build_spark
 from recspark.packages import spark_packages
 
 if TYPE_CHECKING:
-    from recspark.model.train import TrainResult
+    from recspark.model.training.train import TrainResult
 
 TEST_SETTINGS = (
     "spark.master=local[2]",
@@ -30,6 +30,19 @@ TEST_SETTINGS = (
     "spark.conf.spark.ui.enabled=false",
     "spark.conf.spark.databricks.delta.snapshotPartitions=2",
 )
+
+
+@pytest.hookimpl(tryfirst=True)  # before `-m` deselects by marker
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The ``spark`` tier: every test whose fixtures include ``spark``, directly or through other
+    fixtures (``trained_shop``, ``shop``...), so a new test lands in its tier by what it uses.
+    What no shared fixture names carries its marker itself: ``kafka`` (test_kafka.py),
+    ``cluster`` (test_cluster.py), ``airflow`` and ``notebooks`` (the tests that start them),
+    ``slow`` (a single test too long for ``make test-fast``). The markers are registered in
+    pyproject.toml; ``make test-fast`` runs all but kafka, cluster, airflow, notebooks and slow."""
+    for item in items:
+        if "spark" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.spark)
 
 
 def config_under(root: Path, *overrides: str) -> Config:
@@ -99,9 +112,9 @@ def shop_config(root: Path, family: str, *overrides: str) -> Config:
 
 def _trained_shop(spark: SparkSession, root: Path, family: str):
     from recspark.core.tables import Lake
+    from recspark.datasets.shop import ShopSpec, write_shop
     from recspark.ingest.stream import run_ingest
-    from recspark.model.train import train
-    from recspark.ops.generate import ShopSpec, write_shop
+    from recspark.model.training.train import train
     from recspark.ops.quality import gate_for
     from recspark.serve.publish import recommend
 

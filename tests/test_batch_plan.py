@@ -11,11 +11,12 @@ import pytest
 from chispa import assert_df_equality
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
+from pyspark.sql import types as T
 
 from recspark.core.config import InteractionsConfig
 from recspark.core.interactions import aggregate_events
 from recspark.core.privacy import user_hash
-from recspark.core.tables import FORGOTTEN_USERS_SCHEMA, USER_IDS, Lake
+from recspark.core.tables import EVENTS_SCHEMA, FORGOTTEN_USERS_SCHEMA, USER_IDS, Lake
 from recspark.ingest.parse import TimeBounds, parse_events
 from recspark.ingest.plan import (
     BAD,
@@ -27,7 +28,7 @@ from recspark.ingest.plan import (
     NEW,
     plan_batch,
 )
-from recspark.model.idmap import extend_id_map
+from recspark.model.families.idmap import extend_id_map
 from recspark.ops.forget import forget_user
 
 BOUNDS = TimeBounds(datetime(2000, 1, 1), ahead_minutes=60)
@@ -79,11 +80,11 @@ def test_the_plan_gives_every_line_one_fate(spark: SparkSession) -> None:
         ],
     )
     stored_rows = [("retry", "u1", "i1"), ("clash", "u1", "i1")]
+    stored_schema = T.StructType([EVENTS_SCHEMA[c] for c in ("event_id", *CONTENT)])
+    unset = (None,) * (len(CONTENT) - 4)  # value, session_id and the impression fields
     stored = spark.createDataFrame(
-        [(e, datetime(2026, 11, 1, 10, 0), u, i, "view", None, None) for e, u, i in stored_rows],
-        "event_id string, event_time timestamp, user_id string, item_id string, event_type string, "
-        "value double, session_id string",
-    ).select("event_id", *CONTENT)
+        [(e, datetime(2026, 11, 1, 10, 0), u, i, "view", *unset) for e, u, i in stored_rows], stored_schema
+    )
     forgotten = spark.createDataFrame(
         [("placeholder", datetime(2026, 11, 10, tzinfo=timezone.utc))], FORGOTTEN_USERS_SCHEMA
     ).withColumn("user_hash", user_hash(F.lit("forgotten-user")))

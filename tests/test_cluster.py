@@ -38,6 +38,8 @@ from tests.test_deploy import (
     write_config,
 )
 
+pytestmark = pytest.mark.cluster
+
 STANDALONE = ROOT / "deploy" / "standalone.sh"
 # Small and quick: the cluster is under test here, not the search or the gates.
 FAST = ("train.min_train_interactions=10", "train.rank=4", "train.max_iter=3", "tune.auto=false")

@@ -10,9 +10,15 @@ import yaml
 from pyspark.sql import SparkSession
 
 from recspark.cli import main
-from recspark.core.config import ConfigError, load_config
+from recspark.core.config import Config, ConfigError, load_config
+from recspark.core.config_reference import REGENERATE, reference, render_value, sections, settings, value_at
 
 REPO = Path(__file__).resolve().parents[1]
+
+# Where conf/local.yaml departs from the defaults in code, each on purpose (the why is here).
+LOCAL_YAML_DEPARTURES = {
+    "spark.conf": "Delta replays its log with 50 tasks by default: far too many for two cores",
+}
 
 
 def test_shipped_configs_load() -> None:
@@ -74,6 +80,10 @@ def test_precedence_file_then_env_then_set(tmp_path: Path) -> None:
         (["ingest.min_event_time=2000-01-01T00:00:00"], "ingest.min_event_time needs a time zone"),
         (["train.test_days=soon"], "train.test_days"),
         (["serve.trigger_seconds=0"], "serve.trigger_seconds must be > 0"),
+        (["interactions.weights.impression=1"], "interactions.weights cannot weigh impressions"),
+        (["outcomes.attribution_window_hours=0"], "outcomes.attribution_window_hours must be > 0"),
+        (["impressions.queue_size=0"], "impressions.queue_size must be > 0"),
+        (["impressions.flush_seconds=-1"], "impressions.flush_seconds must be > 0"),
     ],
 )
 def test_bad_values_are_named(overrides: list[str], message: str) -> None:
@@ -151,3 +161,56 @@ def test_the_cluster_config_holds_the_settings_docs_scale_derives() -> None:
             assert actual == str(expected), key
         else:
             assert actual == expected, key
+
+
+def test_the_config_reference_is_current() -> None:
+    written = (REPO / "docs" / "config.md").read_text(encoding="utf-8")
+    assert written == reference(), f"docs/config.md is stale: regenerate it with `{REGENERATE}`"
+
+
+def test_every_config_key_has_a_description() -> None:
+    undescribed = [s.key for s in settings().values() if not s.description]
+    assert not undescribed, (
+        f"config keys without a description: {undescribed}; write a docstring under each field "
+        f"in recspark/core/config.py, then `{REGENERATE}`"
+    )
+    assert {"ingest.kafka.topic", "serve.top_n", "quality.on_failure"} <= set(settings())
+    assert [s.key for s in sections()][:3] == ["spark", "lake", "ingest"]
+
+
+def test_the_readme_overview_names_real_keys_with_their_defaults() -> None:
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    section = readme.split("\n## Configuration\n", 1)[1].split("\n## ", 1)[0]
+    assert "(docs/config.md)" in section, "the README's configuration section links the reference"
+    rows = [line.split(" | ") for line in section.splitlines() if line.startswith("| `")]
+    assert len(rows) >= 5
+    known = settings()
+    for key_cell, default_cell, *_ in rows:
+        key = key_cell.strip("| `")
+        assert key in known, f"README config overview: {key!r} is no config key"
+        assert default_cell == f"`{render_value(known[key].default)}`", (
+            f"README config overview: {key} defaults to `{render_value(known[key].default)}` "
+            f"in recspark/core/config.py, not {default_cell}"
+        )
+
+
+def test_local_yaml_holds_only_config_keys_and_departs_from_the_defaults_only_where_listed() -> None:
+    # Every key in the file exists: load_config refuses an unknown one, naming it.
+    local = load_config(REPO / "conf" / "local.yaml", environ={})
+    defaults = Config()
+    departures = {
+        key: (render_value(value_at(local, key)), render_value(value_at(defaults, key)))
+        for key in settings()
+        if value_at(local, key) != value_at(defaults, key)
+    }
+    unexplained = {k: v for k, v in departures.items() if k not in LOCAL_YAML_DEPARTURES}
+    assert not unexplained, (
+        f"conf/local.yaml departs from the defaults in code, as (yaml, default): {unexplained}; "
+        "make them equal, or add the key to LOCAL_YAML_DEPARTURES with the reason"
+    )
+    assert set(LOCAL_YAML_DEPARTURES) <= set(departures), "a listed departure is no longer one: unlist it"
+
+
+def test_render_value_writes_yaml_that_reads_back() -> None:
+    for value in (None, True, 5, 0.03, 36_500.0, 1e-12, "local[2]", ["als", "ease"], {"view": 1.0}, [], {}):
+        assert yaml.safe_load(render_value(value)) == value

@@ -489,6 +489,7 @@ def dag_report(venv: Path, home: Path, **variables: str) -> dict:
     return json.loads(lines[-1][len("REPORT ") :])
 
 
+@pytest.mark.airflow
 def test_airflow_dags_load_with_the_intended_shape(tmp_path: Path) -> None:
     venv = airflow_venv()
     # Neither recspark nor a Spark with a JVM is installed where the DAGs are parsed.
@@ -725,6 +726,7 @@ def migrated_airflow(tmp_path: Path, conf: Path) -> tuple[Path, dict[str, str]]:
     return venv, env
 
 
+@pytest.mark.airflow
 def test_airflow_dags_test_runs_the_daily_dag_against_a_tiny_lake(tmp_path: Path, spark) -> None:
     conf = write_config(tmp_path, catalog=True)
     conf.write_text(conf.read_text() + FAST_JOBS)
@@ -756,6 +758,7 @@ def test_airflow_dags_test_runs_the_daily_dag_against_a_tiny_lake(tmp_path: Path
     assert {r["model_version"] for r in recs.select("model_version").distinct().collect()} == {"1"}
 
 
+@pytest.mark.airflow
 def test_a_failing_airflow_task_fails_the_run_with_the_jobs_error(tmp_path: Path) -> None:
     conf = tmp_path / "broken.yaml"
     conf.write_text("train:\n  rank: -3\n")

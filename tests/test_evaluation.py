@@ -7,7 +7,7 @@ import math
 import pytest
 from pyspark.sql import SparkSession
 
-from recspark.model.evaluation import (
+from recspark.model.evaluation.metrics import (
     metrics_by_k,
     popularity_vs_frequency,
     ranking_metrics,

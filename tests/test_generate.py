@@ -12,13 +12,14 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import pytest
 
 from recspark.cli import main
-from recspark.ops.generate import LandingNotEmptyError, ShopSpec, ShopSummary, generate_events, write_shop
+from recspark.datasets.shop import LandingNotEmptyError, ShopSpec, ShopSummary, generate_events, write_shop
 
 EVENT_TYPES = {"view", "add_to_cart", "remove_from_cart", "purchase", "rating"}
 REQUIRED = ("event_id", "event_time", "user_id", "item_id", "event_type")
@@ -193,7 +194,7 @@ def test_every_valid_line_follows_the_contract(small: Written) -> None:
     valid = [text for (_, text), p in zip(small.lines, small.problems, strict=True) if p is None]
     assert len(valid) == s.events + s.duplicates
     end = SMALL.start + timedelta(days=SMALL.days)
-    types = Counter()
+    types: Counter[str] = Counter()
     for text in valid:
         rec = json.loads(text)
         assert set(rec) <= {*REQUIRED, "value", "session_id"}
@@ -360,7 +361,7 @@ def test_new_users_and_new_items_appear_late(
         ({"start": datetime(2026, 10, 1)}, "start must be a timezone-aware datetime"),
     ],
 )
-def test_spec_validation(changes: dict[str, object], message: str) -> None:
+def test_spec_validation(changes: dict[str, Any], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         ShopSpec(**changes)
 

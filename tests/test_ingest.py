@@ -13,11 +13,13 @@ from pyspark.errors import StreamingQueryException
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-import recspark.core.interactions as interactions_module
+import recspark.ingest.fold as fold_module
 from recspark.cli import main
 from recspark.core.config import Config
-from recspark.core.interactions import NEW_PAIRS_APP_SUFFIX, aggregate_events, fold_increments
+from recspark.core.interactions import aggregate_events
+from recspark.core.streaming import append_idempotent
 from recspark.core.tables import EVENTS, INGEST_METRICS, INTERACTIONS, QUALITY_RESULTS, QUARANTINE, Lake
+from recspark.ingest.fold import NEW_PAIRS_APP_SUFFIX, fold_increments
 from recspark.ingest.plan import CONFLICT_REASON
 from recspark.ingest.stream import QUERY_NAME, start_ingest
 from recspark.ingest.writer import EventBatchWriter
@@ -283,7 +285,7 @@ def test_an_ingest_merge_marks_updated_pairs_deleted_instead_of_rewriting_their_
 ) -> None:
     """With deletion vectors a batch's MERGE writes its own pairs and a vector per file it
     touches, instead of rewriting those files: the bytes it writes follow the batch, not the
-    table (#15; docs/benchmarks.md, "The ingest MERGE at three table sizes")."""
+    table (#15; docs/history/benchmarks-2026-12.md, "The ingest MERGE at three table sizes")."""
     config = many_batch_config(tmp_path)
     drop_file(
         config, "f1.jsonl", [event(f"a{u}", "2026-11-01T10:00:00Z", f"u{u}", "i1", "view") for u in range(6)]
@@ -380,18 +382,18 @@ def test_a_crash_between_the_update_of_known_pairs_and_the_append_of_new_ones_co
         return fold_increments(spark, path, increments, config.interactions, "query", version)
 
     assert fold(first, 0) == 2
-    real_append = interactions_module.append_idempotent
+    real_append = append_idempotent
 
     def crash_before_new_pairs(frame: DataFrame, to: str, app_id: str, version: int) -> None:
         if app_id.endswith(NEW_PAIRS_APP_SUFFIX):
             raise RuntimeError("simulated crash before the new pairs' commit")
         real_append(frame, to, app_id, version)
 
-    monkeypatch.setattr(interactions_module, "append_idempotent", crash_before_new_pairs)
+    monkeypatch.setattr(fold_module, "append_idempotent", crash_before_new_pairs)
     with pytest.raises(RuntimeError, match="simulated crash"):
         fold(second, 1)
     assert lake.read(spark, INTERACTIONS).count() == 2  # u1-i1 updated, u3-i3 not there yet
-    monkeypatch.setattr(interactions_module, "append_idempotent", real_append)
+    monkeypatch.setattr(fold_module, "append_idempotent", real_append)
     assert fold(second, 1) == 1  # the MERGE is skipped as committed; the new pair lands
     assert fold(second, 1) == 0  # a replay after both commits changes nothing
 

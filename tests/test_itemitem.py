@@ -7,10 +7,10 @@ import pandas as pd
 import pytest
 from pyspark.sql import SparkSession
 
-from recspark.model import itemitem
-from recspark.model.item_weights import ItemWeights
-from recspark.model.itemitem import ItemGram
-from recspark.model.topn import recommend_item_item, weighted_targets
+from recspark.model.families import ease
+from recspark.model.families.ease import ItemGram
+from recspark.model.scoring.item_item import recommend_item_item
+from recspark.model.scoring.weights import ItemWeights, weighted_targets
 
 # 6 users x 5 items, one row per user: which items they interacted with.
 MATRIX = np.array(
@@ -59,7 +59,7 @@ def test_co_occurrences_are_summed_over_chunks_of_users(
     spark: SparkSession, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Chunks of about 3 pairs: the driver never holds all pairs; each user is whole in one chunk.
-    monkeypatch.setattr(itemitem, "_PAIRS_PER_CHUNK", 3)
+    monkeypatch.setattr(ease, "_PAIRS_PER_CHUNK", 3)
     weighted = MATRIX * np.arange(1, MATRIX.shape[0] + 1)[:, None] * 0.5  # each user's own weight
     rows = [(f"u{u}", ITEMS[i], float(weighted[u, i])) for u, i in zip(*np.nonzero(weighted), strict=True)]
     frame = spark.createDataFrame(rows, "user_id string, item_id string, weight double")

@@ -22,6 +22,8 @@ from tests.conftest import config_under
 from tests.kafka_broker import KAFKA_VERSION, BrokerUnavailable, KafkaBroker
 from tests.test_ingest import event
 
+pytestmark = pytest.mark.kafka
+
 TOPIC = "shop-events"
 INGEST_TIMEOUT_SECONDS = 300
 

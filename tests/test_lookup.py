@@ -15,7 +15,7 @@ from pyspark.sql import functions as F
 from recspark.cli import main
 from recspark.core.config import Config
 from recspark.core.tables import EVENTS, RECOMMENDATIONS, Lake
-from recspark.model.families import ALL_FAMILIES
+from recspark.model.families.model import ALL_FAMILIES
 from recspark.ops.lookup import HISTORY_EVENTS, lookup_user, render_lookup
 from tests.conftest import config_under
 
@@ -127,6 +127,7 @@ def _event(user: str, n: int, at: datetime) -> tuple:
         "app",
         0,
         date(at.year, at.month, 1),
+        *(None,) * (len(EVENTS.schema) - 12),  # the optional impression and attribution fields
     )
 
 

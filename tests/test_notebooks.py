@@ -133,6 +133,7 @@ def _has_image(notebook) -> bool:
     )
 
 
+@pytest.mark.notebooks
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=_ids(NOTEBOOKS))
 def test_notebook_runs_top_to_bottom(
     path: Path, trained_shop, tmp_path: Path, monkeypatch: pytest.MonkeyPatch

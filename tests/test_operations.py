@@ -22,7 +22,7 @@ from recspark.core.tables import (
     USER_IDS,
     Lake,
 )
-from recspark.model.idmap import extend_id_map
+from recspark.model.families.idmap import extend_id_map
 from recspark.ops.forget import REPLACEMENT, forget_user
 from recspark.ops.maintenance import maintain, rebuild_interactions
 from tests.conftest import config_under

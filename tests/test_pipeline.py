@@ -17,8 +17,8 @@ from recspark.core.config import Config
 from recspark.core.gates import no_gate
 from recspark.core.registry import CHAMPION, champion_version, configure_mlflow
 from recspark.core.tables import EVENTS, INTERACTIONS, QUARANTINE, RECOMMENDATIONS, Lake
-from recspark.model.data import TrainingError
-from recspark.model.train import TrainResult, train
+from recspark.model.families.data import TrainingError
+from recspark.model.training.train import TrainResult, train
 from tests.conftest import SHOP_TOP_N, copy_shop
 
 TOP_N = SHOP_TOP_N

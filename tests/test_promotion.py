@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from recspark.model.bootstrap import mean_interval, paired_comparison
-from recspark.model.promotion import (
+from recspark.model.evaluation.bootstrap import mean_interval, paired_comparison
+from recspark.model.training.promotion import (
     CHALLENGER,
     INSUFFICIENT_EVIDENCE,
     PROMOTED,

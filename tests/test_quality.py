@@ -94,7 +94,7 @@ def test_events_suite_passes_on_clean_events(spark: SparkSession) -> None:
         (
             "unknown event type",
             replaced(CLEAN_EVENTS, 0, 4, "click"),
-            "event_type is one of view, add_to_cart, remove_from_cart, purchase, rating",
+            "event_type is one of view, add_to_cart, remove_from_cart, purchase, rating, impression",
         ),
         ("duplicate event id", replaced(CLEAN_EVENTS, 1, 0, "e1"), "event_id is unique"),
         ("rating 9", replaced(CLEAN_EVENTS, 3, 5, 9.0), "rating values are between 1 and 5"),

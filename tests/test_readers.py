@@ -1,6 +1,6 @@
 """Readers other than Spark (delta-rs through DataFusion, DuckDB's delta extension) see the
 tables data engineers query exactly as Spark does once deletion vectors exist on them: the same
-rows, the deleted ones absent. The README's "Reading the tables" promises this."""
+rows, the deleted ones absent. docs/reading-tables.md promises this."""
 
 from __future__ import annotations
 
@@ -171,7 +171,7 @@ def test_duckdb_reads_the_table_as_spark_does(
 
 
 def test_delta_rs_to_pandas_refuses_deletion_vectors(lake: Lake) -> None:
-    """The README's known limit: the plain reader refuses the table (QueryBuilder reads it)."""
+    """A known limit (docs/reading-tables.md): the plain reader refuses the table (QueryBuilder reads it)."""
     with pytest.raises(Exception, match="deletionVectors"):
         DeltaTable(lake.path(RECOMMENDATIONS.name)).to_pandas()
 

@@ -15,9 +15,9 @@ from recspark.core.config import Config
 from recspark.core.gates import no_gate
 from recspark.core.registry import champion_version, configure_mlflow
 from recspark.core.tables import EVENTS, Lake
-from recspark.ingest.history import load_history
-from recspark.model.train import TrainResult, train
-from recspark.ops.generate import ShopSpec, generate_events
+from recspark.datasets.history import load_history
+from recspark.datasets.shop import ShopSpec, generate_events
+from recspark.model.training.train import TrainResult, train
 from tests.conftest import config_under, copy_shop, nothing_cached
 
 

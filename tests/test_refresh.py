@@ -21,8 +21,8 @@ from recspark.core.gates import no_gate
 from recspark.core.registry import champion_version, configure_mlflow, promote
 from recspark.core.tables import INTERACTIONS, ITEM_IDS, RECOMMENDATIONS, Lake
 from recspark.ingest.stream import run_ingest
-from recspark.model.sources import newest_event_time
-from recspark.model.train import TrainResult, train
+from recspark.model.candidates.sources import newest_event_time
+from recspark.model.training.train import TrainResult, train
 from recspark.ops.quality import gate_for
 from recspark.serve.publish import load_champion, recommend
 from recspark.serve.refresh import QUERY_NAME as REFRESH_QUERY
@@ -332,7 +332,7 @@ def test_an_item_item_champion_refreshes_from_fresh_history_without_fold_in(
     run_refresh(spark, config, lake, once=True, gate=no_gate)
     weights = champion.model.similarity.toPandas()
     # A newcomer who bought one item: its strongest positive neighbours are their list.
-    bought = weights.groupby("item_id")["weight"].apply(lambda w: (w > 0).sum()).idxmax()
+    bought = str(weights.groupby("item_id")["weight"].apply(lambda w: (w > 0).sum()).idxmax())
     last = newest_event_time(lake.read(spark, INTERACTIONS))
     Path(config.ingest.path, "events-new.jsonl").write_text(
         _event_line("new-1", "newcomer", bought, "purchase", last.replace(microsecond=0).isoformat() + "Z")

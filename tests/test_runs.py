@@ -438,6 +438,15 @@ def test_status_cli_prints_one_json_object(
     assert main(["status", "--json", *(arg for s in settings for arg in ("--set", s))]) == 0
 
     data = json.loads(capsys.readouterr().out)
-    assert set(data) == {"generated_at", "lake_root", "tables", "champion", "job_runs", "quality_gates"}
+    assert set(data) == {
+        "generated_at",
+        "lake_root",
+        "tables",
+        "champion",
+        "job_runs",
+        "quality_gates",
+        "outcomes",
+        "outcome_issues",
+    }
     assert data["lake_root"] == lake.root
     assert [r["job"] for r in data["job_runs"]] == ["train", "ingest"]

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from dataclasses import replace
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pyspark.sql import DataFrame, Row, SparkSession
@@ -17,9 +18,9 @@ from pyspark.sql import types as T
 from recspark.core.catalog import read_catalog
 from recspark.core.config import Config
 from recspark.core.tables import INTERACTIONS, RECOMMENDATIONS, Lake, any_of
-from recspark.model.lists import assemble_lists
-from recspark.model.sources import fallback_popularity
-from recspark.model.train import TrainResult
+from recspark.model.candidates.lists import assemble_lists
+from recspark.model.candidates.sources import fallback_popularity
+from recspark.model.training.train import TrainResult
 from recspark.ops.maintenance import maintain
 from recspark.serve.publish import build_recommendations, load_champion, publish_recommendations
 from recspark.serve.refresh import merge_user_rows
@@ -94,7 +95,7 @@ def test_assemble_lists_caps_categories_reserves_new_item_slots_and_keeps_n_rows
     assert [r["item_id"] for r in capped["u"]] == ["a1", "b1", "c1", "a2"]  # c1 fills before over-cap a2
 
 
-def _with_serve(config: Config, **changes: object) -> Config:
+def _with_serve(config: Config, **changes: Any) -> Config:
     return replace(config, serve=replace(config.serve, **changes))
 
 
@@ -128,7 +129,7 @@ def test_business_rules_hold_and_every_user_keeps_n_rows(
         ).collect()
     }
     assert recently_viewed  # the rule has something to do
-    history = {}
+    history: dict[str, set[str]] = {}
     for r in interactions.where("strength > 0").collect():
         history.setdefault(r["user_id"], set()).add(r["item_id"])
     users = {r["user_id"] for r in interactions.select("user_id").distinct().collect()}

@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 
 import pytest
 from pyspark.sql import DataFrame, SparkSession
 
-from recspark.model.splits import PER_USER, TIME, SplitError, SplitPolicy, choose_split
+from recspark.model.evaluation.splits import PER_USER, TIME, SplitError, SplitPolicy, choose_split
 
 END = datetime(2026, 11, 30)
 
 
-def events(spark: SparkSession, rows: list[tuple[str, str, float]]) -> DataFrame:
+def events(spark: SparkSession, rows: Sequence[tuple[str, str, float]]) -> DataFrame:
     """(user, item, days before END) -> events in the contract's columns, one per row."""
     return spark.createDataFrame(
         [(f"e{n:04d}", END - timedelta(days=ago), u, i, "view") for n, (u, i, ago) in enumerate(rows)],
@@ -38,7 +39,7 @@ def test_a_fixed_number_of_days_still_works_and_refuses_clearly(spark: SparkSess
 
 def test_auto_takes_the_shortest_newest_period_with_enough_test_users(spark: SparkSession) -> None:
     # 10 background users long ago; user k (k = 0..5) comes back with a new item k + 1 days ago.
-    rows = [(f"old{n}", "x", 100 + n) for n in range(10)]
+    rows: list[tuple[str, str, float]] = [(f"old{n}", "x", 100 + n) for n in range(10)]
     rows += [(f"u{k}", "x", 50) for k in range(6)] + [(f"u{k}", f"new{k}", k + 0.5) for k in range(6)]
     log = events(spark, rows)
     split = choose_split(log, SplitPolicy(min_test_users=4, max_test_share=0.5))

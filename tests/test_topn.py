@@ -7,8 +7,11 @@ import numpy as np
 import pytest
 from pyspark.sql import SparkSession
 
-from recspark.model.foldin import fold_in_users
-from recspark.model.topn import CHUNK, collect_within, item_blocks, recommend_top_n, top_n_scores
+from recspark.model.families.foldin import fold_in_users
+from recspark.model.scoring.als import recommend_top_n
+from recspark.model.scoring.blocks import item_blocks
+from recspark.model.scoring.factors import collect_within
+from recspark.model.scoring.selection import CHUNK, top_n_scores
 
 
 def test_top_n_scores_orders_and_skips_excluded() -> None:

@@ -15,10 +15,10 @@ from recspark.cli import main
 from recspark.core.config import Config, ServeConfig, TrainConfig
 from recspark.core.registry import champion_version, configure_mlflow
 from recspark.core.tables import ALS_ITEM_FACTORS, ALS_USER_FACTORS, INTERACTIONS, Lake
-from recspark.model.als import fit_als
-from recspark.model.holdout import BASELINE_SOURCES
-from recspark.model.lists import ListInputs, build_lists
-from recspark.model.train import TrainResult
+from recspark.model.candidates.lists import ListInputs, build_lists
+from recspark.model.evaluation.holdout import BASELINE_SOURCES
+from recspark.model.families.als import fit_als
+from recspark.model.training.train import TrainResult
 from tests.conftest import copy_shop
 
 

@@ -17,10 +17,10 @@ from recspark.core.config import Config, TuneConfig
 from recspark.core.gates import no_gate
 from recspark.core.registry import configure_mlflow
 from recspark.core.tables import Lake
-from recspark.model.families import ALS, BLEND, EASE
-from recspark.model.train import TrainResult, train
-from recspark.model.tune import search_space, tune, winner_of
-from recspark.model.tuned_params import TunedPlan
+from recspark.model.families.model import ALS, BLEND, EASE
+from recspark.model.training.train import TrainResult, train
+from recspark.model.tuning.plan import TunedPlan
+from recspark.model.tuning.search import search_space, tune, winner_of
 from tests.conftest import copy_shop
 
 

@@ -15,14 +15,28 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import yaml
 
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
 ENV_PREFIX = "RECSPARK__"
-EVENT_TYPES = ("view", "add_to_cart", "remove_from_cart", "purchase", "rating")
-# The fields every event must carry (data contract §1).
+# The event types that say something about a user's interest in an item (what interactions fold).
+INTEREST_EVENT_TYPES = ("view", "add_to_cart", "remove_from_cart", "purchase", "rating")
+# A served list shown to a user: never interest in an item (data contract §1).
+IMPRESSION = "impression"
+EVENT_TYPES = (*INTEREST_EVENT_TYPES, IMPRESSION)
+# The fields every event must carry (data contract §1); an impression may leave item_id empty.
 REQUIRED_FIELDS = ("event_id", "event_time", "user_id", "item_id", "event_type")
+IMPRESSION_REQUIRED_FIELDS = ("recommendation_id", "items")
+# The events an impression's recommendation_id attributes to it: a click (a view), an add-to-cart,
+# a purchase of one of its items (recommendation_outcomes' clicks, add_to_carts, purchases).
+ATTRIBUTED_EVENT_TYPES = ("view", "add_to_cart", "purchase")
+# Which list an impression shows (its optional ``list`` field): a user's recommendations, or an
+# item's similar items (the serving tables' names).
+SERVED_LISTS = ("recommendations", "similar_items")
 
 
 class ConfigError(ValueError):
@@ -46,53 +60,78 @@ def _auto_or_days(value: str | float, key: str) -> str | float:
 
 @dataclass(frozen=True)
 class SparkConfig:
+    """The Spark session every job builds (recspark.core.session)."""
+
     master: str | None = "local[2]"
+    """Spark master; null on a cluster (spark-submit decides). Under spark-submit its `--master` always
+    wins; `deploy/submit.sh` passes this value as `--master` when `SPARK_MASTER` is unset."""
     app_name: str = "recspark"
+    """Spark application name (the job name is appended: `recspark-train`)."""
     shuffle_partitions: int = 8
+    """`spark.sql.shuffle.partitions`."""
     driver_memory: str | None = "4g"
-    # Any further Spark settings, passed to the session builder as they are.
+    """Driver memory when recspark starts the JVM itself."""
     conf: dict[str, str] = field(default_factory=dict)
+    """Any further Spark settings (`spark.conf.<name>`), passed to the session builder as they are."""
 
 
 @dataclass(frozen=True)
 class LakeConfig:
+    """Where the Delta tables and streaming checkpoints live."""
+
     root: str = ".recspark/lake"
-    # When set, every table is also registered in the Spark catalog under this database.
+    """Directory or URI under which every table and checkpoint lives."""
     database: str | None = None
+    """When set, every table is also registered in the Spark catalog under this database."""
 
 
 @dataclass(frozen=True)
 class KafkaConfig:
+    """The Kafka source, read when `ingest.source` is `kafka`."""
+
     bootstrap_servers: str | None = None
+    """The brokers (`host:port,...`); required with `ingest.source: kafka`."""
     topic: str | None = None
+    """The topic events are read from; required with `ingest.source: kafka`."""
     starting_offsets: str = "earliest"
+    """Where a new query starts reading (Spark's `startingOffsets`)."""
     max_offsets_per_trigger: int | None = None
-    # Spark's failOnDataLoss: stop when offsets the checkpoint expects are gone (retention ran
-    # out, the topic was recreated). false: log it and go on from what is there.
+    """Cap on records per micro-batch; null: no cap."""
     fail_on_data_loss: bool = True
+    """Spark's `failOnDataLoss`: stop when offsets the checkpoint expects are gone (retention ran out, the
+    topic was recreated); false: log it (Spark warns) and go on from what is there."""
 
 
 @dataclass(frozen=True)
 class IngestConfig:
+    """The ingest job: where events come from, how they are batched, which are kept."""
+
     source: str = "files"
+    """`files` (JSON lines under `ingest.path`) or `kafka` (`ingest.kafka.*`)."""
     path: str = ".recspark/incoming/events"
+    """Directory of JSON-lines event files."""
     trigger_seconds: float = 5.0
-    # Files per micro-batch: a backlog (a new checkpoint over a landing history) arrives in
-    # batches of this many files instead of one batch of everything; null: no cap.
+    """Micro-batch interval of the running ingest job (`ingest` without `--once`)."""
     max_files_per_trigger: int | None = 1000
-    # Spark ignores files whose modification time is this much older than the newest file seen
-    # (its default is 7 days, which silently skips a backfill copied with its old mtimes).
+    """Files per micro-batch, so a backlog (a new checkpoint over a landing history) arrives in batches of
+    this many files instead of one batch of everything; null: no cap. A low cap costs throughput: each
+    batch's MERGE scans the key columns of the whole `interactions` table."""
     max_file_age_days: float = 36_500.0
-    # The event-time watermark: events older than the newest event time seen minus this are
-    # flagged late in ingest_metrics, and still stored, deduplicated and counted.
+    """The file source's `maxFileAge`: files this much older than the newest one seen are skipped (Spark's
+    default of 7 days silently skips a backfill copied with its old mtimes)."""
     allowed_lateness_hours: float = 72.0
-    # Event times outside [min_event_time, now + max_future_minutes] are broken clocks: quarantined.
+    """The event-time watermark: events older than the newest event time seen minus this are flagged late
+    in `ingest_metrics.late_rows`, and still stored, deduplicated and counted; dedup looks for earlier
+    copies of an `event_id` within this window around the event's date."""
     min_event_time: str = "1970-01-01T00:00:00Z"
+    """Earlier event times are a broken clock (year 1): quarantined with a reason. ISO 8601 with a time
+    zone."""
     max_future_minutes: float = 1440.0
-    # Deletion vectors on interactions: a batch's MERGE marks the updated pairs' old rows deleted
-    # instead of rewriting every file they sit in. Off for readers without them (delta-rs'
-    # to_pandas); turning it off drops the feature from an existing table.
+    """Event times further ahead of the ingest clock are quarantined too (year 9999 never becomes "now")."""
     deletion_vectors: bool = True
+    """Deletion vectors on `interactions`: a batch's MERGE marks the updated pairs' old rows deleted
+    instead of rewriting every file they sit in. false for readers without them (delta-rs' `to_pandas`):
+    the feature is dropped from an existing table on the next ingest, and every MERGE rewrites files."""
     kafka: KafkaConfig = field(default_factory=KafkaConfig)
 
     def __post_init__(self) -> None:
@@ -139,16 +178,21 @@ class InteractionsConfig:
             "rating": 1.0,
         }
     )
-    # A rating contributes weights.rating * (value - rating_center) / (5 - rating_center):
-    # with the default centre 0 a 5-star rating counts fully and a 1-star one a fifth.
+    """What each event type adds to a pair's signal (every event type, and only those)."""
     rating_center: float = 0.0
-    # Exponential time decay of old evidence; None switches decay off.
+    """A rating adds `weights.rating * (value - rating_center) / (5 - rating_center)`: with the default
+    centre 0 a 5-star rating counts fully and a 1-star one a fifth."""
     half_life_days: float | None = None
+    """Exponential time decay of old evidence; null: none."""
 
     def __post_init__(self) -> None:
-        unknown = sorted(set(self.weights) - set(EVENT_TYPES))
+        _require(
+            IMPRESSION not in self.weights,
+            "interactions.weights cannot weigh impressions: a list shown is never interest in an item",
+        )
+        unknown = sorted(set(self.weights) - set(INTEREST_EVENT_TYPES))
         _require(not unknown, f"interactions.weights has unknown event types: {unknown}")
-        missing = sorted(set(EVENT_TYPES) - set(self.weights))
+        missing = sorted(set(INTEREST_EVENT_TYPES) - set(self.weights))
         _require(not missing, f"interactions.weights misses event types: {missing}")
         _require(0 <= self.rating_center < 5, "interactions.rating_center must be in [0, 5)")
         _require(
@@ -159,42 +203,62 @@ class InteractionsConfig:
 
 @dataclass(frozen=True)
 class CatalogConfig:
-    # JSON lines, CSV or Parquet (by extension); None means every item counts as available.
+    """The item catalog: categories and availability."""
+
     path: str | None = ".recspark/incoming/catalog.jsonl"
+    """The catalog: JSON lines, CSV or Parquet (by extension); unavailable items are never recommended.
+    null: every item counts as available."""
 
 
 @dataclass(frozen=True)
 class TrainConfig:
+    """`recspark train`: the competing model families, the held-out test period, ALS's settings."""
+
     rank: int = 32
+    """ALS rank (unless tuning found a better one)."""
     reg_param: float = 0.03
+    """ALS regularisation (unless tuning found a better one)."""
     alpha: float = 1.0
+    """ALS confidence scale of implicit feedback (unless tuning found a better one)."""
     max_iter: int = 10
+    """ALS iterations."""
     seed: int = 42
+    """ALS random seed."""
     num_user_blocks: int = 4
+    """ALS partitioning: user blocks."""
     num_item_blocks: int = 4
-    # "log" feeds log1p(strength) to ALS, damping heavy repeat viewers; "linear" feeds strength.
+    """ALS partitioning: item blocks."""
     confidence: str = "log"
-    # Which families compete (each tuned on the validation period; the best there is the
-    # candidate): "als" (MLlib ALS) and "ease" (item-item EASE weights); with both and `blend`, a
-    # blend of the two competes too.
+    """`log` feeds `log1p(strength)` to ALS, damping heavy repeat viewers; `linear` feeds `strength`."""
     families: list[str] = field(default_factory=lambda: ["als", "ease"])
+    """The families that compete: `als` (Spark MLlib ALS, implicit feedback) and `ease` (item-item EASE
+    weights); each is tuned on the validation period and the best there is the candidate."""
     blend: bool = True
-    # The held-out future: "auto" holds out the shortest newest period with `min_test_users`
-    # users (at most `max_test_share` of the events), else each user's newest `test_fraction`;
-    # "time" only the former (a number in `test_days` fixes its length); "per_user" only the latter.
+    """With both families, a score blend of the two competes too."""
     split: str = AUTO
+    """How the future is held out: `time` (the last `test_days`), `per_user` (each user's newest
+    `test_fraction` of events), or `auto` (the shortest newest period with `min_test_users` test users, at
+    most `max_test_share` of the events; else per user)."""
     test_days: str | float = AUTO
+    """The test period's length in days, or `auto`: the shortest newest period holding `min_test_users`
+    users with a new item."""
     min_test_users: int = 500
+    """What an `auto` test period must hold."""
     max_test_share: float = 0.25
+    """An `auto` test period holds at most this share of the events; else the split is per user."""
     test_fraction: float = 0.2
+    """Per-user split: each user's newest share of events."""
     k: int = 10
+    """K of the ranking metrics."""
     min_train_interactions: int = 100
+    """Refuse to train on fewer positive pairs."""
     checkpoint_interval: int = 5
-    # The category baseline recommends popular items from a user's this many favourite categories
-    # (by training-period strength), then fills from overall popularity.
+    """ALS checkpoints its lineage every this many iterations (long fits on a cluster)."""
     favourite_categories: int = 3
-    # Apply the settings `recspark tune` wrote (rank, reg_param, alpha) over the ones above.
+    """The category baseline recommends popular items from a user's this many favourite categories (by
+    training-period strength), then fills from overall popularity."""
     use_tuned: bool = True
+    """Apply the plan `recspark tune` wrote (its family and settings win over `train.*`); false ignores it."""
 
     def __post_init__(self) -> None:
         for name in ("rank", "max_iter", "num_user_blocks", "num_item_blocks", "k", "favourite_categories"):
@@ -226,13 +290,17 @@ EASE_SIGNALS = ("preference", "binary")
 class EaseConfig:
     """The item-item family (EASE): one item x item inverse on the driver, so it is capped."""
 
-    l2: float = 300.0  # the ridge penalty λ
-    max_items: int = 10_000  # only the most popular items get item-item weights
-    min_item_users: int = 2  # items with fewer users have too little co-occurrence to learn from
-    neighbours: int = 500  # weights kept (and served) per item, largest |weight| first
-    # What X holds: "preference", the signal ALS sees (log1p(strength) with train.confidence=log),
-    # or "binary" (1 for every positive pair).
+    l2: float = 300.0
+    """The ridge penalty λ."""
+    max_items: int = 10_000
+    """Only the most popular items get item-item weights: the driver inverts a `max_items`² matrix."""
+    min_item_users: int = 2
+    """Items with fewer users have too little co-occurrence to learn from: no weights."""
+    neighbours: int = 500
+    """Weights kept (and served) per item, largest absolute weight first (`item_similarity`)."""
     signal: str = "preference"
+    """What X holds: `preference`, the signal ALS sees (`log1p(strength)` with `train.confidence: log`), or
+    `binary` (1 for every positive pair)."""
 
     def __post_init__(self) -> None:
         _require(
@@ -247,23 +315,30 @@ class EaseConfig:
 
 @dataclass(frozen=True)
 class MlflowConfig:
+    """MLflow: the tracking store, the model registry and the promotion rule."""
+
     tracking_uri: str = "sqlite:///.recspark/mlflow.db"
+    """Tracking store and model registry (database-backed, so the registry works)."""
     experiment: str = "recspark"
+    """The experiment runs are logged to."""
     model_name: str = "recspark-als"
-    # Where run artifacts go for a new experiment; None lets the tracking server decide.
+    """The registered model."""
     artifact_location: str | None = ".recspark/mlartifacts"
-    # The candidate is promoted only if it beats the champion and the popularity baseline on
-    # this metric by at least this relative margin.
+    """Where run artifacts go for a new experiment; null: the tracking server decides."""
     promotion_metric: str = "ndcg_at_k"
+    """The metric the promotion rule compares (validated when the config loads)."""
     promotion_margin: float = 0.0
-    # The candidate must beat each reference by the margin in at least this share of bootstrap
-    # resamples of the test users (0.5: more likely than not; 0.95: a confident lead).
+    """The relative lead (>= 0) the candidate needs over the champion and the baselines on
+    `promotion_metric`."""
     promotion_confidence: float = 0.5
-    # Fewer test users than this (or a NaN metric) is insufficient evidence: nothing is promoted.
+    """Share of paired bootstrap resamples of the test users in which the candidate must lead each
+    reference by the margin (0.5: more likely than not; 0.95: a confident lead)."""
     min_test_users: int = 50
-    # The baselines a candidate must beat (by the margin) as well as the champion; add
-    # "category_popular" to also demand a lead over most-popular-in-favourite-categories.
+    """Fewer test users (or a NaN metric) is insufficient evidence: nothing is promoted, the champion
+    stays."""
     promotion_baselines: list[str] = field(default_factory=lambda: ["popular"])
+    """Baselines the candidate must beat by the margin as well as the champion; add `category_popular` to
+    also demand a lead over most-popular-in-favourite-categories."""
 
     def __post_init__(self) -> None:
         _require_ranking_metric(self.promotion_metric, "mlflow.promotion_metric")
@@ -293,31 +368,42 @@ BASELINES = tuple(BASELINE_LABELS)
 class TuneConfig:
     """`recspark tune`: a small search on a validation split carved from the training period."""
 
-    # The grid; when it has more than max_trials points, max_trials of them are drawn at random.
     rank: list[int] = field(default_factory=lambda: [16, 32, 64])
+    """The ALS grid's ranks; a grid of more than `max_trials` points is sampled down to that many."""
     reg_param: list[float] = field(default_factory=lambda: [0.01, 0.03, 0.1])
+    """The ALS grid's regularisation values."""
     alpha: list[float] = field(default_factory=lambda: [1.0, 5.0])
+    """The ALS grid's confidence scales."""
     ease_l2: list[float] = field(default_factory=lambda: [100.0, 300.0, 1000.0])
+    """The EASE grid's ridge penalties."""
     ease_signal: list[str] = field(default_factory=lambda: list(EASE_SIGNALS))
-    # ALS's share of a blend's standardised scores.
+    """The EASE grid's signals (`preference`, `binary`)."""
     blend_weight: list[float] = field(default_factory=lambda: [0.25, 0.5, 0.75])
+    """ALS's share of a blend's standardised scores, each in (0, 1)."""
     max_trials: int = 6
+    """Grid points tried per family (drawn at random with `seed` from a larger grid)."""
     seed: int = 42
-    # The validation period, carved out of the training period like the test period ("auto":
-    # by train.min_test_users; or a number of days).
+    """The seed of that draw."""
     validation_days: str | float = AUTO
-    # per_user: each user's newest events before the test period (the most evidence); time or
-    # auto: a period, as train.split (validation_days long, or auto).
+    """The validation period's length for a `time` or `auto` split: a number of days, or `auto` (by
+    `train.min_test_users`); carved out of the training period like the test period."""
     validation_split: str = "per_user"
+    """`per_user`: each user's newest events before the test period (the most evidence); `time` or `auto`:
+    a period, as `train.split`."""
     metric: str = "ndcg_at_k"
-    # `train` runs the search itself when no tuned settings exist or they are stale (older than
-    # max_age_days, or the interactions grew by more than max_growth since), within budget_seconds.
+    """What the best trial maximises: `precision`, `recall`, `ndcg`, `map` or `hit_rate`, `_at_k`."""
     auto: bool = True
+    """`train` runs the search itself when no tuned settings exist or they are stale (older than
+    `max_age_days`, or the interactions grew by more than `max_growth` since), within `budget_seconds`."""
     budget_seconds: float = 600.0
+    """Tuning starts no trial and scores no further blend after this long (each family's configured point
+    and one blend are always measured; the best so far wins)."""
     max_age_days: float = 7.0
+    """Tuned settings older than this are stale."""
     max_growth: float = 0.5
-    # Where the best settings go (and `train` looks); None: <lake.root>/_tuning/best_params.json.
+    """Tuned settings are stale once the interactions grew by more than this share since."""
     best_params_path: str | None = None
+    """Where the best settings go (and `train` looks); null: `<lake.root>/_tuning/best_params.json`."""
 
     def __post_init__(self) -> None:
         grids = (
@@ -371,53 +457,70 @@ def _require_ranking_metric(metric: str, key: str) -> None:
 
 @dataclass(frozen=True)
 class ServeConfig:
+    """The lists (`recommend`, `refresh`) and their business rules. A rule is off at 0, null or []; rules
+    never leave a user short of N rows while eligible items exist: candidates are over-fetched and the rest
+    filled from fallbacks."""
+
     top_n: int = 10
+    """N, rows per user in `recommendations`."""
     exclude_purchased: bool = True
-    # A rating says the user has had the item: recommending it again wastes a slot.
+    """Never recommend what the user bought."""
     exclude_rated: bool = True
+    """Never recommend what the user rated: a rating says the user has had the item."""
     users_per_block: int = 2048
-    # At most this many item vectors in any one process (the driver, each Python worker) when
-    # lists are scored or users folded in: a larger catalogue is scored one item block at a time.
+    """Users scored per NumPy block."""
     max_items_per_block: int = 100_000
-    # Users without a personal vector get the items most popular over this many recent days
-    # ("trending"), or all-time popular items when that window is too thin; 0: always popular.
+    """At most this many item vectors in any one process (the driver, each Python worker) when lists are
+    scored or users folded in: a larger catalogue is scored one item block at a time and each user's lists
+    merged."""
     trending_days: float = 7.0
-    # What fills lists after popular-in-your-categories: "trending", "popular", or "auto" (the one
-    # that scored better on the validation period when `train` last tuned; trending until then).
+    """Users without a personal vector get the items most popular over these last days (`trending`), or
+    all-time popular items when that window is too thin; 0: always popular."""
     fallback: str = AUTO
-    # Rows per item in the similar_items table (cosine over item factors); 0 switches it off.
+    """What fills lists after popular-in-your-categories: `trending`, `popular`, or `auto` (the one that
+    scored better on the validation period when `train` last tuned; trending until then)."""
     similar_items: int = 10
-    # Business rules (0 / null / [] = off). Rules never leave a user short of N rows while
-    # eligible items exist: candidates are over-fetched and the rest filled from fallbacks.
-    exclude_viewed_days: float = 0.0  # also exclude items the user viewed in these last days
-    max_per_category: int = 0  # at most this many items of one catalog category per list
-    min_score: float | None = None  # personalised rows scoring below are replaced by fallbacks
-    exclude_items: list[str] = field(default_factory=list)  # never recommended to anyone
-    overfetch: int = 3  # candidates per user = N x this, when a rule may discard some
-    # Users with fewer positive interactions (with items the model knows) are cold-start users:
-    # popular within the categories they touched, else trending, else popular.
+    """Rows per item in the `similar_items` table (cosine of item factors, or the EASE weights); 0: off."""
+    exclude_viewed_days: float = 0.0
+    """Also never recommend items the user viewed in these last days (before the newest event); 0: off."""
+    max_per_category: int = 0
+    """At most this many items of one catalog category per list (relaxed only when nothing else is
+    eligible); 0: off."""
+    min_score: float | None = None
+    """Personalised rows scoring below this are replaced by fallback rows; null: off."""
+    exclude_items: list[str] = field(default_factory=list)
+    """Item ids never recommended to anyone."""
+    overfetch: int = 3
+    """Candidates per user = N x this, when a rule may discard some, so lists stay N long."""
     min_history: int = 1
-    # Share of each list given to new items (few interactions, first seen recently) from the
-    # user's preferred categories, so the catalog does not freeze; 0: off.
+    """Users with fewer positive interactions (with items the model knows) are cold-start users: popular
+    within the categories they touched, else trending, else popular."""
     new_item_share: float = 0.0
+    """Share of each list (its last slots, at least one) given to new items from the user's preferred
+    categories (`source = new_item`), so the catalog does not freeze; 0: off."""
     new_item_days: float = 14.0
+    """An item is new when first seen (its first event, else the catalog's `updated_at`) within these days
+    ..."""
     new_item_max_users: int = 5
-    # Name on each personalised row the interacted item that contributed most (because_item_id).
+    """... and has at most this many users."""
     explain: bool = True
-    # Deletion vectors on the serving table: a refresh marks a few users' old rows deleted
-    # instead of rewriting the files they sit in. Off for shops whose readers cannot read them
-    # (e.g. delta-rs' to_pandas); turning it off drops the feature from an existing table.
+    """Name on each personalised row the interacted item that contributed most (`because_item_id`; for ALS
+    the highest preference x cosine similarity of item factors)."""
     deletion_vectors: bool = True
-    # The refresh job ranks the shop's items (eligible, trending or popular, new items) over all
-    # interactions once per this many minutes, not in every batch; availability in the catalog
-    # is still applied to every batch.
+    """Deletion vectors on `recommendations`: a refresh marks a few users' old rows deleted instead of
+    rewriting the files they sit in. false for readers without them (delta-rs' `to_pandas`): the feature is
+    dropped from an existing table on the next publish, and refreshes rewrite files."""
     rankings_refresh_minutes: float = 60.0
-    # The running refresh job's micro-batch interval (without --once); ingest has its own.
+    """How long the refresh job keeps the shop-wide rankings (eligible items, trending or popular, new
+    items) before ranking all interactions again; a champion move drops them at once, and the catalog's
+    availability is applied to every batch."""
     trigger_seconds: float = 5.0
-    # A refresh batch of at most this many users names them in its MERGE, so Delta reads only the
-    # serving-table files that can hold them (the table is clustered by user); 0: off. Each name
-    # costs planning time, so large batches read every file instead.
+    """Micro-batch interval of the running refresh job (`refresh` without `--once`); ingest has its own. A
+    shorter one than the ingest's finds nothing new between two ingest commits."""
     file_skipping_max_users: int = 64
+    """A refresh batch of at most this many users names them in its MERGE, so Delta reads only the
+    serving-table files that can hold them (the table is clustered by user); each name costs planning time,
+    so larger batches read every file; 0: off."""
 
     def __post_init__(self) -> None:
         _require(self.top_n > 0, "serve.top_n must be > 0")
@@ -452,7 +555,7 @@ class QualityConfig:
     """Great Expectations gates: per suite, whether a failed validation stops the job."""
 
     enabled: bool = True
-    # suite name -> "fail" (stop the job, non-zero exit) or "warn" (log and record only)
+    """Run the Great Expectations gates."""
     on_failure: dict[str, str] = field(
         default_factory=lambda: {
             "events": "warn",
@@ -460,8 +563,10 @@ class QualityConfig:
             "recommendations": "fail",
         }
     )
-    # Build Great Expectations Data Docs (HTML) under <lake.root>/_quality/data_docs.
+    """Per suite (`events`, `interactions`, `recommendations`): `fail` stops the job with a non-zero exit,
+    `warn` logs and records only."""
     data_docs: bool = True
+    """Build Great Expectations Data Docs (HTML) under `<lake.root>/_quality/data_docs`."""
 
     def __post_init__(self) -> None:
         unknown = sorted(set(self.on_failure) - set(QUALITY_SUITES))
@@ -474,8 +579,11 @@ class QualityConfig:
 
 @dataclass(frozen=True)
 class MaintenanceConfig:
-    # VACUUM keeps files this long; below a week Delta's safety check (and ours) refuses.
+    """`recspark maintain`: compaction and VACUUM of the tables."""
+
     vacuum_retention_hours: float = 168.0
+    """VACUUM keeps files this long; below a week (168) Delta's safety check, and this config, refuse:
+    streams and time travel need the files."""
 
     def __post_init__(self) -> None:
         _require(
@@ -486,15 +594,64 @@ class MaintenanceConfig:
 
 
 @dataclass(frozen=True)
+class OutcomesConfig:
+    """How ingest attributes shoppers' events to the lists they were shown (recommendation_outcomes)."""
+
+    attribution_window_hours: float = 24.0
+    """A view, add-to-cart or purchase carrying a `recommendation_id` counts for that list when it
+    happens within this many hours after the list was served (and at most an hour before, for
+    clocks that disagree)."""
+
+    def __post_init__(self) -> None:
+        _require(self.attribution_window_hours > 0, "outcomes.attribution_window_hours must be > 0")
+
+
+@dataclass(frozen=True)
+class ImpressionsConfig:
+    """The lookup service's impression log: batched, off the request path, into the ingest source
+    (the landing folder ``ingest.path`` or the topic ``ingest.kafka.topic``)."""
+
+    enabled: bool = True
+    """The lookup service logs an impression for every list it serves, into the ingest source
+    (`ingest.path` or `ingest.kafka.topic`)."""
+    queue_size: int = 10_000
+    """Served lists waiting to be written; when full, new ones are dropped and counted (a slow disk
+    or broker never slows a request)."""
+    batch_size: int = 1_000
+    """A batch (one file, or that many messages) is written when it holds this many lists, when its
+    oldest is `flush_seconds` old, and on shutdown."""
+    flush_seconds: float = 1.0
+    """The longest a served list waits in the queue before its batch is written."""
+    delivery_timeout_seconds: float = 30.0
+    """Kafka: how long the client retries a message before it counts as dropped."""
+
+    def __post_init__(self) -> None:
+        _require(self.queue_size > 0, "impressions.queue_size must be > 0")
+        _require(self.batch_size > 0, "impressions.batch_size must be > 0")
+        _require(self.flush_seconds > 0, "impressions.flush_seconds must be > 0")
+        _require(self.delivery_timeout_seconds > 0, "impressions.delivery_timeout_seconds must be > 0")
+
+
+@dataclass(frozen=True)
 class GenerateConfig:
+    """The synthetic shop `recspark generate` (and the demo) writes."""
+
     users: int = 2000
+    """Shoppers."""
     items: int = 500
+    """Catalog items."""
     categories: int = 20
+    """Catalog categories."""
     events: int = 60_000
+    """Events in the log."""
     days: int = 30
+    """Days the log spans."""
     seed: int = 7
+    """Random seed: the same settings write the same shop."""
     bad_fraction: float = 0.002
+    """Share of broken lines (the quarantine's work)."""
     duplicate_fraction: float = 0.01
+    """Share of events sent again verbatim, as producer retries do (dedup's work)."""
 
 
 @dataclass(frozen=True)
@@ -512,6 +669,8 @@ class Config:
     quality: QualityConfig = field(default_factory=QualityConfig)
     maintenance: MaintenanceConfig = field(default_factory=MaintenanceConfig)
     generate: GenerateConfig = field(default_factory=GenerateConfig)
+    outcomes: OutcomesConfig = field(default_factory=OutcomesConfig)
+    impressions: ImpressionsConfig = field(default_factory=ImpressionsConfig)
 
     def with_overrides(self, assignments: Iterable[str]) -> Config:
         """A copy with ``key=value`` assignments applied (values parsed as YAML scalars)."""
@@ -519,6 +678,9 @@ class Config:
         for assignment in assignments:
             _assign(raw, *_split_assignment(assignment))
         return _build(Config, raw, "")
+
+
+_Section = TypeVar("_Section", bound="DataclassInstance")
 
 
 def _require(condition: bool, message: str) -> None:
@@ -574,7 +736,7 @@ def _env_overrides(environ: Mapping[str, str]) -> list[str]:
     return assignments
 
 
-def _build(cls: type, raw: Any, where: str) -> Any:
+def _build(cls: type[_Section], raw: Any, where: str) -> _Section:
     if not isinstance(raw, Mapping):
         raise ConfigError(f"config section {where or '<root>'!r} must be a mapping")
     hints = typing.get_type_hints(cls)
@@ -599,7 +761,7 @@ def _coerce(hint: Any, value: Any, where: str) -> Any:
             return None
         inner = [a for a in args if a is not type(None)]
         return _coerce(inner[0], value, where)
-    if dataclasses.is_dataclass(hint):
+    if isinstance(hint, type) and dataclasses.is_dataclass(hint):
         return _build(hint, value if value is not None else {}, where)
     if origin is dict:
         if not isinstance(value, Mapping):

@@ -24,8 +24,8 @@ def _index_column(spec: TableSpec) -> str:
 def index_high_water(spark: SparkSession, lake: Lake, spec: TableSpec) -> int:
     """The highest index the id map has ever handed out (-1 for an empty map)."""
     table = lake.delta(spark, spec)
-    recorded = table.detail().first()["properties"].get(HIGH_WATER_PROPERTY)
-    current = table.toDF().agg(F.max(_index_column(spec))).first()[0]
+    recorded = table.detail().collect()[0]["properties"].get(HIGH_WATER_PROPERTY)
+    current = table.toDF().agg(F.max(_index_column(spec))).collect()[0][0]
     return max(-1 if current is None else int(current), -1 if recorded is None else int(recorded))
 
 

@@ -52,9 +52,9 @@ def build_spark(config: Config, app_suffix: str | None = None) -> SparkSession:
         .config("spark.databricks.delta.snapshotPartitions", str(min(50, settings.shuffle_partitions)))
         # Spark keeps the classes it generates for a plan's expressions in a cache of 100 by
         # default. One ingest batch alone needs about 150 (parsing, dedup, Delta's MERGE and
-        # statistics), so a stream compiled every one of them again in every batch: about 230
-        # Janino compilations, 2-2.5 s of a batch on 2 cores, and the JIT's work on the new
-        # classes on top (docs/benchmarks.md, the long backfill).
+        # statistics), so a stream compiled every one of them again in every batch (about 230
+        # Janino compilations), and the JIT worked on the new classes on top (docs/benchmarks.md,
+        # "A long backfill").
         .config("spark.sql.codegen.cache.maxEntries", str(CODEGEN_CACHE_ENTRIES))
         .config("spark.sql.session.timeZone", "UTC")
         .config("spark.sql.execution.arrow.pyspark.enabled", "true")

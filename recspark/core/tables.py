@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 from delta.tables import DeltaTable
 from pyspark.sql import Column, DataFrame, SparkSession
@@ -33,6 +34,17 @@ EVENTS_SCHEMA = T.StructType(
         # (dedup still reads only the days it needs: event_date min/max skip the other files).
         # Null in lakes created before it existed, which stay partitioned by event_date.
         T.StructField("event_month", T.DateType(), True),
+        # Added with impressions (nullable; Lake.ensure adds them to an older table). The id of
+        # the served list an event followed (impressions: the list shown) ...
+        T.StructField("recommendation_id", T.StringType(), True),
+        # ... and, on impressions only: the items shown (position 1 first), which list
+        # (recommendations | similar_items), the model version and experiment variant that
+        # filled it, and per position the source that filled the slot (als, ease, popular...).
+        T.StructField("items", T.ArrayType(T.StringType(), True), True),
+        T.StructField("list", T.StringType(), True),
+        T.StructField("model_version", T.StringType(), True),
+        T.StructField("variant", T.StringType(), True),
+        T.StructField("sources", T.ArrayType(T.StringType(), True), True),
     ]
 )
 
@@ -121,6 +133,33 @@ INGEST_METRICS_SCHEMA = T.StructType(
         T.StructField("phase_seconds", T.MapType(T.StringType(), T.DoubleType()), True),
         # Events of forgotten users dated before their forget, dropped (added later: nullable).
         T.StructField("forgotten_rows", T.LongType(), True),
+        # Attribution (added later: nullable): new impressions and new events carrying a
+        # recommendation_id, the recommendation_outcomes rows the batch changed, and per issue
+        # (an event with no impression, outside the window, for an item not in the list...)
+        # the change in how many stored events are in that state (recspark.ingest.outcomes).
+        T.StructField("impressions_written", T.LongType(), True),
+        T.StructField("attributed_events", T.LongType(), True),
+        T.StructField("outcome_rows", T.LongType(), True),
+        T.StructField("outcome_issues", T.MapType(T.StringType(), T.LongType()), True),
+    ]
+)
+
+# What shoppers did with the lists they were shown, maintained by ingest (data contract §3):
+# per day the list was served, model version, variant, list, source and position.
+RECOMMENDATION_OUTCOMES_SCHEMA = T.StructType(
+    [
+        T.StructField("day", T.DateType(), False),  # UTC day the list was served (its id's time)
+        T.StructField("model_version", T.StringType(), True),  # null: a list without a model
+        T.StructField("variant", T.StringType(), True),  # null outside experiments
+        T.StructField("list", T.StringType(), True),  # recommendations | similar_items
+        T.StructField("source", T.StringType(), True),  # what filled the slot: als, ease, popular...
+        T.StructField("position", T.IntegerType(), False),  # 1 = first
+        T.StructField("impressions", T.LongType(), False),
+        T.StructField("clicks", T.LongType(), False),
+        T.StructField("add_to_carts", T.LongType(), False),
+        T.StructField("purchases", T.LongType(), False),
+        T.StructField("revenue", T.DoubleType(), False),
+        T.StructField("updated_at", T.TimestampType(), False),
     ]
 )
 
@@ -280,7 +319,7 @@ INTERACTIONS = TableSpec(
     # The refresh job reads the change feed to find users with new activity. With deletion
     # vectors an ingest MERGE marks the old rows of the pairs it updates deleted instead of
     # rewriting every file they sit in (a batch's users are spread over all files), so the bytes
-    # it writes follow the batch (docs/benchmarks.md, "The ingest MERGE at three table sizes").
+    # it writes follow the batch (docs/benchmarks.md, `bench/merge.py`).
     properties={"delta.enableChangeDataFeed": "true", DELETION_VECTORS: "true"},
     written_at="updated_at",
 )
@@ -325,6 +364,9 @@ ITEM_SIMILARITY = TableSpec("item_similarity", ITEM_SIMILARITY_SCHEMA, partition
 FORGOTTEN_USERS = TableSpec("forgotten_users", FORGOTTEN_USERS_SCHEMA)
 # Every move of a registry alias (champion, challenger) by train, promote or rollback.
 CHAMPION_HISTORY = TableSpec("champion_history", CHAMPION_HISTORY_SCHEMA)
+RECOMMENDATION_OUTCOMES = TableSpec(
+    "recommendation_outcomes", RECOMMENDATION_OUTCOMES_SCHEMA, written_at="updated_at"
+)
 
 ALL_TABLES = (
     EVENTS,
@@ -342,6 +384,7 @@ ALL_TABLES = (
     ITEM_SIMILARITY,
     CHAMPION_HISTORY,
     FORGOTTEN_USERS,
+    RECOMMENDATION_OUTCOMES,
 )
 
 
@@ -402,8 +445,8 @@ class Lake:
             log.info("table %s: added columns %s", spec.name, columns)
         if spec.properties:
             detail = table.detail().select("properties", "tableFeatures").first()
-            current = detail[0] if detail else {}
-            if spec.properties.get(DELETION_VECTORS) == "false" and "deletionVectors" in (detail[1] or []):
+            current, features = (detail[0], detail[1] or []) if detail else ({}, [])
+            if spec.properties.get(DELETION_VECTORS) == "false" and "deletionVectors" in features:
                 # Setting the property only stops new deletion vectors; dropping the feature also
                 # purges the existing ones and lifts the reader requirement from the protocol.
                 spark.sql(f"ALTER TABLE delta.`{path}` DROP FEATURE deletionVectors")
@@ -415,7 +458,7 @@ class Lake:
                 spark.sql(f"ALTER TABLE delta.`{path}` SET TBLPROPERTIES ({assignments})")
                 log.info("table %s: set properties %s", spec.name, assignments)
 
-    def append_row(self, spark: SparkSession, spec: TableSpec, row: tuple) -> None:
+    def append_row(self, spark: SparkSession, spec: TableSpec, row: tuple[Any, ...]) -> None:
         """Append one row (a tuple in the spec's column order): a blind append, which never
         conflicts with a concurrent writer. Creates the table first if needed."""
         self.ensure(spark, spec)

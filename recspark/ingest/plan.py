@@ -15,12 +15,26 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql.window import Window
 
+from recspark.core.config import ATTRIBUTED_EVENT_TYPES, IMPRESSION, INTEREST_EVENT_TYPES
 from recspark.core.privacy import user_hash
 from recspark.core.tables import with_event_partitions
 
 # What makes two copies of an event_id the same event (a producer's retry) rather than two.
 # (In the events table's column order.)
-CONTENT = ("event_time", "user_id", "item_id", "event_type", "value", "session_id")
+CONTENT = (
+    "event_time",
+    "user_id",
+    "item_id",
+    "event_type",
+    "value",
+    "session_id",
+    "recommendation_id",
+    "items",
+    "list",
+    "model_version",
+    "variant",
+    "sources",
+)
 
 NEW = "new"
 DUPLICATE = "duplicate"
@@ -62,16 +76,24 @@ class BatchPlan:
         )
 
     def counts(self, watermark: datetime | None) -> dict:
-        """The batch's figures in one Spark job (what ingest_metrics records)."""
+        """The batch's figures in one Spark job (what ingest_metrics records; ``interest_events``,
+        the new events interactions fold, tells the writer whether to fold at all)."""
         fate = F.col("fate")
         valid = ~fate.isin(BAD, CONFLICT)
         late = (fate == NEW) & (F.col("event_time") < F.lit(watermark)) if watermark else F.lit(False)
+        kind = F.col("event_type")
+        new_interest = (fate == NEW) & kind.isin(*INTEREST_EVENT_TYPES)
         row = self.decided.agg(
             F.count(F.lit(1)).alias("input_rows"),
             F.count_if(~valid).alias("quarantined_rows"),
             F.count_if(fate == DUPLICATE).alias("duplicate_rows"),
             F.count_if(fate == FORGOTTEN).alias("forgotten_rows"),
             F.count_if(fate == NEW).alias("events_written"),
+            F.count_if(new_interest).alias("interest_events"),
+            F.count_if((fate == NEW) & (kind == IMPRESSION)).alias("impressions_written"),
+            F.count_if(
+                (fate == NEW) & F.col("recommendation_id").isNotNull() & kind.isin(*ATTRIBUTED_EVENT_TYPES)
+            ).alias("attributed_events"),
             F.count_if(late).alias("late_rows"),
             F.max(F.when(fate == NEW, F.col("event_time"))).alias("max_event_time"),
         ).first()

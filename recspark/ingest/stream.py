@@ -25,6 +25,7 @@ from recspark.core.tables import (
     EVENTS,
     INGEST_METRICS,
     QUARANTINE,
+    RECOMMENDATION_OUTCOMES,
     Lake,
     interactions_table,
 )
@@ -62,7 +63,8 @@ def read_raw_stream(spark: SparkSession, config: Config) -> DataFrame:
 
 
 def ensure_ingest_tables(spark: SparkSession, config: Config, lake: Lake) -> None:
-    for spec in (EVENTS, QUARANTINE, interactions_table(config.ingest.deletion_vectors), INGEST_METRICS):
+    interactions = interactions_table(config.ingest.deletion_vectors)
+    for spec in (EVENTS, QUARANTINE, interactions, INGEST_METRICS, RECOMMENDATION_OUTCOMES):
         lake.ensure(spark, spec)
 
 

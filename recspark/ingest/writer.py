@@ -1,12 +1,15 @@
-"""Write one planned micro-batch into ``events``, ``events_quarantine``, ``interactions`` and
-``ingest_metrics``, exactly once across crashes and restarts.
+"""Write one planned micro-batch into ``events``, ``events_quarantine``, ``interactions``,
+``recommendation_outcomes`` and ``ingest_metrics``, exactly once across crashes and restarts.
 
 Why it is exactly once: the source is replayable and its offsets are in the checkpoint, so a
 restarted query replays an unfinished micro-batch with the same input. Every write of a batch is
 idempotent under the query's id and the batch id (Delta's ``txnAppId``/``txnVersion``), so a
 replayed batch skips the writes that already committed and redoes only the rest. Deduplication
 is against the ``events`` table itself, minus the rows this very batch wrote in an earlier
-attempt, so a replay still counts its events in ``interactions`` exactly once.
+attempt, so a replay still counts its events in ``interactions`` exactly once. Attribution reads
+the stored events the same way (:mod:`recspark.ingest.outcomes`), and its MERGE into
+``recommendation_outcomes`` carries the batch's transaction id too: a replay that finds it
+committed skips it, one that does not computes the same changes again.
 """
 
 from __future__ import annotations
@@ -18,17 +21,46 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import date, datetime, timedelta, timezone
 
+from delta.tables import DeltaTable
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from recspark.core.catalog import CatalogError, read_catalog
 from recspark.core.config import Config
-from recspark.core.interactions import aggregate_events, fold_increments
-from recspark.core.streaming import append_idempotent, streaming_app_id
-from recspark.core.tables import EVENTS, FORGOTTEN_USERS, INGEST_METRICS, INTERACTIONS, QUARANTINE, Lake
+from recspark.core.interactions import aggregate_events
+from recspark.core.streaming import append_idempotent, idempotent_session_writes, streaming_app_id
+from recspark.core.tables import (
+    EVENTS,
+    FORGOTTEN_USERS,
+    INGEST_METRICS,
+    INTERACTIONS,
+    QUARANTINE,
+    RECOMMENDATION_OUTCOMES,
+    RECOMMENDATIONS,
+    Lake,
+)
+from recspark.ingest.fold import fold_increments
+from recspark.ingest.outcomes import (
+    ENDED_VARIANT,
+    NAMED_IDS_MAX,
+    OUTSIDE_WINDOW,
+    AttributionWindow,
+    attributable,
+    changed_rows,
+    ended_variant_credits,
+    issue_changes,
+    merge_changes,
+    outcome_changes,
+    relevant,
+    stored_relevant,
+)
 from recspark.ingest.parse import TimeBounds, parse_events
 from recspark.ingest.plan import CONTENT, plan_batch
 
 log = logging.getLogger(__name__)
+
+# How long ingest trusts its reading of the variants the serving table holds.
+LIVE_VARIANTS_SECONDS = 600.0
 
 
 class IngestProgress:
@@ -74,6 +106,7 @@ class EventBatchWriter:
         self.bounds = TimeBounds(config.ingest.earliest_event_time, config.ingest.max_future_minutes)
         self.progress = IngestProgress(lake, checkpoint, config.ingest.allowed_lateness_hours)
         self._tombstones_ensured = False
+        self._live_variants: tuple[float, set[str | None]] | None = None
 
     def __call__(self, batch: DataFrame, batch_id: int) -> None:
         started = time.time()
@@ -106,8 +139,15 @@ class EventBatchWriter:
                     if counts["events_written"]:
                         self.write_events(events, app_id, batch_id)
                 with _phase(phases, "merge"):
+                    # A batch of impressions alone leaves interactions (and the refresh) alone.
                     touched = (
-                        self.write_interactions(events, app_id, batch_id) if counts["events_written"] else 0
+                        self.write_interactions(events, app_id, batch_id) if counts["interest_events"] else 0
+                    )
+                with _phase(phases, "outcomes"):
+                    outcome_rows, outcome_issues = (
+                        self.write_outcomes(events, app_id, batch_id)
+                        if counts["impressions_written"] or counts["attributed_events"]
+                        else (0, {})
                     )
             finally:
                 decided.unpersist()
@@ -117,6 +157,8 @@ class EventBatchWriter:
         figures = {
             **counts,
             "interactions_touched": touched,
+            "outcome_rows": outcome_rows,
+            "outcome_issues": outcome_issues,
             "max_event_time": newest,
             "ingest_app_id": app_id,
             "batch_id": batch_id,
@@ -141,16 +183,79 @@ class EventBatchWriter:
 
     def write_interactions(self, events: DataFrame, app_id: str, batch_id: int) -> int:
         """Fold the batch's per-pair aggregates into ``interactions``; return the pairs written
-        (``fold_increments`` says why a replay counts each event once).
-
-        The aggregates are checkpointed, not cached: Delta materialises a MERGE source it cannot
-        prove deterministic, and did so from the plan, not the cache. A backfill's MERGE ran the
-        whole parse and dedup of the batch again; checkpointed, its MERGE took 7 s."""
+        (``fold_increments`` says why a replay counts each event once). The aggregates are
+        checkpointed, not cached: Delta materialises a MERGE source it cannot prove
+        deterministic from its plan, which would parse and dedup the batch again."""
         spark = events.sparkSession
         increments = aggregate_events(events, self.config.interactions).localCheckpoint(eager=True)
         self.lake.require(spark, INTERACTIONS)
         path = self.lake.path(INTERACTIONS.name)
         return fold_increments(spark, path, increments, self.config.interactions, app_id, batch_id)
+
+    def write_outcomes(self, events: DataFrame, app_id: str, batch_id: int) -> tuple[int, dict[str, int]]:
+        """Credit the batch's new impressions and attributed events in ``recommendation_outcomes``
+        (:mod:`recspark.ingest.outcomes`); return the outcome rows changed and the changes to the
+        issue counts."""
+        spark = events.sparkSession
+        window = AttributionWindow(timedelta(hours=self.config.outcomes.attribution_window_hours))
+        batch = relevant(events).localCheckpoint(eager=True)
+        scope = attributable(window)
+        span = batch.agg(
+            F.count_if(~scope),
+            F.min(F.when(scope, F.col("served_at"))),
+            F.max(F.when(scope, F.col("served_at"))),
+            F.count_distinct(F.when(scope, F.col("recommendation_id"))),
+        ).first()
+        assert span is not None  # a global aggregate has one row
+        issues = {OUTSIDE_WINDOW: int(span[0])}
+        if not span[3]:
+            return 0, {k: v for k, v in issues.items() if v}
+        new = batch.where(scope)
+        touched = new.select("recommendation_id").distinct()
+        ids = [r[0] for r in touched.collect()] if span[3] <= NAMED_IDS_MAX else None
+        stored = self.lake.read(spark, EVENTS)
+        before = stored_relevant(stored, touched, ids, (span[1], span[2]), window, app_id, batch_id)
+        before = before.localCheckpoint(eager=True)
+        purchases = F.col("event_type") == "purchase"
+        priced = not (new.where(purchases).isEmpty() and before.where(purchases).isEmpty())
+        prices = self.prices(spark) if priced else None
+        computed = outcome_changes(before, new, prices, window).localCheckpoint(eager=True)
+        issues |= issue_changes(computed)
+        changes = changed_rows(computed)
+        live = self.live_variants(spark)
+        if live is not None:
+            issues[ENDED_VARIANT] = ended_variant_credits(changes, live)
+        path = self.lake.path(RECOMMENDATION_OUTCOMES.name)
+        with idempotent_session_writes(spark, app_id, batch_id):
+            merge_changes(DeltaTable.forPath(spark, path), changes)
+        return changes.count(), {k: v for k, v in issues.items() if v}
+
+    def live_variants(self, spark: SparkSession) -> set[str | None] | None:
+        """The variants the serving table holds now (None before anything is published), read
+        at most once per ``LIVE_VARIANTS_SECONDS``: a scan of one column of every list."""
+        now = time.monotonic()
+        if self._live_variants is None or now - self._live_variants[0] > LIVE_VARIANTS_SECONDS:
+            if not self.lake.exists(spark, RECOMMENDATIONS):
+                return None
+            lists = self.lake.read(spark, RECOMMENDATIONS)
+            variants = (
+                {r[0] for r in lists.select("variant").distinct().collect()}
+                if "variant" in lists.columns
+                else {None}
+            )
+            self._live_variants = (now, variants)
+        return self._live_variants[1]
+
+    def prices(self, spark: SparkSession) -> DataFrame | None:
+        """The catalog's price per item, or None without a readable catalog (a broken catalog
+        must not stall ingest: its purchases count as unpriced, and the log says why)."""
+        if self.config.catalog.path is None:
+            return None
+        try:
+            return read_catalog(spark, self.config.catalog.path).select("item_id", "price").localCheckpoint()
+        except CatalogError as exc:
+            log.warning("ingest: no prices for attributed purchases: %s", exc)
+            return None
 
     def append(self, frame: DataFrame, table: str, app_id: str, batch_id: int) -> None:
         append_once(frame, self.lake.path(table), app_id, batch_id, stamp=table != INGEST_METRICS.name)
@@ -197,8 +302,8 @@ def stored_events(
     if not window:
         return events.where(F.lit(False)).select("event_id", *CONTENT)
     months = sorted({d.replace(day=1) for d in window})
-    # The dates as a small table, not a literal list: a backfill's thousands of dates took 9 s
-    # to pass to the JVM as literals, one by one. Months (a few hundred) stay literal.
+    # The dates as a small table, not a literal list: a backfill's thousands of dates would go to
+    # the JVM as literals one by one (docs/benchmarks.md). Months (a few hundred) stay literal.
     window_dates = events.sparkSession.createDataFrame([(d,) for d in window], "event_date date")
     return (
         # Partition pruning (month), then file skipping (the dates' range); older lakes have no month.
@@ -225,7 +330,7 @@ def append_once(frame: DataFrame, path: str, app_id: str, batch_id: int, stamp: 
 def _log_batch(figures: dict) -> None:
     log.info(
         "ingest batch %d: input=%d quarantined=%d duplicates=%d late=%d forgotten=%d written=%d "
-        "interactions=%d in %.1fs %s",
+        "interactions=%d impressions=%d attributed=%d outcome_rows=%d issues=%s in %.1fs %s",
         figures["batch_id"],
         figures["input_rows"],
         figures["quarantined_rows"],
@@ -234,6 +339,10 @@ def _log_batch(figures: dict) -> None:
         figures["forgotten_rows"],
         figures["events_written"],
         figures["interactions_touched"],
+        figures["impressions_written"],
+        figures["attributed_events"],
+        figures["outcome_rows"],
+        figures["outcome_issues"],
         figures["duration_seconds"],
         figures["phase_seconds"],
     )

@@ -76,7 +76,7 @@ def forget_user(spark: SparkSession, lake: Lake, user_id: str) -> dict[str, int]
         spark,
         FORGOTTEN_USERS,
         (
-            spark.range(1).select(user_hash(F.lit(user_id))).first()[0],
+            spark.range(1).select(user_hash(F.lit(user_id))).collect()[0][0],
             datetime.now(timezone.utc),
         ),
     )

@@ -7,6 +7,7 @@ website reads it from ``recommendations`` next to the newest ``events``, without
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
@@ -151,7 +152,7 @@ def lookup_json(found: UserLookup) -> dict[str, Any]:
     }
 
 
-def _table(headers: tuple[str, ...], rows: list[tuple[str, ...]]) -> list[str]:
+def _table(headers: tuple[str, ...], rows: Sequence[tuple[str, ...]]) -> list[str]:
     """Left-aligned plain-text columns, two spaces apart."""
     widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(headers)]
 

@@ -56,7 +56,7 @@ def maintain(spark: SparkSession, lake: Lake, retention_hours: float) -> dict[st
             compacted = optimize.executeCompaction()
         metrics = compacted.select("metrics.numFilesRemoved").first()
         done[spec.name] = f"compacted {metrics[0] if metrics else 0} files"
-        properties = table.detail().select("properties").first()[0] or {}
+        properties = table.detail().select("properties").collect()[0][0] or {}
         if properties.get(DELETION_VECTORS) == "true":
             # Rows marked deleted (refresh MERGEs, forget-user) are still in their data files
             # until those files are rewritten; VACUUM then removes the old files.

@@ -30,6 +30,7 @@ from recspark.core.tables import (
     INGEST_METRICS,
     JOB_RUNS,
     QUALITY_RESULTS,
+    RECOMMENDATION_OUTCOMES,
     Lake,
     TableSpec,
 )
@@ -41,6 +42,8 @@ FAILED = "failed"
 ERROR_LIMIT = 1000
 REPORT_RUNS = 10
 CHAMPION_METRICS = ("ndcg_at_k", "popular_ndcg_at_k", "precision_at_k", "recall_at_k")
+# recspark status shows what shoppers did with the lists served on the newest days of outcomes.
+OUTCOME_DAYS = 7
 
 
 def active_spark() -> SparkSession | None:
@@ -230,6 +233,30 @@ class GateState:
 
 
 @dataclass(frozen=True)
+class OutcomeState:
+    """What shoppers did with one model version's (and variant's) lists over the days shown:
+    ``ctr`` = clicks / impressions, ``conversion`` = purchases / impressions (per shown item)."""
+
+    model_version: str | None
+    variant: str | None
+    first_day: str
+    last_day: str
+    impressions: int
+    clicks: int
+    add_to_carts: int
+    purchases: int
+    revenue: float
+
+    @property
+    def ctr(self) -> float | None:
+        return self.clicks / self.impressions if self.impressions else None
+
+    @property
+    def conversion(self) -> float | None:
+        return self.purchases / self.impressions if self.impressions else None
+
+
+@dataclass(frozen=True)
 class StatusSnapshot:
     """Everything the status report shows, read once so text and JSON cannot disagree."""
 
@@ -239,6 +266,9 @@ class StatusSnapshot:
     champion: ChampionState
     runs: list[RunState]
     gates: list[GateState]
+    outcomes: list[OutcomeState] = field(default_factory=list)
+    # Attribution issues now (ingest_metrics.outcome_issues summed over all batches).
+    outcome_issues: dict[str, int] = field(default_factory=dict)
 
 
 def format_age(seconds: float) -> str:
@@ -368,7 +398,7 @@ def _gather_champion(spark: SparkSession, config: Config, lake: Lake) -> Champio
     from recspark.core.registry import champion_version, configure_mlflow
 
     settings = config.mlflow
-    base = {"model_name": settings.model_name, "tracking_uri": settings.tracking_uri}
+    base: dict[str, Any] = {"model_name": settings.model_name, "tracking_uri": settings.tracking_uri}
     uri = settings.tracking_uri
     if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).exists():
         return ChampionState(**base, state="no_store", message="the tracking store does not exist yet")
@@ -448,8 +478,51 @@ def _gather_gates(spark: SparkSession, lake: Lake) -> list[GateState]:
     return [GateState(**r.asDict()) for r in latest]
 
 
+def _gather_outcomes(spark: SparkSession, lake: Lake) -> list[OutcomeState]:
+    """Per model version and variant, the outcomes of the lists served on the newest
+    ``OUTCOME_DAYS`` days of ``recommendation_outcomes`` (relative to its newest day, so a
+    stalled log still shows its last days)."""
+    if not lake.exists(spark, RECOMMENDATION_OUTCOMES):
+        return []
+    outcomes = lake.read(spark, RECOMMENDATION_OUTCOMES)
+    newest = outcomes.agg(F.max("day")).first()
+    if newest is None or newest[0] is None:
+        return []
+    recent = outcomes.where(F.col("day") > F.date_sub(F.lit(newest[0]), OUTCOME_DAYS))
+    rows = (
+        recent.groupBy("model_version", "variant")
+        .agg(
+            F.min("day").cast("string").alias("first_day"),
+            F.max("day").cast("string").alias("last_day"),
+            *[F.sum(c).cast("long").alias(c) for c in ("impressions", "clicks", "add_to_carts", "purchases")],
+            F.sum("revenue").alias("revenue"),
+        )
+        .orderBy(F.col("model_version").desc_nulls_last(), "variant")
+        .collect()
+    )
+    return [OutcomeState(**r.asDict()) for r in rows]
+
+
+def _gather_outcome_issues(spark: SparkSession, lake: Lake) -> dict[str, int]:
+    if not lake.exists(spark, INGEST_METRICS):
+        return {}
+    metrics = lake.read(spark, INGEST_METRICS)
+    if "outcome_issues" not in metrics.columns:
+        return {}
+    rows = (
+        metrics.select(F.explode("outcome_issues").alias("reason", "events"))
+        .groupBy("reason")
+        .agg(F.sum("events").alias("events"))
+        .where(F.col("events") != 0)
+        .orderBy("reason")
+        .collect()
+    )
+    return {r["reason"]: int(r["events"]) for r in rows}
+
+
 def gather_status(spark: SparkSession, config: Config, lake: Lake) -> StatusSnapshot:
-    """Read what the status report shows, once: tables, champion, last runs, last gates."""
+    """Read what the status report shows, once: tables, champion, last runs, last gates, and
+    what shoppers did with the lists served lately."""
     return StatusSnapshot(
         at=datetime.now(timezone.utc).timestamp(),
         lake_root=lake.root,
@@ -457,6 +530,8 @@ def gather_status(spark: SparkSession, config: Config, lake: Lake) -> StatusSnap
         champion=_gather_champion(spark, config, lake),
         runs=_gather_runs(spark, lake),
         gates=_gather_gates(spark, lake),
+        outcomes=_gather_outcomes(spark, lake),
+        outcome_issues=_gather_outcome_issues(spark, lake),
     )
 
 
@@ -542,6 +617,37 @@ def _quality_section(gates: list[GateState]) -> list[str]:
     return ["Latest quality gates", *_aligned(headers, rows)] if rows else []
 
 
+def _share(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2%}"
+
+
+def _outcomes_section(outcomes: list[OutcomeState], issues: dict[str, int]) -> list[str]:
+    if not outcomes and not issues:
+        return []
+    days = (
+        f"{min(o.first_day for o in outcomes)} to {max(o.last_day for o in outcomes)}" if outcomes else "none"
+    )
+    rows = [
+        (
+            o.model_version or "(no model)",
+            o.variant or "-",
+            o.impressions,
+            o.clicks,
+            _share(o.ctr),
+            o.purchases,
+            _share(o.conversion),
+            f"{o.revenue:,.2f}",
+        )
+        for o in outcomes
+    ]
+    headers = ("model", "variant", "impressions", "clicks", "ctr", "purchases", "conversion", "revenue")
+    lines = [f"Shoppers (lists served {days}; per shown item)"]
+    lines += _aligned(headers, rows) if rows else ["  no impressions recorded"]
+    if issues:
+        lines.append("  attribution issues: " + ", ".join(f"{k} {v:,}" for k, v in issues.items()))
+    return lines
+
+
 def _shorten(text: str | None, limit: int) -> str | None:
     """Redacted before it is cut: a URI cut before its ``@`` no longer looks like one."""
     if text is None:
@@ -560,6 +666,7 @@ def render_status(snapshot: StatusSnapshot) -> str:
         _model_section(snapshot.champion),
         _runs_section(snapshot.runs),
         _quality_section(snapshot.gates),
+        _outcomes_section(snapshot.outcomes, snapshot.outcome_issues),
     ]
     return redact("\n\n".join("\n".join(s) for s in sections if s) + "\n")
 
@@ -590,7 +697,9 @@ _EPOCH_FIELDS = frozenset(
 )
 
 
-def _as_json(state: TableState | ChampionState | RunState | GateState, **derived: Any) -> dict[str, Any]:
+def _as_json(
+    state: TableState | ChampionState | RunState | GateState | OutcomeState, **derived: Any
+) -> dict[str, Any]:
     """A state's fields, its times as ISO text, plus ``derived`` values computed from them."""
     fields = {k: _iso(v) if k in _EPOCH_FIELDS else v for k, v in asdict(state).items()}
     return {**fields, **derived}
@@ -616,5 +725,7 @@ def status_json(snapshot: StatusSnapshot) -> dict[str, Any]:
             "champion": _as_json(snapshot.champion),
             "job_runs": [_as_json(r, duration_seconds=_rounded(r.duration)) for r in snapshot.runs],
             "quality_gates": [_as_json(g) for g in snapshot.gates],
+            "outcomes": [_as_json(o, ctr=o.ctr, conversion=o.conversion) for o in snapshot.outcomes],
+            "outcome_issues": snapshot.outcome_issues,
         }
     )

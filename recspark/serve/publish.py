@@ -18,11 +18,17 @@ from recspark.core.config import AUTO, Config
 from recspark.core.gates import Gate
 from recspark.core.registry import champion_version, configure_mlflow
 from recspark.core.tables import INTERACTIONS, RECOMMENDATIONS, SIMILAR_ITEMS, Lake, clustered, serving_table
-from recspark.model.families import FittedModel, ModelSpec, read_model_tables
-from recspark.model.lists import ItemRankings, ListInputs, build_lists, fallback_chain, item_rankings
-from recspark.model.sources import eligible_items, newest_event_time, unavailable_items
-from recspark.model.topn import recommend_top_n
-from recspark.model.tuned_params import read_tuned
+from recspark.model.candidates.lists import (
+    ItemRankings,
+    ListInputs,
+    build_lists,
+    fallback_chain,
+    item_rankings,
+)
+from recspark.model.candidates.sources import eligible_items, newest_event_time, unavailable_items
+from recspark.model.families.model import FittedModel, ModelSpec, read_model_tables
+from recspark.model.scoring.als import recommend_top_n
+from recspark.model.tuning.plan import read_tuned
 
 log = logging.getLogger(__name__)
 

@@ -31,9 +31,9 @@ from recspark.core.streaming import (
     streaming_app_id,
 )
 from recspark.core.tables import INTERACTIONS, RECOMMENDATIONS, Lake, any_of, serving_table
-from recspark.model.als import preference
-from recspark.model.foldin import fold_in_users
-from recspark.model.sources import newest_event_time
+from recspark.model.candidates.sources import newest_event_time
+from recspark.model.families.als import preference
+from recspark.model.families.foldin import fold_in_users
 from recspark.serve.publish import (
     Champion,
     PublishInputs,
@@ -76,7 +76,7 @@ def folded_in_vectors(
 
 def longest_list(spark: SparkSession, lake: Lake) -> int:
     """The highest rank in the serving table (a scan: the refresh does it once, at start)."""
-    return lake.read(spark, RECOMMENDATIONS).agg(F.max("rank")).first()[0] or 0
+    return lake.read(spark, RECOMMENDATIONS).agg(F.max("rank")).collect()[0][0] or 0
 
 
 def merge_user_rows(
@@ -91,11 +91,10 @@ def merge_user_rows(
     first: Delta materialises a MERGE source it cannot prove deterministic (Python UDFs), and
     would otherwise run the whole fold-in and scoring plan again to do so.
 
-    The source is broadcast: left to its size estimate, Spark broadcast the serving table's
-    user ids instead, which made every batch send the driver bytes in proportion to the table
-    (15 MiB at 2M rows, docs/scale.md). With at most ``skip_files_up_to`` users, their ids also
-    go into the condition, so Delta reads only the files of the user-clustered table that can
-    hold them (``tables.any_of``).
+    The source is broadcast, so what the driver receives follows the batch, never the table
+    (left to its size estimate, Spark may broadcast the serving table's user ids instead). With
+    at most ``skip_files_up_to`` users, their ids also go into the condition, so Delta reads only
+    the files of the user-clustered table that can hold them (``tables.any_of``).
     """
     source = (
         users.select(F.col("user_id").alias("_replaces"))
@@ -148,6 +147,7 @@ def refresh_users(
         # Their own interactions, read once for the fold-in, exclusions and explanations.
         theirs = interactions.join(F.broadcast(users), "user_id").persist()
         if champion is not None and champion.model.spec.uses_als:
+            assert as_of is not None, "the users' changed interactions are in the table"
             vectors = folded_in_vectors(config, champion, theirs, as_of).persist()
         fresh = build_recommendations(
             spark,
@@ -218,7 +218,7 @@ class RefreshBatchWriter:
         if self.as_of is None:
             self.as_of = newest_event_time(self.lake.read(spark, INTERACTIONS))
             return
-        newest = changes.agg(F.max("last_event_time")).first()[0]
+        newest = changes.agg(F.max("last_event_time")).collect()[0][0]
         if newest is not None and newest > self.as_of:
             self.as_of = newest
 
@@ -260,7 +260,7 @@ class RefreshBatchWriter:
         self._advance_as_of(spark, active)
         if self._app_id is None:
             self._app_id = streaming_app_id(spark, self.checkpoint, "refresh")
-        newest_change = batch.agg(F.max("_commit_version")).first()[0]
+        newest_change = batch.agg(F.max("_commit_version")).collect()[0][0]
         note = reflects(newest_change) if newest_change is not None else None
         context = self._shop_context(spark, batch_id)
         with idempotent_session_writes(spark, self._app_id, batch_id), commit_user_metadata(spark, note):
