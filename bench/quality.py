@@ -272,7 +272,8 @@ def own_unbought(past: pd.DataFrame) -> dict[str, list[str]]:
     newest = newest.reset_index().sort_values(
         ["user_id", "last", "intent", "item_id"], ascending=[True, False, True, True]
     )
-    return newest.groupby("user_id")["item_id"].agg(list).to_dict()
+    lists = newest.groupby("user_id")["item_id"].agg(list)
+    return {str(user): items for user, items in lists.items()}
 
 
 def own_then_ease_lists(m: Matrix, past: pd.DataFrame, users: list[str], l2: float) -> dict[str, list[str]]:
