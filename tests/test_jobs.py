@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from recspark import demo
 from recspark.cli import COMMANDS, build_parser
 from recspark.jobs import JOBS, UnknownJobError, submitted
 from recspark.ops.quality import CHECKED_TABLES
@@ -88,6 +89,15 @@ def test_the_cli_has_a_subcommand_per_job_with_its_arguments() -> None:
             [name, *(["x"] if any(not a.name.startswith("-") for a in job.arguments) else [])]
         )
         assert set(vars(job.options())) <= set(vars(args)), name
+
+
+def test_the_demos_stages_are_registry_jobs_with_cli_arguments() -> None:
+    """The demo runs registry jobs through run_job, with arguments the CLI would parse."""
+    parser = build_parser()
+    assert [name for name, _ in demo.STAGES] == ["ingest", "train", "recommend"]
+    for name, options in demo.STAGES:
+        cli = ["--once"] if options.get("once") else []
+        assert vars(JOBS[name].options(**options)).items() <= vars(parser.parse_args([name, *cli])).items()
 
 
 def test_job_options_are_the_cli_defaults() -> None:
