@@ -44,10 +44,10 @@ run() {
 }
 
 run generate "$VENV/bin/recspark" generate --conf "$CONF" --users 1000 --items 200 --events 40000 --days 30
-run ingest "$ROOT/deploy/submit.sh" ingest_events --conf "$CONF" --once
-run train "$ROOT/deploy/submit.sh" train_als --conf "$CONF"
+run ingest "$ROOT/deploy/submit.sh" ingest --conf "$CONF" --once
+run train "$ROOT/deploy/submit.sh" train --conf "$CONF"
 grep -h "model version" "$DEMO/logs/train.log" | tail -n 1
-run full-refresh "$ROOT/deploy/submit.sh" refresh_recommendations --conf "$CONF" --once
+run full-refresh "$ROOT/deploy/submit.sh" refresh --conf "$CONF" --once
 
 step "three users buy something: their lists are refreshed, nobody else's"
 "$VENV/bin/python" - "$DEMO/incoming/events" <<'PY'
@@ -78,8 +78,8 @@ partial.write_text("".join(json.dumps(r) + "\n" for r in records))
 partial.rename(folder / "fresh.jsonl")
 print(f"landed {len(records)} purchases, e.g. by {first['user_id']}")
 PY
-run ingest-fresh "$ROOT/deploy/submit.sh" ingest_events --conf "$CONF" --once
-run refresh "$ROOT/deploy/submit.sh" refresh_recommendations --conf "$CONF" --once
+run ingest-fresh "$ROOT/deploy/submit.sh" ingest --conf "$CONF" --once
+run refresh "$ROOT/deploy/submit.sh" refresh --conf "$CONF" --once
 
 apps="$(find "$DEMO/cluster/work" -maxdepth 1 -name 'app-*' | wc -l)"
 step "done: $apps applications ran on $MASTER, executors' logs under $DEMO/cluster/work"

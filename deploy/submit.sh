@@ -2,12 +2,14 @@
 # Submit one recspark job to Spark:
 #
 #   deploy/submit.sh JOB [job args...]
-#   deploy/submit.sh ingest_events --conf conf/cluster.yaml --once
-#   SPARK_MASTER=local[2] deploy/submit.sh train_als --conf conf/local.yaml --set train.rank=16
+#   deploy/submit.sh ingest --conf conf/cluster.yaml --once
+#   SPARK_MASTER=local[2] deploy/submit.sh train --conf conf/local.yaml --set train.rank=16
 #
-# JOB is one of: ingest_events, train_als, refresh_recommendations (the files in jobs/).
-# Job arguments are passed through unchanged; relative paths in them are relative to the
-# directory you call this script from (that is where the driver runs in client mode).
+# JOB is a job of the registry (recspark/jobs.py) that runs on Spark: ingest, train, refresh,
+# recommend, maintain, check, ... (`python -m recspark.jobs --names`, or `deploy/submit.sh -h`).
+# The former names ingest_events, train_als and refresh_recommendations still work, with a
+# notice. Job arguments are passed through unchanged; relative paths in them are relative to
+# the directory you call this script from (that is where the driver runs in client mode).
 #
 # What it does, every call (it takes well under a second):
 #   1. builds build/recspark.zip from the recspark/ package (deploy/build-zip.sh);
@@ -16,7 +18,7 @@
 #      Kafka) versions are written down in recspark/packages.py only. Kafka's connector is
 #      added (`--kafka`) only when the job's config says ingest.source: kafka — the same rule
 #      the session builder uses; RECSPARK_KAFKA=1 / RECSPARK_KAFKA=0 forces it either way;
-#   4. runs spark-submit [--master ...] --packages ... --py-files build/recspark.zip jobs/JOB.py ARGS.
+#   4. runs spark-submit [--master ...] --packages ... --py-files build/recspark.zip jobs/run.py JOB ARGS.
 #
 # Environment:
 #   VENV               the project's virtualenv (default: <repo>/.venv); its python reads the
@@ -47,42 +49,13 @@
 #   b) ship a packed virtualenv with the job:
 #        python -m venv env && env/bin/pip install . venv-pack && env/bin/venv-pack -o env.tar.gz
 #        RECSPARK_ARCHIVES='env.tar.gz#environment' PYSPARK_PYTHON=./environment/bin/python \
-#            deploy/submit.sh train_als --conf conf/cluster.yaml
+#            deploy/submit.sh train --conf conf/cluster.yaml
 #      YARN and Kubernetes unpack the archive into each container's working directory as
 #      ./environment, and spark.pyspark.python points the Python workers at it.
 # See deploy/README.md.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-JOBS=(ingest_events train_als refresh_recommendations)
-
-usage() {
-    cat >&2 <<EOF
-usage: deploy/submit.sh JOB [job args...]
-
-JOB is one of:
-  ingest_events             stream new event files (or Kafka) into the Delta tables (add --once)
-  train_als                 retrain ALS, evaluate, log to MLflow, promote if better
-  refresh_recommendations   recompute the serving table from the champion model
-
-example: SPARK_MASTER=local[2] deploy/submit.sh ingest_events --conf conf/local.yaml --once
-EOF
-    exit "${1:-2}"
-}
-
-[[ $# -ge 1 ]] || usage 2
-case "$1" in -h | --help) usage 0 ;; esac
-JOB="$1"
-shift
-known=""
-for candidate in "${JOBS[@]}"; do
-    [[ "$JOB" == "$candidate" ]] && known=1
-done
-if [[ -z "$known" ]]; then
-    echo "deploy/submit.sh: unknown job '$JOB'" >&2
-    usage 2
-fi
-
 VENV="${VENV:-$ROOT/.venv}"
 if [[ -x "$VENV/bin/python" ]]; then
     PYTHON="$VENV/bin/python"
@@ -95,6 +68,26 @@ redact() {
     PYTHONPATH="$ROOT" "$PYTHON" -m recspark.core.secrets
 }
 
+# The job registry (recspark/jobs.py), read with the standard library only.
+jobs() { (cd "$ROOT" && "$PYTHON" -m recspark.jobs "$@"); }
+
+usage() {
+    {
+        echo "usage: deploy/submit.sh JOB [job args...]"
+        echo
+        echo "JOB is one of (recspark/jobs.py):"
+        jobs --usage
+        echo
+        echo "example: SPARK_MASTER=local[2] deploy/submit.sh ingest --conf conf/local.yaml --once"
+    } >&2
+    exit "${1:-2}"
+}
+
+[[ $# -ge 1 ]] || usage 2
+case "$1" in -h | --help) usage 0 ;; esac
+# The registry's name for it (a former name is accepted with a notice); unknown: usage.
+JOB="$(jobs --resolve "$1")" || usage 2
+shift
 if [[ -n "${SPARK_HOME:-}" ]]; then
     SPARK_SUBMIT="$SPARK_HOME/bin/spark-submit"
 else
@@ -163,7 +156,7 @@ if [[ -n "${RECSPARK_SUBMIT_OPTS:-}" ]]; then
     read -r -a extra <<<"$RECSPARK_SUBMIT_OPTS"
     cmd+=("${extra[@]}")
 fi
-cmd+=("$ROOT/jobs/$JOB.py" "$@")
+cmd+=("$ROOT/jobs/run.py" "$JOB" "$@")
 
 if [[ -n "${RECSPARK_DRY_RUN:-}" ]]; then
     { printf '%q ' "${cmd[@]}"; printf '\n'; } | redact

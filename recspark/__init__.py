@@ -4,5 +4,6 @@ Stage packages, and the only direction their imports may take (checked by ``make
 
     serve -> model -> core        ingest -> core        ops -> core
 
-``cli`` and ``demo`` sit on top and wire the stages together; ``packages`` names the JVM jars.
+``jobs`` (the job registry) wires the stages into jobs; ``cli`` and ``demo`` sit on top and run
+them; ``packages`` names the JVM jars.
 """

@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import shutil
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 from pyspark.sql import SparkSession
@@ -15,13 +14,10 @@ from recspark.core.config import Config
 from recspark.core.secrets import redact
 from recspark.core.session import build_spark
 from recspark.core.tables import EVENTS, INTERACTIONS, QUARANTINE, RECOMMENDATIONS, Lake
-from recspark.datasets.shop import LandingNotEmptyError, ShopSpec, ShopSummary, write_shop
-from recspark.ingest.stream import run_ingest
+from recspark.datasets.shop import LandingNotEmptyError
+from recspark.jobs import JOBS, Outcome, run_job
 from recspark.model.families.model import ALL_FAMILIES
-from recspark.model.training.train import TrainResult, train
-from recspark.ops.quality import gate_for
-from recspark.ops.runs import JobRun, ingest_counts, track_job
-from recspark.serve.publish import published_model_version, recommend
+from recspark.model.training.train import TrainResult
 
 log = logging.getLogger(__name__)
 
@@ -117,78 +113,42 @@ def reset_local_state(config: Config) -> None:
             path.unlink()
 
 
-def _write_demo_shop(config: Config) -> ShopSummary:
-    assert config.catalog.path is not None, "the demo needs catalog.path"
-    try:
-        return write_shop(
-            ShopSpec.from_config(config.generate),
-            Path(config.ingest.path),
-            Path(config.catalog.path),
-        )
-    except LandingNotEmptyError as exc:
-        raise LandingNotEmptyError(f"{exc}; or run `recspark demo --fresh` to start over") from exc
-
-
-def _generate(config: Config, lake: Lake) -> float:
-    """The shop's files, recorded in ``job_runs`` like `recspark generate` would be; returns the
-    seconds it took.
-
-    Generating needs no Spark, and a generate that failed (files already landed) should say so
-    at once: the session that records the run is started only once the files are written (its
-    start-up is not counted in the run's time)."""
-    written = False
-
-    def session_once_written() -> SparkSession | None:
-        return build_spark(config, "demo") if written else None
-
-    started = time.time()
-    with track_job(session_once_written, lake, "generate") as run:
-        run.rows_out = _write_demo_shop(config).events
-        written = True
-        took = time.time() - started
-    return took
-
-
-def _ingest(spark: SparkSession, config: Config, lake: Lake, run: JobRun) -> None:
-    run_ingest(spark, config, lake, once=True)
-    run.rows_in, run.rows_out = ingest_counts(spark, lake, run.started_at)
-
-
-def _train(spark: SparkSession, config: Config, lake: Lake, run: JobRun) -> TrainResult:
-    result = train(spark, config, lake, gate=gate_for(spark, config, lake, "train"))
-    run.model_version, run.rows_out = result.model_version, 1
-    return result
-
-
-def _recommend(spark: SparkSession, config: Config, lake: Lake, run: JobRun) -> None:
-    recommend(spark, config, lake, gate=gate_for(spark, config, lake, "recommend"))
-    run.rows_out = lake.read(spark, RECOMMENDATIONS).count()
-    run.model_version = published_model_version(spark, lake)
-
-
-# The demo's stages after generate, each recorded in job_runs under its command's name.
-STAGES: tuple[tuple[str, Callable[[SparkSession, Config, Lake, JobRun], object]], ...] = (
-    ("ingest", _ingest),
-    ("train", _train),
-    ("recommend", _recommend),
+# After `generate`, the demo's stages: these jobs of the registry with these arguments.
+STAGES: tuple[tuple[str, dict[str, object]], ...] = (
+    ("ingest", {"once": True}),
+    ("train", {}),
+    ("recommend", {}),
 )
 
 
+def _stage(name: str, options: dict[str, object], config: Config) -> tuple[float, Outcome]:
+    """Run one job as the CLI runs it; returns the seconds it took and what it reported."""
+    job = JOBS[name]
+    started = time.time()
+    outcome = run_job(job, job.options(**options), config)
+    return time.time() - started, outcome
+
+
 def run_demo(config: Config, fresh: bool) -> None:
+    """``recspark generate``, ``ingest --once``, ``train`` and ``recommend`` exactly as the CLI
+    runs them (the same functions, gates and ``job_runs`` rows), then the report.
+
+    Generating needs no Spark, and a generate that failed (files already landed) says so at
+    once: the session every later stage reuses starts after it."""
     if fresh:
         reset_local_state(config)
     mark_local_state(config)
     lake = Lake.at(config.lake.root, config.lake.database)
-    timings = {"generate": _generate(config, lake)}
+    try:
+        timings = {"generate": _stage("generate", {}, config)[0]}
+    except LandingNotEmptyError as exc:
+        raise LandingNotEmptyError(f"{exc}; or run `recspark demo --fresh` to start over") from exc
     spark = build_spark(config, "demo")
     result: TrainResult | None = None
-    for job, stage in STAGES:
-        started = time.time()
-        with track_job(lambda: spark, lake, job) as run:
-            outcome = stage(spark, config, lake, run)
-        timings[job] = time.time() - started
-        if isinstance(outcome, TrainResult):
-            result = outcome
+    for name, options in STAGES:
+        timings[name], outcome = _stage(name, options, config)
+        if isinstance(outcome.result, TrainResult):
+            result = outcome.result
     assert result is not None, "the demo's stages include train"
     print(render_report(spark, config, lake, result, timings))
 
@@ -239,7 +199,7 @@ def render_report(
 
 def next_steps(config: Config, user_id: str | None) -> list[str]:
     """Where a newcomer goes from here: the report's last lines, commands to copy."""
-    steps = [("recspark status", "tables, champion, job runs (each demo stage is one), quality gates")]
+    steps = [("recspark status", "tables, champion, job runs (ingest, train, recommend), quality gates")]
     if user_id is not None:
         steps.append((f"recspark show {user_id}", "one user's list, why, and their recent history"))
     tracking = redact(config.mlflow.tracking_uri)

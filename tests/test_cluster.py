@@ -3,8 +3,10 @@ from pyspark's own jars, bound to 127.0.0.1), the jobs submitted by cron's daily
 deploy/submit.sh with the --py-files zip. The driver and the executors are separate JVMs, as on
 any cluster, so closures, shipped code, broadcasts and absolute paths are exercised for real.
 
-The executors run this virtualenv's Python (``PYSPARK_PYTHON``), as a worker image with
-recspark's dependencies installed would.
+The driver and the executors run a Python that sees this virtualenv's third-party packages
+but not its recspark (installed editable, so it would shadow a broken zip): every job can only
+work through the code deploy/submit.sh ships, as on a cluster whose image has recspark's
+dependencies and nothing of recspark itself.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import json
 import re
 import subprocess
 import sys
+import sysconfig
 import time
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
@@ -62,21 +65,68 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Pat
         subprocess.run([str(STANDALONE), "stop", str(state)], env=clean_env(), timeout=120, check=False)
 
 
-def cluster_env(tmp_path: Path, master: str) -> dict[str, str]:
+@pytest.fixture(scope="module")
+def python_without_recspark(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A throwaway virtualenv whose only addition is a .pth line naming this virtualenv's
+    site-packages: a plain path line adds the directory, but its own .pth files (the editable
+    install's finder among them) are not processed, so recspark cannot be imported."""
+    venv = tmp_path_factory.mktemp("python-without-recspark")
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)
+    python = venv / "bin" / "python"
+    site = subprocess.run(
+        [str(python), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    Path(site, "project-dependencies.pth").write_text(sysconfig.get_path("purelib") + "\n")
+    return str(python)
+
+
+def test_the_cluster_python_has_the_dependencies_but_not_recspark(
+    python_without_recspark: str, tmp_path: Path
+) -> None:
+    """The jobs below can only work through deploy/submit.sh's zip: the Python their driver and
+    executors run imports recspark's dependencies, and no recspark (this virtualenv's editable
+    install would import the checkout it points at, whatever the zip holds)."""
+    probe = "import numpy, pandas, pyarrow, pyspark, mlflow, yaml, great_expectations"
+    deps = subprocess.run(
+        [python_without_recspark, "-c", probe],
+        cwd=tmp_path,
+        env=clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert deps.returncode == 0, deps.stderr[-3000:]
+    lost = subprocess.run(
+        [python_without_recspark, "-c", "import recspark; print(recspark.__file__)"],
+        cwd=tmp_path,
+        env=clean_env(),  # what the jobs see: no PYTHONPATH
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert lost.returncode != 0, f"the cluster's Python imports recspark from {lost.stdout.strip()}"
+    assert "No module named 'recspark'" in lost.stderr, lost.stderr
+
+
+def cluster_env(tmp_path: Path, master: str, python: str) -> dict[str, str]:
     return locked_env(
         tmp_path,
         SPARK_MASTER=master,
         SPARK_LOCAL_IP="127.0.0.1",  # the driver binds to loopback too
-        PYSPARK_PYTHON=sys.executable,
+        PYSPARK_PYTHON=python,  # the executors'
+        PYSPARK_DRIVER_PYTHON=python,
         RECSPARK_TIMEOUT=str(DAILY_TIMEOUT),
     )
 
 
-def submit(tmp_path: Path, master: str, job: str, conf: Path, *args: str) -> str:
+def submit(tmp_path: Path, master: str, python: str, job: str, conf: Path, *args: str) -> str:
     done = subprocess.run(
         [str(SUBMIT), job, "--conf", str(conf), *args, *(a for s in FAST for a in ("--set", s))],
         cwd=tmp_path,
-        env=cluster_env(tmp_path, master),
+        env=cluster_env(tmp_path, master, python),
         capture_output=True,
         text=True,
         timeout=DAILY_TIMEOUT,
@@ -93,9 +143,10 @@ def land(folder: Path, name: str, records: list[dict]) -> None:
 
 
 def test_cron_daily_then_an_incremental_refresh_run_on_a_standalone_cluster(
-    tmp_path: Path, spark: SparkSession, cluster: tuple[str, Path]
+    tmp_path: Path, spark: SparkSession, cluster: tuple[str, Path], python_without_recspark: str
 ) -> None:
     master, state = cluster
+    python = python_without_recspark
     conf = write_config(tmp_path, catalog=True)
     generate_tiny_shop(tmp_path, conf)
 
@@ -113,7 +164,7 @@ def test_cron_daily_then_an_incremental_refresh_run_on_a_standalone_cluster(
         cwd=tmp_path,
         # run-locked.sh's own timeout kills the whole chain (a job that, say, forgot --once
         # and kept streaming) rather than leave JVMs behind a pytest timeout.
-        env=cluster_env(tmp_path, master),
+        env=cluster_env(tmp_path, master, python),
         capture_output=True,
         text=True,
         timeout=DAILY_TIMEOUT + 120,
@@ -122,10 +173,10 @@ def test_cron_daily_then_an_incremental_refresh_run_on_a_standalone_cluster(
     logs = tmp_path / "logs"
     all_logs = "\n".join(f"== {p.name}\n{p.read_text()[-4000:]}" for p in sorted(logs.glob("*.log")))
     assert daily.returncode == 0, daily.stderr + all_logs
-    for name in ("daily", "ingest_events", "refresh_recommendations"):
+    for name in ("daily", "ingest_events", "refresh_recommendations"):  # the lock (log) names
         assert "end: exit 0" in (logs / f"{name}.log").read_text(), all_logs
     daily_log = (logs / "daily.log").read_text()
-    assert "model version" in daily_log  # train_als's last line
+    assert "model version" in daily_log  # train's last line
     assert "daily: done" in daily_log
 
     lake = tmp_path / "lake"
@@ -158,8 +209,9 @@ def test_cron_daily_then_an_incremental_refresh_run_on_a_standalone_cluster(
             for item in items
         ],
     )
-    ingest = submit(tmp_path, master, "ingest_events", conf, "--once")
-    refresh = submit(tmp_path, master, "refresh_recommendations", conf, "--once")
+    ingest = submit(tmp_path, master, python, "ingest", conf, "--once")
+    refresh = submit(tmp_path, master, python, "refresh", conf, "--once")
+    check = submit(tmp_path, master, python, "check", conf)
 
     recs = spark.read.format("delta").load(str(lake / "recommendations"))
     refreshed = sorted(
@@ -173,10 +225,13 @@ def test_cron_daily_then_an_incremental_refresh_run_on_a_standalone_cluster(
         ("ingest", len(active) * len(items))
     }
 
+    # The scheduled whole-table check runs on the cluster too.
+    assert "quality suite 'recommendations' passed on table recommendations" in check
+
     # Every job ran against the cluster, with executors in the worker's JVMs.
-    whole_logs = "\n".join(p.read_text() for p in logs.glob("*.log")) + ingest + refresh
+    whole_logs = "\n".join(p.read_text() for p in logs.glob("*.log")) + ingest + refresh + check
     sessions = re.findall(r"spark session \S+ ready \(master=(\S+)\)", whole_logs)
-    assert len(sessions) >= 5 and set(sessions) == {master}, sessions
+    assert len(sessions) >= 6 and set(sessions) == {master}, sessions
     applications = sorted((state / "work").glob("app-*"))
-    assert len(applications) >= 5, applications
+    assert len(applications) >= 6, applications
     assert all(list(app.glob("*/stderr")) for app in applications)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -101,6 +102,7 @@ def test_precedence_file_then_env_then_set(tmp_path: Path) -> None:
         (["ingest.max_file_age_days=1.0e+300"], "ingest.max_file_age_days must be > 0 and at most 36500"),
         (["train.test_days=soon"], "train.test_days"),
         (["train.driver_max_pairs=-1"], "train.driver_max_pairs must be an integer >= 0, got -1"),
+        (["serve.trigger_seconds=0"], "serve.trigger_seconds must be > 0"),
         (["interactions.weights.impression=1"], "interactions.weights cannot weigh impressions"),
         (["outcomes.attribution_window_hours=0"], "outcomes.attribution_window_hours must be > 0"),
         (["impressions.queue_size=0"], "impressions.queue_size must be > 0"),
@@ -149,6 +151,39 @@ def test_cli_missing_input_directory(
     assert code == 2
     assert "is not a directory" in capsys.readouterr().err
     assert (lake / "job_runs" / "_delta_log").is_dir()
+
+
+def scale_settings() -> dict[str, object]:
+    """docs/scale.md's "Settings for that shop": each row's key and its YAML value."""
+    text = (REPO / "docs" / "scale.md").read_text(encoding="utf-8")
+    section = text.split("## Settings for that shop", 1)[1].split("\n## ", 1)[0]
+    rows = re.findall(r"^\| `([a-z_.A-Z]+)` \| `([^`]+)` \|", section, flags=re.MULTILINE)
+    return {key: yaml.safe_load(value) for key, value in rows}
+
+
+def config_value(config: object, key: str) -> object:
+    """The value of a dotted key in a loaded config (``spark.conf.<Spark setting>`` included)."""
+    value = config
+    parts = key.split(".")
+    while parts:
+        if isinstance(value, dict):
+            return value[".".join(parts)]
+        value = getattr(value, parts.pop(0))
+    return value
+
+
+def test_the_cluster_config_holds_the_settings_docs_scale_derives() -> None:
+    settings = scale_settings()
+    cluster = load_config(REPO / "conf" / "cluster.yaml", environ={})
+
+    assert len(settings) >= 10, settings  # the table was read, not skipped
+    assert {"ingest.trigger_seconds", "serve.trigger_seconds", "train.num_user_blocks"} <= set(settings)
+    for key, expected in settings.items():
+        actual = config_value(cluster, key)
+        if isinstance(actual, str):
+            assert actual == str(expected), key
+        else:
+            assert actual == expected, key
 
 
 def test_the_config_reference_is_current() -> None:

@@ -1,5 +1,6 @@
 """`recspark demo --fresh` deletes only what the demo created (marked with `.recspark-demo`); a real
-run records each stage in `job_runs` and ends by pointing to the next commands, which work on it."""
+run runs its stages as the CLI runs those jobs (the same `job_runs` rows and gates) and ends by
+pointing to the next commands, which work on it."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from pyspark.sql import functions as F
 from recspark import demo
 from recspark.cli import main
 from recspark.core.config import Config
-from recspark.core.tables import JOB_RUNS, RECOMMENDATIONS, Lake
+from recspark.core.tables import JOB_RUNS, QUALITY_RESULTS, RECOMMENDATIONS, Lake
 from recspark.datasets.shop import LandingNotEmptyError
 from tests.conftest import SHOP_TOP_N, config_under, shop_config
 
@@ -59,7 +60,7 @@ def test_fresh_refuses_a_directory_it_did_not_create(
     def ran(*args: object, **kwargs: object) -> None:
         raise AssertionError("the demo ran")
 
-    monkeypatch.setattr(demo, "write_shop", ran)
+    monkeypatch.setattr("recspark.datasets.shop.write_shop", ran)
     paths = [f"lake.root={precious}", f"ingest.path={tmp_path / 'events'}"]
     paths += [f"catalog.path={tmp_path / 'c.jsonl'}", f"mlflow.tracking_uri=sqlite:///{tmp_path / 'm.db'}"]
     paths += [f"mlflow.artifact_location={tmp_path / 'art'}"]
@@ -141,7 +142,9 @@ def _cli(config: Config) -> list[str]:
     return [arg for setting in settings for arg in ("--set", setting)]
 
 
-def test_each_demo_stage_is_a_job_run(spark: SparkSession, demo_run: tuple[Config, str]) -> None:
+def test_each_demo_stage_on_the_lake_is_a_job_run(spark: SparkSession, demo_run: tuple[Config, str]) -> None:
+    """The rows `recspark ingest --once`, `train` and `recommend` leave (generate writes files
+    outside the lake and is no tracked job, from the CLI or the demo)."""
     config, _ = demo_run
     runs = (
         Lake.at(config.lake.root)
@@ -152,13 +155,22 @@ def test_each_demo_stage_is_a_job_run(spark: SparkSession, demo_run: tuple[Confi
     )
 
     assert [(r["job"], r["status"], r["error"]) for r in runs] == [
-        (job, "succeeded", None) for job in ("generate", "ingest", "train", "recommend")
+        (job, "succeeded", None) for job in ("ingest", "train", "recommend")
     ]
-    generate, ingest, train, recommend = runs
-    assert generate["rows_out"] > 0
+    ingest, train, recommend = runs
     assert ingest["rows_in"] > ingest["rows_out"] > 0  # broken lines and duplicates are not events
     assert train["model_version"] == "1"
     assert recommend["rows_out"] > 0
+
+
+def test_the_demos_ingest_gates_the_rows_it_wrote_as_the_cli_does(
+    spark: SparkSession, demo_run: tuple[Config, str]
+) -> None:
+    config, _ = demo_run
+    gates = Lake.at(config.lake.root).read(spark, QUALITY_RESULTS).where(F.col("job") == "ingest").collect()
+
+    assert sorted(r["suite"] for r in gates) == ["events", "interactions"]
+    assert all(r["scope"].startswith("rows written since ") and r["rows_validated"] > 0 for r in gates)
 
 
 def test_the_report_ends_with_the_next_commands(spark: SparkSession, demo_run: tuple[Config, str]) -> None:
@@ -190,7 +202,7 @@ def test_status_json_on_the_demo_lake(
     assert status["champion"]["state"] == "champion"
     assert (status["champion"]["version"], status["champion"]["family"]) == ("1", "als")
     assert status["champion"]["promoted_at"] is not None
-    assert [r["job"] for r in status["job_runs"]] == ["recommend", "train", "ingest", "generate"]
+    assert [r["job"] for r in status["job_runs"]] == ["recommend", "train", "ingest"]
     assert {g["suite"] for g in status["quality_gates"]} >= {"recommendations"}
 
 

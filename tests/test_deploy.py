@@ -35,9 +35,21 @@ DAILY = ROOT / "deploy" / "cron" / "daily.sh"
 CRONTAB = ROOT / "deploy" / "cron" / "recspark.crontab"
 DAG_FOLDER = ROOT / "deploy" / "airflow"
 REQUIREMENTS = DAG_FOLDER / "requirements.txt"
+RUN = ROOT / "jobs" / "run.py"
 VENV_BIN = Path(sys.executable).parent
-JOBS = ("ingest_events", "train_als", "refresh_recommendations")
 DAILY_TIMEOUT = 1800
+
+
+def submitted_jobs() -> list[str]:
+    """The jobs spark-submit runs, as deploy/submit.sh reads them from the registry."""
+    done = subprocess.run(
+        [sys.executable, "-m", "recspark.jobs", "--names"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return done.stdout.split()
 
 
 def expected_packages(kafka: bool) -> str:
@@ -173,11 +185,50 @@ def test_crontab_lines_use_the_lock_wrapper_and_existing_scripts() -> None:
         assert command[0] == "$RECSPARK_HOME/deploy/cron/run-locked.sh"
         assert command[2] == "--"
         assert "%" not in line
-    jobs = {line.split()[6] for line in lines}
-    assert jobs == {"ingest_events", "refresh_recommendations", "daily", "maintenance", "quality"}
+    # The lock (and log) names are the ones operators' installed crontabs and daily.sh share.
+    locks = {line.split()[6] for line in lines}
+    assert locks == {"ingest_events", "refresh_recommendations", "daily", "maintenance", "quality"}
     for script in (SUBMIT, BUILD_ZIP, RUN_LOCKED, DAILY):
         assert os.access(script, os.X_OK), script
         assert subprocess.run(["bash", "-n", str(script)], check=False).returncode == 0
+
+
+def test_every_scheduled_job_runs_on_spark_through_submit_sh() -> None:
+    """No job starts a Spark of its own on the scheduler's host: cron's lines and daily.sh hand
+    every job to deploy/submit.sh (the cluster), under its registry name, with what the
+    registry says a scheduled run adds (``--once`` for the streams)."""
+    registry = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import json; from recspark.jobs import JOBS; "
+            "print(json.dumps({n: list(j.scheduled_args) for n, j in JOBS.items() if j.submit}))",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    scheduled_args = json.loads(registry.stdout)
+    submissions = []
+    for line in CRONTAB.read_text().splitlines():
+        if not line.strip() or line.startswith("#") or "=" in line.split()[0]:
+            continue
+        command = line.split()[8:]  # after the schedule, run-locked.sh LOCK --
+        assert command[0] in ("$RECSPARK_HOME/deploy/submit.sh", "$RECSPARK_HOME/deploy/cron/daily.sh"), line
+        if command[0].endswith("submit.sh"):
+            submissions.append(command[1:])
+    daily = [
+        shlex.split(line.split('"$SUBMIT"', 1)[1])
+        for line in DAILY.read_text().splitlines()
+        if '"$SUBMIT"' in line and not line.lstrip().startswith("#")
+    ]
+    assert [args[0] for args in daily] == ["ingest", "train", "refresh"]
+    assert sorted(args[0] for args in submissions) == ["check", "ingest", "maintain", "refresh"]
+    for args in submissions + daily:
+        assert args[0] in scheduled_args, args
+        for flag in scheduled_args[args[0]]:
+            assert flag in args, args
 
 
 # --------------------------------------------------------------------------- submit.sh
@@ -219,7 +270,7 @@ def dry_run(cwd: Path, *args: str, **env: str) -> list[str]:
 def test_submit_builds_the_command_from_one_place(tmp_path: Path) -> None:
     files_conf = tmp_path / "files.yaml"
     files_conf.write_text("ingest:\n  source: files\n")
-    cmd = dry_run(tmp_path, "ingest_events", "--conf", str(files_conf), "--once")
+    cmd = dry_run(tmp_path, "ingest", "--conf", str(files_conf), "--once")
     assert cmd[0] == str(ROOT / ".venv" / "bin" / "spark-submit")
     assert cmd[cmd.index("--packages") + 1] == expected_packages(kafka=False)
     zip_path = Path(cmd[cmd.index("--py-files") + 1])
@@ -228,12 +279,7 @@ def test_submit_builds_the_command_from_one_place(tmp_path: Path) -> None:
     assert cmd[cmd.index("--master") + 1] == "local[2]"  # the config's spark.master (its default)
     assert "--archives" not in cmd
     assert not any(c.startswith("spark.pyspark.python") for c in cmd)
-    assert cmd[-4:] == [
-        str(ROOT / "jobs" / "ingest_events.py"),
-        "--conf",
-        str(files_conf),
-        "--once",
-    ]
+    assert cmd[-5:] == [str(RUN), "ingest", "--conf", str(files_conf), "--once"]
 
     kafka_conf = tmp_path / "kafka.yaml"
     kafka_conf.write_text(
@@ -242,7 +288,7 @@ def test_submit_builds_the_command_from_one_place(tmp_path: Path) -> None:
     )
     cmd = dry_run(
         tmp_path,
-        "train_als",
+        "train",
         "--conf",
         str(kafka_conf),
         "--set",
@@ -260,23 +306,22 @@ def test_submit_builds_the_command_from_one_place(tmp_path: Path) -> None:
     assert "spark.pyspark.python=./environment/bin/python" in cmd
     assert cmd[cmd.index("--archives") + 1] == "env.tar.gz#environment"
     assert cmd[cmd.index("--driver-memory") + 1] == "2g"
-    assert cmd[-5:] == [
-        str(ROOT / "jobs" / "train_als.py"),
-        "--conf",
-        str(kafka_conf),
-        "--set",
-        "train.rank=4",
-    ]
+    assert cmd[-6:] == [str(RUN), "train", "--conf", str(kafka_conf), "--set", "train.rank=4"]
 
     # The same config with Kafka turned off by an override, and the forcing switch.
-    cmd = dry_run(tmp_path, "train_als", "--conf", str(kafka_conf), "--set", "ingest.source=files")
+    cmd = dry_run(tmp_path, "train", "--conf", str(kafka_conf), "--set", "ingest.source=files")
     assert cmd[cmd.index("--packages") + 1] == expected_packages(kafka=False)
-    cmd = dry_run(tmp_path, "train_als", "--conf", str(files_conf), RECSPARK_KAFKA="1")
+    cmd = dry_run(tmp_path, "train", "--conf", str(files_conf), RECSPARK_KAFKA="1")
     assert cmd[cmd.index("--packages") + 1] == expected_packages(kafka=True)
 
     # A config without a master (conf/cluster.yaml) leaves it to spark-defaults.conf.
-    cmd = dry_run(tmp_path, "train_als", "--conf", str(files_conf), "--set", "spark.master=null")
+    cmd = dry_run(tmp_path, "train", "--conf", str(files_conf), "--set", "spark.master=null")
     assert "--master" not in cmd
+
+    # maintain and check go to the cluster like every other job.
+    for job in ("maintain", "check"):
+        cmd = dry_run(tmp_path, job, "--conf", str(files_conf))
+        assert cmd[-4:] == [str(RUN), job, "--conf", str(files_conf)]
 
 
 def test_submit_prints_no_credentials(tmp_path: Path) -> None:
@@ -287,7 +332,7 @@ def test_submit_prints_no_credentials(tmp_path: Path) -> None:
     uri = "http://bob:s3cret@tracker:5000/?token=t0psekrit"
     secret = ["--conf", str(conf), "--set", f"mlflow.tracking_uri={uri}"]
 
-    cmd = dry_run(tmp_path, "train_als", *secret)
+    cmd = dry_run(tmp_path, "train", *secret)
     assert cmd[-1] == "mlflow.tracking_uri=http://***@tracker:5000/?token=***"
     assert not any("s3cret" in c or "t0psekrit" in c for c in cmd)
 
@@ -304,7 +349,7 @@ def test_submit_prints_no_credentials(tmp_path: Path) -> None:
     )
     fake.chmod(0o755)
     done = subprocess.run(
-        [str(SUBMIT), "train_als", *secret],
+        [str(SUBMIT), "train", *secret],
         cwd=tmp_path,
         env=clean_env(SPARK_HOME=str(tmp_path / "spark")),
         capture_output=True,
@@ -324,15 +369,28 @@ def test_submit_prints_no_credentials(tmp_path: Path) -> None:
     assert log4j2.read_text() == log4j2_properties()
 
 
-def test_submit_validates_the_job(tmp_path: Path) -> None:
-    for args in ([], ["nope"], ["jobs/train_als.py"]):
+def test_submit_validates_the_job_against_the_registry(tmp_path: Path) -> None:
+    jobs = submitted_jobs()
+    assert {"ingest", "train", "refresh", "recommend", "maintain", "check"} <= set(jobs)
+    for args in ([], ["nope"], ["jobs/run.py"], ["demo"], ["generate"]):
         done = subprocess.run(
             [str(SUBMIT), *args], cwd=tmp_path, env=clean_env(), capture_output=True, text=True
         )
         assert done.returncode == 2
-        for job in JOBS:
-            assert job in done.stderr
-    assert all((ROOT / "jobs" / f"{job}.py").is_file() for job in JOBS)
+        for job in jobs:
+            assert f"  {job} " in done.stderr, job
+
+    # The former names still submit the same job, and say what it is called now.
+    done = subprocess.run(
+        [str(SUBMIT), "train_als", "--conf", "c.yaml"],
+        cwd=tmp_path,
+        env=clean_env(RECSPARK_DRY_RUN="1"),
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr
+    assert shlex.split(done.stdout)[-3:] == ["train", "--conf", "c.yaml"]
+    assert "job 'train_als' is now called 'train'" in done.stderr
 
 
 # --------------------------------------------------------------------------- Airflow
@@ -480,63 +538,66 @@ def test_airflow_dags_load_with_the_intended_shape(tmp_path: Path) -> None:
     zip_path = str(ROOT / "build" / "recspark.zip")
 
     def spark_task(dag: str, task: str, *args: str) -> dict:
+        """A task running job ``task`` with spark-submit, as the registry names it."""
         info = dags[dag]["tasks"][task]
         assert info["type"] == "SparkSubmitOperator"
-        assert info["application"] == str(ROOT / "jobs" / f"{task}.py")
+        assert info["application"] == str(RUN)
         assert info["py_files"] == zip_path
         assert info["packages"] == packages
         assert info["conn_id"] == "spark_default"
-        assert info["application_args"] == ["--conf", conf, *args]
+        assert info["application_args"] == [task, "--conf", conf, *args]
         return info
 
     ingest = dags["recspark_ingest"]
     assert ingest["schedule"] == "*/10 * * * *"
     assert ingest["max_active_runs"] == 1
     assert not ingest["catchup"]
-    assert set(ingest["tasks"]) == {"ingest_events"}
-    spark_task("recspark_ingest", "ingest_events", "--once")
+    assert set(ingest["tasks"]) == {"ingest"}
+    spark_task("recspark_ingest", "ingest", "--once")
 
     refresh = dags["recspark_refresh"]
     assert refresh["schedule"] == "*/15 * * * *"
     assert refresh["max_active_runs"] == 1
-    assert set(refresh["tasks"]) == {"refresh_recommendations"}
-    spark_task("recspark_refresh", "refresh_recommendations", "--once")
+    assert set(refresh["tasks"]) == {"refresh"}
+    spark_task("recspark_refresh", "refresh", "--once")
 
     daily = dags["recspark_daily"]
     assert daily["schedule"] == "0 3 * * *"
-    assert set(daily["tasks"]) == {"wait_for_ingest", "train_als", "refresh_recommendations"}
+    assert set(daily["tasks"]) == {"wait_for_ingest", "train", "refresh"}
     sensor = daily["tasks"]["wait_for_ingest"]
     assert sensor["upstream"] == []
     assert sensor["mode"] == "reschedule"
-    train = spark_task("recspark_daily", "train_als")
+    train = spark_task("recspark_daily", "train")
     assert train["upstream"] == ["wait_for_ingest"]
     assert train["retries"] == 2
     assert train["execution_timeout_s"] == 3 * 3600
-    full = daily["tasks"]["refresh_recommendations"]
+    full = daily["tasks"]["refresh"]
     assert full["type"] == "TriggerDagRunOperator"
     assert full["trigger_dag_id"] == "recspark_refresh"
     assert full["wait_for_completion"] is True
-    assert full["upstream"] == ["train_als"]
+    assert full["upstream"] == ["train"]
 
+    # Maintenance and the whole-table checks run on the cluster too, not on the scheduler's host.
     maintenance = dags["recspark_maintenance"]
     assert maintenance["schedule"] == "0 4 * * 0"
-    maintain = maintenance["tasks"]["maintain"]
-    assert maintain["type"] == "BashOperator"
-    assert " maintain --conf " in maintain["bash_command"]
-    assert conf in maintain["bash_command"]
+    assert set(maintenance["tasks"]) == {"maintain"}
+    spark_task("recspark_maintenance", "maintain")
 
     # Each job's gates see only the rows it wrote; the whole tables are checked daily.
     quality = dags["recspark_quality"]
     assert quality["schedule"] == "0 5 * * *"
-    check = quality["tasks"]["check"]
-    assert check["type"] == "BashOperator"
-    assert " check --conf " in check["bash_command"] and conf in check["bash_command"]
+    assert set(quality["tasks"]) == {"check"}
+    spark_task("recspark_quality", "check")
+
+    # Every task that runs a job is a registered job spark-submit can run.
+    tasks = [t for d in dags.values() for t in d["tasks"].values() if t["type"] == "SparkSubmitOperator"]
+    assert {t["application_args"][0] for t in tasks} <= set(submitted_jobs())
 
     # The sensor: succeeds once any ingest slot from an hour before the run on succeeded.
     assert report["sensor"] == [False, True]
     query = report["sensor_query"]
     assert query["dag_id"] == "recspark_ingest"
-    assert query["task_ids"] == ["ingest_events"]
+    assert query["task_ids"] == ["ingest"]
     assert query["states"] == ["success"]
     assert query["logical_dates"][0] == "2026-11-02T02:00:00+00:00"
     assert "2026-11-02T03:00:00+00:00" in query["logical_dates"]
@@ -555,9 +616,9 @@ def test_airflow_dags_load_with_the_intended_shape(tmp_path: Path) -> None:
     assert report["import_errors"] == {}
     dags = report["dags"]
     assert dags["recspark_ingest"]["schedule"] == "*/5 * * * *"
-    train = dags["recspark_daily"]["tasks"]["train_als"]
+    train = dags["recspark_daily"]["tasks"]["train"]
     assert train["conn_id"] == "spark_cluster"
-    assert train["application_args"] == ["--conf", other_conf]
+    assert train["application_args"] == ["train", "--conf", other_conf]
     assert train["packages"] == expected_packages(kafka=False)
     assert train["execution_timeout_s"] == 1.5 * 3600
 
@@ -701,13 +762,11 @@ def test_airflow_dags_test_runs_the_daily_dag_against_a_tiny_lake(tmp_path: Path
     events = spark.read.format("delta").load(str(lake / "events"))
     assert events.count() > 0
 
-    # The daily DAG: the sensor finds that ingest run, train_als submits the training job. Its
+    # The daily DAG: the sensor finds that ingest run, train submits the training job. Its
     # last task triggers a run of recspark_refresh and waits for it; `dags test` runs no
     # scheduler that would execute a triggered run, so that task is marked successful and the
     # refresh DAG runs next, by `dags test` too.
-    daily = airflow(
-        venv, env, "dags", "test", "recspark_daily", "--mark-success-pattern", "^refresh_recommendations$"
-    )
+    daily = airflow(venv, env, "dags", "test", "recspark_daily", "--mark-success-pattern", "^refresh$")
     assert daily.returncode == 0, daily.stdout[-5000:] + daily.stderr[-3000:]
     assert "Success criteria met" in daily.stdout  # the sensor, not a timeout
     assert "promoted to champion" in daily.stdout

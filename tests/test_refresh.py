@@ -26,7 +26,13 @@ from recspark.model.training.train import TrainResult, train
 from recspark.ops.quality import gate_for
 from recspark.serve.publish import load_champion, recommend
 from recspark.serve.refresh import QUERY_NAME as REFRESH_QUERY
-from recspark.serve.refresh import RefreshBatchWriter, folded_in_vectors, refresh_users, run_refresh
+from recspark.serve.refresh import (
+    RefreshBatchWriter,
+    folded_in_vectors,
+    refresh_users,
+    run_refresh,
+    start_refresh,
+)
 from tests.conftest import copy_shop, nothing_cached
 
 
@@ -211,6 +217,19 @@ def _refresh_writer(
         lake.read(spark, INTERACTIONS).select("user_id", "item_id").orderBy("user_id", "item_id").first()
     )
     return config, lake, writer, user, item
+
+
+def test_a_running_refresh_fires_on_its_own_trigger_not_the_ingest_one(
+    spark: SparkSession, trained_shop: tuple[Config, TrainResult], tmp_path: Path
+) -> None:
+    """serve.trigger_seconds paces the running refresh; ingest.trigger_seconds paces ingest."""
+    config = copy_shop(trained_shop[0], tmp_path, "ingest.trigger_seconds=7", "serve.trigger_seconds=42")
+    query = start_refresh(spark, config, Lake.at(config.lake.root), once=False, gate=no_gate)
+    try:
+        trigger = query._jsq.streamingQuery().trigger().toString()
+    finally:
+        query.stop()
+    assert trigger == "ProcessingTimeTrigger(42000)"
 
 
 def test_a_running_refresh_keeps_now_at_the_newest_event_without_rescanning(

@@ -28,7 +28,9 @@ from recspark.core.tables import (
     QUALITY_RESULTS,
     Lake,
 )
+from recspark.jobs import Job, Outcome, run_job
 from recspark.model.training.train import TrainResult, train
+from recspark.ops.quality import QualityGateError
 from recspark.ops.runs import JobRun, active_spark, error_text, record_job_run, track_job
 from recspark.ops.status import (
     format_age,
@@ -82,6 +84,46 @@ def test_track_job_records_a_failed_run_and_reraises(spark: SparkSession, config
         [("ingest", "failed", 7, None, None, "ValueError: no events yet")], RESULT_COLUMNS
     )
     assert_df_equality(job_runs(spark, lake).select(*expected.columns), expected, ignore_nullable=True)
+
+
+def test_run_job_records_the_figures_and_gates_only_the_rows_the_run_wrote(
+    spark: SparkSession, config: Config
+) -> None:
+    """A tracked job's figures fill its job_runs row, and it succeeds only once the gates on the
+    rows it wrote pass: a bad row of its own fails it, one written before it is not its own."""
+    lake = lake_of(config)
+    lake.ensure(spark, INTERACTIONS)
+
+    def write_pair(user: str, strength: float, at: datetime) -> None:
+        row = (user, "i1", 1, 0, 0, 0, 0, None, at, at, strength, strength, at)
+        spark.createDataFrame([row], INTERACTIONS_SCHEMA).write.format("delta").mode("append").save(
+            lake.path(INTERACTIONS.name)
+        )
+
+    write_pair("earlier", -1.0, datetime.now(timezone.utc) - timedelta(hours=1))  # breaks the suite
+
+    def writes(strength: float) -> Job:
+        def run(args: object, config: Config) -> Outcome:
+            write_pair(f"u{strength}", strength, datetime.now(timezone.utc))
+            return Outcome(rows_in=5, rows_out=1, model_version="7")
+
+        return Job("probe", "writes one pair", run, tracked=True, gates=("interactions",))
+
+    run_job(writes(2.0), writes(2.0).options(), config)
+    with pytest.raises(QualityGateError, match="strength"):
+        run_job(writes(-3.0), writes(-3.0).options(), config)
+
+    runs = job_runs(spark, lake).orderBy("started_at").collect()
+    assert [(r["job"], r["status"], r["rows_in"], r["rows_out"], r["model_version"]) for r in runs] == [
+        ("probe", "succeeded", 5, 1, "7"),
+        ("probe", "failed", 5, 1, "7"),
+    ]
+    assert runs[1]["error"].startswith("QualityGateError: ")
+    gates = lake.read(spark, QUALITY_RESULTS).orderBy("validated_at").collect()
+    assert [(g["job"], g["suite"], g["success"], g["rows_validated"]) for g in gates] == [
+        ("probe", "interactions", True, 1),
+        ("probe", "interactions", False, 1),
+    ]
 
 
 def test_failure_without_spark_is_logged_not_raised(config: Config, caplog: pytest.LogCaptureFixture) -> None:

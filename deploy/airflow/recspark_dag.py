@@ -1,19 +1,19 @@
 """recspark's schedules as Airflow DAGs (Airflow 3, see requirements.txt beside this file).
 
-Five DAGs, each pipeline job a ``SparkSubmitOperator`` running one of ``jobs/*.py``:
+Five DAGs; each job is a ``SparkSubmitOperator`` running ``jobs/run.py JOB`` on the cluster,
+its task named after the job (the registry, ``recspark/jobs.py``):
 
-``recspark_ingest``       every N minutes (default 10): ``ingest_events --once`` (availableNow).
-``recspark_refresh``      every 15 minutes: ``refresh_recommendations --once``.
+``recspark_ingest``       every N minutes (default 10): ``ingest --once`` (availableNow).
+``recspark_refresh``      every 15 minutes: ``refresh --once``.
 ``recspark_daily``        03:00 UTC: ``wait_for_ingest`` (a recent ingest run succeeded) >>
-                          ``train_als`` >> ``refresh_recommendations``: a run of
-                          ``recspark_refresh``, triggered and waited for. The job recomputes
-                          every user when the champion changed (training just promoted a
-                          model), else only users with new activity. Going through the
-                          refresh DAG (max_active_runs=1) means two refreshes never run at
-                          once: they are one streaming query with one checkpoint.
-``recspark_maintenance``  Sundays 04:00 UTC: ``recspark maintain`` (OPTIMIZE / VACUUM).
-``recspark_quality``      05:00 UTC: ``recspark check``, every quality suite on its whole table
-                          (each job's own gates see only the rows it wrote).
+                          ``train`` >> ``refresh``: a run of ``recspark_refresh``, triggered and
+                          waited for. The job recomputes every user when the champion changed
+                          (training just promoted a model), else only users with new activity.
+                          Going through the refresh DAG (max_active_runs=1) means two refreshes
+                          never run at once: they are one streaming query with one checkpoint.
+``recspark_maintenance``  Sundays 04:00 UTC: ``maintain`` (OPTIMIZE / VACUUM).
+``recspark_quality``      05:00 UTC: ``check``, every quality suite on its whole table (each
+                          job's own gates see only the rows it wrote).
 
 Settings are Airflow Variables (set them in the UI, with ``airflow variables set``, or as
 ``AIRFLOW_VAR_<NAME>`` environment variables); every one has a default:
@@ -30,19 +30,18 @@ Settings are Airflow Variables (set them in the UI, with ``airflow variables set
                                      config), ``true`` or ``false``: add the Kafka connector
 ``recspark_pyspark_python``          optional ``spark.pyspark.python`` (executors' Python)
 ``recspark_archives``                optional ``--archives`` (e.g. ``env.tar.gz#environment``)
-``recspark_cli``                     the ``recspark`` command for maintenance and checks (default
-                                     ``<project>/.venv/bin/recspark``)
 ``recspark_ingest_every_minutes``    ingest period, a divisor of 60 (default 10)
 ``recspark_ingest_fresh_minutes``    how recent a successful ingest run must be for the daily
                                      training to start (default 60)
-``recspark_train_timeout_hours``     execution timeout of ``train_als`` (default 3)
+``recspark_train_timeout_hours``     execution timeout of ``train`` (default 3)
 ==================================== ========================================================
 
 The file must import where the Airflow scheduler and dag-processor run, which have neither
 pyspark nor recspark: it imports neither. The Maven coordinates come from
-``recspark/packages.py`` itself, executed on its own with :func:`runpy.run_path` (that module
-is standard-library only, and is the one place that names versions); tests/test_deploy.py
-checks that the DAGs pass exactly what ``python -m recspark.packages`` prints.
+``recspark/packages.py`` and the jobs from ``recspark/jobs.py``, each executed on its own with
+:func:`runpy.run_path` (both are standard-library only at import; packages.py is the one place
+that names versions, jobs.py the one that names jobs); tests/test_deploy.py checks that the
+DAGs pass exactly what ``python -m recspark.packages`` prints.
 
 Variables are read when the file is parsed (the dag-processor re-parses it every few
 minutes), because the schedule, the connection and the package list must be known then.
@@ -52,13 +51,11 @@ from __future__ import annotations
 
 import logging
 import runpy
-import shlex
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
 from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
-from airflow.providers.standard.operators.bash import BashOperator
 from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
 from airflow.providers.standard.sensors.python import PythonSensor
 from airflow.sdk import DAG, Variable
@@ -66,7 +63,7 @@ from airflow.sdk import DAG, Variable
 log = logging.getLogger(__name__)
 
 INGEST_DAG_ID = "recspark_ingest"
-INGEST_TASK_ID = "ingest_events"
+INGEST_TASK_ID = "ingest"
 REFRESH_DAG_ID = "recspark_refresh"
 START_DATE = datetime(2026, 1, 1, tzinfo=timezone.utc)
 TAGS = ["recspark"]
@@ -87,6 +84,12 @@ def spark_packages(project_dir: Path, kafka: bool) -> list[str]:
     neither pyspark nor the recspark package is imported)."""
     module = runpy.run_path(str(project_dir / "recspark" / "packages.py"), run_name="packages")
     return list(module["spark_packages"](kafka=kafka))
+
+
+def job_registry(project_dir: Path) -> dict[str, Any]:
+    """The job registry, ``recspark/jobs.py``, run on its own (its imports are standard library
+    only; the run functions import recspark when a job runs, which never happens here)."""
+    return runpy.run_path(str(project_dir / "recspark" / "jobs.py"), run_name="recspark_jobs")
 
 
 def config_wants_kafka(conf_path: str) -> bool:
@@ -117,7 +120,7 @@ KAFKA = config_wants_kafka(CONF) if _KAFKA == "auto" else _KAFKA in ("1", "true"
 PACKAGES = ",".join(spark_packages(PROJECT_DIR, kafka=KAFKA))
 PYSPARK_PYTHON = setting("recspark_pyspark_python", "")
 ARCHIVES = setting("recspark_archives", "")
-RECSPARK_CLI = setting("recspark_cli", str(PROJECT_DIR / ".venv" / "bin" / "recspark"))
+REGISTRY = job_registry(PROJECT_DIR)
 INGEST_EVERY_MINUTES = int(setting("recspark_ingest_every_minutes", "10"))
 INGEST_FRESH_MINUTES = int(setting("recspark_ingest_fresh_minutes", "60"))
 TRAIN_TIMEOUT = timedelta(hours=float(setting("recspark_train_timeout_hours", "3")))
@@ -131,27 +134,23 @@ DEFAULT_ARGS: dict[str, Any] = {
 FREQUENT_ARGS: dict[str, Any] = {**DEFAULT_ARGS, "retries": 1, "retry_delay": timedelta(minutes=1)}
 
 
-def spark_job(job: str, *args: str, **kwargs: Any) -> SparkSubmitOperator:
-    """``spark-submit --packages ... --py-files recspark.zip jobs/<job>.py --conf CONF args``."""
+def spark_job(name: str, **kwargs: Any) -> SparkSubmitOperator:
+    """Task ``name``: ``spark-submit --packages ... --py-files recspark.zip jobs/run.py <name>
+    --conf CONF`` plus what the registry says a scheduled run of the job adds (``--once``)."""
+    job = REGISTRY["submitted"](name)  # an unknown job fails the DAG file's import, with the names
     return SparkSubmitOperator(
-        task_id=job,
-        application=str(PROJECT_DIR / "jobs" / f"{job}.py"),
+        task_id=job.name,
+        doc=job.help,
+        application=str(PROJECT_DIR / "jobs" / "run.py"),
         conn_id=SPARK_CONN_ID,
         py_files=PY_FILES,
         packages=PACKAGES,
         archives=ARCHIVES or None,
         conf={"spark.pyspark.python": PYSPARK_PYTHON} if PYSPARK_PYTHON else None,
-        name=f"recspark-{job}",
-        application_args=["--conf", CONF, *args],
+        name=f"recspark-{job.name}",
+        application_args=[job.name, "--conf", CONF, *job.scheduled_args],
         **kwargs,
     )
-
-
-def cli_command(command: str) -> str:
-    """A ``recspark`` CLI command on the configured lake, for a BashOperator."""
-    # A trailing space keeps Airflow from reading a command ending in ".sh" as a file.
-    project, cli, conf = (shlex.quote(str(p)) for p in (PROJECT_DIR, RECSPARK_CLI, CONF))
-    return f"cd {project} && {cli} {command} --conf {conf} "
 
 
 def ingest_grid_dates(since: datetime, until: datetime, every_minutes: int) -> list[datetime]:
@@ -169,8 +168,8 @@ def ingest_grid_dates(since: datetime, until: datetime, every_minutes: int) -> l
 
 
 def ingest_is_fresh(ti: Any, dag_run: Any, **_: Any) -> bool:
-    """True once an ``ingest_events`` run scheduled at most ``INGEST_FRESH_MINUTES`` before
-    this run (or any time since) has succeeded.
+    """True once an ``ingest`` task scheduled at most ``INGEST_FRESH_MINUTES`` before this run
+    (or any time since) has succeeded.
 
     Unlike an ExternalTaskSensor pinned to one logical date, this does not hang when the
     ingest DAG skipped that date (max_active_runs=1 and catchup=False skip slots while a long
@@ -213,7 +212,7 @@ with scheduled(
     every_minutes_cron(INGEST_EVERY_MINUTES),
     FREQUENT_ARGS,
 ) as ingest_dag:
-    spark_job(INGEST_TASK_ID, "--once", execution_timeout=timedelta(hours=1))
+    spark_job(INGEST_TASK_ID, execution_timeout=timedelta(hours=1))
 
 
 with scheduled(
@@ -222,7 +221,7 @@ with scheduled(
     "*/15 * * * *",
     FREQUENT_ARGS,
 ) as refresh_dag:
-    spark_job("refresh_recommendations", "--once", execution_timeout=timedelta(hours=1))
+    spark_job("refresh", execution_timeout=timedelta(hours=1))
 
 
 with scheduled(
@@ -239,12 +238,12 @@ with scheduled(
         poke_interval=300,
         timeout=2 * 3600,
     )
-    train = spark_job("train_als", execution_timeout=TRAIN_TIMEOUT)
+    train = spark_job("train", execution_timeout=TRAIN_TIMEOUT)
     # A run of recspark_refresh rather than a second SparkSubmitOperator: the refresh is one
     # streaming query with one checkpoint, and that DAG's max_active_runs=1 keeps its runs
     # (scheduled or triggered) from overlapping. After a promotion it recomputes every user.
     full_refresh = TriggerDagRunOperator(
-        task_id="refresh_recommendations",
+        task_id="refresh",
         trigger_dag_id=REFRESH_DAG_ID,
         wait_for_completion=True,
         poke_interval=60,
@@ -255,24 +254,16 @@ with scheduled(
     wait_for_ingest >> train >> full_refresh
 
 
-def cli_dag(dag_id: str, description: str, schedule: str, command: str, timeout: timedelta) -> DAG:
-    """A DAG of one task: a ``recspark`` CLI command on the configured lake."""
-    with scheduled(dag_id, description, schedule, DEFAULT_ARGS) as dag:
-        BashOperator(task_id=command, bash_command=cli_command(command), execution_timeout=timeout)
-    return dag
+with scheduled(
+    "recspark_maintenance", "OPTIMIZE and VACUUM the Delta tables", "0 4 * * 0", DEFAULT_ARGS
+) as maintenance_dag:
+    spark_job("maintain", execution_timeout=timedelta(hours=6))
 
 
-maintenance_dag = cli_dag(
-    "recspark_maintenance",
-    "OPTIMIZE and VACUUM the Delta tables",
-    "0 4 * * 0",
-    "maintain",
-    timedelta(hours=6),
-)
-quality_dag = cli_dag(
+with scheduled(
     "recspark_quality",
     "Every quality suite on its whole table (the per-run gates see only new rows)",
     "0 5 * * *",
-    "check",
-    timedelta(hours=3),
-)
+    DEFAULT_ARGS,
+) as quality_dag:
+    spark_job("check", execution_timeout=timedelta(hours=3))

@@ -3,13 +3,13 @@
 #
 #   deploy/cron/daily.sh CONF [job args...]
 #
-# 1. a fresh ingest: `ingest_events --once` under the ingest_events lock, waiting for a run
-#    that is still going to finish first (the DAG's wait_for_ingest sensor); if it fails,
-#    nothing is trained on stale data;
-# 2. `train_als`;
-# 3. `refresh_recommendations --once` under the refresh_recommendations lock (waiting for a
-#    running 15-minute refresh to finish): the job recomputes every user when the champion
-#    changed, i.e. when step 2 promoted a model, and otherwise only users with new activity.
+# 1. a fresh ingest: `ingest --once` under the ingest_events lock (the crontab's), waiting for
+#    a run that is still going to finish first (the DAG's wait_for_ingest sensor); if it
+#    fails, nothing is trained on stale data;
+# 2. `train`;
+# 3. `refresh --once` under the refresh_recommendations lock (waiting for a running 15-minute
+#    refresh to finish): the job recomputes every user when the champion changed, i.e. when
+#    step 2 promoted a model, and otherwise only users with new activity.
 # Extra arguments (e.g. --set train.rank=64) are passed to every job. Run it under its own
 # lock from cron: run-locked.sh daily -- deploy/cron/daily.sh CONF
 # RECSPARK_DAILY_LOCK_WAIT (seconds, default 7200) bounds the waits for the other jobs' locks.
@@ -28,11 +28,10 @@ export RECSPARK_LOCK_WAIT="${RECSPARK_DAILY_LOCK_WAIT:-7200}"
 
 step() { echo "$(date -u +%Y-%m-%dT%H:%M:%SZ) daily: $*"; }
 
-step "ingest_events --once"
-"$HERE/run-locked.sh" ingest_events -- "$SUBMIT" ingest_events --conf "$CONF" --once "$@"
-step "train_als"
-"$SUBMIT" train_als --conf "$CONF" "$@"
-step "refresh_recommendations --once"
-"$HERE/run-locked.sh" refresh_recommendations -- \
-    "$SUBMIT" refresh_recommendations --conf "$CONF" --once "$@"
+step "ingest --once"
+"$HERE/run-locked.sh" ingest_events -- "$SUBMIT" ingest --conf "$CONF" --once "$@"
+step "train"
+"$SUBMIT" train --conf "$CONF" "$@"
+step "refresh --once"
+"$HERE/run-locked.sh" refresh_recommendations -- "$SUBMIT" refresh --conf "$CONF" --once "$@"
 step "done"

@@ -128,7 +128,7 @@ class IngestConfig:
     path: str = ".recspark/incoming/events"
     """Directory of JSON-lines event files."""
     trigger_seconds: float = 5.0
-    """Micro-batch interval of the continuous mode."""
+    """Micro-batch interval of the running ingest job (`ingest` without `--once`)."""
     max_files_per_trigger: int | None = 1000
     """Files per micro-batch, so a backlog (a new checkpoint over a landing history) arrives in batches of
     this many files instead of one batch of everything; null: no cap. A low cap costs throughput: each
@@ -581,6 +581,9 @@ class ServeConfig:
     """How long the refresh job keeps the shop-wide rankings (eligible items, trending or popular, new
     items) before ranking all interactions again; a champion move drops them at once, and the catalog's
     availability is applied to every batch."""
+    trigger_seconds: float = 5.0
+    """Micro-batch interval of the running refresh job (`refresh` without `--once`); ingest has its own. A
+    shorter one than the ingest's finds nothing new between two ingest commits."""
     file_skipping_max_users: int = 64
     """A refresh batch of at most this many users names them in its MERGE, so Delta reads only the
     serving-table files that can hold them (the table is clustered by user); each name costs planning time,
@@ -590,6 +593,7 @@ class ServeConfig:
         _require(self.top_n > 0, "serve.top_n must be > 0")
         _require(self.file_skipping_max_users >= 0, "serve.file_skipping_max_users must be >= 0 (0: off)")
         _require(self.rankings_refresh_minutes > 0, "serve.rankings_refresh_minutes must be > 0")
+        _require(self.trigger_seconds > 0, "serve.trigger_seconds must be > 0")
         _require(
             self.fallback in (AUTO, "trending", "popular"),
             f"serve.fallback must be 'auto', 'trending' or 'popular', got {self.fallback!r}",

@@ -327,7 +327,7 @@ def start_refresh(
         .option("checkpointLocation", checkpoint)
         .foreachBatch(RefreshBatchWriter(config, lake, checkpoint, gate, covered_version))
     )
-    return start_query(stream, once, config.ingest.trigger_seconds)
+    return start_query(stream, once, config.serve.trigger_seconds)
 
 
 def run_refresh(
