@@ -6,9 +6,11 @@ import getpass
 import logging
 import os
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import TypeVar
 
 import mlflow
 from mlflow.entities.model_registry import ModelVersion
@@ -30,6 +32,8 @@ from recspark.core.tables import (
 from recspark.core.text import first_line
 
 log = logging.getLogger(__name__)
+
+_Answer = TypeVar("_Answer")
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
@@ -90,13 +94,21 @@ def alias_version(config: MlflowConfig, alias: str) -> ModelVersion | None:
     Any other failure (a locked store, a server that is down) raises TrackingError: reading a
     fault as "no champion" would let `train` promote without a comparison and a refresh commit
     a batch that refreshed nobody."""
+    return _answer_or_none(
+        config, f"'{alias}'", lambda: MlflowClient().get_model_version_by_alias(config.model_name, alias)
+    )
+
+
+def _answer_or_none(config: MlflowConfig, looked_up: str, ask: Callable[[], _Answer]) -> _Answer | None:
+    """``ask()``'s answer; None only when the registry says there is no such model, version or
+    alias. Any other failure raises TrackingError naming the store and what was ``looked_up``."""
     try:
-        return MlflowClient().get_model_version_by_alias(config.model_name, alias)
+        return ask()
     except MlflowException as exc:
         if _no_such_alias(exc):
             return None
         raise TrackingError(
-            f"model registry at {redact(config.tracking_uri)} failed looking up '{alias}' of "
+            f"model registry at {redact(config.tracking_uri)} failed looking up {looked_up} of "
             f"'{config.model_name}': {first_line(exc)}"
         ) from exc
     except Exception as exc:  # connection errors of a remote server come in many types
@@ -156,19 +168,11 @@ def require_version(config: MlflowConfig, version: str) -> None:
 def registered_run_id(config: MlflowConfig, version: str) -> str | None:
     """The run that version ``version`` of ``model_name`` was logged from ('' when the version
     names no run); None only when the registry says there is no such model or version."""
-    try:
-        return MlflowClient().get_model_version(config.model_name, version).run_id or ""
-    except MlflowException as exc:
-        if _no_such_alias(exc):
-            return None
-        raise TrackingError(
-            f"model registry at {redact(config.tracking_uri)} failed looking up version {version} of "
-            f"'{config.model_name}': {first_line(exc)}"
-        ) from exc
-    except Exception as exc:  # connection errors of a remote server come in many types
-        raise TrackingError(
-            f"model registry at {redact(config.tracking_uri)} is not reachable: {first_line(exc)}"
-        ) from exc
+    return _answer_or_none(
+        config,
+        f"version {version}",
+        lambda: MlflowClient().get_model_version(config.model_name, version).run_id or "",
+    )
 
 
 # Every family writes one of these for every version it registers (forget-user leaves them be).
