@@ -2,7 +2,7 @@
 # A Spark standalone cluster on this machine: one master and one worker, started from pyspark's
 # own jars (no Spark distribution to install), every port bound to 127.0.0.1. The jobs then run
 # as they do on a real cluster: the driver in its own JVM, executors in the worker's JVMs,
-# recspark's code shipped with --py-files. `make cluster-demo` and tests/test_cluster.py use it.
+# recspark's code shipped with --py-files. `make cluster-demo` and tests/entrypoints/test_cluster.py use it.
 #
 #   deploy/standalone.sh start [STATE_DIR]   # prints the master URL: spark://127.0.0.1:PORT
 #   deploy/standalone.sh stop [STATE_DIR]    # stops both (safe to call when nothing runs)

@@ -40,7 +40,7 @@ The file must import where the Airflow scheduler and dag-processor run, which ha
 pyspark nor recspark: it imports neither. The Maven coordinates come from
 ``recspark/packages.py`` and the jobs from ``recspark/jobs.py``, each executed on its own with
 :func:`runpy.run_path` (both are standard-library only at import; packages.py is the one place
-that names versions, jobs.py the one that names jobs); tests/test_deploy.py checks that the
+that names versions, jobs.py the one that names jobs); tests/entrypoints/test_deploy.py checks that the
 DAGs pass exactly what ``python -m recspark.packages`` prints.
 
 Variables are read when the file is parsed (the dag-processor re-parses it every few

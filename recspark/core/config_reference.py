@@ -1,6 +1,6 @@
 """The reference of every config key, read from the dataclasses in :mod:`recspark.core.config`:
 each field's key, type, default and the docstring right under it. ``docs/config.md`` is its
-output, regenerated with :data:`REGENERATE`; tests/test_config.py fails when that file is stale
+output, regenerated with :data:`REGENERATE`; tests/core/test_config.py fails when that file is stale
 or a key has no docstring. New sections and keys appear by themselves."""
 
 from __future__ import annotations

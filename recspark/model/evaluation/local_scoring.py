@@ -11,7 +11,7 @@ model's candidates are then scored by the kernels the Spark path's workers run
 same item columns, the lists assembled by the rules of :func:`~recspark.model.candidates.lists.assemble_lists`
 and scored as :mod:`~recspark.model.evaluation.metrics` scores them (per-user metrics, coverage and
 novelty, the metrics at every cutoff, the popularity bands). So the driver reports what the Spark
-path would (tests/test_tuning.py holds the two side by side), for a few NumPy products instead
+path would (tests/model/test_tuning.py holds the two side by side), for a few NumPy products instead
 of a pipeline of Spark jobs.
 """
 

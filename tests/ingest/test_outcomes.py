@@ -37,8 +37,8 @@ from recspark.ingest.stream import QUERY_NAME
 from recspark.ingest.writer import EventBatchWriter
 from recspark.ops.status import gather_status, render_status, status_json
 from tests.conftest import config_under
+from tests.ingest.test_ingest import drop_file, event, ingest, table
 from tests.shoppers import Arm, brute_force, iso, prices_for, retried, simulate
-from tests.test_ingest import drop_file, event, ingest, table
 
 WINDOW = timedelta(hours=24)
 NOW = datetime.now(timezone.utc).replace(microsecond=0)

@@ -1,6 +1,7 @@
 """The job registry: one name per job everywhere, readable without pyspark, and the entry points
 (the CLI, jobs/run.py, deploy/submit.sh) built from it. Spark-free: the registry's runs are
-tested where they run (tests/test_runs.py, tests/test_demo.py, tests/test_deploy.py)."""
+tested where they run (tests/ops/test_runs.py, tests/entrypoints/test_demo.py and
+tests/entrypoints/test_deploy.py)."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from recspark.cli import COMMANDS, build_parser
 from recspark.jobs import JOBS, UnknownJobError, submitted
 from recspark.ops.quality import CHECKED_TABLES
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 # Without site-packages (-S) nothing but the standard library can be imported.
 STDLIB_ONLY = """

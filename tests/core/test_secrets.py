@@ -1,6 +1,6 @@
 """Credentials never reach what recspark prints: one set of patterns (recspark.core.secrets), applied
 to whatever the Python process prints, to the JVM's log4j2 output and, as a filter, to
-deploy/submit.sh's output. The job_runs, quality_results and status redaction: tests/test_runs.py.
+deploy/submit.sh's output. The job_runs, quality_results and status redaction: tests/ops/test_runs.py.
 
 The processes run for real (no stand-ins): a tracking URI on port 9 of this machine, which refuses
 at once, fails MLflow the way a tracking server that is down does.
@@ -26,9 +26,9 @@ from recspark.core.streaming import await_query, start_query
 from recspark.core.tables import JOB_RUNS, QUALITY_RESULTS, Lake
 from recspark.ops.quality import run_gate
 from recspark.ops.runs import track_job
-from tests.test_quality import CLEAN_EVENTS, EVENT_COLUMNS, frame, gate_config, replaced
+from tests.ops.test_quality import CLEAN_EVENTS, EVENT_COLUMNS, frame, gate_config, replaced
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SECRET_URI = "http://bob:s3cret@127.0.0.1:9/?token=t0psekrit"
 REDACTED_URI = "http://***@127.0.0.1:9/?token=***"
 SECRETS = ("s3cret", "t0psekrit")
@@ -123,7 +123,7 @@ def test_the_filter_redacts_line_by_line_and_passes_other_bytes_through(tmp_path
 def test_job_runs_and_quality_results_store_text_redacted(spark: SparkSession, config: Config) -> None:
     """A failed run's error (a streaming query's failure quotes its whole Python traceback) and a
     gate's failures (they quote the offending values) are stored redacted; ``status`` redacts
-    again when it reads (tests/test_runs.py)."""
+    again when it reads (tests/ops/test_runs.py)."""
     config = gate_config(config, "quality.on_failure.events=warn")
     lake = Lake.at(config.lake.root)
     with pytest.raises(RuntimeError), track_job(lambda: spark, lake, "refresh"):

@@ -25,7 +25,7 @@ import pytest
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
-from tests.test_deploy import (
+from tests.entrypoints.test_deploy import (
     DAILY,
     DAILY_TIMEOUT,
     ROOT,

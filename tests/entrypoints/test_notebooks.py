@@ -22,7 +22,7 @@ ipykernel_spec = pytest.importorskip(
     "ipykernel.kernelspec", reason="notebook tests need the dev extra (ipykernel)"
 )
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 NOTEBOOK_DIR = REPO_ROOT / "notebooks"
 NOTEBOOKS = sorted(NOTEBOOK_DIR.glob("*.ipynb"))
 KERNEL_NAME = "recspark-notebook-test"

@@ -26,7 +26,7 @@ from recspark.model.families.idmap import extend_id_map
 from recspark.ops.forget import REPLACEMENT, forget_user
 from recspark.ops.maintenance import maintain, rebuild_interactions
 from tests.conftest import config_under
-from tests.test_ingest import FILE_1, FILE_2, FILE_3, drop_file, event, ingest
+from tests.ingest.test_ingest import FILE_1, FILE_2, FILE_3, drop_file, event, ingest
 
 
 def test_forget_user_rebuild_and_maintain(spark: SparkSession, tmp_path: Path) -> None:

@@ -13,7 +13,7 @@ from recspark.cli import main
 from recspark.core.config import Config, ConfigError, load_config
 from recspark.core.config_reference import REGENERATE, reference, render_value, sections, settings, value_at
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 # Where conf/local.yaml departs from the defaults in code, each on purpose (the why is here).
 LOCAL_YAML_DEPARTURES = {

@@ -19,8 +19,8 @@ from recspark.core.config import Config
 from recspark.core.tables import EVENTS, INGEST_METRICS, INTERACTIONS, QUARANTINE, Lake
 from recspark.ingest.stream import start_ingest
 from tests.conftest import config_under
+from tests.ingest.test_ingest import event
 from tests.kafka_broker import KAFKA_VERSION, BrokerUnavailable, KafkaBroker
-from tests.test_ingest import event
 
 pytestmark = pytest.mark.kafka
 

@@ -185,7 +185,7 @@ def test_the_report_ends_with_the_next_commands(spark: SparkSession, demo_run: t
     assert recommendations.where(F.col("user_id") == user).count() > 0
     assert commands[2] == f"mlflow ui --backend-store-uri {config.mlflow.tracking_uri}"
     assert commands[3] == demo.NOTEBOOK
-    assert (Path(__file__).parent.parent / demo.NOTEBOOK).is_file()
+    assert (Path(__file__).parents[2] / demo.NOTEBOOK).is_file()
 
 
 def test_status_json_on_the_demo_lake(

@@ -42,7 +42,7 @@ from recspark.serve.publish import recommend
 from recspark.serve.refresh import run_refresh
 from tests.conftest import copy_shop
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 JSON = dict[str, Any]
 
 

@@ -30,7 +30,7 @@ from recspark.ops.quality import gate_for
 from recspark.serve.publish import build_recommendations, load_champion, publish_recommendations, recommend
 from recspark.serve.refresh import merge_user_rows, run_refresh
 from tests.conftest import config_under, copy_shop
-from tests.test_registry import register_versions
+from tests.core.test_registry import register_versions
 
 
 def test_fallback_prefers_trending_items_and_falls_back_to_popular(

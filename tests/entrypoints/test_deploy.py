@@ -27,7 +27,7 @@ import pytest
 
 from recspark.core.secrets import log4j2_properties
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SUBMIT = ROOT / "deploy" / "submit.sh"
 BUILD_ZIP = ROOT / "deploy" / "build-zip.sh"
 RUN_LOCKED = ROOT / "deploy" / "cron" / "run-locked.sh"
