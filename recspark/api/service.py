@@ -43,7 +43,7 @@ from recspark.api.store import (
 )
 from recspark.api.vocabulary import NULL
 from recspark.core import table_names
-from recspark.core.config import Config
+from recspark.core.config import INCLUDE_UNLISTED, Config
 
 log = logging.getLogger("recspark.api")
 
@@ -123,16 +123,15 @@ def fallback_form(vocab: Vocabularies) -> TableForm[FallbackList]:
 class LookupService:
     """The followed tables and catalog of one lake, and the lists they give."""
 
-    def __init__(
-        self, config: Config, sink: ImpressionSink | NoSink | None = None, unlisted_available: bool = True
-    ) -> None:
+    def __init__(self, config: Config, sink: ImpressionSink | NoSink | None = None) -> None:
         self.config = config
         self.metrics = ServiceMetrics()
         self.vocab = Vocabularies()
         self.fill_source = self.vocab.labels.code(FALLBACK)
         self.sink: ImpressionSink | NoSink = sink or NoSink()
         self.metrics.follow_impressions(self.sink.counters)
-        self.unlisted_available = unlisted_available
+        # Items the catalog does not list are served only when catalog.unlisted_items says so.
+        self.unlisted_available = config.catalog.unlisted_items == INCLUDE_UNLISTED
         root = table_names.lake_root(config.lake.root)
 
         def follower(name: str, form: TableForm) -> TableFollower:

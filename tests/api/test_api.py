@@ -310,11 +310,14 @@ def test_filters_availability_and_the_fallback_list_against_spark(
         service.wait_version(lake.version(spark, RECOMMENDATIONS))
         catalog_path.write_text("\n".join(changed) + "\n")
         service.wait(lambda h: h["catalog"]["malformed_lines"] == 1, "the changed catalog read")
-        catalog: dict[str, Any] = {r["item_id"]: r for r in read_catalog(spark, str(catalog_path)).collect()}
-        catalog[broken] = {**catalog.get(broken, {}), "available": False}  # a broken line holds it back
+        # The Spark reader's view: a broken line holds its item back; unlisted items are excluded.
+        catalog: dict[str, Any] = {
+            r["item_id"]: r.asDict() for r in read_catalog(spark, str(catalog_path)).collect()
+        }
+        assert catalog[broken]["available"] is False
 
         def usable(item: str) -> bool:
-            return catalog.get(item, {"available": True})["available"]
+            return bool(catalog.get(item, {"available": False})["available"])
 
         def category_of(item: str) -> str | None:
             return catalog[item]["category"] if item in catalog else None
