@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 TEST_SETTINGS = (
     "spark.master=local[2]",
     "spark.shuffle_partitions=2",
-    "spark.driver_memory=3g",
+    "spark.driver_memory=4g",
     "serve.users_per_block=256",
     "train.rank=8",
     "train.max_iter=5",
@@ -31,6 +31,12 @@ TEST_SETTINGS = (
     "train.min_train_interactions=20",
     "spark.conf.spark.ui.enabled=false",
     "spark.conf.spark.databricks.delta.snapshotPartitions=2",
+    # One driver serves the whole suite (an hour, thousands of queries): keep the status store's
+    # history of queries short and let the cleaner free unreferenced broadcasts and shuffles often.
+    "spark.conf.spark.sql.ui.retainedExecutions=50",
+    "spark.conf.spark.ui.retainedJobs=100",
+    "spark.conf.spark.ui.retainedStages=100",
+    "spark.conf.spark.cleaner.periodicGC.interval=2min",
 )
 
 
