@@ -44,6 +44,24 @@ class TrackingError(RuntimeError):
     """The tracking store or registry cannot be used, or holds no champion where one is needed."""
 
 
+class RegistryUnreachableError(TrackingError):
+    """The store or server did not answer at all (a store that cannot be opened or is locked, a
+    server that is down or overloaded): an outage, which may end by itself. An answer that is
+    wrong for the job (no such model, a refused request) is a plain TrackingError."""
+
+
+# MLflow's error codes for a store or server that did not answer: its REST client's connection
+# failures and 5xx responses, SQLAlchemy's operational errors (cannot open, locked), rate limits.
+_UNANSWERED = frozenset({"INTERNAL_ERROR", "TEMPORARILY_UNAVAILABLE", "REQUEST_LIMIT_EXCEEDED"})
+
+
+def _error_class(exc: BaseException) -> type[TrackingError]:
+    """RegistryUnreachableError for a store or server that did not answer, else TrackingError."""
+    if isinstance(exc, MlflowException) and exc.error_code not in _UNANSWERED:
+        return TrackingError
+    return RegistryUnreachableError  # connection errors of a remote server come in many types
+
+
 def _local_uri(location: str) -> str:
     return location if "://" in location else Path(location).expanduser().resolve().as_uri()
 
@@ -71,11 +89,11 @@ def configure_mlflow(config: MlflowConfig) -> str:
         mlflow.set_experiment(experiment_id=experiment_id)  # runs go here, not to "Default"
         return experiment_id
     except MlflowException as exc:
-        raise TrackingError(
+        raise _error_class(exc)(
             f"MLflow tracking store at {redact(uri)} is not usable: {redact(exc.message)}"
         ) from exc
     except Exception as exc:  # connection errors of a remote server come in many types
-        raise TrackingError(
+        raise RegistryUnreachableError(
             f"MLflow tracking store at {redact(uri)} is not reachable: {first_line(exc)}"
         ) from exc
 
@@ -91,9 +109,9 @@ def _no_such_alias(exc: MlflowException) -> bool:
 def alias_version(config: MlflowConfig, alias: str) -> ModelVersion | None:
     """The version holding ``alias``; None only when the registry says there is none.
 
-    Any other failure (a locked store, a server that is down) raises TrackingError: reading a
-    fault as "no champion" would let `train` promote without a comparison and a refresh commit
-    a batch that refreshed nobody."""
+    Any other failure raises TrackingError (RegistryUnreachableError for a locked store, a server
+    that is down): reading a fault as "no champion" would let `train` promote without a
+    comparison and a refresh commit a batch that refreshed nobody."""
     return _answer_or_none(
         config, f"'{alias}'", lambda: MlflowClient().get_model_version_by_alias(config.model_name, alias)
     )
@@ -101,18 +119,19 @@ def alias_version(config: MlflowConfig, alias: str) -> ModelVersion | None:
 
 def _answer_or_none(config: MlflowConfig, looked_up: str, ask: Callable[[], _Answer]) -> _Answer | None:
     """``ask()``'s answer; None only when the registry says there is no such model, version or
-    alias. Any other failure raises TrackingError naming the store and what was ``looked_up``."""
+    alias. Any other failure raises TrackingError naming the store and what was ``looked_up``
+    (RegistryUnreachableError when the store or server did not answer)."""
     try:
         return ask()
     except MlflowException as exc:
         if _no_such_alias(exc):
             return None
-        raise TrackingError(
+        raise _error_class(exc)(
             f"model registry at {redact(config.tracking_uri)} failed looking up {looked_up} of "
             f"'{config.model_name}': {first_line(exc)}"
         ) from exc
     except Exception as exc:  # connection errors of a remote server come in many types
-        raise TrackingError(
+        raise RegistryUnreachableError(
             f"model registry at {redact(config.tracking_uri)} is not reachable: {first_line(exc)}"
         ) from exc
 

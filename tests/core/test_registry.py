@@ -16,17 +16,20 @@ from recspark.cli import main
 from recspark.core.config import Config
 from recspark.core.gates import no_gate
 from recspark.core.registry import (
+    RegistryUnreachableError,
     TrackingError,
     alias_version,
     champion_move,
     champion_version,
     configure_mlflow,
     move_alias,
+    registered_run_id,
     rollback,
 )
 from recspark.core.tables import CHAMPION_HISTORY, JOB_RUNS, Lake
 from recspark.serve.refresh import RefreshBatchWriter
 from tests.conftest import config_under
+from tests.kafka_broker import free_port
 
 
 def register_versions(config: Config, count: int) -> None:
@@ -103,6 +106,31 @@ def test_a_registry_fault_is_an_error_not_an_absent_champion(
     run = Lake.at(config.lake.root).read(spark, JOB_RUNS).first()
     assert run.job == "promote" and run.status == "failed" and "locked" in run.error
     assert champion_version(config.mlflow) is None
+
+
+def test_a_registry_that_does_not_answer_is_an_outage_and_a_refusal_is_not(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A running refresh rides out an outage (RegistryUnreachableError) but not a wrong answer:
+    the two must not be confused either way."""
+    config = config_under(tmp_path)
+    register_versions(config, 1)
+    with locked(config), pytest.raises(RegistryUnreachableError, match="locked"):
+        alias_version(config.mlflow, "champion")
+    with pytest.raises(TrackingError, match="must be an integer") as refused:
+        registered_run_id(config.mlflow, "one")  # the store answered: no such request
+    assert not isinstance(refused.value, RegistryUnreachableError)
+
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    nobody = free_port()  # released: nothing listens there
+    down = config_under(tmp_path, f"mlflow.tracking_uri=http://127.0.0.1:{nobody}")
+    try:
+        with pytest.raises(RegistryUnreachableError, match="is not usable: API request"):
+            configure_mlflow(down.mlflow)
+        with pytest.raises(RegistryUnreachableError, match=r"looking up .champion.* API request"):
+            alias_version(down.mlflow, "champion")
+    finally:
+        mlflow.set_tracking_uri(config.mlflow.tracking_uri)
 
 
 def test_a_registry_fault_fails_the_refresh_batch_so_spark_runs_it_again(
