@@ -3,13 +3,20 @@ user's replayed events) and the id map's high-water mark (model never reuses the
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
+from functools import partial
 
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from recspark.core.tables import FORGOTTEN_USERS, Lake, TableSpec
+from recspark.core.conflicts import retry_on_conflict
+from recspark.core.tables import FORGOTTEN_USERS, USER_IDS, Lake, TableSpec
+
+log = logging.getLogger(__name__)
 
 # A table property of an id map: the highest index ever handed out, even if its row was deleted.
 HIGH_WATER_PROPERTY = "recspark.indexHighWater"
@@ -83,3 +90,37 @@ def of_forgotten(
             term = term & (F.col(dated_before) < F.lit(forgotten_at))
         condition = condition | term
     return condition
+
+
+def remove_users_forgotten_since(
+    spark: SparkSession, lake: Lake, read: Tombstones, tables: tuple[TableSpec, ...], job: str
+) -> None:
+    """Delete from ``tables`` the rows of the users forgotten since ``read``: what a job that
+    read its input before an erasure wrote for them after the erasure's own DELETE. The id map's
+    high-water mark is raised first, so an index the job gave such a user again is never
+    handed out after its row is gone."""
+    late = read.added_since(spark, lake)
+    if not late:
+        return
+    names = ", ".join(spec.name for spec in tables)
+    log.info("%s: removing the rows of %d user(s) forgotten meanwhile from %s", job, len(late), names)
+    if USER_IDS in tables and lake.exists(spark, USER_IDS):
+        raise_index_high_water(spark, lake, USER_IDS)
+    for spec in tables:
+        if lake.exists(spark, spec):
+            retry_on_conflict(
+                partial(lake.delta(spark, spec).delete, of_forgotten(late)),
+                f"{job}: delete the {spec.name} rows of users forgotten meanwhile",
+            )
+
+
+@contextmanager
+def forgotten_users_removed(
+    spark: SparkSession, lake: Lake, tables: tuple[TableSpec, ...], job: str
+) -> Iterator[None]:
+    """Rows written inside are built from input read at the start; an erasure that lands
+    meanwhile may delete a user's rows before they are written back. Afterwards, the rows of
+    ``tables`` of users forgotten since the start are deleted again."""
+    read = Tombstones.read(spark, lake)
+    yield
+    remove_users_forgotten_since(spark, lake, read, tables, job)

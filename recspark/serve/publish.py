@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
@@ -20,7 +18,7 @@ from recspark.core.catalog import CatalogRead, load_catalog, report_catalog
 from recspark.core.config import AUTO, Config
 from recspark.core.conflicts import retry_on_conflict
 from recspark.core.gates import Gate
-from recspark.core.privacy import Tombstones, of_forgotten
+from recspark.core.privacy import forgotten_users_removed
 from recspark.core.registry import champion_version, configure_mlflow, require_served_model_known
 from recspark.core.tables import (
     FALLBACK_ITEMS,
@@ -487,20 +485,6 @@ def publish_full(
     return users
 
 
-@contextmanager
-def forgotten_users_removed(spark: SparkSession, lake: Lake, job: str) -> Iterator[None]:
-    """Lists written inside are built from interactions read at the start; an erasure that
-    lands meanwhile may delete a user's list before it is written back. Afterwards, the lists
-    of users forgotten since the start are deleted again."""
-    read = Tombstones.read(spark, lake)
-    yield
-    late = read.added_since(spark, lake)
-    if late:
-        log.info("%s: removing the lists of %d user(s) forgotten meanwhile", job, len(late))
-        table = lake.delta(spark, RECOMMENDATIONS)
-        retry_on_conflict(lambda: table.delete(of_forgotten(late)), f"{job}: delete lists of forgotten users")
-
-
 def recommend(
     spark: SparkSession, config: Config, lake: Lake, *, gate: Gate, reset_serving: bool = False
 ) -> int:
@@ -511,7 +495,7 @@ def recommend(
     if champion is not None:
         champion.model.persist()
     try:
-        with forgotten_users_removed(spark, lake, "recommend"):
+        with forgotten_users_removed(spark, lake, (RECOMMENDATIONS,), "recommend"):
             return publish_full(spark, config, lake, champion, gate, reset_serving=reset_serving)
     finally:
         if champion is not None:

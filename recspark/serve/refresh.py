@@ -23,6 +23,7 @@ from recspark.core.config import Config
 from recspark.core.conflicts import retry_on_conflict
 from recspark.core.gates import Gate
 from recspark.core.interactions import strength_as_of
+from recspark.core.privacy import forgotten_users_removed
 from recspark.core.registry import champion_version, configure_mlflow, require_served_model_known
 from recspark.core.streaming import (
     await_query,
@@ -40,7 +41,6 @@ from recspark.serve.publish import (
     PublishInputs,
     ShopContext,
     build_recommendations,
-    forgotten_users_removed,
     load_champion,
     publish_fallback_items,
     publish_full,
@@ -246,7 +246,9 @@ class RefreshBatchWriter:
         log.info("refresh batch %d: champion is now %s", batch_id, version or "none (fallback lists)")
 
     def __call__(self, batch: DataFrame, batch_id: int) -> None:
-        with forgotten_users_removed(batch.sparkSession, self.lake, f"refresh batch {batch_id}"):
+        with forgotten_users_removed(
+            batch.sparkSession, self.lake, (RECOMMENDATIONS,), f"refresh batch {batch_id}"
+        ):
             self._refresh(batch, batch_id)
 
     def _refresh(self, batch: DataFrame, batch_id: int) -> None:

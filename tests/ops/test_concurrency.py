@@ -21,9 +21,10 @@ from pyspark.sql import functions as F
 from recspark.core.config import Config
 from recspark.core.gates import no_gate
 from recspark.core.interactions import aggregate_events
-from recspark.core.tables import EVENTS, INTERACTIONS, RECOMMENDATIONS, Lake
+from recspark.core.tables import ALS_USER_FACTORS, EVENTS, INTERACTIONS, RECOMMENDATIONS, USER_IDS, Lake
 from recspark.ingest import writer as writer_module
 from recspark.ingest.stream import run_ingest, start_ingest
+from recspark.model.training import train as train_module
 from recspark.model.training.train import TrainResult
 from recspark.ops.forget import forget_user
 from recspark.ops.maintenance import maintain
@@ -180,3 +181,30 @@ def test_an_erasure_landing_inside_a_refresh_batch_leaves_no_list(
     monkeypatch.setattr(refresh_module, "merge_user_rows", erasure_then_merge)
     run_refresh(spark, config, lake, once=True, gate=no_gate)
     assert lake.read(spark, RECOMMENDATIONS).where(F.col("user_id") == user).count() == 0
+
+
+def test_an_erasure_landing_inside_a_train_leaves_no_factors_or_index_of_the_user(
+    spark: SparkSession,
+    trained_shop: tuple[Config, TrainResult],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The nightly train read interactions before the erasure and writes the id map and the new
+    version's factors after it (as a forget-user run by another process during a long fit)."""
+    config = copy_shop(trained_shop[0], tmp_path)
+    lake = Lake.at(config.lake.root)
+    user, _ = _a_user_and_items(spark, lake)
+    fit = train_module.fit_model
+    erased: list[str] = []
+
+    def erasure_then_fit(*args, **kwargs):
+        if not erased:
+            forget_user(spark, lake, user)
+            erased.append(user)
+        return fit(*args, **kwargs)
+
+    monkeypatch.setattr(train_module, "fit_model", erasure_then_fit)
+    result = train_module.train(spark, config, lake, gate=no_gate)
+    assert erased and result.model_version
+    for spec in (USER_IDS, ALS_USER_FACTORS, INTERACTIONS):
+        assert lake.read(spark, spec).where(F.col("user_id") == user).count() == 0, spec.name

@@ -20,6 +20,7 @@ from pyspark.sql import SparkSession
 
 from recspark.core.config import BASELINES, Config
 from recspark.core.gates import Gate
+from recspark.core.privacy import Tombstones, remove_users_forgotten_since
 from recspark.core.registry import (
     CHALLENGER,
     AliasMove,
@@ -30,7 +31,7 @@ from recspark.core.registry import (
     move_alias,
     require_served_model_known,
 )
-from recspark.core.tables import EVENTS, INTERACTIONS, Lake
+from recspark.core.tables import ALS_USER_FACTORS, EVENTS, INTERACTIONS, USER_IDS, Lake
 from recspark.model.candidates.lists import fallback_chain
 from recspark.model.candidates.sources import CATEGORY_POPULAR, newest_event_time
 from recspark.model.evaluation.holdout import Holdout, Scored, metrics_of
@@ -227,6 +228,7 @@ def train(
     configure_mlflow(config.mlflow)
     spark.sparkContext.setCheckpointDir(lake.path("_checkpoints/als"))
     with _phase(timings, "read"):
+        tombstones = Tombstones.read(spark, lake)  # an erasure from here on is undone below
         if not reset_serving:
             require_served_model_known(spark, lake, config.mlflow)
         inputs = read_inputs(spark, config, lake, gate)
@@ -270,6 +272,8 @@ def train(
     with _phase(timings, "log"):
         run_id, version = _log_run(config, lake, final, judgement, inputs, plan, timings, kept)
         write_model_tables(spark, lake, final, config.mlflow.model_name, version, run_id)
+        # A user forgotten while this ran was given an index and factors again: not for long.
+        remove_users_forgotten_since(spark, lake, tombstones, (USER_IDS, ALS_USER_FACTORS), "train")
         move = (
             champion_move(config.mlflow, version, "train", decision.reason)
             if decision.promote
