@@ -6,7 +6,8 @@ against its fixed item factors; an item-item champion only needs their fresh his
 champion they get fresh fallback lists) and MERGEs only their rows into ``recommendations``. The
 cost of a batch follows the number of active users, not the number of users. When the
 ``champion`` alias has moved (a retrain promoted a new model, or an operator rolled back), the
-batch publishes a full refresh from the new champion instead.
+batch publishes a full refresh from the new champion instead. While the registry cannot be
+reached, batches keep refreshing with the champion the writer holds.
 """
 
 from __future__ import annotations
@@ -24,7 +25,12 @@ from recspark.core.conflicts import retry_on_conflict
 from recspark.core.gates import Gate
 from recspark.core.interactions import strength_as_of
 from recspark.core.privacy import forgotten_users_removed
-from recspark.core.registry import champion_version, configure_mlflow, require_served_model_known
+from recspark.core.registry import (
+    RegistryUnreachableError,
+    champion_version,
+    configure_mlflow,
+    require_served_model_known,
+)
 from recspark.core.streaming import (
     await_query,
     commit_user_metadata,
@@ -194,6 +200,8 @@ class RefreshBatchWriter:
         self.covered_version = covered_version
         self.as_of: datetime | None = None  # the newest event time in interactions
         self.context: ShopContext | None = None  # kept for serve.rankings_refresh_minutes
+        self._answered = False  # the registry has said who the champion is (or that none is)
+        self._registry_away_since: float | None = None  # when the current outage was noticed
 
     def _shop_context(self, spark: SparkSession, batch_id: int) -> ShopContext:
         """The shop-wide rankings, rebuilt when older than ``serve.rankings_refresh_minutes``
@@ -230,20 +238,49 @@ class RefreshBatchWriter:
             self.as_of = newest
 
     def _follow_champion(self, spark: SparkSession, batch_id: int) -> None:
-        """Load the champion when the alias moved (a registry fault fails the batch, so Spark
-        runs it again rather than committing a batch that refreshed nobody)."""
-        current = champion_version(self.config.mlflow)
-        version = None if current is None else str(current.version)
-        held = None if self.champion is None else self.champion.version
+        """Load the champion when the alias moved.
+
+        While the registry does not answer (:class:`RegistryUnreachableError`), the batch
+        refreshes with the champion held (or the fallback lists, when the registry last said
+        there is none), says so once per outage, and the next batch asks again. A writer that
+        has had no answer yet fails the batch instead, rather than commit one that refreshed
+        nobody; any other registry error fails it too."""
+        try:
+            current = champion_version(self.config.mlflow)
+            version = None if current is None else str(current.version)
+            held = None if self.champion is None else self.champion.version
+            loaded = load_champion(spark, self.config, self.lake) if version != held else None
+        except RegistryUnreachableError as exc:
+            if not self._answered:
+                raise
+            if self._registry_away_since is None:
+                self._registry_away_since = time.monotonic()
+                log.warning(
+                    "refresh batch %d: cannot reach the model registry (%s): refreshing with %s "
+                    "until it answers again",
+                    batch_id,
+                    exc,
+                    f"champion {self.champion.version}" if self.champion else "the fallback lists",
+                )
+            return
+        self._answered = True
+        if self._registry_away_since is not None:
+            log.info(
+                "refresh batch %d: the model registry answers again after %.0fs",
+                batch_id,
+                time.monotonic() - self._registry_away_since,
+            )
+            self._registry_away_since = None
         if version == held:
             return
         if self.champion is not None:
             self.champion.model.unpersist()
         self._drop_context()  # a new model comes with a new tuned fallback chain
-        self.champion = load_champion(spark, self.config, self.lake)
+        self.champion = loaded
         if self.champion is not None:
             self.champion.model.persist()
-        log.info("refresh batch %d: champion is now %s", batch_id, version or "none (fallback lists)")
+        now = self.champion.version if self.champion is not None else "none (fallback lists)"
+        log.info("refresh batch %d: champion is now %s", batch_id, now)
 
     def __call__(self, batch: DataFrame, batch_id: int) -> None:
         with forgotten_users_removed(

@@ -9,10 +9,11 @@ from dataclasses import replace
 from datetime import datetime, timedelta
 from pathlib import Path
 
+import mlflow
 import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import DataFrame, Row, SparkSession
 from pyspark.sql import functions as F
 
 from recspark.core.catalog import read_catalog
@@ -34,6 +35,7 @@ from recspark.serve.refresh import (
     start_refresh,
 )
 from tests.conftest import copy_shop, nothing_cached
+from tests.kafka_broker import free_port
 
 
 @pytest.mark.parametrize("max_items_per_block", [100_000, 7])  # broadcast, or joined in item blocks
@@ -219,6 +221,33 @@ def _refresh_writer(
     return config, lake, writer, user, item
 
 
+def _batch_after_a_view(
+    spark: SparkSession,
+    config: Config,
+    lake: Lake,
+    writer: RefreshBatchWriter,
+    user: str,
+    item: str,
+    batch_id: int,
+) -> None:
+    """One more view of ``item`` by ``user``, a minute after the newest event, ingested; then the
+    writer's batch ``batch_id`` over its change (as the running query would call it)."""
+    newest = newest_event_time(lake.read(spark, INTERACTIONS)).replace(microsecond=0)
+    when = (newest + timedelta(minutes=1)).isoformat() + "Z"
+    Path(config.ingest.path, f"events-view-{batch_id}.jsonl").write_text(
+        _event_line(f"view-{batch_id}", user, item, "view", when) + "\n"
+    )
+    version = lake.version(spark, INTERACTIONS) + 1
+    run_ingest(spark, config, lake, once=True)
+    changes = (
+        spark.read.format("delta")
+        .option("readChangeFeed", "true")
+        .option("startingVersion", version)
+        .load(lake.path(INTERACTIONS.name))
+    )
+    writer(changes, batch_id)
+
+
 def test_a_running_refresh_fires_on_its_own_trigger_not_the_ingest_one(
     spark: SparkSession, trained_shop: tuple[Config, TrainResult], tmp_path: Path
 ) -> None:
@@ -275,27 +304,10 @@ def test_a_running_refresh_ranks_the_shop_once_per_period_and_applies_availabili
     cost would then follow the shop). The catalog still reaches every batch: an item out of stock,
     or whose catalog line broke, leaves a refreshed list at once."""
     config, lake, writer, user, item = _refresh_writer(spark, trained_shop[0], tmp_path)
-    newest = newest_event_time(lake.read(spark, INTERACTIONS)).replace(microsecond=0)
 
     def refresh_after_a_view(batch_id: int) -> list[str]:
         """One more view by ``user`` ingested, the writer's batch over its change; the list."""
-        line = _event_line(
-            f"view-{batch_id}",
-            user,
-            item,
-            "view",
-            (newest + timedelta(minutes=batch_id + 1)).isoformat() + "Z",
-        )
-        Path(config.ingest.path, f"events-view-{batch_id}.jsonl").write_text(line + "\n")
-        version = lake.version(spark, INTERACTIONS) + 1
-        run_ingest(spark, config, lake, once=True)
-        changes = (
-            spark.read.format("delta")
-            .option("readChangeFeed", "true")
-            .option("startingVersion", version)
-            .load(lake.path(INTERACTIONS.name))
-        )
-        writer(changes, batch_id)
+        _batch_after_a_view(spark, config, lake, writer, user, item, batch_id)
         rows = lake.read(spark, RECOMMENDATIONS).where(F.col("user_id") == user).orderBy("rank").collect()
         return [r["item_id"] for r in rows]
 
@@ -327,6 +339,42 @@ def test_a_running_refresh_ranks_the_shop_once_per_period_and_applies_availabili
     writer.config = config.with_overrides(["serve.rankings_refresh_minutes=0.0001"])
     refresh_after_a_view(3)
     assert rankings_built() == 2
+
+
+def test_a_running_refresh_serves_on_with_its_champion_while_the_registry_is_away(
+    spark: SparkSession,
+    trained_shop: tuple[Config, TrainResult],
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A registry outage (here: the tracking server is down) must not stop the stream: its
+    batches refresh the active users with the champion the writer holds, say so once, and ask
+    the registry again in the next batch."""
+    config, lake, writer, user, item = _refresh_writer(spark, trained_shop[0], tmp_path)
+    champion = str(champion_version(config.mlflow).version)
+    _batch_after_a_view(spark, config, lake, writer, user, item, 0)  # the writer loads the champion
+    caplog.set_level(logging.INFO, logger="recspark.serve.refresh")
+
+    def users_list() -> list[Row]:
+        return lake.read(spark, RECOMMENDATIONS).where(F.col("user_id") == user).collect()
+
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    mlflow.set_tracking_uri(f"http://127.0.0.1:{free_port()}")  # released: nothing listens there
+    try:
+        for batch_id in (1, 2):
+            before = max(r["generated_at"] for r in users_list())
+            _batch_after_a_view(spark, config, lake, writer, user, item, batch_id)
+            rows = users_list()
+            assert len(rows) == config.serve.top_n
+            assert {r["model_version"] for r in rows} == {champion}
+            assert min(r["generated_at"] for r in rows) > before
+    finally:
+        configure_mlflow(config.mlflow)
+    away = [r.getMessage() for r in caplog.records if "cannot reach the model registry" in r.getMessage()]
+    assert len(away) == 1 and f"champion {champion}" in away[0]
+    _batch_after_a_view(spark, config, lake, writer, user, item, 3)
+    assert any("model registry answers again" in r.getMessage() for r in caplog.records)
 
 
 def test_an_item_item_champion_refreshes_from_fresh_history_without_fold_in(
