@@ -167,7 +167,7 @@ def main() -> None:
     )
     batches = pa.table(metrics.read_all()).column("duration_seconds").to_pylist()[1:]  # after warm-up
     refresh_log = (root / "refresh.log").read_text()
-    one_user = r"refresh batch \d+: 1 active users refreshed .* in ([\d.]+)s"
+    one_user = r"refresh batch \d+: 1 users refreshed .* in ([\d.]+)s"
     refreshes = [float(seconds) for seconds in re.findall(one_user, refresh_log)][1:]
     print(
         f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "

@@ -7,7 +7,9 @@ champion they get fresh fallback lists) and MERGEs only their rows into ``recomm
 cost of a batch follows the number of active users, not the number of users. When the
 ``champion`` alias has moved (a retrain promoted a new model, or an operator rolled back), the
 batch publishes a full refresh from the new champion instead. While the registry cannot be
-reached, batches keep refreshing with the champion the writer holds.
+reached, batches keep refreshing with the champion the writer holds. An item the catalog marks
+unavailable leaves every list at the next batch: the lists that hold it are refreshed with the
+batch's active users.
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ from recspark.core.streaming import (
     streaming_app_id,
 )
 from recspark.core.tables import INTERACTIONS, RECOMMENDATIONS, Lake, any_of, serving_table
-from recspark.model.candidates.sources import newest_event_time
+from recspark.model.candidates.sources import newest_event_time, unavailable_items
 from recspark.model.families.als import preference
 from recspark.model.families.foldin import fold_in_users
 from recspark.serve.publish import (
@@ -202,6 +204,7 @@ class RefreshBatchWriter:
         self.context: ShopContext | None = None  # kept for serve.rankings_refresh_minutes
         self._answered = False  # the registry has said who the champion is (or that none is)
         self._registry_away_since: float | None = None  # when the current outage was noticed
+        self._unavailable: frozenset[str] | None = None  # unavailable as of the last batch
 
     def _shop_context(self, spark: SparkSession, batch_id: int) -> ShopContext:
         """The shop-wide rankings, rebuilt when older than ``serve.rankings_refresh_minutes``
@@ -282,6 +285,42 @@ class RefreshBatchWriter:
         now = self.champion.version if self.champion is not None else "none (fallback lists)"
         log.info("refresh batch %d: champion is now %s", batch_id, now)
 
+    def _holders_of_newly_unavailable(
+        self, spark: SparkSession, context: ShopContext, batch_id: int
+    ) -> tuple[frozenset[str], DataFrame | None]:
+        """The catalog's unavailable items now, and the users whose lists hold one that became
+        unavailable since the last batch (the first batch: any), active or not, so that the
+        item leaves every list. Reads the serving table only when that set grew; None when no
+        list holds one."""
+        catalog = context.catalog
+        current = (
+            frozenset()
+            if catalog is None
+            else frozenset(r["item_id"] for r in unavailable_items(catalog).collect())
+        )
+        new = current - (self._unavailable or frozenset())
+        if not new:
+            return current, None
+        items = spark.createDataFrame([(item,) for item in sorted(new)], "item_id string")
+        holders = (
+            self.lake.read(spark, RECOMMENDATIONS)
+            .join(F.broadcast(items), "item_id", "left_semi")
+            .select("user_id")
+            .distinct()
+            .localCheckpoint(eager=True)
+        )
+        count = holders.count()
+        if not count:
+            return current, None
+        log.info(
+            "refresh batch %d: %d item(s) newly unavailable are in the lists of %d user(s): "
+            "refreshing those lists too",
+            batch_id,
+            len(new),
+            count,
+        )
+        return current, holders
+
     def __call__(self, batch: DataFrame, batch_id: int) -> None:
         with forgotten_users_removed(
             batch.sparkSession, self.lake, (RECOMMENDATIONS,), f"refresh batch {batch_id}"
@@ -313,10 +352,15 @@ class RefreshBatchWriter:
         newest_change = batch.agg(F.max("_commit_version")).collect()[0][0]
         note = reflects(newest_change) if newest_change is not None else None
         context = self._shop_context(spark, batch_id)
+        unavailable, holders = self._holders_of_newly_unavailable(spark, context, batch_id)
+        targets = active.select("user_id")
+        if holders is not None:
+            targets = targets.unionByName(holders)
         with idempotent_session_writes(spark, self._app_id, batch_id), commit_user_metadata(spark, note):
-            users = refresh_users(spark, self.config, self.lake, self.champion, active, self.as_of, context)
+            users = refresh_users(spark, self.config, self.lake, self.champion, targets, self.as_of, context)
+        self._unavailable = unavailable
         log.info(
-            "refresh batch %d: %d active users refreshed by %s as of %s in %.1fs",
+            "refresh batch %d: %d users refreshed by %s as of %s in %.1fs",
             batch_id,
             users,
             f"champion {version}" if version else "the fallback lists",

@@ -377,6 +377,33 @@ def test_a_running_refresh_serves_on_with_its_champion_while_the_registry_is_awa
     assert any("model registry answers again" in r.getMessage() for r in caplog.records)
 
 
+def test_an_item_out_of_stock_leaves_the_lists_of_users_who_do_nothing(
+    spark: SparkSession, trained_shop: tuple[Config, TrainResult], tmp_path: Path
+) -> None:
+    """The refresh rewrites the lists of its active users; an item the catalog takes out of
+    stock must leave every list at the next batch, including those of users who did nothing."""
+    config, lake, writer, user, item = _refresh_writer(spark, trained_shop[0], tmp_path)
+    _batch_after_a_view(spark, config, lake, writer, user, item, 0)  # the catalog as it was
+    served = lake.read(spark, RECOMMENDATIONS)
+    listed = {r[0] for r in served.select("user_id").distinct().collect()}
+    gone = served.groupBy("item_id").count().orderBy(F.desc("count"), "item_id").first()["item_id"]
+    holders = {r[0] for r in served.where(F.col("item_id") == gone).select("user_id").distinct().collect()}
+    assert holders - {user}, "the item is in the lists of users who stay inactive"
+    catalog = Path(config.catalog.path)
+    records = [json.loads(line) for line in catalog.read_text().splitlines()]
+    for record in records:
+        if record["item_id"] == gone:
+            record["available"] = False
+    catalog.write_text("".join(json.dumps(r) + "\n" for r in records))
+
+    _batch_after_a_view(spark, config, lake, writer, user, item, 1)  # only ``user`` is active
+
+    served = lake.read(spark, RECOMMENDATIONS)
+    assert served.where(F.col("item_id") == gone).count() == 0
+    per_user = {r["user_id"]: r["count"] for r in served.groupBy("user_id").count().collect()}
+    assert set(per_user) == listed and set(per_user.values()) == {config.serve.top_n}
+
+
 def test_an_item_item_champion_refreshes_from_fresh_history_without_fold_in(
     spark: SparkSession, item_item_shop: tuple[Config, TrainResult], tmp_path: Path
 ) -> None:
