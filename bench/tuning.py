@@ -137,7 +137,7 @@ def events_of(
     """(catalog or None, events) of the log, as pandas frames in the contract's columns."""
     import pandas as pd
 
-    from recspark.core.config import GenerateConfig
+    from recspark.core.config.operations import GenerateConfig
     from recspark.datasets.shop import ShopSpec, generate_events
 
     if log == "retail":

@@ -32,7 +32,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Protocol
 
-from recspark.core.config import IMPRESSION, Config
+from recspark.core.config import Config
+from recspark.core.contract import IMPRESSION
 from recspark.core.recommendation_ids import served_at
 
 log = logging.getLogger(__name__)

@@ -43,7 +43,8 @@ from recspark.api.store import (
 )
 from recspark.api.vocabulary import NULL
 from recspark.core import table_names
-from recspark.core.config import INCLUDE_UNLISTED, Config
+from recspark.core.config import Config
+from recspark.core.config.serving import INCLUDE_UNLISTED
 
 log = logging.getLogger("recspark.api")
 

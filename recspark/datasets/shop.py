@@ -26,7 +26,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from recspark.core.config import EVENT_TYPES, REQUIRED_FIELDS, GenerateConfig
+from recspark.core.config.operations import GenerateConfig
+from recspark.core.contract import EVENT_TYPES, REQUIRED_FIELDS
 
 logger = logging.getLogger(__name__)
 

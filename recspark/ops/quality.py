@@ -28,7 +28,9 @@ from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
 from recspark.core.catalog import CatalogRead, load_catalog
-from recspark.core.config import EVENT_TYPES, QUALITY_SUITES, Config
+from recspark.core.config import Config
+from recspark.core.config.operations import QUALITY_SUITES
+from recspark.core.contract import EVENT_TYPES
 from recspark.core.gates import Gate
 from recspark.core.interactions import COUNT_COLUMNS
 from recspark.core.secrets import redact

@@ -11,7 +11,8 @@ import pandas as pd
 import pytest
 from scipy import sparse
 
-from recspark.core.config import Config, ServeConfig, load_config
+from recspark.core.config import Config, load_config
+from recspark.core.config.serving import ServeConfig
 from recspark.datasets.shop import ShopSpec, generate_events
 from recspark.model.candidates.sources import POPULAR
 from recspark.model.evaluation.local_scoring import LocalHoldout, LocalModel
