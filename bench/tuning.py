@@ -138,7 +138,8 @@ def events_of(
     import pandas as pd
 
     from recspark.core.config.operations import GenerateConfig
-    from recspark.datasets.shop import ShopSpec, generate_events
+    from recspark.datasets.shop.events import generate_events
+    from recspark.datasets.shop.spec import ShopSpec
 
     if log == "retail":
         sys.path.insert(0, str(ROOT / "bench"))

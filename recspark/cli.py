@@ -23,7 +23,7 @@ def _expected_errors() -> tuple[type[BaseException], ...]:
     from recspark.core.catalog import CatalogError
     from recspark.core.registry import TrackingError
     from recspark.core.tables import MissingTableError
-    from recspark.datasets.shop import LandingNotEmptyError
+    from recspark.datasets.shop.files import LandingNotEmptyError
     from recspark.model.evaluation.metrics import EvaluationError
     from recspark.model.families.data import TrainingError
     from recspark.ops.quality import QualityGateError

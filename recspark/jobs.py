@@ -199,7 +199,8 @@ def _spark(config: Config, job: str) -> SparkSession:
 
 
 def run_generate(args: argparse.Namespace, config: Config) -> None:
-    from recspark.datasets.shop import ShopSpec, write_shop
+    from recspark.datasets.shop.files import write_shop
+    from recspark.datasets.shop.spec import ShopSpec
 
     sizes = {name: getattr(args, name) for name in ("users", "items", "events", "days", "seed")}
     try:

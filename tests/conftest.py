@@ -136,7 +136,8 @@ def shop_config(root: Path, family: str, *overrides: str) -> Config:
 
 def _trained_shop(spark: SparkSession, root: Path, family: str):
     from recspark.core.tables import Lake
-    from recspark.datasets.shop import ShopSpec, write_shop
+    from recspark.datasets.shop.files import write_shop
+    from recspark.datasets.shop.spec import ShopSpec
     from recspark.ingest.stream import run_ingest
     from recspark.model.training.train import train
     from recspark.ops.quality import gate_for
