@@ -359,7 +359,9 @@ def run_forget_user(args: argparse.Namespace, config: Config) -> None:
 def run_status(args: argparse.Namespace, config: Config) -> None:
     import json
 
-    from recspark.ops.status import gather_status, render_status, status_json
+    from recspark.ops.status.json_report import status_json
+    from recspark.ops.status.snapshot import gather_status
+    from recspark.ops.status.text_report import render_status
 
     snapshot = gather_status(_spark(config, "status"), config, _lake(config))
     if args.json:
