@@ -30,7 +30,7 @@ from recspark.core.tables import (
 )
 from recspark.jobs import Job, Outcome, run_job
 from recspark.model.training.train import TrainResult, train
-from recspark.ops.quality import QualityGateError
+from recspark.ops.quality.result import QualityGateError
 from recspark.ops.runs import JobRun, active_spark, error_text, record_job_run, track_job
 from recspark.ops.status.json_report import status_json
 from recspark.ops.status.snapshot import gather_status

@@ -8,6 +8,7 @@ from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
 from recspark.core.tables import QUALITY_RESULTS, Lake
+from recspark.ops.quality.results_table import latest_results
 
 
 @dataclass(frozen=True)
@@ -29,8 +30,6 @@ def gather_gates(spark: SparkSession, lake: Lake) -> list[GateState]:
     """The newest result per suite and table, by suite then table (none before any gate ran)."""
     if not lake.exists(spark, QUALITY_RESULTS):
         return []
-    from recspark.ops.quality import latest_results
-
     results = latest_results(spark, lake)
     # Columns added later: a lake whose gates all ran before them has none yet.
     later = {"rows_validated": "long", "scope": "string"}
