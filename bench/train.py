@@ -40,7 +40,7 @@ from recspark.model.evaluation.splits import split_period
 from recspark.model.families.als import als_ratings, factor_tables, fit_als
 from recspark.model.families.model import ALS, FittedModel, ModelSpec
 from recspark.model.training.train import train
-from recspark.ops.quality import gate_for
+from recspark.ops.quality.gate import gate_for
 
 
 def write_shop_tables(spark: SparkSession, config: Config, lake: Lake, spec: ShopSpec, root: Path) -> int:

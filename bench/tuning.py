@@ -214,7 +214,7 @@ def main() -> None:
     from recspark.core.session import build_spark
     from recspark.core.tables import EVENTS, Lake
     from recspark.model.training.train import train
-    from recspark.ops.quality import gate_for
+    from recspark.ops.quality.gate import gate_for
 
     root = args.workdir or Path(tempfile.mkdtemp(prefix="recspark-bench-tuning-"))
     catalog, events = events_of(args.log, args.events, args.path, args.users, args.items)

@@ -26,7 +26,7 @@ def _expected_errors() -> tuple[type[BaseException], ...]:
     from recspark.datasets.shop.files import LandingNotEmptyError
     from recspark.model.evaluation.metrics import EvaluationError
     from recspark.model.families.data import TrainingError
-    from recspark.ops.quality import QualityGateError
+    from recspark.ops.quality.result import QualityGateError
 
     return (
         ConfigError,

@@ -140,7 +140,7 @@ def _trained_shop(spark: SparkSession, root: Path, family: str):
     from recspark.datasets.shop.spec import ShopSpec
     from recspark.ingest.stream import run_ingest
     from recspark.model.training.train import train
-    from recspark.ops.quality import gate_for
+    from recspark.ops.quality.gate import gate_for
     from recspark.serve.publish import recommend
 
     config = shop_config(root, family)

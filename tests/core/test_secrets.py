@@ -24,7 +24,7 @@ from recspark.core.config import Config
 from recspark.core.secrets import SECRET_PATTERNS, log4j2_config_file, log4j2_properties, redact
 from recspark.core.streaming import await_query, start_query
 from recspark.core.tables import JOB_RUNS, QUALITY_RESULTS, Lake
-from recspark.ops.quality import run_gate
+from recspark.ops.quality.gate import run_gate
 from recspark.ops.runs import track_job
 from tests.ops.test_quality import CLEAN_EVENTS, EVENT_COLUMNS, frame, gate_config, replaced
 
