@@ -16,8 +16,9 @@ from mlflow.tracking import MlflowClient
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql.types import StructType
 
-from recspark.cli import main, setup_logging
+from recspark.cli import main
 from recspark.core.config import Config
+from recspark.core.console import setup_logging
 from recspark.core.gates import no_gate
 from recspark.core.registry import champion_move, configure_mlflow, move_alias
 from recspark.core.tables import (
