@@ -19,6 +19,13 @@ from recspark.packages import spark_packages
 if TYPE_CHECKING:
     from recspark.model.training.train import TrainResult
 
+# A pytest-xdist worker's __main__ has neither __spec__ nor __file__, which pyspark.sql.connect
+# (imported by Great Expectations) takes for a doctest run without Spark Connect's dependencies,
+# and exits the process. Give it a name.
+_main = sys.modules["__main__"]
+if getattr(_main, "__spec__", None) is None and not hasattr(_main, "__file__"):
+    _main.__file__ = "pytest-xdist-worker"
+
 TEST_SETTINGS = (
     "spark.master=local[2]",
     "spark.shuffle_partitions=2",
