@@ -34,13 +34,19 @@ demo: install
 cluster-demo: install
 	deploy/cluster-demo.sh
 
-# Everything, in file order: the static checks, then every test tier.
-test: lint
-	$(BIN)/python -m pytest -q -p no:randomly --durations=25
+# Tests run in $(WORKERS) processes (pytest-xdist), each with its own Spark session, taking whole
+# test files in file order: on two cores one process leaves one idle while it waits on a JVM it
+# started, a subprocess or a stream's trigger. WORKERS=0 runs them in this process.
+WORKERS ?= 2
+PARALLEL := -n $(WORKERS) --dist loadfile
 
-# The static checks and the pure and small-Spark tests (see FAST_TIER), in file order.
+# Everything: the static checks, then every test tier.
+test: lint
+	$(BIN)/python -m pytest -q -p no:randomly $(PARALLEL) --durations=25
+
+# The static checks and the pure and small-Spark tests (see FAST_TIER).
 test-fast: lint
-	$(BIN)/python -m pytest -q -p no:randomly -m "$(FAST_TIER)" --durations=15
+	$(BIN)/python -m pytest -q -p no:randomly $(PARALLEL) -m "$(FAST_TIER)" --durations=15
 
 # The same suite in a random order (pytest-randomly): tests must not depend on each other's
 # order. The seed is printed first (pytest -q hides pytest-randomly's own header);
@@ -50,7 +56,7 @@ SEED := $(shell date +%s)
 endif
 test-random: lint
 	@echo "test-random: SEED=$(SEED)"
-	$(BIN)/python -m pytest -q -p randomly --randomly-seed=$(SEED) --durations=25
+	$(BIN)/python -m pytest -q -p randomly --randomly-seed=$(SEED) $(PARALLEL) --durations=25
 
 # ruff (lint and format), mypy (strict on recspark/core) and the import contract of the stage
 # packages (pyproject.toml: [tool.ruff], [tool.mypy], [tool.importlinter]).

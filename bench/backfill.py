@@ -40,7 +40,7 @@ from recspark.core.interactions import aggregate_events
 from recspark.core.session import build_spark
 from recspark.core.tables import EVENTS, INGEST_METRICS, INTERACTIONS, Lake, with_event_partitions
 from recspark.ingest.stream import run_ingest
-from recspark.ops.quality import gate_table
+from recspark.ops.quality.gate import gate_table
 
 
 def write_history(path: Path, events: int, years: int, seed: int, prefix: str = "h") -> None:

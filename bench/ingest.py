@@ -31,7 +31,8 @@ from pyspark.sql import functions as F
 from recspark.core.config import load_config
 from recspark.core.session import build_spark
 from recspark.core.tables import INGEST_METRICS, INTERACTIONS, Lake
-from recspark.datasets.shop import ShopSpec, write_shop
+from recspark.datasets.shop.files import write_shop
+from recspark.datasets.shop.spec import ShopSpec
 from recspark.ingest.stream import run_ingest, start_ingest
 
 

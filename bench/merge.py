@@ -39,7 +39,8 @@ from pathlib import Path
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
-from recspark.core.config import InteractionsConfig, load_config
+from recspark.core.config import load_config
+from recspark.core.config.ingest import InteractionsConfig
 from recspark.core.session import build_spark
 from recspark.core.tables import Lake, interactions_table
 from recspark.datasets.lakes import base_pairs, batch_increments, last_commit_metrics

@@ -116,7 +116,8 @@ def contract_events(path: Path) -> pd.DataFrame:
 
 
 def generated_events(users: int, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
-    from recspark.datasets.shop import ShopSpec, generate_events
+    from recspark.datasets.shop.events import generate_events
+    from recspark.datasets.shop.spec import ShopSpec
 
     catalog, events = generate_events(
         ShopSpec(users=users, items=1000, events=users * 30, days=60, seed=seed)

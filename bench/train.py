@@ -3,7 +3,7 @@
     .venv/bin/pip install -e ".[bench]"      # the peer: implicit (CPU)
     .venv/bin/python bench/train.py --events 1000000 --users 50000 --items 10000
 
-1. Generates a shop (recspark.datasets.shop, ground-truth events without ingestion noise) and writes
+1. Generates a shop (`recspark.datasets.shop.events`: ground-truth events, no ingestion noise) and writes
    the `events` and `interactions` Delta tables directly (ingestion has its own benchmark).
 2. Runs the real training job (`recspark.model.training.train.train`): wall time per phase (read, tune,
    evaluate, fit, log) and the quality of the model and both baselines on the test period. The
@@ -32,14 +32,15 @@ from recspark.core.config import Config, load_config
 from recspark.core.session import build_spark
 from recspark.core.tables import EVENTS, INTERACTIONS, Lake
 from recspark.datasets.history import load_history
-from recspark.datasets.shop import ShopSpec, generate_events
+from recspark.datasets.shop.events import generate_events
+from recspark.datasets.shop.spec import ShopSpec
 from recspark.model.evaluation.holdout import Holdout
 from recspark.model.evaluation.inputs import read_inputs
 from recspark.model.evaluation.splits import split_period
 from recspark.model.families.als import als_ratings, factor_tables, fit_als
 from recspark.model.families.model import ALS, FittedModel, ModelSpec
 from recspark.model.training.train import train
-from recspark.ops.quality import gate_for
+from recspark.ops.quality.gate import gate_for
 
 
 def write_shop_tables(spark: SparkSession, config: Config, lake: Lake, spec: ShopSpec, root: Path) -> int:

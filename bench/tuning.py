@@ -137,8 +137,9 @@ def events_of(
     """(catalog or None, events) of the log, as pandas frames in the contract's columns."""
     import pandas as pd
 
-    from recspark.core.config import GenerateConfig
-    from recspark.datasets.shop import ShopSpec, generate_events
+    from recspark.core.config.operations import GenerateConfig
+    from recspark.datasets.shop.events import generate_events
+    from recspark.datasets.shop.spec import ShopSpec
 
     if log == "retail":
         sys.path.insert(0, str(ROOT / "bench"))
@@ -213,7 +214,7 @@ def main() -> None:
     from recspark.core.session import build_spark
     from recspark.core.tables import EVENTS, Lake
     from recspark.model.training.train import train
-    from recspark.ops.quality import gate_for
+    from recspark.ops.quality.gate import gate_for
 
     root = args.workdir or Path(tempfile.mkdtemp(prefix="recspark-bench-tuning-"))
     catalog, events = events_of(args.log, args.events, args.path, args.users, args.items)

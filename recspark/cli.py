@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from recspark.core.config import Config, ConfigError, load_config
+from recspark.core.console import keep_terminal_for_people, setup_logging
 from recspark.core.secrets import redact, redact_standard_streams
 from recspark.jobs import JOBS, Argument, Job, UsageError, run_job
 
@@ -23,10 +24,10 @@ def _expected_errors() -> tuple[type[BaseException], ...]:
     from recspark.core.catalog import CatalogError
     from recspark.core.registry import TrackingError
     from recspark.core.tables import MissingTableError
-    from recspark.datasets.shop import LandingNotEmptyError
+    from recspark.datasets.shop.files import LandingNotEmptyError
     from recspark.model.evaluation.metrics import EvaluationError
     from recspark.model.families.data import TrainingError
-    from recspark.ops.quality import QualityGateError
+    from recspark.ops.quality.result import QualityGateError
 
     return (
         ConfigError,
@@ -41,20 +42,6 @@ def _expected_errors() -> tuple[type[BaseException], ...]:
     )
 
 
-def setup_logging(job: str) -> None:
-    """INFO to stderr. Everything the process prints is redacted (log lines, MLflow's, the traceback
-    of an exception nobody catches), since messages may quote URIs with credentials; the JVM's own
-    lines are redacted by the log4j2 configuration the session builder gives it."""
-    redact_standard_streams()
-    logging.basicConfig(
-        level=logging.INFO,
-        format=f"%(asctime)s %(levelname)s {job} %(name)s: %(message)s",
-        force=True,
-    )
-    for noisy in ("py4j", "mlflow", "alembic", "urllib3"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
-
-
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--conf", default=None, help=f"YAML config (default: {DEFAULT_CONF})")
     parser.add_argument(
@@ -64,6 +51,12 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
         default=[],
         metavar="KEY=VALUE",
         help="override one config key, e.g. --set serve.top_n=20 (repeatable)",
+    )
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="print library and JVM logs here too (else they go to <lake>/_logs/<command>.log)",
     )
 
 
@@ -116,6 +109,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     started = time.time()
     try:
         config = config_from_args(args)
+        if not args.verbose:
+            keep_terminal_for_people(args.command, config.lake.root)
         run_job(COMMANDS[args.command], args, config)
     except (ConfigError, UsageError) as exc:  # told apart without importing every stage (Spark, MLflow)
         print(redact(f"recspark {args.command}: error: {exc}"), file=sys.stderr)

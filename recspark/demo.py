@@ -14,7 +14,7 @@ from recspark.core.config import Config
 from recspark.core.secrets import redact
 from recspark.core.session import build_spark
 from recspark.core.tables import EVENTS, INTERACTIONS, QUARANTINE, RECOMMENDATIONS, Lake
-from recspark.datasets.shop import LandingNotEmptyError
+from recspark.datasets.shop.files import LandingNotEmptyError
 from recspark.jobs import JOBS, Outcome, run_job
 from recspark.model.families.model import ALL_FAMILIES
 from recspark.model.training.train import TrainResult

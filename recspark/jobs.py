@@ -148,7 +148,8 @@ def _gate_written(
 ) -> None:
     """The table's quality suite on the rows written at or after ``since`` (so the cost follows
     the run; ``check`` validates whole tables on a schedule)."""
-    from recspark.ops.quality import CHECKED_TABLES, gate_table
+    from recspark.ops.quality.gate import gate_table
+    from recspark.ops.quality.suites import CHECKED_TABLES
 
     spec = {spec.name: spec for spec in CHECKED_TABLES}[table]
     checks = _table_checks(spark, config, lake, table, since)
@@ -199,7 +200,8 @@ def _spark(config: Config, job: str) -> SparkSession:
 
 
 def run_generate(args: argparse.Namespace, config: Config) -> None:
-    from recspark.datasets.shop import ShopSpec, write_shop
+    from recspark.datasets.shop.files import write_shop
+    from recspark.datasets.shop.spec import ShopSpec
 
     sizes = {name: getattr(args, name) for name in ("users", "items", "events", "days", "seed")}
     try:
@@ -237,7 +239,7 @@ def run_ingest(args: argparse.Namespace, config: Config) -> Outcome | None:
 
 def run_train(args: argparse.Namespace, config: Config) -> Outcome:
     from recspark.model.training.train import train
-    from recspark.ops.quality import gate_for
+    from recspark.ops.quality.gate import gate_for
 
     spark, lake = _spark(config, "train"), _lake(config)
     gate = gate_for(spark, config, lake, "train")
@@ -266,7 +268,7 @@ def run_tune(args: argparse.Namespace, config: Config) -> Outcome:
 
 def run_recommend(args: argparse.Namespace, config: Config) -> Outcome:
     from recspark.core.tables import RECOMMENDATIONS
-    from recspark.ops.quality import gate_for
+    from recspark.ops.quality.gate import gate_for
     from recspark.serve.publish import published_model_version, recommend
 
     spark, lake = _spark(config, "recommend"), _lake(config)
@@ -281,7 +283,7 @@ def run_recommend(args: argparse.Namespace, config: Config) -> Outcome:
 
 
 def run_refresh(args: argparse.Namespace, config: Config) -> Outcome | None:
-    from recspark.ops.quality import gate_for
+    from recspark.ops.quality.gate import gate_for
     from recspark.serve.publish import published_model_version
     from recspark.serve.refresh import run_refresh as refresh_lists
 
@@ -322,7 +324,7 @@ def run_rebuild_interactions(args: argparse.Namespace, config: Config) -> None:
 
 def run_check(args: argparse.Namespace, config: Config) -> Outcome:
     from recspark.core.tables import RECOMMENDATIONS
-    from recspark.ops.quality import check_tables
+    from recspark.ops.quality.gate import check_tables
 
     spark, lake = _spark(config, "check"), _lake(config)
     checks = {}
@@ -359,7 +361,9 @@ def run_forget_user(args: argparse.Namespace, config: Config) -> None:
 def run_status(args: argparse.Namespace, config: Config) -> None:
     import json
 
-    from recspark.ops.status import gather_status, render_status, status_json
+    from recspark.ops.status.json_report import status_json
+    from recspark.ops.status.snapshot import gather_status
+    from recspark.ops.status.text_report import render_status
 
     snapshot = gather_status(_spark(config, "status"), config, _lake(config))
     if args.json:

@@ -19,6 +19,13 @@ from recspark.packages import spark_packages
 if TYPE_CHECKING:
     from recspark.model.training.train import TrainResult
 
+# A pytest-xdist worker's __main__ has neither __spec__ nor __file__, which pyspark.sql.connect
+# (imported by Great Expectations) takes for a doctest run without Spark Connect's dependencies,
+# and exits the process. Give it a name.
+_main = sys.modules["__main__"]
+if getattr(_main, "__spec__", None) is None and not hasattr(_main, "__file__"):
+    _main.__file__ = "pytest-xdist-worker"
+
 TEST_SETTINGS = (
     "spark.master=local[2]",
     "spark.shuffle_partitions=2",
@@ -136,10 +143,11 @@ def shop_config(root: Path, family: str, *overrides: str) -> Config:
 
 def _trained_shop(spark: SparkSession, root: Path, family: str):
     from recspark.core.tables import Lake
-    from recspark.datasets.shop import ShopSpec, write_shop
+    from recspark.datasets.shop.files import write_shop
+    from recspark.datasets.shop.spec import ShopSpec
     from recspark.ingest.stream import run_ingest
     from recspark.model.training.train import train
-    from recspark.ops.quality import gate_for
+    from recspark.ops.quality.gate import gate_for
     from recspark.serve.publish import recommend
 
     config = shop_config(root, family)

@@ -23,7 +23,7 @@ from starlette.routing import Route
 from recspark.api.lists import SIMILAR_LIST, USER_LIST, ListAnswer
 from recspark.api.metrics import CONTENT_TYPE
 from recspark.api.service import LookupService
-from recspark.core.config import MAX_ID_LENGTH
+from recspark.core.contract import MAX_ID_LENGTH
 
 log = logging.getLogger("recspark.api")
 

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from recspark.api.vocabulary import NULL, Vocabulary
-from recspark.core.config import FALSE_WORDS, TRUE_WORDS
+from recspark.core.contract import FALSE_WORDS, TRUE_WORDS
 
 # The item id of a JSON line too broken to parse, when its text still shows one.
 _ITEM_ID_IN_TEXT = re.compile(r'"item_id"\s*:\s*("(?:[^"\\]|\\.)*"|-?\d+(?:\.\d+)?)')

@@ -13,7 +13,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from recspark.api.store import Rows, ServingLists, Vocabularies, build_block, concat_rows, rows_of_table
+from recspark.api.list_blocks import build_block
+from recspark.api.rows import Rows, concat_rows, rows_of_table
+from recspark.api.serving_lists import ServingLists
+from recspark.api.vocabulary import Vocabularies
 
 LEFT = ("delete", "update_preimage")
 ARRIVED = ("insert", "update_postimage")

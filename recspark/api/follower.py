@@ -21,9 +21,9 @@ from typing import Any, Generic, TypeVar
 import pyarrow as pa
 from deltalake import DeltaTable
 
+from recspark.api.arrow_columns import arrow_table
 from recspark.api.catalog import CatalogContents, CatalogReadError, file_signature, read_catalog_file
 from recspark.api.metrics import ServiceMetrics
-from recspark.api.store import arrow_table
 from recspark.core.lake_reader import TABLE, column_names, open_table, stream
 from recspark.core.text import first_line
 

@@ -2,8 +2,8 @@
 ingest source (the landing folder ``ingest.path`` or the topic ``ingest.kafka.topic``), written
 in batches by a background thread, never on the request path.
 
-:meth:`ImpressionSink.offer` only puts the served list on a bounded queue: it never blocks and
-never raises. When the queue is full (the disk or broker is slow or gone), the list is dropped
+:meth:`ImpressionSink.offer` only appends the served list to a bounded buffer: it never blocks
+and never raises. When the buffer is full (the disk or broker is slow or gone), the list is dropped
 and counted; a batch that cannot be written is dropped and counted too. A batch is written when it
 holds ``impressions.batch_size`` lists or its oldest is ``impressions.flush_seconds`` old, and
 what is queued is written on :meth:`ImpressionSink.close` (within its timeout; the rest is counted
@@ -18,11 +18,11 @@ retries may land twice: the impression's event_id makes the second a duplicate i
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import json
 import logging
 import os
-import queue
 import threading
 import time
 import uuid
@@ -32,7 +32,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Protocol
 
-from recspark.core.config import IMPRESSION, Config
+from recspark.core.config import Config
+from recspark.core.contract import IMPRESSION
 from recspark.core.recommendation_ids import served_at
 
 log = logging.getLogger(__name__)
@@ -169,7 +170,14 @@ _COUNTERS = (
 
 
 class ImpressionSink:
-    """Impressions off the request path: a bounded queue in front of a writer thread."""
+    """Impressions off the request path: a bounded buffer in front of a writer thread.
+
+    The request path only appends to a deque (no lock, no wake-up): a thread woken per list would
+    take the interpreter lock from the event loop thousands of times a second. The writer wakes
+    when a batch is full or after ``flush_seconds``, and encodes in small chunks, yielding the
+    interpreter lock between them, so a request waits at most one chunk's encoding."""
+
+    ENCODE_CHUNK = 64
 
     def __init__(
         self,
@@ -180,29 +188,34 @@ class ImpressionSink:
         flush_seconds: float = 1.0,
     ) -> None:
         self.writer = writer
+        self.queue_size = queue_size
         self.batch_size = batch_size
         self.flush_seconds = flush_seconds
-        self._queue: queue.Queue[ServedList] = queue.Queue(maxsize=queue_size)
+        self._pending: collections.deque[ServedList] = collections.deque()
         self._lock = threading.Lock()
         self._counts = dict.fromkeys(_COUNTERS, 0)
         self._last_error: str | None = None
         self._closing = threading.Event()
+        self._wake = threading.Event()
         self._thread = threading.Thread(target=self._run, name="impression-sink", daemon=True)
         self._thread.start()
 
     def offer(self, served: ServedList) -> bool:
-        """Queue one served list for writing; False (and counted) when it had to be dropped.
+        """Buffer one served list for writing; False (and counted) when it had to be dropped.
         Never blocks, never raises."""
         try:
             self._count("offered")
             if self._closing.is_set():
                 self._count("dropped_at_close")
                 return False
-            self._queue.put_nowait(served)
+            pending = self._pending
+            if len(pending) >= self.queue_size:
+                self._count("dropped_queue_full")
+                return False
+            pending.append(served)
+            if len(pending) == self.batch_size:
+                self._wake.set()
             return True
-        except queue.Full:
-            self._count("dropped_queue_full")
-            return False
         except Exception:  # the request must never pay for the log
             self._count("dropped_write_failed")
             return False
@@ -213,19 +226,20 @@ class ImpressionSink:
         with self._lock:
             counts: dict[str, Any] = dict(self._counts)
             counts["last_error"] = self._last_error
-        counts["queued"] = self._queue.qsize()
+        counts["queued"] = len(self._pending)
         return counts
 
     def close(self, timeout: float = 10.0) -> None:
         """Write what is queued (within ``timeout``), then stop; what is left is counted as dropped."""
         self._closing.set()
+        self._wake.set()
         self._thread.join(timeout)
         left = 0
         while True:
             try:
-                self._queue.get_nowait()
+                self._pending.popleft()
                 left += 1
-            except queue.Empty:
+            except IndexError:
                 break
         if left:
             self._count("dropped_at_close", left)
@@ -244,29 +258,39 @@ class ImpressionSink:
     # The writer thread ----------------------------------------------------------------------
 
     def _run(self) -> None:
-        batch: list[ServedList] = []
-        deadline = 0.0
+        waiting_since: float | None = None  # when the writer first saw a partial batch waiting
         while True:
             closing = self._closing.is_set()
-            wait = self.flush_seconds if not batch else max(0.0, deadline - time.monotonic())
-            try:
-                served = self._queue.get(timeout=0 if closing else min(wait, 0.1))
-                if not batch:
-                    deadline = time.monotonic() + self.flush_seconds
-                batch.append(served)
-            except queue.Empty:
-                if closing:
-                    break
-            full = len(batch) >= self.batch_size
-            if batch and (full or time.monotonic() >= deadline):
-                self._write(batch)
-                batch = []
-        if batch:
-            self._write(batch)
+            queued = len(self._pending)
+            now = time.monotonic()
+            if queued and waiting_since is None:
+                waiting_since = now
+            if queued and (
+                queued >= self.batch_size or closing or now - (waiting_since or now) >= self.flush_seconds
+            ):
+                self._write(self._take(self.batch_size))
+                waiting_since = None
+                continue
+            if closing:
+                return
+            wait = self.flush_seconds if waiting_since is None else waiting_since + self.flush_seconds - now
+            self._wake.wait(max(wait, 0.0))
+            self._wake.clear()
+
+    def _take(self, most: int) -> list[ServedList]:
+        batch: list[ServedList] = []
+        pending = self._pending
+        with contextlib.suppress(IndexError):
+            while len(batch) < most:
+                batch.append(pending.popleft())
+        return batch
 
     def _write(self, batch: list[ServedList]) -> None:
         try:
-            lines = [impression_line(served) for served in batch]
+            lines: list[str] = []
+            for start in range(0, len(batch), self.ENCODE_CHUNK):
+                lines.extend(impression_line(served) for served in batch[start : start + self.ENCODE_CHUNK])
+                time.sleep(0)  # let a waiting request have the interpreter lock
             self.writer.write(lines, self._report)
             self._count("batches")
         except Exception as exc:

@@ -13,9 +13,10 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from recspark.api.catalog import CatalogView
+from recspark.api.fallback_list import FallbackList
 from recspark.api.impressions import ServedList
-from recspark.api.store import FallbackList, Hit, Vocabularies
-from recspark.api.vocabulary import NULL
+from recspark.api.serving_lists import Hit
+from recspark.api.vocabulary import NULL, Vocabularies
 from recspark.core import table_names as names
 from recspark.core.recommendation_ids import new_recommendation_id
 

@@ -17,10 +17,13 @@ from typing import Any
 
 import pyarrow as pa
 
+from recspark.api.arrow_columns import arrow_table, chunked_tables
 from recspark.api.catalog import CatalogContents, CatalogView
 from recspark.api.changes import apply_changes
+from recspark.api.fallback_list import FallbackList
 from recspark.api.follower import CatalogFollower, TableFollower, TableForm
 from recspark.api.impressions import ImpressionSink, NoSink
+from recspark.api.list_blocks import build_in_chunks
 from recspark.api.lists import (
     FALLBACK,
     NO_CATEGORY,
@@ -32,18 +35,12 @@ from recspark.api.lists import (
     assemble,
 )
 from recspark.api.metrics import ServiceMetrics
-from recspark.api.store import (
-    FallbackList,
-    ServingLists,
-    Vocabularies,
-    arrow_table,
-    build_in_chunks,
-    chunked_tables,
-    rows_of_table,
-)
-from recspark.api.vocabulary import NULL
+from recspark.api.rows import rows_of_table
+from recspark.api.serving_lists import ServingLists
+from recspark.api.vocabulary import NULL, Vocabularies
 from recspark.core import table_names
-from recspark.core.config import INCLUDE_UNLISTED, Config
+from recspark.core.config import Config
+from recspark.core.config.serving import INCLUDE_UNLISTED
 
 log = logging.getLogger("recspark.api")
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -45,3 +47,13 @@ class Vocabulary:
         return np.where(indices >= 0, mapping[np.maximum(indices, 0)] if len(words) else NULL, NULL).astype(
             np.int32
         )
+
+
+@dataclass(frozen=True)
+class Vocabularies:
+    """The service's interned strings: item ids (and similar item ids), categories, and labels
+    (sources, model versions, variants)."""
+
+    items: Vocabulary = field(default_factory=Vocabulary)
+    categories: Vocabulary = field(default_factory=Vocabulary)
+    labels: Vocabulary = field(default_factory=Vocabulary)

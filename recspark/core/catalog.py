@@ -27,7 +27,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 from pyspark.sql.window import Window
 
-from recspark.core.config import FALSE_WORDS, TRUE_WORDS
+from recspark.core.contract import FALSE_WORDS, TRUE_WORDS
 from recspark.core.json_lines import one_json_value
 
 CATALOG_SCHEMA = T.StructType(

@@ -1,7 +1,7 @@
-"""The reference of every config key, read from the dataclasses in :mod:`recspark.core.config`:
-each field's key, type, default and the docstring right under it. ``docs/config.md`` is its
-output, regenerated with :data:`REGENERATE`; tests/core/test_config.py fails when that file is stale
-or a key has no docstring. New sections and keys appear by themselves."""
+"""The reference of every config key, read from the section dataclasses of :mod:`recspark.core.config`
+(each in its own module): each field's key, type, default and the docstring right under it.
+``docs/config.md`` is its output, regenerated with :data:`REGENERATE`; tests/core/test_config.py
+fails when that file is stale or a key has no docstring. New sections and keys appear by themselves."""
 
 from __future__ import annotations
 
@@ -130,7 +130,7 @@ def reference() -> str:
         "# Configuration reference",
         "",
         "Every key recspark reads: its type, its default and what it does. Generated from the",
-        "dataclasses in `recspark/core/config.py`: edit the docstring under a field there, not this",
+        "dataclasses in `recspark/core/config/`: edit the docstring under a field there, not this",
         "file, then regenerate it:",
         "",
         "```",

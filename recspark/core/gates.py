@@ -1,7 +1,7 @@
 """A quality gate as the stages see it: a callable that validates a frame before a job relies on it.
 
 The stages (``model``, ``serve``) decide *when* a table must be checked; the entry points wire the
-gate to Great Expectations (``recspark.ops.quality.gate_for``), so no stage depends on ``ops``.
+gate to Great Expectations (``recspark.ops.quality.gate.gate_for``), so no stage depends on ``ops``.
 """
 
 from __future__ import annotations

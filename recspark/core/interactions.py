@@ -15,7 +15,8 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql.window import Window
 
-from recspark.core.config import INTEREST_EVENT_TYPES, InteractionsConfig
+from recspark.core.config.ingest import InteractionsConfig
+from recspark.core.contract import INTEREST_EVENT_TYPES
 
 COUNT_COLUMNS = {event_type: f"{event_type}_count" for event_type in INTEREST_EVENT_TYPES}
 SECONDS_PER_DAY = 86_400.0

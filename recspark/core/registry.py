@@ -19,7 +19,7 @@ from mlflow.tracking import MlflowClient
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
-from recspark.core.config import MlflowConfig
+from recspark.core.config.model import MlflowConfig
 from recspark.core.secrets import redact
 from recspark.core.tables import (
     ALS_ITEM_FACTORS,

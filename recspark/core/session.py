@@ -7,10 +7,13 @@ import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
+from pyspark import SparkContext
 from pyspark.sql import SparkSession
 
 from recspark.core.config import Config
+from recspark.core.console import jvm_output
 from recspark.core.secrets import LOG4J2_CONFIG_ENV, log4j2_config_file
 from recspark.packages import spark_packages
 
@@ -73,7 +76,7 @@ def build_spark(config: Config, app_suffix: str | None = None) -> SparkSession:
     )
     for key, value in settings.conf.items():
         builder = builder.config(key, value)
-    with _environment(LOG4J2_CONFIG_ENV, log4j2):
+    with _environment(LOG4J2_CONFIG_ENV, log4j2), _jvm_output_to(jvm_output()):
         spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel("WARN")
     log.info("spark session %s ready (master=%s)", name, spark.sparkContext.master)
@@ -92,6 +95,27 @@ def _environment(name: str, value: str) -> Iterator[None]:
             os.environ.pop(name, None)
         else:
             os.environ[name] = before
+
+
+@contextmanager
+def _jvm_output_to(path: Path | None) -> Iterator[None]:
+    """A JVM started inside writes its stdout and stderr to ``path`` (appended): the process's
+    file descriptors 1 and 2 point there while it starts, and are restored afterwards."""
+    if path is None or launched_by_spark_submit() or SparkContext._active_spark_context is not None:
+        yield
+        return
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = [os.dup(fd) for fd in (1, 2)]
+    try:
+        with open(path, "ab") as log_file:
+            for fd in (1, 2):
+                os.dup2(log_file.fileno(), fd)
+        yield
+    finally:
+        for fd, copy in zip((1, 2), saved, strict=True):
+            os.dup2(copy, fd)
+            os.close(copy)
 
 
 def launched_by_spark_submit() -> bool:

@@ -13,7 +13,8 @@ from delta.tables import DeltaTable
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from recspark.core.config import Config, InteractionsConfig
+from recspark.core.config import Config
+from recspark.core.config.ingest import InteractionsConfig
 from recspark.core.interactions import aggregate_events
 from recspark.core.tables import (
     INTERACTIONS,

@@ -10,7 +10,7 @@ from delta.tables import DeltaTable
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from recspark.core.config import InteractionsConfig
+from recspark.core.config.ingest import InteractionsConfig
 from recspark.core.interactions import COUNT_COLUMNS, PAIR_KEYS, SECONDS_PER_DAY
 from recspark.core.streaming import append_idempotent, commit_user_metadata, idempotent_session_writes
 

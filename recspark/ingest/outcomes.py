@@ -39,7 +39,7 @@ from delta.tables import DeltaTable
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
-from recspark.core.config import ATTRIBUTED_EVENT_TYPES, IMPRESSION
+from recspark.core.contract import ATTRIBUTED_EVENT_TYPES, IMPRESSION
 from recspark.core.recommendation_ids import SERVED_AT_TOLERANCE, served_at_column
 from recspark.core.tables import RECOMMENDATION_OUTCOMES_SCHEMA, any_of
 

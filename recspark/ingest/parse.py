@@ -15,7 +15,7 @@ from datetime import datetime
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
-from recspark.core.config import EVENT_TYPES, IMPRESSION, MAX_ID_LENGTH, REQUIRED_FIELDS, SERVED_LISTS
+from recspark.core.contract import EVENT_TYPES, IMPRESSION, MAX_ID_LENGTH, REQUIRED_FIELDS, SERVED_LISTS
 from recspark.core.json_lines import one_json_value
 from recspark.core.recommendation_ids import (
     RECOMMENDATION_ID_PATTERN,

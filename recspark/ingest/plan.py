@@ -15,7 +15,7 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql.window import Window
 
-from recspark.core.config import ATTRIBUTED_EVENT_TYPES, IMPRESSION, INTEREST_EVENT_TYPES
+from recspark.core.contract import ATTRIBUTED_EVENT_TYPES, IMPRESSION, INTEREST_EVENT_TYPES
 from recspark.core.privacy import user_hash
 from recspark.core.tables import with_event_partitions
 

@@ -40,7 +40,7 @@ from recspark.core.tables import (
     USER_IDS,
     Lake,
 )
-from recspark.ops.quality import quality_dir
+from recspark.ops.quality.ge_context import quality_dir
 
 log = logging.getLogger(__name__)
 

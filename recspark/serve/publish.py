@@ -15,7 +15,8 @@ from pyspark.sql import functions as F
 from pyspark.sql.window import Window
 
 from recspark.core.catalog import CatalogRead, load_catalog, report_catalog
-from recspark.core.config import AUTO, Config
+from recspark.core.config import Config
+from recspark.core.config.checks import AUTO
 from recspark.core.conflicts import retry_on_conflict
 from recspark.core.gates import Gate
 from recspark.core.privacy import forgotten_users_removed

@@ -14,22 +14,16 @@ import pyarrow as pa
 import pytest
 from deltalake import DeltaTable, write_deltalake
 
-from recspark.api import store
+from recspark.api import list_blocks
+from recspark.api.arrow_columns import arrow_table
 from recspark.api.catalog import CatalogReadError, CatalogView, read_catalog_file
 from recspark.api.changes import apply_changes
+from recspark.api.fallback_list import FallbackList
+from recspark.api.list_blocks import build_block, build_in_chunks, key_hash, key_hashes
 from recspark.api.lists import FALLBACK, Filters, Shelf, assemble
-from recspark.api.store import (
-    FallbackList,
-    ServingLists,
-    Vocabularies,
-    arrow_table,
-    build_block,
-    build_in_chunks,
-    key_hash,
-    key_hashes,
-    rows_of_table,
-)
-from recspark.api.vocabulary import NULL
+from recspark.api.rows import rows_of_table
+from recspark.api.serving_lists import ServingLists
+from recspark.api.vocabulary import NULL, Vocabularies
 from recspark.core.lake_reader import TABLE, query
 
 AT = datetime(2026, 11, 30, 12, tzinfo=timezone.utc)
@@ -150,9 +144,9 @@ def test_a_table_read_in_chunks_equals_it_read_at_once(monkeypatch: pytest.Monke
     table = recommendation_table(rows)
     for weak in (False, True):
         if weak:
-            monkeypatch.setattr(store, "key_hash", lambda key: len(key) % 3)
+            monkeypatch.setattr(list_blocks, "key_hash", lambda key: len(key) % 3)
             monkeypatch.setattr(
-                store, "key_hashes", lambda offsets, data: (np.diff(offsets) % 3).astype(np.uint64)
+                list_blocks, "key_hashes", lambda offsets, data: (np.diff(offsets) % 3).astype(np.uint64)
             )
         vocab = Vocabularies()
         cuts = sorted(rng.sample(range(1, len(rows)), 7))

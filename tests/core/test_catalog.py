@@ -13,7 +13,7 @@ from pyspark.sql import types as T
 
 from recspark.core.catalog import CatalogError, load_catalog, read_catalog
 from recspark.core.tables import INTERACTIONS, RECOMMENDATIONS, Lake
-from recspark.ops.quality import gate_for
+from recspark.ops.quality.gate import gate_for
 from recspark.serve.publish import recommend
 from tests.conftest import config_under
 

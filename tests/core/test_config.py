@@ -195,7 +195,7 @@ def test_every_config_key_has_a_description() -> None:
     undescribed = [s.key for s in settings().values() if not s.description]
     assert not undescribed, (
         f"config keys without a description: {undescribed}; write a docstring under each field "
-        f"in recspark/core/config.py, then `{REGENERATE}`"
+        f"in recspark/core/config/, then `{REGENERATE}`"
     )
     assert {"ingest.kafka.topic", "serve.top_n", "quality.on_failure"} <= set(settings())
     assert [s.key for s in sections()][:3] == ["spark", "lake", "ingest"]
@@ -213,7 +213,7 @@ def test_the_readme_overview_names_real_keys_with_their_defaults() -> None:
         assert key in known, f"README config overview: {key!r} is no config key"
         assert default_cell == f"`{render_value(known[key].default)}`", (
             f"README config overview: {key} defaults to `{render_value(known[key].default)}` "
-            f"in recspark/core/config.py, not {default_cell}"
+            f"in recspark/core/config/, not {default_cell}"
         )
 
 

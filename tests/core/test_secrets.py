@@ -19,12 +19,12 @@ import mlflow  # noqa: F401  (configures the logging handler of its own)
 import pytest
 from pyspark.sql import SparkSession
 
-from recspark.cli import setup_logging
 from recspark.core.config import Config
+from recspark.core.console import setup_logging
 from recspark.core.secrets import SECRET_PATTERNS, log4j2_config_file, log4j2_properties, redact
 from recspark.core.streaming import await_query, start_query
 from recspark.core.tables import JOB_RUNS, QUALITY_RESULTS, Lake
-from recspark.ops.quality import run_gate
+from recspark.ops.quality.gate import run_gate
 from recspark.ops.runs import track_job
 from tests.ops.test_quality import CLEAN_EVENTS, EVENT_COLUMNS, frame, gate_config, replaced
 
@@ -206,7 +206,7 @@ def test_an_mlflow_error_nobody_catches_prints_a_redacted_traceback(tmp_path: Pa
         f"""\
         import mlflow
 
-        from recspark.cli import setup_logging
+        from recspark.core.console import setup_logging
 
         setup_logging("train")
         mlflow.set_tracking_uri({SECRET_URI!r})
@@ -230,7 +230,7 @@ from pathlib import Path
 
 import mlflow
 
-from recspark.cli import setup_logging
+from recspark.core.console import setup_logging
 from recspark.core.config import load_config
 from recspark.core.registry import alias_version
 from recspark.core.session import build_spark

@@ -19,7 +19,9 @@ import pandas as pd
 import pytest
 
 from recspark.cli import main
-from recspark.datasets.shop import LandingNotEmptyError, ShopSpec, ShopSummary, generate_events, write_shop
+from recspark.datasets.shop.events import generate_events
+from recspark.datasets.shop.files import LandingNotEmptyError, ShopSummary, write_shop
+from recspark.datasets.shop.spec import ShopSpec
 
 EVENT_TYPES = {"view", "add_to_cart", "remove_from_cart", "purchase", "rating"}
 REQUIRED = ("event_id", "event_time", "user_id", "item_id", "event_type")

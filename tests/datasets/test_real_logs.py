@@ -16,7 +16,8 @@ from recspark.core.gates import no_gate
 from recspark.core.registry import champion_version, configure_mlflow
 from recspark.core.tables import EVENTS, Lake
 from recspark.datasets.history import load_history
-from recspark.datasets.shop import ShopSpec, generate_events
+from recspark.datasets.shop.events import generate_events
+from recspark.datasets.shop.spec import ShopSpec
 from recspark.model.training.train import TrainResult, train
 from tests.conftest import config_under, copy_shop, nothing_cached
 

@@ -17,7 +17,7 @@ from recspark import demo
 from recspark.cli import main
 from recspark.core.config import Config
 from recspark.core.tables import JOB_RUNS, QUALITY_RESULTS, RECOMMENDATIONS, Lake
-from recspark.datasets.shop import LandingNotEmptyError
+from recspark.datasets.shop.files import LandingNotEmptyError
 from tests.conftest import SHOP_TOP_N, config_under, shop_config
 
 SMALL_SHOP = ("generate.users=50", "generate.items=40", "generate.events=1000", "generate.days=3")
@@ -60,7 +60,7 @@ def test_fresh_refuses_a_directory_it_did_not_create(
     def ran(*args: object, **kwargs: object) -> None:
         raise AssertionError("the demo ran")
 
-    monkeypatch.setattr("recspark.datasets.shop.write_shop", ran)
+    monkeypatch.setattr("recspark.datasets.shop.files.write_shop", ran)
     paths = [f"lake.root={precious}", f"ingest.path={tmp_path / 'events'}"]
     paths += [f"catalog.path={tmp_path / 'c.jsonl'}", f"mlflow.tracking_uri=sqlite:///{tmp_path / 'm.db'}"]
     paths += [f"mlflow.artifact_location={tmp_path / 'art'}"]

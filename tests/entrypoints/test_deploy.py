@@ -4,22 +4,31 @@ The Airflow test builds (once, then reuses) a separate virtualenv from
 deploy/airflow/requirements.txt, outside the repository, keyed by the file's hash:
 ``~/.cache/recspark/airflow-venv-<hash>`` (or ``$RECSPARK_AIRFLOW_VENV``). Without network it
 is skipped with the reason. The spark-submit tests run the real ``deploy/submit.sh`` against
-a tiny lake in tmp_path; each submission starts its own JVM, so there are only a few.
+a tiny lake in tmp_path; each submission starts its own JVM, so there are only a few. One test
+runs a real Airflow scheduler (with its dag-processor and execution API, on 127.0.0.1, for a
+bounded time) so the daily DAG's trigger of the refresh DAG really runs.
 """
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import hashlib
 import json
 import os
+import secrets
 import shlex
 import shutil
+import signal
+import socket
+import sqlite3
 import subprocess
 import sys
 import textwrap
 import time
 import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -38,6 +47,7 @@ REQUIREMENTS = DAG_FOLDER / "requirements.txt"
 RUN = ROOT / "jobs" / "run.py"
 VENV_BIN = Path(sys.executable).parent
 DAILY_TIMEOUT = 1800
+SCHEDULER_TIMEOUT = 1200  # seconds for the daily DAG run and the refresh it triggers
 
 
 def submitted_jobs() -> list[str]:
@@ -746,33 +756,138 @@ def migrated_airflow(tmp_path: Path, conf: Path) -> tuple[Path, dict[str, str]]:
     return venv, env
 
 
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@contextmanager
+def airflow_running(venv: Path, env: dict[str, str]) -> Iterator[dict[str, subprocess.Popen]]:
+    """Airflow's scheduler, dag-processor and the API server's execution API (what task
+    processes report to), on 127.0.0.1 for the body; each stopped with everything it started
+    (its process group) at the end, even on failure. Logs: ``<AIRFLOW_HOME>/<component>.log``."""
+    home = Path(env["AIRFLOW_HOME"])
+    port = free_port()
+    env = {
+        **env,
+        "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_hex(16),  # shared by the scheduler and API
+        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{port}/execution/",
+        "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "2",
+    }
+    commands = {
+        "api-server": ["api-server", "--apps", "execution", "-H", "127.0.0.1", "-p", str(port), "-w", "1"],
+        "scheduler": ["scheduler"],
+        "dag-processor": ["dag-processor"],
+    }
+    running: dict[str, subprocess.Popen] = {}
+    try:
+        for name, args in commands.items():
+            with (home / f"{name}.log").open("w") as log:
+                running[name] = subprocess.Popen(
+                    [str(venv / "bin" / "airflow"), *args],
+                    cwd=home,
+                    env=env,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
+        yield running
+    finally:
+        for process in running.values():
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGTERM)
+        for process in running.values():
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                process.wait(timeout=60)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)  # what it started may outlive it
+            process.wait(timeout=30)
+
+
+def metastore_rows(home: Path, query: str, *params: str) -> list[sqlite3.Row]:
+    """Rows of the Airflow metastore (SQLite, read-only while Airflow writes it)."""
+    with contextlib.closing(
+        sqlite3.connect(f"file:{home / 'airflow.db'}?mode=ro", uri=True, timeout=30)
+    ) as db:
+        db.row_factory = sqlite3.Row
+        return db.execute(query, params).fetchall()
+
+
+def task_logs(home: Path) -> str:
+    """The end of every task's log, for a failure message."""
+    return "".join(f"== {p}\n{p.read_text()[-3000:]}\n" for p in sorted((home / "logs").rglob("*.log")))
+
+
 @pytest.mark.airflow
-def test_airflow_dags_test_runs_the_daily_dag_against_a_tiny_lake(tmp_path: Path, spark) -> None:
+def test_the_scheduler_runs_the_daily_dag_and_the_refresh_run_it_triggers(tmp_path: Path, spark) -> None:
+    """``dags test`` runs no scheduler, so it cannot run the refresh that the daily DAG's last
+    task triggers and waits for. Here a real scheduler does: the daily run's sensor finds an
+    ingest run, ``train`` promotes a model, ``refresh`` starts a run of ``recspark_refresh``,
+    the scheduler runs it (after the refresh DAG's own scheduled run: one at a time), and the
+    daily run succeeds only once that run has."""
     conf = write_config(tmp_path, catalog=True)
     conf.write_text(conf.read_text() + FAST_JOBS)
     generate_tiny_shop(tmp_path, conf)
     venv, env = migrated_airflow(tmp_path, conf)
+    home = Path(env["AIRFLOW_HOME"])
     now = datetime.now(timezone.utc)
     ingest_slot = now.replace(minute=now.minute - now.minute % 10, second=0, microsecond=0)
 
-    # An ingest run in the current slot: what the daily DAG's sensor waits for.
+    # An ingest run in the current slot: what the daily run's sensor waits for.
     ingest = airflow(venv, env, "dags", "test", "recspark_ingest", ingest_slot.isoformat())
     assert ingest.returncode == 0, ingest.stdout[-5000:] + ingest.stderr[-3000:]
     lake = tmp_path / "lake"
-    events = spark.read.format("delta").load(str(lake / "events"))
-    assert events.count() > 0
+    assert spark.read.format("delta").load(str(lake / "events")).count() > 0
 
-    # The daily DAG: the sensor finds that ingest run, train submits the training job. Its
-    # last task triggers a run of recspark_refresh and waits for it; `dags test` runs no
-    # scheduler that would execute a triggered run, so that task is marked successful and the
-    # refresh DAG runs next, by `dags test` too.
-    daily = airflow(venv, env, "dags", "test", "recspark_daily", "--mark-success-pattern", "^refresh$")
-    assert daily.returncode == 0, daily.stdout[-5000:] + daily.stderr[-3000:]
-    assert "Success criteria met" in daily.stdout  # the sensor, not a timeout
-    assert "promoted to champion" in daily.stdout
-    assert not (lake / "recommendations").exists()
-    refresh = airflow(venv, env, "dags", "test", "recspark_refresh")
-    assert refresh.returncode == 0, refresh.stdout[-5000:] + refresh.stderr[-3000:]
+    # The daily DAG and the refresh DAG it triggers; every other DAG stays paused.
+    for args in (
+        ["dags", "reserialize"],
+        ["dags", "unpause", "recspark_refresh"],
+        ["dags", "unpause", "recspark_daily"],
+    ):
+        done = airflow(venv, env, *args, timeout=300)
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+
+    started = time.monotonic()
+    with airflow_running(venv, env) as running:
+        while True:
+            runs = metastore_rows(home, "SELECT state FROM dag_run WHERE dag_id = 'recspark_daily'")
+            if runs and runs[0]["state"] in ("success", "failed"):
+                break
+            dead = [name for name, process in running.items() if process.poll() is not None]
+            logs = "".join((home / f"{n}.log").read_text()[-3000:] for n in running)
+            assert not dead, f"{dead} exited:\n{logs}"
+            assert time.monotonic() - started < SCHEDULER_TIMEOUT, (
+                f"no daily run finished:\n{logs}{task_logs(home)}"
+            )
+            time.sleep(5)
+    print(f"the daily run and its refresh under the scheduler: {time.monotonic() - started:.0f}s")
+
+    tasks = {
+        r["task_id"]: r
+        for r in metastore_rows(
+            home,
+            "SELECT task_id, state, start_date, end_date FROM task_instance WHERE dag_id = 'recspark_daily'",
+        )
+    }
+    assert {task: row["state"] for task, row in tasks.items()} == {
+        "wait_for_ingest": "success",
+        "train": "success",
+        "refresh": "success",
+    }, task_logs(home)
+    assert runs[0]["state"] == "success"
+    refreshes = metastore_rows(
+        home,
+        "SELECT run_type, state, start_date, end_date FROM dag_run WHERE dag_id = 'recspark_refresh' "
+        "ORDER BY start_date",
+    )
+    triggered = [r for r in refreshes if r["run_type"] == "manual"]
+    assert len(triggered) == 1 and triggered[0]["state"] == "success", [dict(r) for r in refreshes]
+    assert tasks["train"]["end_date"] < triggered[0]["start_date"]  # after the promotion
+    assert triggered[0]["end_date"] <= tasks["refresh"]["end_date"]  # and waited for
+
+    # The triggered refresh published the promoted model's lists for every user.
     recs = spark.read.format("delta").load(str(lake / "recommendations"))
     assert recs.select("user_id").distinct().count() == 60
     assert {r["model_version"] for r in recs.select("model_version").distinct().collect()} == {"1"}

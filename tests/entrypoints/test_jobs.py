@@ -15,7 +15,7 @@ import pytest
 from recspark import demo
 from recspark.cli import COMMANDS, build_parser
 from recspark.jobs import JOBS, UnknownJobError, submitted
-from recspark.ops.quality import CHECKED_TABLES
+from recspark.ops.quality.suites import CHECKED_TABLES
 
 ROOT = Path(__file__).resolve().parents[2]
 

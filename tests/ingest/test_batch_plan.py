@@ -13,7 +13,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from recspark.core.config import InteractionsConfig
+from recspark.core.config.ingest import InteractionsConfig
 from recspark.core.interactions import aggregate_events
 from recspark.core.privacy import user_hash
 from recspark.core.tables import EVENTS_SCHEMA, FORGOTTEN_USERS_SCHEMA, USER_IDS, Lake

@@ -35,7 +35,9 @@ from recspark.ingest.outcomes import KEY
 from recspark.ingest.parse import TimeBounds, parse_events
 from recspark.ingest.stream import QUERY_NAME
 from recspark.ingest.writer import EventBatchWriter
-from recspark.ops.status import gather_status, render_status, status_json
+from recspark.ops.status.json_report import status_json
+from recspark.ops.status.snapshot import gather_status
+from recspark.ops.status.text_report import render_status
 from tests.conftest import config_under
 from tests.ingest.test_ingest import drop_file, event, ingest, table
 from tests.shoppers import Arm, brute_force, iso, prices_for, retried, simulate

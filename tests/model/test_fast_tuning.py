@@ -11,8 +11,10 @@ import pandas as pd
 import pytest
 from scipy import sparse
 
-from recspark.core.config import Config, ServeConfig, load_config
-from recspark.datasets.shop import ShopSpec, generate_events
+from recspark.core.config import Config, load_config
+from recspark.core.config.serving import ServeConfig
+from recspark.datasets.shop.events import generate_events
+from recspark.datasets.shop.spec import ShopSpec
 from recspark.model.candidates.sources import POPULAR
 from recspark.model.evaluation.local_scoring import LocalHoldout, LocalModel
 from recspark.model.families.local_als import ImplicitALS, Ratings, least_squares_step

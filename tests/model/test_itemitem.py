@@ -345,3 +345,25 @@ def test_the_gram_of_pairs_on_the_driver_picks_the_items_spark_picks() -> None:
     gram = ItemGram.from_pairs(pairs, max_items=2, min_item_users=2)
     assert list(gram.item_ids) == ["a", "b"]
     np.testing.assert_allclose(gram.gram, [[2.0, 2.0], [2.0, 13.0]])
+
+
+@pytest.mark.parametrize("rows", [0, 7, 1_203])
+def test_the_similarity_frame_holds_the_drivers_rows_in_few_small_tasks(
+    spark: SparkSession, rows: int
+) -> None:
+    """Every row once, whatever the partitions; the rows travel in a broadcast, not in the
+    tasks (the plan scans a range, not local data)."""
+    rng = np.random.default_rng(rows)
+    weights = pd.DataFrame(
+        {
+            "item_id": [f"i{k % 97}" for k in range(rows)],
+            "similar_item_id": [f"j{k}" for k in range(rows)],
+            "weight": rng.normal(size=rows).astype(np.float32),
+        }
+    )
+    frame = ease.similarity_frame(spark, weights)
+    assert "LocalTableScan" not in frame._jdf.queryExecution().executedPlan().toString()
+    got = frame.toPandas().sort_values("similar_item_id").reset_index(drop=True)
+    expected = weights.sort_values("similar_item_id").reset_index(drop=True)
+    pd.testing.assert_frame_equal(got, expected, check_dtype=False)
+    assert got["weight"].to_numpy().tobytes() == expected["weight"].to_numpy().tobytes()

@@ -12,7 +12,9 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from recspark.cli import main
-from recspark.core.config import Config, ServeConfig, TrainConfig
+from recspark.core.config import Config
+from recspark.core.config.model import TrainConfig
+from recspark.core.config.serving import ServeConfig
 from recspark.core.gates import no_gate
 from recspark.core.registry import champion_version, configure_mlflow
 from recspark.core.tables import ALS_ITEM_FACTORS, ALS_USER_FACTORS, INTERACTIONS, Lake

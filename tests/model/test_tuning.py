@@ -16,7 +16,8 @@ from mlflow.tracking import MlflowClient
 from pyspark.sql import SparkSession
 
 from recspark.cli import main
-from recspark.core.config import Config, TuneConfig, load_config
+from recspark.core.config import Config, load_config
+from recspark.core.config.model import TuneConfig
 from recspark.core.gates import no_gate
 from recspark.core.registry import configure_mlflow
 from recspark.core.tables import Lake

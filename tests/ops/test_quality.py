@@ -14,19 +14,12 @@ from pyspark.sql import functions as F
 from recspark.core.catalog import load_catalog
 from recspark.core.config import Config
 from recspark.core.tables import QUALITY_RESULTS, RECOMMENDATIONS, Lake
-from recspark.ops import quality
-from recspark.ops.quality import (
-    CATALOG_SUITE,
-    EVENTS_SUITE,
-    INTERACTIONS_SUITE,
-    RECOMMENDATIONS_SUITE,
-    QualityGateError,
-    QualityResult,
-    gate_table,
-    quality_dir,
-    run_gate,
-    validate,
-)
+from recspark.ops.quality import ge_context
+from recspark.ops.quality.gate import gate_table, run_gate
+from recspark.ops.quality.ge_context import quality_dir
+from recspark.ops.quality.result import QualityGateError, QualityResult
+from recspark.ops.quality.suites import CATALOG_SUITE, EVENTS_SUITE, INTERACTIONS_SUITE, RECOMMENDATIONS_SUITE
+from recspark.ops.quality.validation import validate
 
 T0 = datetime(2026, 11, 1, 12, 0, tzinfo=timezone.utc)
 TOP_N = 3
@@ -373,7 +366,7 @@ def test_warning_gate_records_and_continues(spark: SparkSession, config: Config)
 def test_passing_gate_appends_one_row_per_run_and_builds_data_docs(
     spark: SparkSession, config: Config, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(quality, "DOCS_HISTORY", 1)  # keep only the newest result's page
+    monkeypatch.setattr(ge_context, "DOCS_HISTORY", 1)  # keep only the newest result's page
     config = config.with_overrides([f"serve.top_n={TOP_N}"])  # Data Docs are on by default
     lake = lake_of(config)
     recs = frame(spark, CLEAN_RECOMMENDATIONS, RECOMMENDATION_COLUMNS)

@@ -16,8 +16,9 @@ from mlflow.tracking import MlflowClient
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql.types import StructType
 
-from recspark.cli import main, setup_logging
+from recspark.cli import main
 from recspark.core.config import Config
+from recspark.core.console import setup_logging
 from recspark.core.gates import no_gate
 from recspark.core.registry import champion_move, configure_mlflow, move_alias
 from recspark.core.tables import (
@@ -30,16 +31,11 @@ from recspark.core.tables import (
 )
 from recspark.jobs import Job, Outcome, run_job
 from recspark.model.training.train import TrainResult, train
-from recspark.ops.quality import QualityGateError
+from recspark.ops.quality.result import QualityGateError
 from recspark.ops.runs import JobRun, active_spark, error_text, record_job_run, track_job
-from recspark.ops.status import (
-    format_age,
-    format_duration,
-    gather_status,
-    render_status,
-    status_json,
-    status_report,
-)
+from recspark.ops.status.json_report import status_json
+from recspark.ops.status.snapshot import gather_status
+from recspark.ops.status.text_report import format_age, format_duration, render_status, status_report
 from tests.conftest import copy_shop
 
 RESULT_COLUMNS = "job string, status string, rows_in long, rows_out long, model_version string, error string"

@@ -24,7 +24,7 @@ from recspark.core.tables import INTERACTIONS, ITEM_IDS, RECOMMENDATIONS, Lake
 from recspark.ingest.stream import run_ingest
 from recspark.model.candidates.sources import newest_event_time
 from recspark.model.training.train import TrainResult, train
-from recspark.ops.quality import gate_for
+from recspark.ops.quality.gate import gate_for
 from recspark.serve.publish import load_champion, recommend
 from recspark.serve.refresh import QUERY_NAME as REFRESH_QUERY
 from recspark.serve.refresh import (

@@ -26,7 +26,7 @@ from recspark.model.candidates.lists import assemble_lists
 from recspark.model.candidates.sources import fallback_popularity
 from recspark.model.training.train import TrainResult, train
 from recspark.ops.maintenance import maintain
-from recspark.ops.quality import gate_for
+from recspark.ops.quality.gate import gate_for
 from recspark.serve.publish import build_recommendations, load_champion, publish_recommendations, recommend
 from recspark.serve.refresh import merge_user_rows, run_refresh
 from tests.conftest import config_under, copy_shop

@@ -14,7 +14,8 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.window import Window
 
-from recspark.core.config import AUTO, ServeConfig
+from recspark.core.config.checks import AUTO
+from recspark.core.config.serving import ServeConfig
 from recspark.model.candidates.sources import (
     ALL_ITEMS,
     CATEGORY_POPULAR,

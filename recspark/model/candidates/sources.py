@@ -15,7 +15,7 @@ from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.window import Window
 
-from recspark.core.config import INCLUDE_UNLISTED, ServeConfig
+from recspark.core.config.serving import INCLUDE_UNLISTED, ServeConfig
 from recspark.model.scoring.als import recommend_top_n
 
 POPULAR = "popular"

@@ -23,7 +23,8 @@ import numpy as np
 import pandas as pd
 from scipy import sparse
 
-from recspark.core.config import RANKING_METRICS, ServeConfig
+from recspark.core.config.model import RANKING_METRICS
+from recspark.core.config.serving import ServeConfig
 from recspark.model.candidates.lists import SEGMENTS
 from recspark.model.candidates.sources import NEW_ITEM
 from recspark.model.evaluation.metrics import EvaluationError

@@ -15,7 +15,9 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql.window import Window
 
-from recspark.core.config import RANKING_METRICS, InteractionsConfig, ServeConfig
+from recspark.core.config.ingest import InteractionsConfig
+from recspark.core.config.model import RANKING_METRICS
+from recspark.core.config.serving import ServeConfig
 from recspark.core.interactions import aggregate_events
 from recspark.model.candidates.sources import user_exclusions
 from recspark.model.evaluation.bootstrap import Interval, mean_interval

@@ -6,7 +6,7 @@ from pyspark.ml.recommendation import ALS, ALSModel
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
-from recspark.core.config import TrainConfig
+from recspark.core.config.model import TrainConfig
 
 
 def preference(settings: TrainConfig) -> Column:

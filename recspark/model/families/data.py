@@ -9,7 +9,8 @@ from datetime import datetime
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from recspark.core.config import Config, EaseConfig
+from recspark.core.config import Config
+from recspark.core.config.model import EaseConfig
 from recspark.core.interactions import strength_as_of
 from recspark.core.tables import Lake
 from recspark.model.families.ease import ItemGram

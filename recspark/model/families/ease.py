@@ -27,6 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import scipy.linalg
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -42,6 +43,13 @@ SIMILARITY_SCHEMA = T.StructType(
         T.StructField("weight", T.FloatType(), False),
     ]
 )
+_SIMILARITY_ARROW = pa.schema(
+    [
+        pa.field("item_id", pa.string(), nullable=False),
+        pa.field("similar_item_id", pa.string(), nullable=False),
+        pa.field("weight", pa.float32(), nullable=False),
+    ]
+)
 _ROWS_PER_PARTITION = 500_000
 # From how many λ values one eigendecomposition of a Gram matrix costs less than a Cholesky fit
 # per λ. Measured on the shop log's 2,111 items (one thread, CPU seconds; docs/benchmarks.md): a
@@ -55,10 +63,26 @@ _PAIRS_PER_CHUNK = 5_000_000
 
 def similarity_frame(spark: SparkSession, weights: pd.DataFrame) -> DataFrame:
     """The driver's weights as a Spark DataFrame in a few large partitions: one per
-    ``_ROWS_PER_PARTITION`` rows, at most one per core, at least one. (From pandas, Spark makes a
-    partition, and so a task and a file per write, for every 10,000-row Arrow batch.)"""
-    partitions = min(spark.sparkContext.defaultParallelism, math.ceil(len(weights) / _ROWS_PER_PARTITION))
-    return spark.createDataFrame(weights, SIMILARITY_SCHEMA).coalesce(max(1, partitions))
+    ``_ROWS_PER_PARTITION`` rows, at most one per core, at least one.
+
+    The rows travel as one broadcast (Arrow), each task slicing out its part: a DataFrame made
+    from local data carries its rows inside its tasks, megabytes each for a large catalogue.
+    The broadcast lives as long as the returned DataFrame is referenced."""
+    partitions = max(
+        1, min(spark.sparkContext.defaultParallelism, math.ceil(len(weights) / _ROWS_PER_PARTITION))
+    )
+    table = pa.Table.from_pandas(
+        weights[["item_id", "similar_item_id", "weight"]], schema=_SIMILARITY_ARROW, preserve_index=False
+    )
+    shared = spark.sparkContext.broadcast(table)
+    per_part = math.ceil(table.num_rows / partitions)
+
+    def slices(parts: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        for batch in parts:
+            for part in batch.column(0).to_pylist():
+                yield from shared.value.slice(part * per_part, per_part).to_batches()
+
+    return spark.range(partitions, numPartitions=partitions).mapInArrow(slices, SIMILARITY_SCHEMA)
 
 
 def _add_co_occurrences(gram: np.ndarray, pairs: pd.DataFrame) -> None:

@@ -19,7 +19,8 @@ from pyspark.ml.recommendation import ALSModel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from recspark.core.config import Config, EaseConfig, TrainConfig
+from recspark.core.config import Config
+from recspark.core.config.model import EaseConfig, TrainConfig
 from recspark.core.tables import (
     ALS_ITEM_FACTORS,
     ALS_USER_FACTORS,

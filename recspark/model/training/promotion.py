@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from recspark.core.config import BASELINE_LABELS
+from recspark.core.config.model import BASELINE_LABELS
 from recspark.model.evaluation.bootstrap import PairedComparison, mean_interval, paired_comparison
 
 PROMOTED = "promoted"

@@ -11,7 +11,7 @@ from __future__ import annotations
 import html
 from collections.abc import Mapping, Sequence
 
-from recspark.core.config import BASELINE_LABELS, RANKING_METRICS
+from recspark.core.config.model import BASELINE_LABELS, RANKING_METRICS
 from recspark.model.evaluation.holdout import Scored
 from recspark.model.training.promotion import PromotionDecision
 

@@ -18,7 +18,8 @@ import numpy as np
 from mlflow.tracking import MlflowClient
 from pyspark.sql import SparkSession
 
-from recspark.core.config import BASELINES, Config
+from recspark.core.config import Config
+from recspark.core.config.model import BASELINES
 from recspark.core.gates import Gate
 from recspark.core.privacy import Tombstones, remove_users_forgotten_since
 from recspark.core.registry import (

@@ -15,7 +15,8 @@ from typing import Any
 
 from pyspark.sql import SparkSession
 
-from recspark.core.config import Config, ConfigError, TuneConfig
+from recspark.core.config import Config, ConfigError
+from recspark.core.config.model import TuneConfig
 from recspark.core.tables import Lake
 from recspark.model.candidates.sources import POPULAR, TRENDING
 from recspark.model.families.model import ALL_FAMILIES, ALS, ModelSpec

@@ -28,7 +28,9 @@ from typing import Any, TypedDict
 import mlflow
 from pyspark.sql import SparkSession
 
-from recspark.core.config import AUTO, Config, TuneConfig
+from recspark.core.config import Config
+from recspark.core.config.checks import AUTO
+from recspark.core.config.model import TuneConfig
 from recspark.core.registry import configure_mlflow
 from recspark.core.tables import Lake
 from recspark.model.candidates.sources import CATEGORY_POPULAR, POPULAR, TRENDING

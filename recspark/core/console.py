@@ -1,0 +1,97 @@
+"""What a job prints, and where the rest goes.
+
+The terminal shows what a person needs: recspark's own lines (a line per stage, progress on long
+work, warnings that matter, the report) and any library's errors. Everything else (library INFO
+lines and warnings, Python warnings, and, when recspark starts the JVM itself, the JVM's own
+output: Ivy's resolution, Spark's WARNs) goes to a log file under the lake, ``<lake>/_logs/<job>.log``.
+``verbose`` (the ``-v`` of every command) keeps it all on the terminal, as does a lake that is not
+a local folder (there is no local file to hold the rest). Both outputs are redacted.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from urllib.parse import urlparse
+
+from recspark.core.secrets import redact, redact_standard_streams
+
+LOG_FOLDER = "_logs"
+# Loggers whose INFO lines are meant for the person at the terminal.
+OWN_LOGGERS = ("recspark", "__main__")
+
+_jvm_output: Path | None = None
+
+
+class RedactingFormatter(logging.Formatter):
+    """Formats as :class:`logging.Formatter` does, then redacts (traceback included)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return redact(super().format(record))
+
+
+class ForAPerson(logging.Filter):
+    """recspark's own records, and any logger's errors."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        own = any(record.name == name or record.name.startswith(name + ".") for name in OWN_LOGGERS)
+        return own or record.levelno >= logging.ERROR
+
+
+def line_format(job: str) -> str:
+    return f"%(asctime)s %(levelname)s {job} %(name)s: %(message)s"
+
+
+def setup_logging(job: str) -> None:
+    """INFO to stderr, every logger (until :func:`keep_terminal_for_people`). Everything the
+    process prints is redacted (log lines, MLflow's, the traceback of an exception nobody
+    catches), since messages may quote URIs with credentials; the JVM's own lines are redacted by
+    the log4j2 configuration the session builder gives it."""
+    global _jvm_output
+    _jvm_output = None
+    redact_standard_streams()
+    logging.basicConfig(level=logging.INFO, format=line_format(job), force=True)
+    for noisy in ("py4j", "mlflow", "alembic", "urllib3"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def log_file_for(lake_root: str, job: str) -> Path | None:
+    """``<lake>/_logs/<job>.log`` for a lake in a local folder; None for any other store."""
+    parsed = urlparse(lake_root)
+    if parsed.scheme == "file":
+        return Path(parsed.path) / LOG_FOLDER / f"{job}.log"
+    if parsed.scheme and len(parsed.scheme) > 1:  # s3a://, abfss://... (not a drive letter)
+        return None
+    return Path(lake_root) / LOG_FOLDER / f"{job}.log"
+
+
+def keep_terminal_for_people(job: str, lake_root: str) -> Path | None:
+    """After :func:`setup_logging`: library chatter to the job's log file under the lake (appended),
+    the terminal keeps :class:`ForAPerson`'s records. Returns the file (None: the lake is not
+    local, nothing changes). A JVM that :func:`recspark.core.session.build_spark` starts from
+    now on writes its output to the same file."""
+    global _jvm_output
+    path = log_file_for(lake_root, job)
+    if path is None:
+        return None
+    path.parent.mkdir(parents=True, exist_ok=True)
+    root = logging.getLogger()
+    for handler in root.handlers:
+        handler.addFilter(ForAPerson())
+    to_file = logging.FileHandler(path, encoding="utf-8")
+    to_file.setFormatter(RedactingFormatter(line_format(job)))
+    root.addHandler(to_file)
+    # MLflow logs through a handler of its own straight to stderr: route it like the others.
+    mlflow = logging.getLogger("mlflow")
+    for handler in mlflow.handlers[:]:
+        mlflow.removeHandler(handler)
+    mlflow.propagate = True
+    logging.captureWarnings(True)
+    _jvm_output = path
+    logging.getLogger("recspark").info("library and JVM log: %s (-v shows it here)", path)
+    return path
+
+
+def jvm_output() -> Path | None:
+    """Where a JVM this process starts should write its stdout and stderr (None: inherit them)."""
+    return _jvm_output

@@ -1,0 +1,107 @@
+"""The terminal shows recspark's lines and errors; library chatter and the JVM's output go to the
+job's log file under the lake; both are redacted."""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import sys
+import textwrap
+import warnings
+from pathlib import Path
+
+import pytest
+
+from recspark.core.console import keep_terminal_for_people, log_file_for, setup_logging
+
+SECRET_URI = "http://bob:s3cret@127.0.0.1:9/"
+
+
+def test_the_log_file_lives_under_a_local_lake_only(tmp_path: Path) -> None:
+    assert log_file_for(str(tmp_path / "lake"), "train") == tmp_path / "lake" / "_logs" / "train.log"
+    assert log_file_for(f"file://{tmp_path}/lake", "ingest") == tmp_path / "lake" / "_logs" / "ingest.log"
+    assert log_file_for("s3a://shop/lake", "train") is None
+    assert log_file_for("abfss://c@a.dfs.core.windows.net/lake", "train") is None
+
+
+def test_library_chatter_goes_to_the_log_file_and_recspark_stays_on_the_terminal(
+    restored_logging: None, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    setup_logging("train")
+    path = keep_terminal_for_people("train", str(tmp_path / "lake"))
+    assert path == tmp_path / "lake" / "_logs" / "train.log"
+    logging.getLogger("recspark.model").info("trial 3 of 12 done")
+    logging.getLogger("great_expectations.core").info("Calculating metrics")
+    logging.getLogger("mlflow.tracking").warning("MLflow says %s", SECRET_URI)
+    logging.getLogger("py4j.clientserver").error("gateway lost")
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        warnings.warn("a library's FutureWarning", FutureWarning, stacklevel=1)
+    logging.getLogger().handlers[0].flush()
+
+    terminal = capsys.readouterr().err
+    logged = path.read_text()
+    assert "trial 3 of 12 done" in terminal and "gateway lost" in terminal
+    assert f"library and JVM log: {path}" in terminal
+    for chatter in ("Calculating metrics", "MLflow says", "FutureWarning"):
+        assert chatter not in terminal
+        assert chatter in logged
+    assert "trial 3 of 12 done" in logged and "gateway lost" in logged
+    assert "s3cret" not in logged and "MLflow says http://***@127.0.0.1:9/" in logged
+
+
+def test_without_a_local_lake_the_terminal_keeps_everything(
+    restored_logging: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    setup_logging("train")
+    assert keep_terminal_for_people("train", "s3a://shop/lake") is None
+    logging.getLogger("great_expectations.core").info("Calculating metrics")
+    assert "Calculating metrics" in capsys.readouterr().err
+
+
+# A job's process: the JVM (started by the one session builder after the terminal was kept for
+# people) logs a line with a secret, and recspark logs one.
+JVM_SCRIPT = """\
+import logging
+import sys
+from pathlib import Path
+
+from recspark.core.config import load_config
+from recspark.core.console import keep_terminal_for_people, setup_logging
+from recspark.core.session import build_spark
+
+root = Path(sys.argv[1])
+config = load_config(
+    None,
+    ["spark.master=local[1]", "spark.driver_memory=1g", "spark.conf.spark.ui.enabled=false",
+     f"lake.root={root / 'lake'}"],
+    environ={},
+)
+setup_logging("train")
+keep_terminal_for_people("train", config.lake.root)
+spark = build_spark(config, "console")
+jvm = spark.sparkContext._jvm
+log4j = jvm.org.apache.logging.log4j.LogManager
+log4j.getLogger("recspark.console").warn("JVM line: store at " + sys.argv[2])
+print("a print after the JVM started")
+logging.getLogger("recspark.console").info("fitting 2 of 3")
+spark.stop()
+"""
+
+
+def test_the_jvm_a_job_starts_writes_to_the_log_file(tmp_path: Path) -> None:
+    """Without ``-v`` (tests/core/test_secrets.py shows the JVM's lines on the terminal with it)."""
+    done = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(JVM_SCRIPT), str(tmp_path), SECRET_URI],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    log_file = tmp_path / "lake" / "_logs" / "train.log"
+    assert "a print after the JVM started" in done.stdout  # the process's own streams are back
+    assert "fitting 2 of 3" in done.stderr
+    assert "JVM line" not in done.stderr and "JVM line" not in done.stdout
+    assert "JVM line: store at http://***@127.0.0.1:9/" in log_file.read_text()
+    assert "s3cret" not in log_file.read_text()
