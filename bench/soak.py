@@ -64,7 +64,9 @@ from pyspark.sql import DataFrame
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from recspark.datasets.shop import ShopSpec, event_file_names, generate_events, write_shop  # noqa: E402
+from recspark.datasets.shop.events import generate_events  # noqa: E402
+from recspark.datasets.shop.files import event_file_names, write_shop  # noqa: E402
+from recspark.datasets.shop.spec import ShopSpec  # noqa: E402
 
 QUIET_TIMEOUT = 600.0  # seconds for both streams to take in a day
 JOB_TIMEOUT = 1200.0  # seconds for one train, maintain or forget-user
