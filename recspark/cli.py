@@ -24,6 +24,7 @@ def _expected_errors() -> tuple[type[BaseException], ...]:
     from recspark.core.registry import TrackingError
     from recspark.core.tables import MissingTableError
     from recspark.datasets.shop.files import LandingNotEmptyError
+    from recspark.datasets.shoppers.lookup_client import LookupServiceError
     from recspark.model.evaluation.metrics import EvaluationError
     from recspark.model.families.data import TrainingError
     from recspark.ops.quality.result import QualityGateError
@@ -38,6 +39,7 @@ def _expected_errors() -> tuple[type[BaseException], ...]:
         EvaluationError,
         QualityGateError,
         LandingNotEmptyError,
+        LookupServiceError,
     )
 
 

@@ -342,3 +342,47 @@ def test_a_service_that_is_down_silent_or_not_loaded_stops_the_run_within_its_ti
         simulate_shoppers(tastes, "127.0.0.1:80", landing, days=1, visits_per_day=1)
     with pytest.raises(ValueError, match="only 300 users"):
         simulate_shoppers(tastes, "http://127.0.0.1:1", landing, days=1, visits_per_day=301)
+
+
+# --------------------------------------------------------------------------------------------
+# the command
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "recspark.cli", "simulate-shoppers", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_the_command_runs_days_against_the_service_and_fails_in_one_line(
+    tastes: Tastes, tmp_path: Path
+) -> None:
+    lake = write_lake(tmp_path / "lake", top_lists(tastes))
+    landing = tmp_path / "landing"
+    shop = [
+        f"generate.{k}={getattr(SPEC, k)}" for k in ("users", "items", "categories", "events", "days", "seed")
+    ]
+    settings = [a for s in [*shop, f"ingest.path={landing}"] for a in ("--set", s)]
+    with Api(lake, tmp_path / "api-landing", tmp_path / "api.log") as api:
+        done = _cli("--days", "2", "--visits", "15", "--api-url", api.url, "--seed", "3", *settings)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0].split()[:3] == ["day", "lists", "shown"]
+    assert [line.split()[:3] for line in lines[1:3]] == [["1", "15", "150"], ["2", "15", "150"]]
+    assert lines[3].startswith(f"30 lists from {api.url}: ")
+    events = landed(landing, "shoppers")
+    assert events and all(e["event_type"] in ATTRIBUTED_EVENT_TYPES for e in events)
+
+    down = _cli("--api-url", f"http://127.0.0.1:{_free_port()}", "--time-limit", "1", *settings)
+    assert down.returncode == 2
+    assert (
+        down.stderr.strip()
+        .splitlines()[-1]
+        .startswith("recspark simulate-shoppers: error: the lookup service at")
+    )
+    wrong = _cli("--visits", "0", *settings)
+    assert wrong.returncode == 2 and "visits per day must be at least 1" in wrong.stderr
