@@ -112,17 +112,22 @@ def nothing_cached(spark: SparkSession) -> bool:
 
 @pytest.fixture
 def restored_logging() -> Iterator[None]:
-    """setup_logging replaces the root handlers and wraps ``sys.stdout`` and ``sys.stderr``; give
-    pytest's back afterwards."""
-    root = logging.getLogger()
+    """setup_logging replaces the root handlers and wraps ``sys.stdout`` and ``sys.stderr``, and
+    diverting library output reroutes MLflow's logger and Python's warnings; give pytest's back
+    afterwards."""
+    root, mlflow = logging.getLogger(), logging.getLogger("mlflow")
     handlers, level = root.handlers[:], root.level
+    mlflow_handlers, mlflow_propagates = mlflow.handlers[:], mlflow.propagate
     streams = sys.stdout, sys.stderr
     yield
-    for handler in root.handlers[:]:
-        root.removeHandler(handler)
-    for handler in handlers:
-        root.addHandler(handler)
+    for logger, kept in ((root, handlers), (mlflow, mlflow_handlers)):
+        for handler in logger.handlers[:]:
+            logger.removeHandler(handler)
+        for handler in kept:
+            logger.addHandler(handler)
     root.setLevel(level)
+    mlflow.propagate = mlflow_propagates
+    logging.captureWarnings(False)
     sys.stdout, sys.stderr = streams
 
 

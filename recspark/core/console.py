@@ -20,7 +20,8 @@ LOG_FOLDER = "_logs"
 # Loggers whose INFO lines are meant for the person at the terminal.
 OWN_LOGGERS = ("recspark", "__main__")
 
-_jvm_output: Path | None = None
+_planned: Path | None = None  # where keep_terminal_for_people will send the chatter
+_diverted: Path | None = None  # where it goes now
 
 
 class RedactingFormatter(logging.Formatter):
@@ -47,8 +48,8 @@ def setup_logging(job: str) -> None:
     process prints is redacted (log lines, MLflow's, the traceback of an exception nobody
     catches), since messages may quote URIs with credentials; the JVM's own lines are redacted by
     the log4j2 configuration the session builder gives it."""
-    global _jvm_output
-    _jvm_output = None
+    global _planned, _diverted
+    _planned = _diverted = None
     redact_standard_streams()
     logging.basicConfig(level=logging.INFO, format=line_format(job), force=True)
     for noisy in ("py4j", "mlflow", "alembic", "urllib3"):
@@ -66,32 +67,38 @@ def log_file_for(lake_root: str, job: str) -> Path | None:
 
 
 def keep_terminal_for_people(job: str, lake_root: str) -> Path | None:
-    """After :func:`setup_logging`: library chatter to the job's log file under the lake (appended),
-    the terminal keeps :class:`ForAPerson`'s records. Returns the file (None: the lake is not
-    local, nothing changes). A JVM that :func:`recspark.core.session.build_spark` starts from
-    now on writes its output to the same file."""
-    global _jvm_output
-    path = log_file_for(lake_root, job)
-    if path is None:
-        return None
+    """After :func:`setup_logging`: from the moment this process builds its Spark session
+    (:func:`divert_library_output`), library chatter goes to the job's log file under the lake
+    and the terminal keeps :class:`ForAPerson`'s records. Returns that file (None: the lake is
+    not local, nothing will change). Nothing is created before the session: a job without Spark
+    prints as it did, and no lake folder exists before the demo decides what it may reset."""
+    global _planned
+    _planned = log_file_for(lake_root, job)
+    return _planned
+
+
+def divert_library_output() -> Path | None:
+    """Called by :func:`recspark.core.session.build_spark` before it starts a JVM: route the
+    chatter as :func:`keep_terminal_for_people` planned (once) and return the file the JVM's
+    output should go to (None: leave the JVM the process's own streams)."""
+    global _diverted
+    if _planned is None or _diverted == _planned:
+        return _diverted
+    path = _planned
     path.parent.mkdir(parents=True, exist_ok=True)
     root = logging.getLogger()
     for handler in root.handlers:
         handler.addFilter(ForAPerson())
     to_file = logging.FileHandler(path, encoding="utf-8")
-    to_file.setFormatter(RedactingFormatter(line_format(job)))
+    to_file.setFormatter(RedactingFormatter(line_format(path.stem)))
     root.addHandler(to_file)
     # MLflow logs through a handler of its own straight to stderr: route it like the others.
     mlflow = logging.getLogger("mlflow")
     for handler in mlflow.handlers[:]:
         mlflow.removeHandler(handler)
     mlflow.propagate = True
+    logging.captureWarnings(False)  # start afresh: the flag outlives a restored showwarning
     logging.captureWarnings(True)
-    _jvm_output = path
-    logging.getLogger("recspark").info("library and JVM log: %s (-v shows it here)", path)
+    _diverted = path
+    logging.getLogger("recspark").info("library and Spark logs: %s (-v shows them here)", path)
     return path
-
-
-def jvm_output() -> Path | None:
-    """Where a JVM this process starts should write its stdout and stderr (None: inherit them)."""
-    return _jvm_output

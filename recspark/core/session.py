@@ -13,7 +13,7 @@ from pyspark import SparkContext
 from pyspark.sql import SparkSession
 
 from recspark.core.config import Config
-from recspark.core.console import jvm_output
+from recspark.core.console import divert_library_output
 from recspark.core.secrets import LOG4J2_CONFIG_ENV, log4j2_config_file
 from recspark.packages import spark_packages
 
@@ -76,7 +76,7 @@ def build_spark(config: Config, app_suffix: str | None = None) -> SparkSession:
     )
     for key, value in settings.conf.items():
         builder = builder.config(key, value)
-    with _environment(LOG4J2_CONFIG_ENV, log4j2), _jvm_output_to(jvm_output()):
+    with _environment(LOG4J2_CONFIG_ENV, log4j2), _jvm_output_to(divert_library_output()):
         spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel("WARN")
     log.info("spark session %s ready (master=%s)", name, spark.sparkContext.master)

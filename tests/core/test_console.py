@@ -12,7 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from recspark.core.console import keep_terminal_for_people, log_file_for, setup_logging
+from recspark.core.console import (
+    divert_library_output,
+    keep_terminal_for_people,
+    log_file_for,
+    setup_logging,
+)
 
 SECRET_URI = "http://bob:s3cret@127.0.0.1:9/"
 
@@ -30,6 +35,9 @@ def test_library_chatter_goes_to_the_log_file_and_recspark_stays_on_the_terminal
     setup_logging("train")
     path = keep_terminal_for_people("train", str(tmp_path / "lake"))
     assert path == tmp_path / "lake" / "_logs" / "train.log"
+    logging.getLogger("great_expectations").info("before the session: still here")
+    assert not (tmp_path / "lake").exists()  # nothing made before the session starts
+    assert divert_library_output() == path  # what build_spark calls before it starts the JVM
     logging.getLogger("recspark.model").info("trial 3 of 12 done")
     logging.getLogger("great_expectations.core").info("Calculating metrics")
     logging.getLogger("mlflow.tracking").warning("MLflow says %s", SECRET_URI)
@@ -42,7 +50,8 @@ def test_library_chatter_goes_to_the_log_file_and_recspark_stays_on_the_terminal
     terminal = capsys.readouterr().err
     logged = path.read_text()
     assert "trial 3 of 12 done" in terminal and "gateway lost" in terminal
-    assert f"library and JVM log: {path}" in terminal
+    assert "before the session: still here" in terminal
+    assert f"library and Spark logs: {path}" in terminal
     for chatter in ("Calculating metrics", "MLflow says", "FutureWarning"):
         assert chatter not in terminal
         assert chatter in logged
@@ -55,6 +64,7 @@ def test_without_a_local_lake_the_terminal_keeps_everything(
 ) -> None:
     setup_logging("train")
     assert keep_terminal_for_people("train", "s3a://shop/lake") is None
+    assert divert_library_output() is None
     logging.getLogger("great_expectations.core").info("Calculating metrics")
     assert "Calculating metrics" in capsys.readouterr().err
 
