@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 # What ruff checks and formats; mypy's files are in pyproject.toml ([tool.mypy]).
 PY_DIRS := recspark jobs tests bench deploy
 # The test tiers (markers in pyproject.toml): test-fast leaves out what starts a broker, a
-# cluster, Airflow or a notebook kernel, and the few single tests marked slow.
+# cluster, Airflow or a notebook kernel, and the tests marked slow (over 20 s each).
 FAST_TIER := not kafka and not cluster and not airflow and not notebooks and not slow
 
 $(STAMP): pyproject.toml

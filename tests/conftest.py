@@ -53,7 +53,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     fixtures (``trained_shop``, ``shop``...), so a new test lands in its tier by what it uses.
     What no shared fixture names carries its marker itself: ``kafka`` (test_kafka.py),
     ``cluster`` (test_cluster.py), ``airflow`` and ``notebooks`` (the tests that start them),
-    ``slow`` (a single test too long for ``make test-fast``). The markers are registered in
+    ``slow`` (over 20 s on two cores, or sharing a costly module fixture). The markers are registered in
     pyproject.toml; ``make test-fast`` runs all but kafka, cluster, airflow, notebooks and slow."""
     for item in items:
         if "spark" in getattr(item, "fixturenames", ()):

@@ -223,6 +223,7 @@ def _operation(spark: SparkSession, lake: Lake) -> str:
 # following the table
 
 
+@pytest.mark.slow
 def test_the_service_follows_refresh_forget_and_maintenance_incrementally_and_a_publish_in_full(
     spark: SparkSession, lake_copy: tuple[Config, Lake], tmp_path: Path
 ) -> None:
@@ -280,6 +281,7 @@ def test_the_service_follows_refresh_forget_and_maintenance_incrementally_and_a_
         assert health["status"] == "ok", health
 
 
+@pytest.mark.slow
 def test_filters_availability_and_the_fallback_list_against_spark(
     spark: SparkSession, lake_copy: tuple[Config, Lake], tmp_path: Path
 ) -> None:
@@ -366,6 +368,7 @@ def test_filters_availability_and_the_fallback_list_against_spark(
         assert len(ids) == 20 and all(is_recommendation_id(i) for i in ids)
 
 
+@pytest.mark.slow
 def test_similar_items_and_their_fallback(
     spark: SparkSession, lake_copy: tuple[Config, Lake], tmp_path: Path
 ) -> None:
@@ -401,6 +404,7 @@ def _metric_samples(service: Service) -> dict[tuple[str, tuple[tuple[str, str], 
     }
 
 
+@pytest.mark.slow
 def test_every_list_served_is_logged_as_an_impression_ingest_accepts(
     spark: SparkSession, lake_copy: tuple[Config, Lake], tmp_path: Path
 ) -> None:
@@ -452,6 +456,7 @@ def test_every_list_served_is_logged_as_an_impression_ingest_accepts(
     assert parsed.count() == len(answers)
 
 
+@pytest.mark.slow
 def test_impressions_that_cannot_be_written_never_fail_a_request_and_are_counted(
     spark: SparkSession, lake_copy: tuple[Config, Lake], tmp_path: Path
 ) -> None:
@@ -471,6 +476,7 @@ def test_impressions_that_cannot_be_written_never_fail_a_request_and_are_counted
     assert samples[("recspark_api_impressions_dropped_total", (("reason", "write failed"),))] == len(users)
 
 
+@pytest.mark.slow
 def test_health_and_metrics(spark: SparkSession, lake_copy: tuple[Config, Lake], tmp_path: Path) -> None:
     config, lake = lake_copy
     with Service(config, tmp_path / "api.log") as service:
@@ -524,6 +530,7 @@ MALFORMED = [
 ]
 
 
+@pytest.mark.slow
 def test_malformed_requests_get_a_4xx_with_a_json_error(
     spark: SparkSession, lake_copy: tuple[Config, Lake], tmp_path: Path
 ) -> None:
@@ -539,6 +546,7 @@ def test_malformed_requests_get_a_4xx_with_a_json_error(
         assert service.user("a/b'c\"d ü")[0] == 200
 
 
+@pytest.mark.slow
 def test_a_missing_table_then_a_broken_commit_keep_the_last_good_version(
     spark: SparkSession, trained_shop: tuple[Config, TrainResult], tmp_path: Path
 ) -> None:
@@ -592,6 +600,7 @@ def test_a_missing_table_then_a_broken_commit_keep_the_last_good_version(
         assert served(service.user(user)[1]) == served(before)
 
 
+@pytest.mark.slow
 def test_the_service_starts_no_jvm(
     spark: SparkSession, lake_copy: tuple[Config, Lake], tmp_path: Path
 ) -> None:

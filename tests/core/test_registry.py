@@ -85,6 +85,7 @@ def test_rollback_undoes_promotions_made_by_train_and_records_every_move(
     assert all(r.moved_by and r.reason and r.moved_at for r in history)
 
 
+@pytest.mark.slow
 def test_a_registry_fault_is_an_error_not_an_absent_champion(
     spark: SparkSession, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -105,6 +106,7 @@ def test_a_registry_fault_is_an_error_not_an_absent_champion(
     assert champion_version(config.mlflow) is None
 
 
+@pytest.mark.slow
 def test_a_registry_fault_fails_the_refresh_batch_so_spark_runs_it_again(
     spark: SparkSession, tmp_path: Path
 ) -> None:

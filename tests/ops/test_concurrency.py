@@ -158,6 +158,7 @@ def test_an_erasure_landing_inside_an_ingest_batch_leaves_nothing_of_the_user(
         assert lake.read(spark, spec).where(F.col("user_id") == user).count() == 0, spec.name
 
 
+@pytest.mark.slow
 def test_an_erasure_landing_inside_a_refresh_batch_leaves_no_list(
     spark: SparkSession,
     trained_shop: tuple[Config, TrainResult],

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+import pytest
 from chispa import assert_approx_df_equality
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
@@ -29,6 +30,7 @@ from tests.conftest import config_under
 from tests.ingest.test_ingest import FILE_1, FILE_2, FILE_3, drop_file, event, ingest
 
 
+@pytest.mark.slow
 def test_forget_user_rebuild_and_maintain(spark: SparkSession, tmp_path: Path) -> None:
     config = config_under(tmp_path, "interactions.half_life_days=10")  # one micro-batch
     drop_file(config, "f1.jsonl", [*FILE_1, '{"event_id": "q1", "user_id": "u1", "event_type": "view"}'])
@@ -61,6 +63,7 @@ def test_forget_user_rebuild_and_maintain(spark: SparkSession, tmp_path: Path) -
     assert lake.read(spark, EVENTS).where("user_id = 'u2'").count() == 0
 
 
+@pytest.mark.slow
 def test_forgotten_user_leaves_the_serving_files_once_maintain_purges_deletion_vectors(
     spark: SparkSession, tmp_path: Path
 ) -> None:
@@ -90,6 +93,7 @@ def test_forgotten_user_leaves_the_serving_files_once_maintain_purges_deletion_v
     assert lake.read(spark, RECOMMENDATIONS).count() == 4
 
 
+@pytest.mark.slow
 def test_forget_user_leaves_nothing_behind_and_replays_cannot_bring_them_back(
     spark: SparkSession, tmp_path: Path
 ) -> None:
