@@ -41,6 +41,7 @@ from recspark.ops.forget import forget_user
 from recspark.serve.publish import recommend
 from recspark.serve.refresh import run_refresh
 from tests.conftest import copy_shop
+from tests.processes import stop
 
 ROOT = Path(__file__).resolve().parents[2]
 JSON = dict[str, Any]
@@ -94,12 +95,7 @@ class Service:
 
     def __exit__(self, *exc: object) -> None:
         assert self.process is not None
-        self.process.terminate()
-        try:
-            self.process.wait(30)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(10)
+        stop(self.process)
 
     def request(self, path: str, method: str = "GET") -> tuple[int, bytes, str]:
         request = urllib.request.Request(f"http://127.0.0.1:{self.port}{path}", method=method)

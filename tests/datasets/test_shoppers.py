@@ -31,6 +31,7 @@ from recspark.datasets.shop.world import LATENT_DIM, world_of
 from recspark.datasets.shoppers.lookup_client import LookupServiceError
 from recspark.datasets.shoppers.simulation import SimulationReport, simulate_shoppers
 from recspark.datasets.shoppers.tastes import BUY_BIAS, CART_BIAS, CLICK_BIAS, Tastes
+from tests.processes import stop
 
 ROOT = Path(__file__).resolve().parents[2]
 SPEC = ShopSpec(users=300, items=200, categories=10, events=1_500, days=10, seed=3)
@@ -107,12 +108,7 @@ class Api:
 
     def __exit__(self, *exc: object) -> None:
         assert self.process is not None
-        self.process.terminate()
-        try:
-            self.process.wait(30)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(10)
+        stop(self.process)
 
 
 def write_lake(path: Path, lists: dict[str, list[str]]) -> Path:
