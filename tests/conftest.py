@@ -123,6 +123,8 @@ def restored_logging() -> Iterator[None]:
     for logger, kept in ((root, handlers), (mlflow, mlflow_handlers)):
         for handler in logger.handlers[:]:
             logger.removeHandler(handler)
+            if handler not in kept:
+                handler.close()  # the test's own, e.g. a job's log file
         for handler in kept:
             logger.addHandler(handler)
     root.setLevel(level)

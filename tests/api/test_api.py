@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -41,16 +40,10 @@ from recspark.ops.forget import forget_user
 from recspark.serve.publish import recommend
 from recspark.serve.refresh import run_refresh
 from tests.conftest import copy_shop
-from tests.processes import stop
+from tests.processes import api_command, free_port, stop
 
 ROOT = Path(__file__).resolve().parents[2]
 JSON = dict[str, Any]
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 class Service:
@@ -58,7 +51,7 @@ class Service:
     impressions landing in a folder of their own (``impressions``) every 0.2 s."""
 
     def __init__(self, config: Config, log: Path, *settings: str) -> None:
-        self.port = _free_port()
+        self.port = free_port()
         self.impressions = log.parent / f"{log.stem}-impressions"
         overrides = [
             f"lake.root={config.lake.root}",
@@ -70,13 +63,7 @@ class Service:
             "impressions.flush_seconds=0.2",
             *settings,
         ]
-        self.command = [
-            sys.executable,
-            "-m",
-            "recspark.cli",
-            "api",
-            *(a for s in overrides for a in ("--set", s)),
-        ]
+        self.command = api_command(overrides)
         self.log = log
         self.process: subprocess.Popen | None = None
 

@@ -31,7 +31,7 @@ from recspark.datasets.shop.world import LATENT_DIM, world_of
 from recspark.datasets.shoppers.lookup_client import LookupServiceError
 from recspark.datasets.shoppers.simulation import SimulationReport, simulate_shoppers
 from recspark.datasets.shoppers.tastes import BUY_BIAS, CART_BIAS, CLICK_BIAS, Tastes
-from tests.processes import stop
+from tests.processes import api_command, free_port, stop
 
 ROOT = Path(__file__).resolve().parents[2]
 SPEC = ShopSpec(users=300, items=200, categories=10, events=1_500, days=10, seed=3)
@@ -46,18 +46,12 @@ def tastes() -> Tastes:
     return Tastes(SPEC)
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 class Api:
     """`recspark api` over ``lake`` in a subprocess on a free port of 127.0.0.1, its impressions
     in ``landing`` (flushed every 0.2 s); ``loaded``: wait until /health says the lists are in."""
 
     def __init__(self, lake: Path, landing: Path, log: Path, loaded: bool = True) -> None:
-        self.port = _free_port()
+        self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         settings = [
             f"lake.root={lake}",
@@ -67,13 +61,7 @@ class Api:
             f"ingest.path={landing}",
             "impressions.flush_seconds=0.2",
         ]
-        self.command = [
-            sys.executable,
-            "-m",
-            "recspark.cli",
-            "api",
-            *(a for s in settings for a in ("--set", s)),
-        ]
+        self.command = api_command(settings)
         self.log, self.loaded = log, loaded
         self.process: subprocess.Popen | None = None
 
@@ -324,7 +312,7 @@ def test_a_service_that_is_down_silent_or_not_loaded_stops_the_run_within_its_ti
         assert "stopped on day 1 of 3 after 0 lists" in str(raised.value)
 
     stopped(
-        f"http://127.0.0.1:{_free_port()}", r"no answer to GET /v1/users/.* within the time limit: .*refused"
+        f"http://127.0.0.1:{free_port()}", r"no answer to GET /v1/users/.* within the time limit: .*refused"
     )
     with socket.socket() as silent:  # accepts connections, never answers
         silent.bind(("127.0.0.1", 0))
@@ -373,7 +361,7 @@ def test_the_command_runs_days_against_the_service_and_fails_in_one_line(
     events = landed(landing, "shoppers")
     assert events and all(e["event_type"] in ATTRIBUTED_EVENT_TYPES for e in events)
 
-    down = _cli("--api-url", f"http://127.0.0.1:{_free_port()}", "--time-limit", "1", *settings)
+    down = _cli("--api-url", f"http://127.0.0.1:{free_port()}", "--time-limit", "1", *settings)
     assert down.returncode == 2
     assert (
         down.stderr.strip()

@@ -20,7 +20,6 @@ import secrets
 import shlex
 import shutil
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -35,6 +34,7 @@ from pathlib import Path
 import pytest
 
 from recspark.core.secrets import log4j2_properties
+from tests.processes import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 SUBMIT = ROOT / "deploy" / "submit.sh"
@@ -754,12 +754,6 @@ def migrated_airflow(tmp_path: Path, conf: Path) -> tuple[Path, dict[str, str]]:
     migrate = airflow(venv, env, "db", "migrate", timeout=600)
     assert migrate.returncode == 0, migrate.stdout[-3000:] + migrate.stderr[-3000:]
     return venv, env
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @contextmanager
