@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import mlflow  # noqa: F401  (configures its logger on import: before any test saves that state)
 import pytest
 from pyspark.sql import SparkSession
 
@@ -110,17 +111,21 @@ def nothing_cached(spark: SparkSession) -> bool:
     return bool(spark._jsparkSession.sharedState().cacheManager().isEmpty())
 
 
-@pytest.fixture
+@pytest.fixture(autouse=True)
 def restored_logging() -> Iterator[None]:
     """setup_logging replaces the root handlers and wraps ``sys.stdout`` and ``sys.stderr``, and
     diverting library output reroutes MLflow's logger and Python's warnings; give pytest's back
-    afterwards."""
-    root, mlflow = logging.getLogger(), logging.getLogger("mlflow")
+    afterwards. Autouse: every test that runs a command in-process (``main([...])``) does this,
+    and a test must not see what an earlier one on the same worker left."""
+    from recspark.core import console
+
+    plan = console._planned, console._diverted
+    root, mlflow_logger = logging.getLogger(), logging.getLogger("mlflow")
     handlers, level = root.handlers[:], root.level
-    mlflow_handlers, mlflow_propagates = mlflow.handlers[:], mlflow.propagate
+    mlflow_handlers, mlflow_propagates = mlflow_logger.handlers[:], mlflow_logger.propagate
     streams = sys.stdout, sys.stderr
     yield
-    for logger, kept in ((root, handlers), (mlflow, mlflow_handlers)):
+    for logger, kept in ((root, handlers), (mlflow_logger, mlflow_handlers)):
         for handler in logger.handlers[:]:
             logger.removeHandler(handler)
             if handler not in kept:
@@ -128,9 +133,10 @@ def restored_logging() -> Iterator[None]:
         for handler in kept:
             logger.addHandler(handler)
     root.setLevel(level)
-    mlflow.propagate = mlflow_propagates
+    mlflow_logger.propagate = mlflow_propagates
     logging.captureWarnings(False)
     sys.stdout, sys.stderr = streams
+    console._planned, console._diverted = plan
 
 
 @pytest.fixture
