@@ -340,9 +340,16 @@ def run_check(args: argparse.Namespace, config: Config) -> Outcome:
 
 
 def run_maintain(args: argparse.Namespace, config: Config) -> None:
-    from recspark.ops.maintenance import maintain
+    from recspark.ops.maintenance import maintain, tables_to_maintain
 
-    done = maintain(_spark(config, "maintain"), _lake(config), config.maintenance.vacuum_retention_hours)
+    tables = [name.strip() for name in (args.tables or "").split(",") if name.strip()]
+    try:
+        tables_to_maintain(tables)  # before a session starts
+    except ValueError as exc:
+        raise UsageError(f"--tables: {exc}") from exc
+    done = maintain(
+        _spark(config, "maintain"), _lake(config), config.maintenance.vacuum_retention_hours, tables
+    )
     for table, outcome in done.items():
         print(f"{table}: {outcome}")
 
@@ -515,7 +522,13 @@ JOBS: dict[str, Job] = {
             run_rebuild_interactions,
             tracked=True,
         ),
-        Job("maintain", "OPTIMIZE and VACUUM every table", run_maintain, tracked=True),
+        Job(
+            "maintain",
+            "OPTIMIZE and VACUUM every table",
+            run_maintain,
+            tracked=True,
+            arguments=(Argument("--tables", "comma-separated table names (default: every table)", TEXT),),
+        ),
         Job(
             "check",
             "run every quality suite on its whole table (the scheduled check)",
