@@ -10,7 +10,11 @@ a local folder (there is no local file to hold the rest). Both outputs are redac
 
 from __future__ import annotations
 
+import io
 import logging
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager, redirect_stderr, redirect_stdout
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -19,6 +23,10 @@ from recspark.core.secrets import redact, redact_standard_streams
 LOG_FOLDER = "_logs"
 # Loggers whose INFO lines are meant for the person at the terminal.
 OWN_LOGGERS = ("recspark", "__main__")
+
+# ``log.info(..., extra=DETAIL)``: a line for the log file (a trial, a path written again, a
+# record kept), not for the person at the terminal; its warnings and errors still show.
+DETAIL = {"detail": True}
 
 _planned: Path | None = None  # where keep_terminal_for_people will send the chatter
 _diverted: Path | None = None  # where it goes now
@@ -32,11 +40,65 @@ class RedactingFormatter(logging.Formatter):
 
 
 class ForAPerson(logging.Filter):
-    """recspark's own records, and any logger's errors."""
+    """recspark's own records but its :data:`DETAIL` lines below WARNING, and any logger's errors."""
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno >= logging.ERROR:
+            return True
         own = any(record.name == name or record.name.startswith(name + ".") for name in OWN_LOGGERS)
-        return own or record.levelno >= logging.ERROR
+        detail = getattr(record, "detail", False) and record.levelno < logging.WARNING
+        return own and not detail
+
+
+class Progress:
+    """Periodic counts on long work whose steps are :data:`DETAIL` lines: :meth:`tick` after
+    each step logs its message at most once per ``every_seconds`` (the first after that long),
+    so a person sees the work move without a line per step."""
+
+    def __init__(self, logger: logging.Logger, every_seconds: float = 30.0) -> None:
+        self.logger = logger
+        self.every_seconds = every_seconds
+        self.last = time.monotonic()
+
+    def tick(self, message: str) -> None:
+        now = time.monotonic()
+        if now - self.last >= self.every_seconds:
+            self.logger.info("%s", message)
+            self.last = now
+
+
+class _LinesToLog(io.TextIOBase):
+    """A text stream whose every complete, non-blank line becomes a :data:`DETAIL` record."""
+
+    def __init__(self, logger: logging.Logger) -> None:
+        self.logger = logger
+        self.pending = ""
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        *lines, self.pending = (self.pending + text).split("\n")
+        for line in lines:
+            if line.strip():
+                self.logger.info("%s", line, extra=DETAIL)
+        return len(text)
+
+    def close(self) -> None:
+        self.write("\n")
+        super().close()
+
+
+@contextmanager
+def printed_to_log(logger: logging.Logger) -> Iterator[None]:
+    """What a library prints inside (MLflow prints its registrations) goes to ``logger`` as
+    :data:`DETAIL` lines: the log file keeps it, the terminal does not (``-v`` shows it)."""
+    stream = _LinesToLog(logger)
+    try:
+        with redirect_stdout(stream), redirect_stderr(stream):
+            yield
+    finally:
+        stream.close()
 
 
 def line_format(job: str) -> str:

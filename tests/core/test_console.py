@@ -13,9 +13,12 @@ from pathlib import Path
 import pytest
 
 from recspark.core.console import (
+    DETAIL,
+    Progress,
     divert_library_output,
     keep_terminal_for_people,
     log_file_for,
+    printed_to_log,
     setup_logging,
 )
 
@@ -57,6 +60,46 @@ def test_library_chatter_goes_to_the_log_file_and_recspark_stays_on_the_terminal
         assert chatter in logged
     assert "trial 3 of 12 done" in logged and "gateway lost" in logged
     assert "s3cret" not in logged and "MLflow says http://***@127.0.0.1:9/" in logged
+
+
+def test_detail_lines_and_what_a_library_prints_go_to_the_log_file_only(
+    restored_logging: None, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """A tuning trial, a registration MLflow prints: the file keeps them, the terminal shows the
+    periodic count and a detail line's warnings."""
+    setup_logging("train")
+    path = keep_terminal_for_people("train", str(tmp_path / "lake"))
+    divert_library_output()
+    log = logging.getLogger("recspark.model.tuning")
+    progress = Progress(log, every_seconds=0)
+    for trial in (1, 2):
+        log.info("tune: trial %d -> ndcg 0.3", trial, extra=DETAIL)
+        progress.tick(f"tune: {trial} trials so far")
+    log.warning("tune: trial 3 failed", extra=DETAIL)
+    with printed_to_log(log):
+        print("Successfully registered model 'shop'.")
+        sys.stderr.write("Created version '1' of model 'shop'.\nno newline")
+    logging.getLogger().handlers[0].flush()
+
+    terminal = capsys.readouterr()
+    logged = path.read_text()
+    detail = ("trial 1 -> ndcg", "trial 2 -> ndcg", "Successfully registered", "Created version", "newline")
+    for line in detail:
+        assert line in logged
+        assert line not in terminal.out + terminal.err
+    for line in ("tune: 1 trials so far", "tune: 2 trials so far", "tune: trial 3 failed"):
+        assert line in terminal.err
+
+
+def test_progress_logs_at_most_once_per_period(caplog: pytest.LogCaptureFixture) -> None:
+    progress = Progress(logging.getLogger("recspark.test"), every_seconds=3600)
+    with caplog.at_level(logging.INFO, logger="recspark.test"):
+        for step in range(100):
+            progress.tick(f"{step} steps")
+        progress.last -= 3600  # an hour later
+        progress.tick("100 steps")
+        progress.tick("101 steps")
+    assert [r.getMessage() for r in caplog.records] == ["100 steps"]
 
 
 def test_without_a_local_lake_the_terminal_keeps_everything(
