@@ -160,6 +160,20 @@ def test_an_erasure_landing_inside_an_ingest_batch_leaves_nothing_of_the_user(
         assert lake.read(spark, spec).where(F.col("user_id") == user).count() == 0, spec.name
 
 
+def _a_change_waiting_for_refresh(
+    spark: SparkSession, shop: Config, tmp_path: Path
+) -> tuple[Config, Lake, str]:
+    """A copy of the shop whose refresh follows the change feed, and a user whose new event
+    ingest folded in since: the next refresh batch sees them active."""
+    config = copy_shop(shop, tmp_path)
+    lake = Lake.at(config.lake.root)
+    run_refresh(spark, config, lake, once=True, gate=no_gate)
+    user, items = _a_user_and_items(spark, lake)
+    _land(Path(config.ingest.path), "active.jsonl", [_event("a0", user, items[0])])
+    run_ingest(spark, config, lake, once=True)
+    return config, lake, user
+
+
 @pytest.mark.slow
 def test_an_erasure_landing_inside_a_refresh_batch_leaves_no_list(
     spark: SparkSession,
@@ -168,12 +182,7 @@ def test_an_erasure_landing_inside_a_refresh_batch_leaves_no_list(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """The batch built the user's list from their interactions before the erasure deleted them."""
-    config = copy_shop(trained_shop[0], tmp_path)
-    lake = Lake.at(config.lake.root)
-    run_refresh(spark, config, lake, once=True, gate=no_gate)  # follows the change feed from here
-    user, items = _a_user_and_items(spark, lake)
-    _land(Path(config.ingest.path), "active.jsonl", [_event("a0", user, items[0])])
-    run_ingest(spark, config, lake, once=True)
+    config, lake, user = _a_change_waiting_for_refresh(spark, trained_shop[0], tmp_path)
     merge = refresh_module.merge_user_rows
 
     def erasure_then_merge(*args, **kwargs):
@@ -192,12 +201,7 @@ def test_a_user_forgotten_after_their_events_were_folded_in_gets_no_list_from_th
     """The change feed still holds the user's new interactions when the refresh batch reads it,
     after forget-user deleted them and their list: the batch must not serve them a cold-start
     list (found by the stress test above, the erasure landing between the two streams)."""
-    config = copy_shop(trained_shop[0], tmp_path)
-    lake = Lake.at(config.lake.root)
-    run_refresh(spark, config, lake, once=True, gate=no_gate)  # follows the change feed from here
-    user, items = _a_user_and_items(spark, lake)
-    _land(Path(config.ingest.path), "active.jsonl", [_event("a0", user, items[0])])
-    run_ingest(spark, config, lake, once=True)
+    config, lake, user = _a_change_waiting_for_refresh(spark, trained_shop[0], tmp_path)
     forget_user(spark, lake, user)
     run_refresh(spark, config, lake, once=True, gate=no_gate)
     assert lake.read(spark, RECOMMENDATIONS).where(F.col("user_id") == user).count() == 0
