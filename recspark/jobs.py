@@ -524,7 +524,7 @@ JOBS: dict[str, Job] = {
         ),
         Job(
             "maintain",
-            "OPTIMIZE and VACUUM every table",
+            "OPTIMIZE and VACUUM every table (or the --tables named)",
             run_maintain,
             tracked=True,
             arguments=(Argument("--tables", "comma-separated table names (default: every table)", TEXT),),
