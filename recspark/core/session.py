@@ -63,9 +63,9 @@ def build_spark(config: Config, app_suffix: str | None = None) -> SparkSession:
         # version (several per ingest batch) then runs 50 tasks. Follow the shuffle partitions,
         # up to Delta's default.
         .config("spark.databricks.delta.snapshotPartitions", str(min(50, settings.shuffle_partitions)))
-        # VACUUM lists a table's files in this many tasks, 10,000 by default: about 30 s per
-        # table on two cores whatever its size, so a weekly maintain of the lake's 17 tables took
-        # minutes of scheduling alone. The shuffle partitions say how parallel the cluster is.
+        # VACUUM lists a table's files in this many tasks, 10,000 by default whatever the
+        # table's size (docs/operations.md, "Table maintenance"). The shuffle partitions say how
+        # parallel the cluster is.
         .config("spark.sql.sources.parallelPartitionDiscovery.parallelism", str(settings.shuffle_partitions))
         # Spark keeps the classes it generates for a plan's expressions in a cache of 100 by
         # default. One ingest batch alone needs about 150 (parsing, dedup, Delta's MERGE and
