@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 # What ruff checks and formats; mypy's files are in pyproject.toml ([tool.mypy]).
 PY_DIRS := recspark jobs tests bench deploy
 # The test tiers (markers in pyproject.toml): test-fast leaves out what starts a broker, a
-# cluster, Airflow or a notebook kernel, and the few single tests marked slow.
+# cluster, Airflow or a notebook kernel, and the tests marked slow (over 20 s each).
 FAST_TIER := not kafka and not cluster and not airflow and not notebooks and not slow
 
 $(STAMP): pyproject.toml
@@ -35,12 +35,15 @@ cluster-demo: install
 	deploy/cluster-demo.sh
 
 # Tests run in $(WORKERS) processes (pytest-xdist), each with its own Spark session, taking whole
-# test files in file order: on two cores one process leaves one idle while it waits on a JVM it
-# started, a subprocess or a stream's trigger. WORKERS=0 runs them in this process.
+# test files; WORKERS=0 runs them in this process. The fast tier's small in-process tests leave
+# a core idle while the driver plans, so two workers gain there. The full suite runs in one:
+# its streams, clusters and Airflow runs use both cores on their own, two workers slowed each
+# test about twofold (CI, fdce8ac) and every worker built the session-wide shops again.
 WORKERS ?= 2
-PARALLEL := -n $(WORKERS) --dist loadfile
+PARALLEL = -n $(WORKERS) --dist loadfile
 
 # Everything: the static checks, then every test tier.
+test: WORKERS = 0
 test: lint
 	$(BIN)/python -m pytest -q -p no:randomly $(PARALLEL) --durations=25
 

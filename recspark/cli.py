@@ -25,6 +25,7 @@ def _expected_errors() -> tuple[type[BaseException], ...]:
     from recspark.core.registry import TrackingError
     from recspark.core.tables import MissingTableError
     from recspark.datasets.shop.files import LandingNotEmptyError
+    from recspark.datasets.shoppers.lookup_client import LookupServiceError
     from recspark.model.evaluation.metrics import EvaluationError
     from recspark.model.families.data import TrainingError
     from recspark.ops.quality.result import QualityGateError
@@ -39,6 +40,7 @@ def _expected_errors() -> tuple[type[BaseException], ...]:
         EvaluationError,
         QualityGateError,
         LandingNotEmptyError,
+        LookupServiceError,
     )
 
 

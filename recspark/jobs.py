@@ -340,9 +340,16 @@ def run_check(args: argparse.Namespace, config: Config) -> Outcome:
 
 
 def run_maintain(args: argparse.Namespace, config: Config) -> None:
-    from recspark.ops.maintenance import maintain
+    from recspark.ops.maintenance import maintain, tables_to_maintain
 
-    done = maintain(_spark(config, "maintain"), _lake(config), config.maintenance.vacuum_retention_hours)
+    tables = [name.strip() for name in (args.tables or "").split(",") if name.strip()]
+    try:
+        tables_to_maintain(tables)  # before a session starts
+    except ValueError as exc:
+        raise UsageError(f"--tables: {exc}") from exc
+    done = maintain(
+        _spark(config, "maintain"), _lake(config), config.maintenance.vacuum_retention_hours, tables
+    )
     for table, outcome in done.items():
         print(f"{table}: {outcome}")
 
@@ -394,6 +401,42 @@ def run_api(args: argparse.Namespace, config: Config) -> None:
     from recspark.api.server import serve
 
     serve(config)
+
+
+def run_simulate_shoppers(args: argparse.Namespace, config: Config) -> Outcome:
+    from recspark.datasets.shop.spec import ShopSpec
+    from recspark.datasets.shoppers.simulation import DEFAULT_VISITS_PER_DAY, simulate_shoppers
+    from recspark.datasets.shoppers.tastes import Tastes
+
+    landing = config.ingest.path
+    if config.ingest.source != "files" or "://" in landing:
+        raise UsageError(
+            f"simulate-shoppers writes event files into a local ingest.path; ingest.source is "
+            f"{config.ingest.source} and ingest.path {landing}"
+        )
+    api_url = args.api_url or f"http://{config.api.host}:{config.api.port}"
+    try:
+        spec = ShopSpec.from_config(config.generate)  # the shop `generate` wrote: its users' tastes
+        report = simulate_shoppers(
+            Tastes(spec),
+            api_url,
+            Path(landing),
+            days=1 if args.days is None else args.days,
+            visits_per_day=min(DEFAULT_VISITS_PER_DAY, spec.users) if args.visits is None else args.visits,
+            list_size=args.n,
+            seed=0 if args.seed is None else args.seed,
+            time_limit=300 if args.time_limit is None else args.time_limit,
+        )
+    except ValueError as exc:
+        raise UsageError(str(exc)) from exc
+    print(report.render(), end="")
+    totals = report.totals()
+    print(
+        f"{totals['lists']:.0f} lists from {api_url}: {totals['clicks']:.0f} clicks "
+        f"({totals['expected_clicks']:.1f} expected), {totals['purchases']:.0f} purchases "
+        f"({totals['expected_purchases']:.2f} expected); events in {landing}"
+    )
+    return Outcome(result=report)
 
 
 # --------------------------------------------------------------------------------------------
@@ -479,7 +522,13 @@ JOBS: dict[str, Job] = {
             run_rebuild_interactions,
             tracked=True,
         ),
-        Job("maintain", "OPTIMIZE and VACUUM every table", run_maintain, tracked=True),
+        Job(
+            "maintain",
+            "OPTIMIZE and VACUUM every table (or the --tables named)",
+            run_maintain,
+            tracked=True,
+            arguments=(Argument("--tables", "comma-separated table names (default: every table)", TEXT),),
+        ),
         Job(
             "check",
             "run every quality suite on its whole table (the scheduled check)",
@@ -513,6 +562,22 @@ JOBS: dict[str, Job] = {
             run_api,
             tracked=False,
             submit=False,
+        ),
+        Job(
+            "simulate-shoppers",
+            "simulated shoppers ask the running lookup service for their lists and click, add to "
+            "cart and buy with known probabilities; their events land in ingest.path (no Spark)",
+            run_simulate_shoppers,
+            tracked=False,
+            submit=False,
+            arguments=(
+                Argument("--days", "simulated days (default 1)", NUMBER),
+                Argument("--visits", "shoppers visiting each day (default 200, at most the users)", NUMBER),
+                Argument("--api-url", "the lookup service (default http://api.host:api.port)", TEXT),
+                Argument("--n", "items per list (default: the service's)", NUMBER),
+                Argument("--seed", "the shoppers' seed (default 0)", NUMBER),
+                Argument("--time-limit", "seconds before the run stops with an error (default 300)", NUMBER),
+            ),
         ),
     )
 }

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import mlflow  # noqa: F401  (configures its logger on import: before any test saves that state)
 import pytest
 from pyspark.sql import SparkSession
 
@@ -53,7 +54,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     fixtures (``trained_shop``, ``shop``...), so a new test lands in its tier by what it uses.
     What no shared fixture names carries its marker itself: ``kafka`` (test_kafka.py),
     ``cluster`` (test_cluster.py), ``airflow`` and ``notebooks`` (the tests that start them),
-    ``slow`` (a single test too long for ``make test-fast``). The markers are registered in
+    ``slow`` (over 20 s on two cores, or sharing a costly module fixture). The markers are registered in
     pyproject.toml; ``make test-fast`` runs all but kafka, cluster, airflow, notebooks and slow."""
     for item in items:
         if "spark" in getattr(item, "fixturenames", ()):
@@ -110,20 +111,32 @@ def nothing_cached(spark: SparkSession) -> bool:
     return bool(spark._jsparkSession.sharedState().cacheManager().isEmpty())
 
 
-@pytest.fixture
+@pytest.fixture(autouse=True)
 def restored_logging() -> Iterator[None]:
-    """setup_logging replaces the root handlers and wraps ``sys.stdout`` and ``sys.stderr``; give
-    pytest's back afterwards."""
-    root = logging.getLogger()
+    """setup_logging replaces the root handlers and wraps ``sys.stdout`` and ``sys.stderr``, and
+    diverting library output reroutes MLflow's logger and Python's warnings; give pytest's back
+    afterwards. Autouse: every test that runs a command in-process (``main([...])``) does this,
+    and a test must not see what an earlier one on the same worker left."""
+    from recspark.core import console
+
+    plan = console._planned, console._diverted
+    root, mlflow_logger = logging.getLogger(), logging.getLogger("mlflow")
     handlers, level = root.handlers[:], root.level
+    mlflow_handlers, mlflow_propagates = mlflow_logger.handlers[:], mlflow_logger.propagate
     streams = sys.stdout, sys.stderr
     yield
-    for handler in root.handlers[:]:
-        root.removeHandler(handler)
-    for handler in handlers:
-        root.addHandler(handler)
+    for logger, kept in ((root, handlers), (mlflow_logger, mlflow_handlers)):
+        for handler in logger.handlers[:]:
+            logger.removeHandler(handler)
+            if handler not in kept:
+                handler.close()  # the test's own, e.g. a job's log file
+        for handler in kept:
+            logger.addHandler(handler)
     root.setLevel(level)
+    mlflow_logger.propagate = mlflow_propagates
+    logging.captureWarnings(False)
     sys.stdout, sys.stderr = streams
+    console._planned, console._diverted = plan
 
 
 @pytest.fixture

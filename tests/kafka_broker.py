@@ -29,6 +29,8 @@ import time
 import uuid
 from pathlib import Path
 
+from tests.processes import free_port
+
 # The broker matches the kafka-clients that Spark 4.2's spark-sql-kafka-0-10_2.13 connector
 # depends on (3.9.2), so the test exercises exactly the client/broker pair of a current
 # deployment. Kafka 3.9 runs KRaft-only nodes and supports Java 11/17/21.
@@ -134,12 +136,6 @@ def broker_classpath(version: str = KAFKA_VERSION, timeout: float = FETCH_TIMEOU
         done.write_text(f"fetched in {time.monotonic() - started:.1f}s\n")
         print(f"[kafka] fetched Kafka {version} jars into {lib} in {time.monotonic() - started:.1f}s")
     return f"{lib}/*"
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def _cluster_id() -> str:

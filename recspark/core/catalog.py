@@ -27,6 +27,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 from pyspark.sql.window import Window
 
+from recspark.core.console import DETAIL
 from recspark.core.contract import FALSE_WORDS, TRUE_WORDS
 from recspark.core.json_lines import one_json_value
 
@@ -369,5 +370,5 @@ def report_catalog(read: CatalogRead, logger: logging.Logger, job: str) -> Catal
         examples = "; ".join(example for _, _, shown in summary.reasons for example in shown[:1])
         logger.warning("%s: catalog %s: %s; e.g. %s", job, read.path, summary.describe(), examples)
     else:
-        logger.info("%s: catalog %s: %s", job, read.path, summary.describe())
+        logger.info("%s: catalog %s: %s", job, read.path, summary.describe(), extra=DETAIL)
     return summary

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import fcntl
 import getpass
 import logging
 import os
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -66,19 +68,40 @@ def _local_uri(location: str) -> str:
     return location if "://" in location else Path(location).expanduser().resolve().as_uri()
 
 
+@contextmanager
+def _store_opened_alone(uri: str) -> Iterator[None]:
+    """Whichever process first opens a new SQLite store creates its schema (MLflow's
+    migrations), and so does any other that opens it meanwhile: two jobs starting together on a
+    fresh store (a train and a scheduled refresh) failed but one. With an exclusive lock on
+    ``<db>.lock`` beside the file they take turns opening it; other stores need no lock."""
+    if not uri.startswith("sqlite:///"):
+        yield
+        return
+    db_path = Path(uri.removeprefix("sqlite:///")).expanduser().resolve()
+    try:
+        db_path.parent.mkdir(parents=True, exist_ok=True)
+        lock = open(f"{db_path}.lock", "a")  # noqa: SIM115 (held across the yield)
+    except OSError as exc:
+        raise TrackingError(
+            f"MLflow tracking store at {redact(uri)} cannot be created: {exc.strerror or exc} "
+            f"({db_path.parent}); fix mlflow.tracking_uri"
+        ) from exc
+    with lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file is closed
+        yield
+
+
 def configure_mlflow(config: MlflowConfig) -> str:
     """Point MLflow at the configured store and experiment; return the experiment id."""
     uri = config.tracking_uri
-    if uri.startswith("sqlite:///"):
-        db_path = Path(uri.removeprefix("sqlite:///"))
-        try:
-            db_path.expanduser().resolve().parent.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise TrackingError(
-                f"MLflow tracking store at {redact(uri)} cannot be created: {exc.strerror or exc} "
-                f"({db_path.parent}); fix mlflow.tracking_uri"
-            ) from exc
-    mlflow.set_tracking_uri(uri)
+    with _store_opened_alone(uri):
+        mlflow.set_tracking_uri(uri)
+        return _experiment_id(config)
+
+
+def _experiment_id(config: MlflowConfig) -> str:
+    """The configured experiment's id (created when missing), now the active experiment."""
+    uri = config.tracking_uri
     try:
         experiment = mlflow.get_experiment_by_name(config.experiment)
         if experiment is None:

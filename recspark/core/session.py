@@ -13,7 +13,7 @@ from pyspark import SparkContext
 from pyspark.sql import SparkSession
 
 from recspark.core.config import Config
-from recspark.core.console import jvm_output
+from recspark.core.console import divert_library_output
 from recspark.core.secrets import LOG4J2_CONFIG_ENV, log4j2_config_file
 from recspark.packages import spark_packages
 
@@ -63,6 +63,10 @@ def build_spark(config: Config, app_suffix: str | None = None) -> SparkSession:
         # version (several per ingest batch) then runs 50 tasks. Follow the shuffle partitions,
         # up to Delta's default.
         .config("spark.databricks.delta.snapshotPartitions", str(min(50, settings.shuffle_partitions)))
+        # VACUUM lists a table's files in this many tasks, 10,000 by default whatever the
+        # table's size (docs/operations.md, "Table maintenance"). The shuffle partitions say how
+        # parallel the cluster is.
+        .config("spark.sql.sources.parallelPartitionDiscovery.parallelism", str(settings.shuffle_partitions))
         # Spark keeps the classes it generates for a plan's expressions in a cache of 100 by
         # default. One ingest batch alone needs about 150 (parsing, dedup, Delta's MERGE and
         # statistics), so a stream compiled every one of them again in every batch (about 230
@@ -76,7 +80,7 @@ def build_spark(config: Config, app_suffix: str | None = None) -> SparkSession:
     )
     for key, value in settings.conf.items():
         builder = builder.config(key, value)
-    with _environment(LOG4J2_CONFIG_ENV, log4j2), _jvm_output_to(jvm_output()):
+    with _environment(LOG4J2_CONFIG_ENV, log4j2), _jvm_output_to(divert_library_output()):
         spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel("WARN")
     log.info("spark session %s ready (master=%s)", name, spark.sparkContext.master)

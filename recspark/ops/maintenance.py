@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from functools import partial
 
 from delta.tables import DeltaTable
@@ -39,16 +40,28 @@ def rebuild_interactions(spark: SparkSession, config: Config, lake: Lake) -> int
     return pairs
 
 
-def maintain(spark: SparkSession, lake: Lake, retention_hours: float) -> dict[str, str]:
+def tables_to_maintain(names: Sequence[str] = ()) -> tuple[TableSpec, ...]:
+    """The tables called ``names`` (none: every table), in the lake's order; a name no table
+    has is a ValueError that lists the names there are."""
+    known = [spec.name for spec in ALL_TABLES]
+    unknown = sorted(set(names) - set(known))
+    if unknown:
+        raise ValueError(f"no table named {', '.join(unknown)}; the tables: {', '.join(known)}")
+    return tuple(spec for spec in ALL_TABLES if not names or spec.name in names)
+
+
+def maintain(
+    spark: SparkSession, lake: Lake, retention_hours: float, tables: Sequence[str] = ()
+) -> dict[str, str]:
     """OPTIMIZE (compact small files written by micro-batches; Z-order a clustered table) and
-    VACUUM every table.
+    VACUUM every table, or the ``tables`` named (see :func:`tables_to_maintain`).
 
     The retention (config, at least a week) protects readers and streams on older versions.
     The streams keep writing meanwhile: a rewrite that loses a commit race to one of their
     MERGEs committed nothing and runs again (logged), as does the stream's MERGE that loses.
     """
     done = {}
-    for spec in ALL_TABLES:
+    for spec in tables_to_maintain(tables):
         if not lake.exists(spark, spec):
             continue
         table = DeltaTable.forPath(spark, lake.path(spec.name))

@@ -17,6 +17,7 @@ from datetime import datetime, timezone
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
+from recspark.core.console import DETAIL
 from recspark.core.secrets import redact
 from recspark.core.tables import (
     INGEST_METRICS,
@@ -135,7 +136,7 @@ def _record_safely(
             str(exc).splitlines()[0] if str(exc) else type(exc).__name__,
         )
         return
-    log.info("job run %s (%s) recorded as %s", run.run_id, run.job, status)
+    log.info("job run %s (%s) recorded as %s", run.run_id, run.job, status, extra=DETAIL)
 
 
 def ingest_counts(spark: SparkSession, lake: Lake, since: datetime) -> tuple[int, int]:

@@ -145,19 +145,26 @@ def refresh_users(
     their fresh history; with no champion they get fresh fallback lists. ``as_of``: the newest
     event time in ``interactions`` (read when not given; the refresh job carries it from batch
     to batch instead of scanning the table each time). ``context``: the shop-wide inputs the
-    refresh job keeps between batches (built for these users when None)."""
-    users = users.select("user_id").distinct().persist()
+    refresh job keeps between batches (built for these users when None).
+
+    A user none of whose interactions is left is skipped: forget-user deleted them and their
+    list after the change was recorded, and a cold-start list would bring the user back."""
+    changed = users.select("user_id").distinct().persist()
+    users = changed
     theirs: DataFrame | None = None
     vectors: DataFrame | None = None
     try:
-        count = users.count()
-        if not count:
+        if not changed.count():
             return 0
         interactions = lake.read(spark, INTERACTIONS)
         if as_of is None:
             as_of = newest_event_time(interactions)
         # Their own interactions, read once for the fold-in, exclusions and explanations.
-        theirs = interactions.join(F.broadcast(users), "user_id").persist()
+        theirs = interactions.join(F.broadcast(changed), "user_id").persist()
+        users = theirs.select("user_id").distinct().persist()
+        count = users.count()
+        if not count:
+            return 0
         if champion is not None and champion.model.spec.uses_als:
             assert as_of is not None, "the users' changed interactions are in the table"
             vectors = folded_in_vectors(config, champion, theirs, as_of).persist()
@@ -179,7 +186,7 @@ def refresh_users(
         merge_user_rows(spark, lake, fresh, users, config.serve.file_skipping_max_users)
         return count
     finally:
-        for frame in (vectors, theirs, users):
+        for frame in (vectors, theirs, users, changed):
             if frame is not None:
                 frame.unpersist()
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -41,15 +40,10 @@ from recspark.ops.forget import forget_user
 from recspark.serve.publish import recommend
 from recspark.serve.refresh import run_refresh
 from tests.conftest import copy_shop
+from tests.processes import api_command, free_port, stop
 
 ROOT = Path(__file__).resolve().parents[2]
 JSON = dict[str, Any]
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 class Service:
@@ -57,7 +51,7 @@ class Service:
     impressions landing in a folder of their own (``impressions``) every 0.2 s."""
 
     def __init__(self, config: Config, log: Path, *settings: str) -> None:
-        self.port = _free_port()
+        self.port = free_port()
         self.impressions = log.parent / f"{log.stem}-impressions"
         overrides = [
             f"lake.root={config.lake.root}",
@@ -69,13 +63,7 @@ class Service:
             "impressions.flush_seconds=0.2",
             *settings,
         ]
-        self.command = [
-            sys.executable,
-            "-m",
-            "recspark.cli",
-            "api",
-            *(a for s in overrides for a in ("--set", s)),
-        ]
+        self.command = api_command(overrides)
         self.log = log
         self.process: subprocess.Popen | None = None
 
@@ -94,12 +82,7 @@ class Service:
 
     def __exit__(self, *exc: object) -> None:
         assert self.process is not None
-        self.process.terminate()
-        try:
-            self.process.wait(30)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(10)
+        stop(self.process)
 
     def request(self, path: str, method: str = "GET") -> tuple[int, bytes, str]:
         request = urllib.request.Request(f"http://127.0.0.1:{self.port}{path}", method=method)
@@ -223,6 +206,7 @@ def _operation(spark: SparkSession, lake: Lake) -> str:
 # following the table
 
 
+@pytest.mark.slow
 def test_the_service_follows_refresh_forget_and_maintenance_incrementally_and_a_publish_in_full(
     spark: SparkSession, lake_copy: tuple[Config, Lake], tmp_path: Path
 ) -> None:
@@ -280,6 +264,7 @@ def test_the_service_follows_refresh_forget_and_maintenance_incrementally_and_a_
         assert health["status"] == "ok", health
 
 
+@pytest.mark.slow
 def test_filters_availability_and_the_fallback_list_against_spark(
     spark: SparkSession, lake_copy: tuple[Config, Lake], tmp_path: Path
 ) -> None:
@@ -366,6 +351,7 @@ def test_filters_availability_and_the_fallback_list_against_spark(
         assert len(ids) == 20 and all(is_recommendation_id(i) for i in ids)
 
 
+@pytest.mark.slow
 def test_similar_items_and_their_fallback(
     spark: SparkSession, lake_copy: tuple[Config, Lake], tmp_path: Path
 ) -> None:
@@ -401,6 +387,7 @@ def _metric_samples(service: Service) -> dict[tuple[str, tuple[tuple[str, str], 
     }
 
 
+@pytest.mark.slow
 def test_every_list_served_is_logged_as_an_impression_ingest_accepts(
     spark: SparkSession, lake_copy: tuple[Config, Lake], tmp_path: Path
 ) -> None:
@@ -452,6 +439,7 @@ def test_every_list_served_is_logged_as_an_impression_ingest_accepts(
     assert parsed.count() == len(answers)
 
 
+@pytest.mark.slow
 def test_impressions_that_cannot_be_written_never_fail_a_request_and_are_counted(
     spark: SparkSession, lake_copy: tuple[Config, Lake], tmp_path: Path
 ) -> None:
@@ -471,6 +459,7 @@ def test_impressions_that_cannot_be_written_never_fail_a_request_and_are_counted
     assert samples[("recspark_api_impressions_dropped_total", (("reason", "write failed"),))] == len(users)
 
 
+@pytest.mark.slow
 def test_health_and_metrics(spark: SparkSession, lake_copy: tuple[Config, Lake], tmp_path: Path) -> None:
     config, lake = lake_copy
     with Service(config, tmp_path / "api.log") as service:
@@ -524,6 +513,7 @@ MALFORMED = [
 ]
 
 
+@pytest.mark.slow
 def test_malformed_requests_get_a_4xx_with_a_json_error(
     spark: SparkSession, lake_copy: tuple[Config, Lake], tmp_path: Path
 ) -> None:
@@ -539,6 +529,7 @@ def test_malformed_requests_get_a_4xx_with_a_json_error(
         assert service.user("a/b'c\"d ü")[0] == 200
 
 
+@pytest.mark.slow
 def test_a_missing_table_then_a_broken_commit_keep_the_last_good_version(
     spark: SparkSession, trained_shop: tuple[Config, TrainResult], tmp_path: Path
 ) -> None:
@@ -592,6 +583,7 @@ def test_a_missing_table_then_a_broken_commit_keep_the_last_good_version(
         assert served(service.user(user)[1]) == served(before)
 
 
+@pytest.mark.slow
 def test_the_service_starts_no_jvm(
     spark: SparkSession, lake_copy: tuple[Config, Lake], tmp_path: Path
 ) -> None:

@@ -229,6 +229,7 @@ JSON_CATALOG = "".join(
 )  # d is not in the catalog
 
 
+@pytest.mark.slow
 def test_an_item_whose_only_catalog_line_is_broken_is_never_served(
     spark: SparkSession, tmp_path: Path
 ) -> None:
@@ -239,6 +240,7 @@ def test_an_item_whose_only_catalog_line_is_broken_is_never_served(
     assert all(items == ["a", "e", "f"] for items in lists.values())
 
 
+@pytest.mark.slow
 def test_items_missing_from_the_catalog_are_served_only_when_the_setting_says_so(
     spark: SparkSession, tmp_path: Path
 ) -> None:
@@ -248,6 +250,7 @@ def test_items_missing_from_the_catalog_are_served_only_when_the_setting_says_so
     assert len(lists) == 6 and all(items == ["a", "e", "f", "d"] for items in lists.values())
 
 
+@pytest.mark.slow
 def test_a_short_csv_row_holds_its_item_back(spark: SparkSession, tmp_path: Path) -> None:
     text = (
         "item_id,title,category,price,available,updated_at\n"

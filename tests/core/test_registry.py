@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import sqlite3
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -88,6 +91,7 @@ def test_rollback_undoes_promotions_made_by_train_and_records_every_move(
     assert all(r.moved_by and r.reason and r.moved_at for r in history)
 
 
+@pytest.mark.slow
 def test_a_registry_fault_is_an_error_not_an_absent_champion(
     spark: SparkSession, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -133,6 +137,7 @@ def test_a_registry_that_does_not_answer_is_an_outage_and_a_refusal_is_not(
         mlflow.set_tracking_uri(config.mlflow.tracking_uri)
 
 
+@pytest.mark.slow
 def test_a_registry_fault_fails_the_refresh_batch_so_spark_runs_it_again(
     spark: SparkSession, tmp_path: Path
 ) -> None:
@@ -143,3 +148,47 @@ def test_a_registry_fault_fails_the_refresh_batch_so_spark_runs_it_again(
     changes = spark.createDataFrame([], "user_id string, _change_type string, _commit_version long")
     with locked(config), pytest.raises(TrackingError, match="locked"):
         writer(changes, 0)  # raised out of foreachBatch: the batch is not committed
+
+
+ROOT = Path(__file__).resolve().parents[2]
+
+# Jobs that start together on a store nobody has opened yet: each opens it (MLflow creates the
+# schema on first use) at the same moment.
+OPEN_TOGETHER = """\
+import sys
+import time
+
+from recspark.core.config import load_config
+from recspark.core.registry import TrackingError, configure_mlflow
+
+root, start = sys.argv[1], float(sys.argv[2])
+config = load_config(None, [f"mlflow.tracking_uri=sqlite:///{root}/mlflow.db"], environ={})
+time.sleep(max(0.0, start - time.time()))
+try:
+    configure_mlflow(config.mlflow)
+except TrackingError as exc:
+    sys.exit(str(exc))
+"""
+
+
+def test_jobs_opening_a_new_store_together_all_get_it(tmp_path: Path) -> None:
+    """A train and a scheduled refresh started by Airflow at once on a fresh SQLite store: all
+    but one failed in MLflow's schema migrations (alembic_version, "table already exists")."""
+    script = tmp_path / "open_store.py"
+    script.write_text(OPEN_TOGETHER)
+    start = time.time() + 15  # after every process has imported MLflow
+    processes = [
+        subprocess.Popen(
+            [sys.executable, str(script), str(tmp_path), str(start)],
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=ROOT,
+        )
+        for _ in range(4)
+    ]
+    failures = []
+    for process in processes:
+        _, err = process.communicate(timeout=120)
+        if process.returncode != 0:
+            failures.append(err.strip().splitlines()[-1])
+    assert failures == []

@@ -32,6 +32,7 @@ def write_log(spark: SparkSession, config: Config, lake: Lake, spec: ShopSpec) -
     load_history(spark, config, lake, spark.createDataFrame(events), "test")
 
 
+@pytest.mark.slow
 def test_a_sparse_old_log_trains_at_the_defaults(
     spark: SparkSession, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

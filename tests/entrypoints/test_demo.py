@@ -142,6 +142,7 @@ def _cli(config: Config) -> list[str]:
     return [arg for setting in settings for arg in ("--set", setting)]
 
 
+@pytest.mark.slow
 def test_each_demo_stage_on_the_lake_is_a_job_run(spark: SparkSession, demo_run: tuple[Config, str]) -> None:
     """The rows `recspark ingest --once`, `train` and `recommend` leave (generate writes files
     outside the lake and is no tracked job, from the CLI or the demo)."""
@@ -163,6 +164,7 @@ def test_each_demo_stage_on_the_lake_is_a_job_run(spark: SparkSession, demo_run:
     assert recommend["rows_out"] > 0
 
 
+@pytest.mark.slow
 def test_the_demos_ingest_gates_the_rows_it_wrote_as_the_cli_does(
     spark: SparkSession, demo_run: tuple[Config, str]
 ) -> None:
@@ -173,6 +175,7 @@ def test_the_demos_ingest_gates_the_rows_it_wrote_as_the_cli_does(
     assert all(r["scope"].startswith("rows written since ") and r["rows_validated"] > 0 for r in gates)
 
 
+@pytest.mark.slow
 def test_the_report_ends_with_the_next_commands(spark: SparkSession, demo_run: tuple[Config, str]) -> None:
     config, report = demo_run
     tail = report.rstrip().split("Next, from the repository root", 1)[1].splitlines()[1:]
@@ -188,6 +191,7 @@ def test_the_report_ends_with_the_next_commands(spark: SparkSession, demo_run: t
     assert (Path(__file__).parents[2] / demo.NOTEBOOK).is_file()
 
 
+@pytest.mark.slow
 def test_status_json_on_the_demo_lake(
     demo_run: tuple[Config, str], capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -206,6 +210,7 @@ def test_status_json_on_the_demo_lake(
     assert {g["suite"] for g in status["quality_gates"]} >= {"recommendations"}
 
 
+@pytest.mark.slow
 def test_show_on_the_demo_lake(demo_run: tuple[Config, str], capsys: pytest.CaptureFixture[str]) -> None:
     config, report = demo_run
     user = report.split("recspark show ", 1)[1].split()[0]

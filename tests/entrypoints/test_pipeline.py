@@ -124,6 +124,7 @@ def test_mlflow_run_records_the_data_version(spark: SparkSession, shop: Config, 
     assert champion is not None and str(champion.version) == trained.model_version
 
 
+@pytest.mark.slow
 def test_worse_model_is_not_promoted_and_operator_can_override(
     spark: SparkSession, shop: Config, trained: TrainResult, tmp_path: Path
 ) -> None:

@@ -206,6 +206,7 @@ def interactions_writes(spark: SparkSession, config: Config) -> list[str]:
     return [r["operation"] for r in history.collect() if r["operation"] in ("WRITE", "MERGE")]
 
 
+@pytest.mark.slow
 def test_crashes_around_the_interactions_write_then_restarts_equal_an_uninterrupted_run(
     spark: SparkSession, tmp_path: Path
 ) -> None:
@@ -514,6 +515,7 @@ def _hostile_corpus() -> tuple[list[bytes], list[bytes], set[str]]:
     return [line.encode() for line in good], bad, good_ids
 
 
+@pytest.mark.slow
 def test_hostile_corpus_is_quarantined_line_by_line_and_the_stream_goes_on(
     spark: SparkSession, tmp_path: Path
 ) -> None:
@@ -547,6 +549,7 @@ def test_hostile_corpus_is_quarantined_line_by_line_and_the_stream_goes_on(
     assert table(spark, config, INGEST_METRICS).count() == 2
 
 
+@pytest.mark.slow
 def test_ingest_gates_check_the_rows_the_run_wrote_and_check_covers_the_whole_tables(
     spark: SparkSession, tmp_path: Path
 ) -> None:
@@ -635,6 +638,7 @@ class CompilationCountingWriter(EventBatchWriter):
         self.compiled.append(metrics.METRIC_COMPILATION_TIME().getCount() - before)
 
 
+@pytest.mark.slow
 def test_a_stream_reuses_the_code_spark_generated_for_its_earlier_batches(
     spark: SparkSession, tmp_path: Path
 ) -> None:

@@ -214,6 +214,7 @@ def attributed(spark: SparkSession, tmp_path_factory: pytest.TempPathFactory):
     return config, events, prices
 
 
+@pytest.mark.slow
 def test_outcomes_equal_a_brute_force_attribution_whatever_the_arrival_order(
     spark: SparkSession, attributed
 ) -> None:
@@ -235,6 +236,7 @@ def test_outcomes_equal_a_brute_force_attribution_whatever_the_arrival_order(
     assert clicks[("7", None)] / shown[("7", None)] > clicks[("8", "challenger")] / shown[("8", "challenger")]
 
 
+@pytest.mark.slow
 def test_impressions_never_reach_interactions(spark: SparkSession, attributed) -> None:
     config, _, _ = attributed
     events = table(spark, config, EVENTS)
@@ -258,6 +260,7 @@ def click(rid: str, item: str, at: datetime) -> str:
     )
 
 
+@pytest.mark.slow
 def test_impressions_alone_leave_interactions_untouched_and_ended_variants_keep_their_credit(
     spark: SparkSession, tmp_path: Path
 ) -> None:
@@ -296,6 +299,7 @@ def stable_outcomes(spark: SparkSession, config: Config) -> DataFrame:
     return table(spark, config, RECOMMENDATION_OUTCOMES).drop("updated_at")
 
 
+@pytest.mark.slow
 def test_crashes_around_the_outcomes_write_then_restarts_equal_an_uninterrupted_run(
     spark: SparkSession, attributed, tmp_path: Path
 ) -> None:
@@ -333,6 +337,7 @@ def test_crashes_around_the_outcomes_write_then_restarts_equal_an_uninterrupted_
     assert issues_of(spark, crashed) == issues_of(spark, reference)
 
 
+@pytest.mark.slow
 def test_status_shows_click_through_and_conversion_per_model_version(spark: SparkSession, attributed) -> None:
     config, events, prices = attributed
     rows, issues = brute_force(events, prices, WINDOW)

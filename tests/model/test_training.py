@@ -180,6 +180,7 @@ def test_a_missing_tracking_store_stops_training_with_a_clear_error(
     assert str(champion_version(config.mlflow).version) == champion_before
 
 
+@pytest.mark.slow
 def test_a_retrain_with_the_champions_settings_is_promoted_despite_a_margin(
     spark: SparkSession, shop: Config, trained: TrainResult, tmp_path: Path
 ) -> None:

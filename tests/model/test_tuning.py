@@ -65,6 +65,7 @@ def test_a_plan_goes_stale_with_age_or_growth() -> None:
     assert "tune.max_growth=0.5" in plan.stale_because(tune, 1600, now + timedelta(days=1))
 
 
+@pytest.mark.slow
 def test_tune_picks_the_best_validation_trial_and_train_uses_it(
     spark: SparkSession, trained_shop: tuple[Config, TrainResult], tmp_path: Path
 ) -> None:
@@ -126,6 +127,7 @@ def test_tune_picks_the_best_validation_trial_and_train_uses_it(
     assert params["family"] == result.plan.family and params["tuned_from_run"] == result.run_id
 
 
+@pytest.mark.slow
 def test_train_tunes_by_itself_on_the_driver_with_als_by_successive_halving(
     spark: SparkSession, trained_shop: tuple[Config, TrainResult], tmp_path: Path
 ) -> None:
@@ -166,6 +168,7 @@ def test_train_tunes_by_itself_on_the_driver_with_als_by_successive_halving(
     assert sum(t.data.params["family"] == BLEND for t in trials) == 1
 
 
+@pytest.mark.slow
 def test_a_budget_with_no_room_for_a_trial_trains_the_configured_settings(
     spark: SparkSession, trained_shop: tuple[Config, TrainResult], tmp_path: Path
 ) -> None:
@@ -247,6 +250,7 @@ def served(lists: pd.DataFrame) -> pd.DataFrame:
     ],
     ids=["defaults", "category-cap-new-items-min-score"],
 )
+@pytest.mark.slow
 def test_lists_scored_on_the_driver_equal_the_spark_path(
     spark: SparkSession, validation, rules: tuple[str, ...]
 ) -> None:

@@ -21,7 +21,15 @@ from pyspark.sql import functions as F
 from recspark.core.config import Config
 from recspark.core.gates import no_gate
 from recspark.core.interactions import aggregate_events
-from recspark.core.tables import ALS_USER_FACTORS, EVENTS, INTERACTIONS, RECOMMENDATIONS, USER_IDS, Lake
+from recspark.core.tables import (
+    ALS_USER_FACTORS,
+    EVENTS,
+    INTERACTIONS,
+    QUARANTINE,
+    RECOMMENDATIONS,
+    USER_IDS,
+    Lake,
+)
 from recspark.ingest import writer as writer_module
 from recspark.ingest.stream import run_ingest, start_ingest
 from recspark.model.training import train as train_module
@@ -34,6 +42,8 @@ from tests.conftest import SHOP_TOP_N, copy_shop
 
 ROUNDS = 2  # a maintain and an erasure landing twice beside both streams
 EVENTS_PER_FILE = 60
+# What the two streams write: the tables a maintain beside them races (the others wait for it).
+STREAM_TABLES = (EVENTS.name, QUARANTINE.name, INTERACTIONS.name, RECOMMENDATIONS.name)
 
 
 def _land(folder: Path, name: str, lines: list[str]) -> None:
@@ -86,7 +96,7 @@ def test_maintain_and_forget_user_beside_both_running_streams(
         for round_ in range(ROUNDS):
             # The user about to be forgotten is active too: the streams hold their rows in flight.
             land_file(f"a{round_}", [*others, forgotten[round_]])
-            maintain(spark, lake, config.maintenance.vacuum_retention_hours)
+            maintain(spark, lake, config.maintenance.vacuum_retention_hours, STREAM_TABLES)
             forget_user(spark, lake, forgotten[round_])
             land_file(f"b{round_}", others)
         ingest.processAllAvailable()
@@ -159,6 +169,21 @@ def test_an_erasure_landing_inside_an_ingest_batch_leaves_nothing_of_the_user(
         assert lake.read(spark, spec).where(F.col("user_id") == user).count() == 0, spec.name
 
 
+def _a_change_waiting_for_refresh(
+    spark: SparkSession, shop: Config, tmp_path: Path
+) -> tuple[Config, Lake, str]:
+    """A copy of the shop whose refresh follows the change feed, and a user whose new event
+    ingest folded in since: the next refresh batch sees them active."""
+    config = copy_shop(shop, tmp_path)
+    lake = Lake.at(config.lake.root)
+    run_refresh(spark, config, lake, once=True, gate=no_gate)
+    user, items = _a_user_and_items(spark, lake)
+    _land(Path(config.ingest.path), "active.jsonl", [_event("a0", user, items[0])])
+    run_ingest(spark, config, lake, once=True)
+    return config, lake, user
+
+
+@pytest.mark.slow
 def test_an_erasure_landing_inside_a_refresh_batch_leaves_no_list(
     spark: SparkSession,
     trained_shop: tuple[Config, TrainResult],
@@ -166,12 +191,7 @@ def test_an_erasure_landing_inside_a_refresh_batch_leaves_no_list(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """The batch built the user's list from their interactions before the erasure deleted them."""
-    config = copy_shop(trained_shop[0], tmp_path)
-    lake = Lake.at(config.lake.root)
-    run_refresh(spark, config, lake, once=True, gate=no_gate)  # follows the change feed from here
-    user, items = _a_user_and_items(spark, lake)
-    _land(Path(config.ingest.path), "active.jsonl", [_event("a0", user, items[0])])
-    run_ingest(spark, config, lake, once=True)
+    config, lake, user = _a_change_waiting_for_refresh(spark, trained_shop[0], tmp_path)
     merge = refresh_module.merge_user_rows
 
     def erasure_then_merge(*args, **kwargs):
@@ -208,3 +228,16 @@ def test_an_erasure_landing_inside_a_train_leaves_no_factors_or_index_of_the_use
     assert erased and result.model_version
     for spec in (USER_IDS, ALS_USER_FACTORS, INTERACTIONS):
         assert lake.read(spark, spec).where(F.col("user_id") == user).count() == 0, spec.name
+
+
+@pytest.mark.slow
+def test_a_user_forgotten_after_their_events_were_folded_in_gets_no_list_from_the_next_refresh(
+    spark: SparkSession, trained_shop: tuple[Config, TrainResult], tmp_path: Path
+) -> None:
+    """The change feed still holds the user's new interactions when the refresh batch reads it,
+    after forget-user deleted them and their list: the batch must not serve them a cold-start
+    list (found by the stress test above, the erasure landing between the two streams)."""
+    config, lake, user = _a_change_waiting_for_refresh(spark, trained_shop[0], tmp_path)
+    forget_user(spark, lake, user)
+    run_refresh(spark, config, lake, once=True, gate=no_gate)
+    assert lake.read(spark, RECOMMENDATIONS).where(F.col("user_id") == user).count() == 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+import pytest
 from chispa import assert_approx_df_equality
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
@@ -29,6 +30,7 @@ from tests.conftest import config_under
 from tests.ingest.test_ingest import FILE_1, FILE_2, FILE_3, drop_file, event, ingest
 
 
+@pytest.mark.slow
 def test_forget_user_rebuild_and_maintain(spark: SparkSession, tmp_path: Path) -> None:
     config = config_under(tmp_path, "interactions.half_life_days=10")  # one micro-batch
     drop_file(config, "f1.jsonl", [*FILE_1, '{"event_id": "q1", "user_id": "u1", "event_type": "view"}'])
@@ -52,15 +54,52 @@ def test_forget_user_rebuild_and_maintain(spark: SparkSession, tmp_path: Path) -
         assert lake.read(spark, spec).where("user_id = 'u1'").count() == 0
     assert lake.read(spark, EVENTS).where("user_id != 'u1'").count() == 4  # the rest is intact
 
-    done = maintain(spark, lake, retention_hours=168)
-    assert {"events", "interactions", "events_quarantine"} <= set(done)
+    ingested = ["events", "events_quarantine", "interactions"]
+    done = maintain(spark, lake, retention_hours=168, tables=ingested)
+    assert list(done) == ingested  # the tables named, no other
     assert lake.delta(spark, EVENTS).history(3).where("operation = 'VACUUM END'").count() == 1
+    assert lake.delta(spark, INGEST_METRICS).history().where("operation = 'VACUUM END'").count() == 0
 
     conf = ["--set", f"lake.root={config.lake.root}"]
     assert main(["forget-user", "u2", *conf]) == 0
     assert lake.read(spark, EVENTS).where("user_id = 'u2'").count() == 0
 
 
+def test_maintain_refuses_a_table_name_it_does_not_know_before_touching_anything(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    lake_root = tmp_path / "lake"
+    assert main(["maintain", "--tables", "events,event", "--set", f"lake.root={lake_root}"]) == 2
+    error = capsys.readouterr().err
+    assert "recspark maintain: error: --tables: no table named event; the tables: events," in error
+    # Nothing maintained or created (in its own process no session starts at all; here the
+    # tests' session exists, and the failed run is recorded).
+    assert {p.name for p in lake_root.glob("*")} <= {"job_runs"}
+
+
+def test_maintain_lists_a_small_table_in_a_few_tasks(spark: SparkSession, tmp_path: Path) -> None:
+    """VACUUM lists the table's files in ``parallelPartitionDiscovery.parallelism`` tasks, which
+    the session builder ties to the shuffle partitions (Spark's default, 10,000, cost half a
+    minute per table on two cores)."""
+    lake = Lake.at(str(tmp_path / "lake"))
+    for _ in range(3):
+        spark.range(10).write.format("delta").mode("append").save(lake.path(INGEST_METRICS.name))
+    tracker = spark.sparkContext.statusTracker()
+    spark.sparkContext.setJobGroup("maintain-under-test", "maintain of a small table")
+    try:
+        maintain(spark, lake, retention_hours=168, tables=[INGEST_METRICS.name])
+    finally:
+        spark.sparkContext.setLocalProperty("spark.jobGroup.id", None)
+    stages = {
+        stage
+        for job in tracker.getJobIdsForGroup("maintain-under-test")
+        for stage in tracker.getJobInfo(job).stageIds
+    }
+    tasks = sum(info.numTasks for info in map(tracker.getStageInfo, stages) if info is not None)
+    assert 0 < tasks <= 1_000, tasks  # about 100 (two tasks a stage); 100,000 before
+
+
+@pytest.mark.slow
 def test_forgotten_user_leaves_the_serving_files_once_maintain_purges_deletion_vectors(
     spark: SparkSession, tmp_path: Path
 ) -> None:
@@ -90,6 +129,7 @@ def test_forgotten_user_leaves_the_serving_files_once_maintain_purges_deletion_v
     assert lake.read(spark, RECOMMENDATIONS).count() == 4
 
 
+@pytest.mark.slow
 def test_forget_user_leaves_nothing_behind_and_replays_cannot_bring_them_back(
     spark: SparkSession, tmp_path: Path
 ) -> None:

@@ -435,6 +435,7 @@ def test_status_cli_prints_one_json_object(
     assert [r["job"] for r in data["job_runs"]] == ["train", "ingest"]
 
 
+@pytest.mark.slow
 def test_train_and_status_say_why_the_newest_version_was_not_promoted_and_how_long_the_champion_held(
     spark: SparkSession, trained_shop: tuple[Config, TrainResult], tmp_path: Path
 ) -> None:
@@ -516,6 +517,7 @@ def test_status_shows_what_the_catalogs_malformed_lines_hold_back(
     )
 
 
+@pytest.mark.slow
 def test_a_job_that_reads_the_catalog_records_its_malformed_lines(
     spark: SparkSession, config: Config
 ) -> None:

@@ -66,6 +66,7 @@ def _event_line(event_id: str, user: str, item: str, kind: str, time: str) -> st
     )
 
 
+@pytest.mark.slow
 def test_refresh_touches_only_active_users_and_follows_the_champion(
     spark: SparkSession, trained_shop: tuple[Config, TrainResult], tmp_path: Path
 ) -> None:
@@ -186,6 +187,7 @@ def test_a_refresh_leaves_nothing_cached(
     assert nothing_cached(spark)
 
 
+@pytest.mark.slow
 def test_a_lower_top_n_republishes_every_list_at_the_new_length(
     spark: SparkSession, trained_shop: tuple[Config, TrainResult], tmp_path: Path
 ) -> None:
@@ -261,6 +263,7 @@ def test_a_running_refresh_fires_on_its_own_trigger_not_the_ingest_one(
     assert trigger == "ProcessingTimeTrigger(42000)"
 
 
+@pytest.mark.slow
 def test_a_running_refresh_keeps_now_at_the_newest_event_without_rescanning(
     spark: SparkSession, trained_shop: tuple[Config, TrainResult], tmp_path: Path
 ) -> None:
@@ -296,6 +299,7 @@ def test_a_running_refresh_keeps_now_at_the_newest_event_without_rescanning(
     assert lake.read(spark, RECOMMENDATIONS).where(F.col("user_id") == user).count() == config.serve.top_n
 
 
+@pytest.mark.slow
 def test_a_running_refresh_ranks_the_shop_once_per_period_and_applies_availability_every_batch(
     spark: SparkSession, trained_shop: tuple[Config, TrainResult], tmp_path: Path, caplog
 ) -> None:
@@ -404,6 +408,7 @@ def test_an_item_out_of_stock_leaves_the_lists_of_users_who_do_nothing(
     assert set(per_user) == listed and set(per_user.values()) == {config.serve.top_n}
 
 
+@pytest.mark.slow
 def test_an_item_item_champion_refreshes_from_fresh_history_without_fold_in(
     spark: SparkSession, item_item_shop: tuple[Config, TrainResult], tmp_path: Path
 ) -> None:
@@ -435,6 +440,7 @@ def test_an_item_item_champion_refreshes_from_fresh_history_without_fold_in(
     assert {r["because_item_id"] for r in personal} == {bought}
 
 
+@pytest.mark.slow
 def test_without_a_champion_every_user_gets_fallback_lists_until_a_model_is_promoted(
     spark: SparkSession, trained_shop: tuple[Config, TrainResult], tmp_path: Path
 ) -> None:
@@ -472,6 +478,7 @@ def test_without_a_champion_every_user_gets_fallback_lists_until_a_model_is_prom
     assert versions == {promoted.model_version}
 
 
+@pytest.mark.slow
 def test_a_refresh_query_without_its_checkpoint_resumes_where_the_serving_table_left_off(
     spark: SparkSession, trained_shop: tuple[Config, TrainResult], tmp_path: Path
 ) -> None:
@@ -496,6 +503,7 @@ def test_a_refresh_query_without_its_checkpoint_resumes_where_the_serving_table_
     }
 
 
+@pytest.mark.slow
 def test_a_refresh_against_a_registry_that_does_not_know_the_served_model_fails_without_publishing(
     spark: SparkSession, trained_shop: tuple[Config, TrainResult], tmp_path: Path
 ) -> None:

@@ -159,6 +159,7 @@ def test_business_rules_hold_and_every_user_keeps_n_rows(
     assert {"als", "trending"} <= sources or {"als", "popular"} <= sources
 
 
+@pytest.mark.slow
 def test_lists_are_the_same_when_the_catalogue_is_scored_in_item_blocks(
     spark: SparkSession, trained_shop: tuple[Config, TrainResult]
 ) -> None:
@@ -351,6 +352,7 @@ def six_files_per_write(spark: SparkSession) -> Iterator[None]:
             spark.conf.set(key, value)
 
 
+@pytest.mark.slow
 def test_a_full_publish_clusters_users_so_a_lookup_reads_only_their_files(
     spark: SparkSession, tmp_path: Path, six_files_per_write: None
 ) -> None:
@@ -413,6 +415,7 @@ def _cli(config: Config, *flags: str) -> list[str]:
     return [*flags, *(arg for setting in settings for arg in ("--set", setting))]
 
 
+@pytest.mark.slow
 def test_a_model_name_the_registry_does_not_know_stops_recommend_and_train_until_a_reset(
     spark: SparkSession,
     shop: Config,
@@ -475,6 +478,7 @@ def test_another_tracking_store_with_the_same_model_version_is_not_the_lakes_mod
         assert _serving_state(spark, lake) == before
 
 
+@pytest.mark.slow
 def test_lists_are_filled_from_every_eligible_item_when_the_popular_ones_run_out(
     spark: SparkSession, tmp_path: Path
 ) -> None:

@@ -35,7 +35,7 @@ class Events:
 
 def simulate(spec: ShopSpec, rng: np.random.Generator) -> tuple[pd.DataFrame, Events]:
     """Build the world and its catalog, then simulate sessions until the event budget is met."""
-    world = build_world(spec, rng)
+    world = build_world(spec, rng)  # the stream's first draws: world_of(spec) draws it again
     catalog = build_catalog(spec, world, rng)
     logger.info("generate: catalog of %d items in %d categories", spec.items, spec.categories)
 

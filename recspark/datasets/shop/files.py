@@ -39,7 +39,7 @@ def _iso(seconds: np.ndarray, epoch: int) -> list[str]:
     return [f"{s}Z" for s in np.datetime_as_string(stamps, unit="s").tolist()]
 
 
-def _atomic_write(path: Path, text: str) -> None:
+def write_atomically(path: Path, text: str) -> None:
     """Write to a hidden temp file in the same directory, then rename over the target.
 
     A directory watcher (Spark ignores dot-files) therefore never sees a half-written file.
@@ -147,7 +147,7 @@ def write_shop(spec: ShopSpec, events_dir: Path, catalog_path: Path) -> ShopSumm
     events_dir.mkdir(parents=True, exist_ok=True)
     catalog_path.parent.mkdir(parents=True, exist_ok=True)
     cat_out = catalog.assign(updated_at=catalog["updated_at"].dt.strftime("%Y-%m-%dT%H:%M:%SZ"))
-    _atomic_write(
+    write_atomically(
         catalog_path,
         "".join(
             json.dumps(rec, separators=(",", ":"), ensure_ascii=False) + "\n"
@@ -208,7 +208,7 @@ def write_shop(spec: ShopSpec, events_dir: Path, catalog_path: Path) -> ShopSumm
     assert len(names) == n_files
     for f, name in enumerate(names):
         chunk = order[cuts[f] : cuts[f + 1]].tolist()
-        _atomic_write(events_dir / name, "".join(all_lines[i] + "\n" for i in chunk))
+        write_atomically(events_dir / name, "".join(all_lines[i] + "\n" for i in chunk))
     logger.info("generate: wrote %d event files to %s", n_files, events_dir)
 
     return ShopSummary(

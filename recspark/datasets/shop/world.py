@@ -93,3 +93,10 @@ def build_world(spec: ShopSpec, rng: np.random.Generator) -> World:
         user_join_day=join_day,
         user_activity=activity / activity.sum(),
     )
+
+
+def world_of(spec: ShopSpec) -> World:
+    """The hidden world of the shop ``spec`` describes: the generator draws it first from
+    ``default_rng(spec.seed)``, so this is the world behind the shop ``write_shop`` wrote (what
+    simulated shoppers share with the shop's history)."""
+    return build_world(spec, np.random.default_rng(spec.seed))

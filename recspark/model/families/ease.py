@@ -34,6 +34,8 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 from scipy import sparse
 
+from recspark.core.console import DETAIL
+
 log = logging.getLogger(__name__)
 
 SIMILARITY_SCHEMA = T.StructType(
@@ -215,6 +217,7 @@ class ItemGram:
             l2,
             min(neighbours, max(len(self.item_ids) - 1, 0)),
             time.time() - started,
+            extra=DETAIL,
         )
         return frame
 

@@ -20,6 +20,7 @@ from pyspark.sql import SparkSession
 
 from recspark.core.config import Config
 from recspark.core.config.model import BASELINES
+from recspark.core.console import printed_to_log
 from recspark.core.gates import Gate
 from recspark.core.privacy import Tombstones, remove_users_forgotten_since
 from recspark.core.registry import (
@@ -400,7 +401,7 @@ def _log_model(config: Config, final: FittedModel):  # -> mlflow ModelInfo
     import mlflow.spark
 
     name = config.mlflow.model_name
-    with tempfile.TemporaryDirectory(prefix="recspark-mlflow-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="recspark-mlflow-") as tmp, printed_to_log(log):
         if final.family == ALS or final.similarity is None:
             assert final.als_model is not None
             return mlflow.spark.log_model(

@@ -31,6 +31,7 @@ from pyspark.sql import SparkSession
 from recspark.core.config import Config
 from recspark.core.config.checks import AUTO
 from recspark.core.config.model import TuneConfig
+from recspark.core.console import DETAIL, Progress
 from recspark.core.registry import configure_mlflow
 from recspark.core.tables import Lake
 from recspark.model.candidates.sources import CATEGORY_POPULAR, POPULAR, TRENDING
@@ -184,6 +185,7 @@ class Searcher:
         self.log_trial = log_trial or log_nested_run
         self.metric = config.tune.metric
         self.measured: list[Trial] = []
+        self.progress = Progress(log)  # the trials themselves go to the log file
         self.best: dict[str, tuple[float, ModelSpec, Any]] = {}  # family -> score, spec, model
 
     def record(self, spec: ModelSpec, model: Any, fit_seconds: float) -> float:
@@ -205,7 +207,10 @@ class Searcher:
             score,
             trial.fit_seconds,
             trial.score_seconds,
+            extra=DETAIL,
         )
+        best = max(t.score for t in self.measured)
+        self.progress.tick(f"tune: {number} trials so far, best {self.metric} {best:.4f}")
         return score
 
     def keep_if_best(self, family: str, score: float, spec: ModelSpec, model: Any) -> None:

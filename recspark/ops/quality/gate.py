@@ -16,6 +16,7 @@ from pyspark.sql import functions as F
 
 from recspark.core.catalog import CatalogRead, load_catalog
 from recspark.core.config import Config
+from recspark.core.console import DETAIL
 from recspark.core.gates import Gate
 from recspark.core.tables import Lake, TableSpec
 from recspark.ops.quality.ge_context import quality_context, quality_dir
@@ -81,7 +82,7 @@ def run_gate(
     if project is not None:
         try:
             index = quality_context(project).build_docs(suite)
-            log.info("quality: Data Docs at %s", index)
+            log.info("quality: Data Docs at %s", index, extra=DETAIL)
         except Exception as exc:  # the HTML is a convenience; never fail a job over it
             log.warning("quality: Data Docs not built: %s", str(exc).splitlines()[0])
 
