@@ -203,6 +203,7 @@ def test_an_erasure_landing_inside_a_refresh_batch_leaves_no_list(
     assert lake.read(spark, RECOMMENDATIONS).where(F.col("user_id") == user).count() == 0
 
 
+@pytest.mark.slow
 def test_an_erasure_landing_inside_a_train_leaves_no_factors_or_index_of_the_user(
     spark: SparkSession,
     trained_shop: tuple[Config, TrainResult],

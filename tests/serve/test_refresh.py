@@ -345,6 +345,7 @@ def test_a_running_refresh_ranks_the_shop_once_per_period_and_applies_availabili
     assert rankings_built() == 2
 
 
+@pytest.mark.slow
 def test_a_running_refresh_serves_on_with_its_champion_while_the_registry_is_away(
     spark: SparkSession,
     trained_shop: tuple[Config, TrainResult],
@@ -381,6 +382,7 @@ def test_a_running_refresh_serves_on_with_its_champion_while_the_registry_is_awa
     assert any("model registry answers again" in r.getMessage() for r in caplog.records)
 
 
+@pytest.mark.slow
 def test_an_item_out_of_stock_leaves_the_lists_of_users_who_do_nothing(
     spark: SparkSession, trained_shop: tuple[Config, TrainResult], tmp_path: Path
 ) -> None:
