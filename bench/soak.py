@@ -565,6 +565,19 @@ class Checker:
         rows = served.groupBy("item_id").count().orderBy(F.desc("count"), "item_id").limit(count).collect()
         return [r[0] for r in rows]
 
+    def wait_for_lists(self, streams: dict[str, Job]) -> tuple[bool, str]:
+        """Wait for the refresh's first batch to publish the serving table."""
+        from recspark.core.tables import RECOMMENDATIONS
+
+        deadline = time.time() + QUIET_TIMEOUT
+        while time.time() < deadline:
+            if self.lake.exists(self.spark, RECOMMENDATIONS):
+                return True, ""
+            if not all(job.alive() for job in streams.values()):
+                return False, "a stream is down"
+            time.sleep(2)
+        return False, f"no serving table after {QUIET_TIMEOUT:.0f} s"
+
     def listed_users(self) -> set[str]:
         from recspark.core.tables import RECOMMENDATIONS
 
@@ -881,6 +894,9 @@ class Soak:
             if not ok:
                 record.checks.append(Check("streams", False, f"ingest never caught up: {why}"))
             self.start_stream("refresh")
+            ok, why = self.checker.wait_for_lists(self.streams)  # the day's erasure picks a listed user
+            if not ok:
+                record.checks.append(Check("streams", False, f"the refresh never published: {why}"))
         if outage_day:
             record.notes.append("refresh batches without the registry")
         maintenance = self.job("maintain").start() if day in self.schedule.maintain else None
