@@ -566,12 +566,16 @@ class Checker:
         return [r[0] for r in rows]
 
     def wait_for_lists(self, streams: dict[str, Job]) -> tuple[bool, str]:
-        """Wait for the refresh's first batch to publish the serving table."""
+        """Wait for the refresh's first batch to publish the serving table's lists (the refresh
+        creates the table empty when it starts)."""
         from recspark.core.tables import RECOMMENDATIONS
 
         deadline = time.time() + QUIET_TIMEOUT
         while time.time() < deadline:
-            if self.lake.exists(self.spark, RECOMMENDATIONS):
+            if (
+                self.lake.exists(self.spark, RECOMMENDATIONS)
+                and not self.lake.read(self.spark, RECOMMENDATIONS).isEmpty()
+            ):
                 return True, ""
             if not all(job.alive() for job in streams.values()):
                 return False, "a stream is down"
