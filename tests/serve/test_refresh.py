@@ -36,6 +36,7 @@ from recspark.serve.refresh import (
 )
 from tests.conftest import copy_shop, nothing_cached
 from tests.kafka_broker import free_port
+from tests.ops.test_concurrency import _a_change_waiting_for_refresh, _event, _land
 
 
 @pytest.mark.parametrize("max_items_per_block", [100_000, 7])  # broadcast, or joined in item blocks
@@ -478,6 +479,26 @@ def test_without_a_champion_every_user_gets_fallback_lists_until_a_model_is_prom
     run_refresh(spark, config, lake, once=True, gate=no_gate)
     versions = {r[0] for r in lake.read(spark, RECOMMENDATIONS).select("model_version").distinct().collect()}
     assert versions == {promoted.model_version}
+
+
+@pytest.mark.slow
+def test_a_refresh_with_one_batch_behind_it_resumes_from_its_checkpoint_after_a_full_publish(
+    spark: SparkSession, trained_shop: tuple[Config, TrainResult], tmp_path: Path
+) -> None:
+    """Delta resumes a query whose offset log holds a single batch from its ``startingVersion``
+    option rather than its checkpoint. A full publish since that batch reflects newer
+    interactions, so a start computed afresh lies past the batch's end: the restart failed with
+    DELTA_INVALID_CDC_RANGE on every retry, and the pending change must still be refreshed."""
+    config, lake, user = _a_change_waiting_for_refresh(spark, trained_shop[0], tmp_path)
+    item = lake.read(spark, ITEM_IDS).select("item_id").first()[0]
+    _land(Path(config.ingest.path), "later.jsonl", [_event("later", user, item)])
+    run_ingest(spark, config, lake, once=True)  # the batch on record ends two versions back
+    recommend(spark, config, lake, gate=no_gate)  # its commit reflects the newest interactions
+    published = lake.read(spark, RECOMMENDATIONS).agg(F.max("generated_at")).first()[0]
+    run_refresh(spark, config, lake, once=True, gate=no_gate)
+    rows = lake.read(spark, RECOMMENDATIONS).where(F.col("user_id") == user).collect()
+    assert len(rows) == config.serve.top_n
+    assert min(r["generated_at"] for r in rows) > published  # the batch after the one on record
 
 
 @pytest.mark.slow
