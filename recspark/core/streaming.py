@@ -10,6 +10,7 @@ from pyspark.errors import StreamingQueryException
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql.streaming import DataStreamWriter, StreamingQuery
 
+from recspark.core.hadoop_files import hadoop_file
 from recspark.core.secrets import redact
 
 
@@ -33,6 +34,17 @@ def await_query(query: StreamingQuery, job: str) -> None:
         if failure is None:
             return
     raise RuntimeError(redact(f"{job} query failed: {failure}"))
+
+
+def checkpoint_has_offsets(spark: SparkSession, checkpoint: str) -> bool:
+    """Whether a query has planned a batch under ``checkpoint`` (its offset log is not empty):
+    then it resumes there, and a source's starting options must not be given. Delta starts a
+    resumed query whose log holds one batch at its ``startingVersion`` option, not at the
+    checkpoint, so an option computed afresh can lie past that batch's end."""
+    fs, offsets = hadoop_file(spark, f"{checkpoint}/offsets")
+    return bool(fs.exists(offsets)) and any(
+        status.getPath().getName().isdigit() for status in fs.listStatus(offsets)
+    )
 
 
 def streaming_app_id(spark: SparkSession, checkpoint: str, job: str) -> str:

@@ -35,6 +35,7 @@ from recspark.core.registry import (
 )
 from recspark.core.streaming import (
     await_query,
+    checkpoint_has_offsets,
     commit_user_metadata,
     idempotent_session_writes,
     start_query,
@@ -405,13 +406,10 @@ def start_refresh(
     lake.require(spark, INTERACTIONS)
     lake.ensure(spark, serving_table(config.serve.deletion_vectors))
     checkpoint = lake.checkpoint(QUERY_NAME)
-    changes = (
-        spark.readStream.format("delta")
-        .option("readChangeFeed", "true")
-        # Ignored once the checkpoint exists, which then says where to resume.
-        .option("startingVersion", first_unreflected_version(spark, lake))
-        .load(lake.path(INTERACTIONS.name))
-    )
+    reader = spark.readStream.format("delta").option("readChangeFeed", "true")
+    if not checkpoint_has_offsets(spark, checkpoint):  # a resumed query follows its checkpoint
+        reader = reader.option("startingVersion", first_unreflected_version(spark, lake))
+    changes = reader.load(lake.path(INTERACTIONS.name))
     stream = (
         changes.writeStream.queryName(QUERY_NAME)
         .option("checkpointLocation", checkpoint)

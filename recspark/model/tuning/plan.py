@@ -11,12 +11,12 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta, timezone
-from typing import Any
 
 from pyspark.sql import SparkSession
 
 from recspark.core.config import Config, ConfigError
 from recspark.core.config.model import TuneConfig
+from recspark.core.hadoop_files import hadoop_file, session_jvm
 from recspark.core.tables import Lake
 from recspark.model.candidates.sources import POPULAR, TRENDING
 from recspark.model.families.model import ALL_FAMILIES, ALS, ModelSpec
@@ -59,23 +59,10 @@ def tuned_params_path(config: Config, lake: Lake) -> str:
     return config.tune.best_params_path or lake.path("_tuning/best_params.json")
 
 
-def _jvm(spark: SparkSession) -> Any:
-    """The session's view of the JVM (py4j); there is none once the session has stopped."""
-    jvm = spark.sparkContext._jvm
-    if jvm is None:
-        raise RuntimeError("the SparkSession has stopped: no JVM to read or write files with")
-    return jvm
-
-
-def _hadoop_file(spark: SparkSession, path: str):  # -> (FileSystem, Path) JVM objects
-    hadoop_path = _jvm(spark).org.apache.hadoop.fs.Path(path)
-    return hadoop_path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration()), hadoop_path
-
-
 def write_tuned(spark: SparkSession, path: str, plan: TunedPlan) -> str:
     """Replace the file at ``path``; returns the JSON written."""
     text = json.dumps(asdict(plan), indent=2, sort_keys=True) + "\n"
-    fs, hadoop_path = _hadoop_file(spark, path)
+    fs, hadoop_path = hadoop_file(spark, path)
     out = fs.create(hadoop_path, True)
     try:
         out.write(bytearray(text.encode("utf-8")))
@@ -87,12 +74,12 @@ def write_tuned(spark: SparkSession, path: str, plan: TunedPlan) -> str:
 def read_tuned(spark: SparkSession, config: Config, lake: Lake) -> TunedPlan | None:
     """The stored plan, or None when no tuning has written one."""
     path = tuned_params_path(config, lake)
-    fs, hadoop_path = _hadoop_file(spark, path)
+    fs, hadoop_path = hadoop_file(spark, path)
     if not fs.exists(hadoop_path):
         return None
     stream = fs.open(hadoop_path)
     try:
-        raw = bytes(_jvm(spark).org.apache.commons.io.IOUtils.toByteArray(stream))
+        raw = bytes(session_jvm(spark).org.apache.commons.io.IOUtils.toByteArray(stream))
     finally:
         stream.close()
     hint = "rerun `recspark tune` or set train.use_tuned=false"
