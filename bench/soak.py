@@ -42,6 +42,7 @@ pooled connection would keep reading the moved file and the outage would go unno
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -317,10 +318,13 @@ class Job:
             return -9
 
     def kill(self) -> None:
-        """SIGKILL to the whole group: the JVM dies mid-write, as in a machine crash."""
-        if self.process is not None and self.process.poll() is None:
+        """SIGKILL to the whole group: the JVM dies mid-write, as in a machine crash. Also when
+        the group's leader has ended: a JVM it started may still be running."""
+        if self.process is None:
+            return
+        with contextlib.suppress(ProcessLookupError):  # the whole group has ended
             os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait()
+        self.process.wait()
 
     def stop(self) -> None:
         """Ctrl-C to the group, then SIGKILL if it has not ended within a minute."""

@@ -16,6 +16,7 @@ ROOT = Path(__file__).resolve().parents[2]
 LIMIT_SECONDS = 1200  # the soak's own processes (streams, nightly jobs, checker) included
 
 
+@pytest.mark.soak
 @pytest.mark.slow
 @pytest.mark.spark  # JVMs of its own: the streams, the nightly jobs and the soak's checker
 def test_three_soak_days_hold_every_invariant(tmp_path: Path) -> None:
