@@ -293,7 +293,7 @@ def test_a_failure_inside_foreach_batch_is_printed_redacted(failed_job: subproce
     assert_redacted(
         failed_job.stderr,
         "RuntimeError: refresh query failed",
-        f"TrackingError: model registry at {REDACTED_URI}",
+        f"RegistryUnreachableError: model registry at {REDACTED_URI}",  # a TrackingError
         "MlflowException",
     )
 
