@@ -65,6 +65,7 @@ from pyspark.sql import DataFrame
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from recspark.core.config.model import MlflowConfig  # noqa: E402
 from recspark.datasets.shop.events import generate_events  # noqa: E402
 from recspark.datasets.shop.files import event_file_names, write_shop  # noqa: E402
 from recspark.datasets.shop.spec import ShopSpec  # noqa: E402
@@ -622,23 +623,19 @@ class Checker:
 class Registry:
     """The soak's view of the MLflow registry (the same store the jobs use)."""
 
-    def __init__(self, work: Workdir, model_name: str) -> None:
+    def __init__(self, work: Workdir, config: MlflowConfig) -> None:
         import mlflow
 
         self.work = work
-        self.model = model_name
-        mlflow.set_tracking_uri(f"sqlite:///{work.store}")
+        self.config = config
+        self.model = config.model_name
+        mlflow.set_tracking_uri(config.tracking_uri)
 
     def champion(self) -> str | None:
-        from mlflow.exceptions import MlflowException
-        from mlflow.tracking import MlflowClient
+        from recspark.core.registry import champion_version
 
-        try:
-            return str(MlflowClient().get_model_version_by_alias(self.model, "champion").version)
-        except MlflowException as exc:
-            if getattr(exc, "error_code", "") in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
-                return None
-            raise
+        version = champion_version(self.config)
+        return None if version is None else str(version.version)
 
     def newest(self) -> tuple[str, str, str] | None:
         """The newest registered version, its promotion status and its run's reason."""
@@ -887,7 +884,7 @@ class Soak:
         self.producer = Producer(self.work, self.spec, self.args.history_days, self.schedule)
         _, self.events = generate_events(self.spec)
         self.checker = Checker(self.work, self.settings, self.events)
-        self.registry = Registry(self.work, self.checker.config.mlflow.model_name)
+        self.registry = Registry(self.work, self.checker.config.mlflow)
 
     def day(self, day: int) -> Day:
         record = Day(day)
